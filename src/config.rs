@@ -1,0 +1,175 @@
+//! Configuration: TOML with every key documented, unknown keys refused (a typo in a security
+//! setting must not pass silently), validated once at start-up into the types below.
+//!
+//! INTERFACE NOTE (for implementers): the field names and types below are the contract the
+//! other modules code against. The loader (`Config::load`, `Config::from_toml_str`), the
+//! validation and the `file:line` errors are owned by this module.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::address::Domain;
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub smtp: SmtpConfig,
+    pub confirm: ConfirmConfig,
+    pub policy: PolicyConfig,
+    pub dns: DnsConfig,
+    pub store: StoreConfig,
+    pub api: ApiConfig,
+    pub outbound: OutboundConfig,
+    pub siem: SiemConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct SmtpConfig {
+    pub listen: Vec<SocketAddr>,
+    /// Banner and EHLO name.
+    pub hostname: String,
+    pub max_message_bytes: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub session_timeout: Duration,
+    pub max_errors: u32,
+    /// Transactions (MAIL commands) per session.
+    pub max_transactions: u32,
+    pub shutdown_grace: Duration,
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub required: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConfirmConfig {
+    /// The confirmation domain: `<local_prefix>+<token>@<domain>`.
+    pub domain: Domain,
+    pub local_prefix: String,
+    pub challenge_ttl: Duration,
+    pub max_message_age: Duration,
+    pub require_reply: bool,
+    pub require_session_code: bool,
+    pub max_pending_per_address: u32,
+    pub max_challenges_per_address_per_hour: u32,
+    /// Name of the service in the challenge mail text.
+    pub service_name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Alignment {
+    Strict,
+    Relaxed,
+}
+
+#[derive(Clone, Debug)]
+pub struct PolicyConfig {
+    pub allowed_domains: Vec<Domain>,
+    pub denied_domains: Vec<Domain>,
+    pub alignment: Alignment,
+    pub require_iprev: bool,
+    pub dkim_min_rsa_bits: u32,
+    /// Client networks allowed to connect; empty = any.
+    pub allowed_networks: Vec<IpNet>,
+    /// Extra characters allowed in a local part (RFC 5322 atext only).
+    pub local_part_extra_chars: String,
+    pub allow_idna: bool,
+    /// `[policy.domains."<domain>"]` overrides, most specific match wins.
+    pub domains: Vec<DomainOverride>,
+}
+
+/// A per-domain relaxation (SPEC §4). Validation guarantees that `require_dkim` and
+/// `require_spf` are never both false.
+#[derive(Clone, Debug)]
+pub struct DomainOverride {
+    pub domain: Domain,
+    pub require_dkim: bool,
+    pub require_spf: bool,
+    pub require_iprev: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct DnsConfig {
+    /// Empty = the system resolver (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
+    pub dnssec: bool,
+    /// Upper bound on cached entries.
+    pub cache_size: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// How often expired challenges are purged.
+    pub purge_interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub token_file: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct OutboundConfig {
+    /// The From header of challenge mails, e.g. `Inscription <noreply@verify.example.gouv.fr>`.
+    pub from: String,
+    pub target: OutboundTarget,
+    pub dkim: Option<OutboundDkim>,
+}
+
+#[derive(Clone, Debug)]
+pub enum OutboundTarget {
+    /// Write `.eml` files into this directory.
+    Directory(PathBuf),
+    /// SMTP smarthost URL, e.g. `smtp://relay.example.gouv.fr:25` (STARTTLS when offered).
+    Relay(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct OutboundDkim {
+    pub domain: Domain,
+    pub selector: String,
+    /// PEM (PKCS#8) RSA or Ed25519 private key.
+    pub private_key: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SiemFormat {
+    Ecs,
+    Cef,
+}
+
+#[derive(Clone, Debug)]
+pub struct SiemConfig {
+    pub format: SiemFormat,
+    pub sinks: Vec<SiemSink>,
+    pub spool_max_events: usize,
+    /// Where the durable spool for network sinks lives.
+    pub spool_path: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub enum SiemSink {
+    Stdout,
+    File { path: PathBuf },
+    Syslog { address: SocketAddr, transport: SyslogTransport, ca_file: Option<PathBuf>, server_name: Option<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyslogTransport {
+    Udp,
+    Tcp,
+    Tls,
+}

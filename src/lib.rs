@@ -1,0 +1,40 @@
+//! gatekeeper: an SMTP responder that confirms a person owns a mailbox at an allowed domain
+//! by accepting their DKIM-signed, SPF-authorised reply to a one-time address.
+//!
+//! # Layout
+//!
+//! ```text
+//!  backend ──HTTP──▶ api ──▶ challenge (token, code, mail) ──▶ store
+//!                                     │
+//!  MTA ──SMTP──▶ server (tokio driver) ──▶ smtp (pure engine) ──▶ backend seam
+//!                                     └──▶ app: store lookup → verify (SPF, DKIM, binding)
+//!                                                 → policy::decide → commit → 250 / 4xx / 5xx
+//!  every refusal ──▶ audit (typed events) ──▶ siem (ECS/CEF; stdout, file, syslog)
+//! ```
+//!
+//! - [`address`]: the one strict address parser (SPEC §3, invariant I2). Pure.
+//! - [`reason`]: reason codes and the one reason → SMTP reply table. Pure.
+//! - [`config`]: TOML configuration, validated once.
+//! - [`smtp`]: the sans-IO SMTP engine. Pure, no tokio.
+//! - [`server`]: listeners, limits, timeouts, STARTTLS, drain: drives `smtp` over sockets.
+//! - [`verify`]: header checks, SPF, DKIM, alignment, binding; [`policy`] picks the verdict.
+//! - [`store`], [`challenge`], [`api`], [`app`]: challenges, confirmations and the HTTP API.
+//! - [`audit`], [`siem`]: the audit trail.
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod api;
+pub mod app;
+pub mod audit;
+pub mod backend;
+pub mod challenge;
+pub mod config;
+pub mod dns;
+pub mod domains;
+pub mod policy;
+pub mod reason;
+pub mod server;
+pub mod siem;
+pub mod smtp;
+pub mod store;
+pub mod verify;
