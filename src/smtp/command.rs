@@ -65,7 +65,11 @@ impl Command {
         let is = |name: &str| verb.eq_ignore_ascii_case(name.as_bytes());
         if is("EHLO") || is("HELO") {
             let name = helo_argument(arg)?;
-            return Ok(if is("EHLO") { Self::Ehlo(name) } else { Self::Helo(name) });
+            return Ok(if is("EHLO") {
+                Self::Ehlo(name)
+            } else {
+                Self::Helo(name)
+            });
         }
         if is("MAIL") {
             return prefixed(arg, b"FROM:").map(Self::Mail);
@@ -195,7 +199,9 @@ fn parse_size(value: &[u8]) -> Result<u64, Reason> {
     }
     Ok(value
         .iter()
-        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+        .try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
         .unwrap_or(u64::MAX))
 }
 
@@ -274,7 +280,10 @@ mod tests {
             ("EHLO", Err(Reason::SmtpSyntax)),
             ("EHLO a b", Err(Reason::SmtpSyntax)),
             ("EHLO \u{e9}", Err(Reason::SmtpSyntax)),
-            ("mail from:<a@b.fr>", Ok(Command::Mail(b"<a@b.fr>".to_vec()))),
+            (
+                "mail from:<a@b.fr>",
+                Ok(Command::Mail(b"<a@b.fr>".to_vec())),
+            ),
             ("MAIL TO:<a@b.fr>", Err(Reason::SmtpSyntax)),
             ("MAIL", Err(Reason::SmtpSyntax)),
             ("RCPT To:<x>", Ok(Command::Rcpt(b"<x>".to_vec()))),
@@ -305,7 +314,14 @@ mod tests {
             split_path(b"<a@b.fr> SIZE=1 BODY=8BITMIME"),
             Some((&b"a@b.fr"[..], vec![&b"SIZE=1"[..], &b"BODY=8BITMIME"[..]]))
         );
-        for bad in [&b"a@b.fr"[..], b"<a@b.fr", b"<a@b.fr>x", b"<<a@b.fr>>", b"<a@b.fr> ", b"<a@b.fr>  X=1"] {
+        for bad in [
+            &b"a@b.fr"[..],
+            b"<a@b.fr",
+            b"<a@b.fr>x",
+            b"<<a@b.fr>>",
+            b"<a@b.fr> ",
+            b"<a@b.fr>  X=1",
+        ] {
             assert_eq!(split_path(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse_size(b"00012"), Ok(12));
@@ -318,7 +334,15 @@ mod tests {
     fn tokens() {
         assert_eq!(token_of("confirm+abc27", "confirm"), Some("abc27"));
         assert_eq!(token_of("confirm+abc27", "Confirm"), Some("abc27"));
-        for bad in ["confirm+", "confirm", "confirmx+abc", "confirm+ab1", "confirm+a+b", "other+abc", "conf"] {
+        for bad in [
+            "confirm+",
+            "confirm",
+            "confirmx+abc",
+            "confirm+ab1",
+            "confirm+a+b",
+            "other+abc",
+            "conf",
+        ] {
             assert_eq!(token_of(bad, "confirm"), None, "{bad}");
         }
     }

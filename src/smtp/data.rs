@@ -201,20 +201,39 @@ mod tests {
             assert_eq!(used, input.len());
             input.extend_from_slice(b"\r\n.\r\n");
             let (used, progress) = receive(&input, 1000);
-            assert_eq!((used, progress), (input.len(), DataProgress::Done(Err(*reason))), "{seq:?}");
+            assert_eq!(
+                (used, progress),
+                (input.len(), DataProgress::Done(Err(*reason))),
+                "{seq:?}"
+            );
         }
     }
 
     #[test]
     fn size_and_line_limits() {
         let at = b"abc\r\n.\r\n";
-        assert_eq!(receive(at, 5).1, DataProgress::Done(Ok(b"abc\r\n".to_vec())));
-        assert_eq!(receive(at, 4).1, DataProgress::Done(Err(Reason::MessageTooLarge)));
+        assert_eq!(
+            receive(at, 5).1,
+            DataProgress::Done(Ok(b"abc\r\n".to_vec()))
+        );
+        assert_eq!(
+            receive(at, 4).1,
+            DataProgress::Done(Err(Reason::MessageTooLarge))
+        );
         let line = |n: usize| [vec![b'x'; n], b"\r\n.\r\n".to_vec()].concat();
-        assert!(matches!(receive(&line(998), 5000).1, DataProgress::Done(Ok(_))));
-        assert_eq!(receive(&line(999), 5000).1, DataProgress::Done(Err(Reason::SmtpLineTooLong)));
+        assert!(matches!(
+            receive(&line(998), 5000).1,
+            DataProgress::Done(Ok(_))
+        ));
+        assert_eq!(
+            receive(&line(999), 5000).1,
+            DataProgress::Done(Err(Reason::SmtpLineTooLong))
+        );
         // The stuffing dot does not count.
         let stuffed = [b".".to_vec(), line(998)].concat();
-        assert!(matches!(receive(&stuffed, 5000).1, DataProgress::Done(Ok(_))));
+        assert!(matches!(
+            receive(&stuffed, 5000).1,
+            DataProgress::Done(Ok(_))
+        ));
     }
 }

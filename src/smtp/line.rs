@@ -141,21 +141,35 @@ mod tests {
             (b"MAIL\rRCPT\r\n", vec![Framed::Refused(Reason::SmtpBareCr)]),
             (b"MA\0IL\r\n", vec![Framed::Refused(Reason::SmtpNul)]),
             (b"A\r\r\n", vec![Framed::Refused(Reason::SmtpBareCr)]),
-            (b"A\n\r\nNOOP\r\n", vec![Framed::Refused(Reason::SmtpBareLf), line("NOOP")]),
+            (
+                b"A\n\r\nNOOP\r\n",
+                vec![Framed::Refused(Reason::SmtpBareLf), line("NOOP")],
+            ),
         ];
         for (input, expected) in cases {
-            assert_eq!(&frame_all(input), expected, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                &frame_all(input),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
     #[test]
     fn length_limit_counts_crlf_and_drains() {
         let ok = [vec![b'a'; MAX_COMMAND_LINE - 2], b"\r\n".to_vec()].concat();
-        assert_eq!(frame_all(&ok), vec![Framed::Line(vec![b'a'; MAX_COMMAND_LINE - 2])]);
+        assert_eq!(
+            frame_all(&ok),
+            vec![Framed::Line(vec![b'a'; MAX_COMMAND_LINE - 2])]
+        );
         let long = [vec![b'a'; MAX_COMMAND_LINE - 1], b"\r\nNOOP\r\n".to_vec()].concat();
         assert_eq!(
             frame_all(&long),
-            vec![Framed::Refused(Reason::SmtpLineTooLong), Framed::Line(b"NOOP".to_vec())]
+            vec![
+                Framed::Refused(Reason::SmtpLineTooLong),
+                Framed::Line(b"NOOP".to_vec())
+            ]
         );
         // Smuggling beats length.
         let both = [vec![b'a'; 600], b"\n\r\n".to_vec()].concat();

@@ -20,7 +20,13 @@ pub fn helo(hostname: &str) -> Vec<u8> {
 /// The multi-line reply to EHLO: exactly these keywords, in this order (SPEC §5).
 pub fn ehlo(hostname: &str, max_message_bytes: usize, starttls: bool) -> Vec<u8> {
     let size = format!("SIZE {max_message_bytes}");
-    let mut lines: Vec<&str> = vec![hostname, "PIPELINING", &size, "8BITMIME", "ENHANCEDSTATUSCODES"];
+    let mut lines: Vec<&str> = vec![
+        hostname,
+        "PIPELINING",
+        &size,
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+    ];
     if starttls {
         lines.push("STARTTLS");
     }

@@ -167,9 +167,14 @@ enum State {
     /// EHLO / HELO done, no transaction.
     Greeted,
     /// MAIL accepted.
-    Mail { from: Mailbox },
+    Mail {
+        from: Mailbox,
+    },
     /// A RCPT is with the backend.
-    CheckingRcpt { from: Mailbox, rcpt: Recipient },
+    CheckingRcpt {
+        from: Mailbox,
+        rcpt: Recipient,
+    },
     /// One confirmation recipient accepted.
     Rcpt {
         from: Mailbox,
@@ -373,7 +378,11 @@ impl Session {
         self.reset_transaction();
         let s = &self.settings;
         let text = if extended {
-            reply::ehlo(&s.hostname, s.max_message_bytes, s.tls_offered && !self.in_tls)
+            reply::ehlo(
+                &s.hostname,
+                s.max_message_bytes,
+                s.tls_offered && !self.in_tls,
+            )
         } else {
             reply::helo(&s.hostname)
         };
@@ -397,12 +406,13 @@ impl Session {
             return self.close(out);
         }
         let s = &self.settings;
-        let mail = command::parse_mail_from(arg, &s.parse, s.max_message_bytes).and_then(|m| {
-            match s.domains.allows(m.from.domain()) {
-                true => Ok(m),
-                false => Err(Reason::DomainNotAllowed),
-            }
-        });
+        let mail =
+            command::parse_mail_from(arg, &s.parse, s.max_message_bytes).and_then(|m| {
+                match s.domains.allows(m.from.domain()) {
+                    true => Ok(m),
+                    false => Err(Reason::DomainNotAllowed),
+                }
+            });
         match mail {
             Ok(mail) => {
                 self.tx.mail_from = Some(mail.from.to_string());
@@ -496,7 +506,12 @@ impl Session {
         }
     }
 
-    fn on_data_end(&mut self, out: &mut Vec<Output>, result: Result<Vec<u8>, Reason>, now: DateTime<Utc>) {
+    fn on_data_end(
+        &mut self,
+        out: &mut Vec<Output>,
+        result: Result<Vec<u8>, Reason>,
+        now: DateTime<Utc>,
+    ) {
         let state = std::mem::replace(&mut self.state, State::Greeted);
         let State::Data {
             from,
@@ -533,7 +548,11 @@ impl Session {
         }
         self.state = State::Greeted;
         let (reason, action, text) = match verdict.decision {
-            Decision::Accept => (None, Action::ConfirmationAccepted, reply::CONFIRMED.to_vec()),
+            Decision::Accept => (
+                None,
+                Action::ConfirmationAccepted,
+                reply::CONFIRMED.to_vec(),
+            ),
             Decision::Refuse(r) => (Some(r), action_of(r), reply::render(r.reply())),
         };
         let mut event = self.event_with(action, reason, now);
