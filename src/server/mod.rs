@@ -208,8 +208,8 @@ fn admit<B: Backend>(shared: &Arc<Shared<B>>, stream: TcpStream, peer: SocketAdd
     });
 }
 
-/// Answer a refused connection with one non-blocking write (a fresh socket's send buffer is
-/// empty, so the short reply fits), audit it, and close.
+/// Audit a refused connection, answer it with one non-blocking write (a fresh socket's send
+/// buffer is empty, so the short reply fits), and close it.
 fn refuse_connection<B>(
     shared: &Shared<B>,
     stream: &TcpStream,
@@ -217,7 +217,6 @@ fn refuse_connection<B>(
     port: u16,
     reason: Reason,
 ) {
-    let _ = stream.try_write(&reply::render(reason.reply()));
     let mut event = AuditEvent::new(
         Utc::now(),
         Action::ConnectionRefused,
@@ -227,6 +226,7 @@ fn refuse_connection<B>(
     event.source_ip = Some(ip);
     event.source_port = Some(port);
     shared.audit.emit(event);
+    let _ = stream.try_write(&reply::render(reason.reply()));
 }
 
 /// Open connections, globally and per client IP.
