@@ -1,6 +1,7 @@
 //! The configuration files we ship load, unknown keys are refused everywhere with `file:line`,
 //! and each validation rule refuses what it should with a message that names the key.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,8 +52,11 @@ fn every_shipped_file_loads() {
 #[test]
 fn default_file_is_the_developer_setup() {
     let c = Config::from_toml_str(DEFAULT, ORIGIN).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.smtp.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
-    assert_eq!(c.api.listen, "127.0.0.1:8025".parse().unwrap());
+    assert_eq!(
+        c.smtp.listen,
+        vec![SocketAddr::from(([127, 0, 0, 1], 2525))]
+    );
+    assert_eq!(c.api.listen, SocketAddr::from(([127, 0, 0, 1], 8025)));
     assert_eq!(c.store.path, PathBuf::from("var/gatekeeper.db"));
     assert_eq!(c.api.token_file, PathBuf::from("var/api-token"));
     assert!(

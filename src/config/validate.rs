@@ -385,13 +385,13 @@ impl Check {
                         format!("{:?} is not a DNS selector", d.selector),
                     );
                 }
-                if let (Some(domain), Some(from)) = (&domain, &from) {
-                    if !from.domain().is_within(domain) {
-                        self.fail(
-                            &here.key("domain"),
-                            "must be the domain of outbound.from or a parent of it (alignment)",
-                        );
-                    }
+                if let (Some(domain), Some(from)) = (&domain, &from)
+                    && !from.domain().is_within(domain)
+                {
+                    self.fail(
+                        &here.key("domain"),
+                        "must be the domain of outbound.from or a parent of it (alignment)",
+                    );
                 }
                 Some(OutboundDkim {
                     domain: domain?,
