@@ -246,3 +246,45 @@ fn line_of_path(text: &str, root: &DeTable<'_>, path: &KeyPath) -> Option<usize>
     };
     Some(line_of(text, at))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_read_back_as_toml() {
+        let table: &[(KeyPath, &str)] = &[
+            (KeyPath::of(&["smtp", "listen"]), "smtp.listen"),
+            (KeyPath::of(&["siem", "sink"]).index(1).key("address"), "siem.sink[1].address"),
+            (
+                KeyPath::of(&["policy", "domains", "culture.gouv.fr"]),
+                "policy.domains.\"culture.gouv.fr\"",
+            ),
+        ];
+        for (path, want) in table {
+            assert_eq!(path.to_string(), *want);
+        }
+    }
+
+    #[test]
+    fn lines_of_keys_values_and_missing_keys() {
+        let text = "[a]\nx = 1\n\n[[b]]\ny = [\n  \"p\",\n  \"q\",\n]\n[[b]]\nz = 2\n";
+        let doc = DeTable::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        let table: &[(KeyPath, Option<usize>)] = &[
+            (KeyPath::of(&["a", "x"]), Some(2)),
+            (KeyPath::of(&["a", "missing"]), Some(1)),
+            (KeyPath::of(&["b"]).index(0).key("y").index(1), Some(7)),
+            (KeyPath::of(&["b"]).index(1).key("z"), Some(10)),
+            (KeyPath::of(&["b"]).index(1).key("missing"), Some(9)),
+            (KeyPath::of(&["nothing"]), None),
+        ];
+        for (path, want) in table {
+            assert_eq!(line_of_path(text, doc.get_ref(), path), *want, "{path}");
+        }
+        let at = text.find('q').unwrap_or_default();
+        assert_eq!(
+            key_at(doc.get_ref(), at, KeyPath::default()).map(|p| p.to_string()),
+            Some("b[0].y[1]".to_owned())
+        );
+    }
+}

@@ -672,3 +672,51 @@ fn to_u32(v: u64) -> u32 {
 fn to_usize(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn override_rules() {
+        let opts = ParseOptions::default();
+        let Ok(domain) = Domain::parse(b"culture.gouv.fr", &opts) else {
+            panic!("test domain refused");
+        };
+        // (dkim, spf, iprev, accepted)
+        let table = [
+            (true, true, false, true),
+            (true, false, false, true),
+            (false, true, true, true),
+            (false, true, false, false),
+            (false, false, true, false),
+            (false, false, false, false),
+        ];
+        for (dkim, spf, iprev, ok) in table {
+            let o = DomainOverride {
+                domain: domain.clone(),
+                require_dkim: dkim,
+                require_spf: spf,
+                require_iprev: iprev,
+            };
+            assert_eq!(validate_override(&o).is_ok(), ok, "{dkim} {spf} {iprev}");
+        }
+    }
+
+    #[test]
+    fn selectors() {
+        for s in ["gk2026", "a.b-c", "s1024"] {
+            assert!(is_selector(s), "{s}");
+        }
+        for s in ["", "-a", "a-", "a..b", "a_b", "a b", "a;b"] {
+            assert!(!is_selector(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn extra_chars_never_include_routing_or_quoting() {
+        for ch in ['%', '!', '@', '"', '\'', '`', '(', ')', '<', '>', '[', ']', '{', '}', '\\'] {
+            assert!(!ALLOWED_EXTRA_CHARS.contains(ch), "{ch}");
+        }
+    }
+}
