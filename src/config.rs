@@ -24,7 +24,7 @@ use crate::address::{Domain, ParseOptions};
 
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, KeyPath, Problem, Segment};
-pub use validate::{ALLOWED_EXTRA_CHARS, validate_override};
+pub use validate::ALLOWED_EXTRA_CHARS;
 
 impl Config {
     /// Read and validate a configuration file. Errors name the file and line.
