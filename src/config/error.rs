@@ -255,7 +255,10 @@ mod tests {
     fn key_paths_read_back_as_toml() {
         let table: &[(KeyPath, &str)] = &[
             (KeyPath::of(&["smtp", "listen"]), "smtp.listen"),
-            (KeyPath::of(&["siem", "sink"]).index(1).key("address"), "siem.sink[1].address"),
+            (
+                KeyPath::of(&["siem", "sink"]).index(1).key("address"),
+                "siem.sink[1].address",
+            ),
             (
                 KeyPath::of(&["policy", "domains", "culture.gouv.fr"]),
                 "policy.domains.\"culture.gouv.fr\"",

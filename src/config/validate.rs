@@ -716,7 +716,9 @@ mod tests {
 
     #[test]
     fn extra_chars_never_include_routing_or_quoting() {
-        for ch in ['%', '!', '@', '"', '\'', '`', '(', ')', '<', '>', '[', ']', '{', '}', '\\'] {
+        for ch in [
+            '%', '!', '@', '"', '\'', '`', '(', ')', '<', '>', '[', ']', '{', '}', '\\',
+        ] {
             assert!(!ALLOWED_EXTRA_CHARS.contains(ch), "{ch}");
         }
     }
