@@ -442,7 +442,12 @@ fn validation_errors_point_at_the_key() {
             want: "siem.sink[0].ca_file: does not apply to this sink type or transport",
         },
     ];
-    for case in &cases {
+    assert_cases(&cases);
+}
+
+/// Apply each edit to the default file and expect its message at the key's line.
+fn assert_cases(cases: &[Case]) {
+    for case in cases {
         let text = DEFAULT.replacen(case.from, case.to, 1);
         let line = key_line(&text, line_of(DEFAULT, case.from), case.want);
         let err = error_of(&text);
@@ -453,6 +458,164 @@ fn validation_errors_point_at_the_key() {
             case.to
         );
     }
+}
+
+#[test]
+fn more_validation_errors_point_at_the_key() {
+    let cases = [
+        Case {
+            from: "nameservers = []",
+            to: "nameservers = [\"::1:53\"]",
+            want: "dns.nameservers[0]: \"::1:53\": write an IPv6 nameserver with brackets and a port, \"[::1:53]:53\"",
+        },
+        // more durations and ranges
+        Case {
+            from: "data_timeout = \"10m\"",
+            to: "data_timeout = \"2h\"",
+            want: "smtp.data_timeout: \"2h\" is out of range 1s..=1h",
+        },
+        Case {
+            from: "session_timeout = \"30m\"",
+            to: "session_timeout = \"2d\"",
+            want: "smtp.session_timeout: \"2d\" is out of range 1s..=1d",
+        },
+        Case {
+            from: "shutdown_grace = \"30s\"",
+            to: "shutdown_grace = \"11m\"",
+            want: "smtp.shutdown_grace: \"11m\" is out of range 0ms..=10m",
+        },
+        Case {
+            from: "max_message_age = \"48h\"",
+            to: "max_message_age = \"30s\"",
+            want: "confirm.max_message_age: \"30s\" is out of range 1m..=30d",
+        },
+        // paths
+        Case {
+            from: "path = \"var/gatekeeper.db\"",
+            to: "path = \"\"",
+            want: "store.path: must be a non-empty path",
+        },
+        Case {
+            from: "spool_path = \"var/siem-spool.db\"",
+            to: "spool_path = \"\"",
+            want: "siem.spool_path: must be a non-empty path",
+        },
+        Case {
+            from: "token_file = \"var/api-token\"",
+            to: "token_file = \"\"",
+            want: "api.token_file: must be a non-empty path",
+        },
+        // outbound
+        Case {
+            from: "from = \"Inscription <noreply@verify.example.gouv.fr>\"",
+            to: "from = \"Inscription <noreply@verify.example.gouv.fr>\\r\\nBcc: x@y.fr\"",
+            want: "outbound.from: control characters are not allowed",
+        },
+        Case {
+            from: "directory = \"var/outbox\"",
+            to: "relay = \"smtps://\"",
+            want: "outbound.relay: \"smtps://\" is not smtp://host[:port] or smtps://host[:port]",
+        },
+        Case {
+            from: "directory = \"var/outbox\"",
+            to: "relay = \"smtp://user@relay.example.gouv.fr\"",
+            want: "outbound.relay: \"smtp://user@relay.example.gouv.fr\" is not smtp://host[:port] or smtps://host[:port]",
+        },
+        // siem
+        Case {
+            from: "type = \"stdout\"",
+            to: "type = \"stdout\"\npath = \"x.jsonl\"",
+            want: "siem.sink[0].path: does not apply to this sink type or transport",
+        },
+        Case {
+            from: "type = \"stdout\"",
+            to: "type = \"syslog\"\naddress = \"127.0.0.1:6514\"\ntransport = \"tls\"\nserver_name = \"siem..example\"",
+            want: "siem.sink[0].server_name: \"siem..example\" is not a valid domain",
+        },
+        Case {
+            from: "type = \"stdout\"",
+            to: "type = \"file\"\npath = \"\"",
+            want: "siem.sink[0].path: must be a non-empty path",
+        },
+    ];
+    assert_cases(&cases);
+}
+
+/// Tables appended to the default file, and the message expected `offset` lines into the
+/// text (2 = its header, after the blank line that separates it).
+#[test]
+fn appended_tables_are_validated() {
+    let base_lines = DEFAULT.lines().count();
+    let cases: &[(&str, &str, usize)] = &[
+        (
+            "[outbound.dkim]\ndomain = \"verify.example.gouv.fr\"\nselector = \"bad_selector\"\nprivate_key = \"k.pem\"\n",
+            "outbound.dkim.selector: \"bad_selector\" is not a DNS selector",
+            4,
+        ),
+        (
+            "[outbound.dkim]\ndomain = \"other.gouv.fr\"\nselector = \"s1\"\nprivate_key = \"k.pem\"\n",
+            "outbound.dkim.domain: must be the domain of outbound.from or a parent of it (alignment)",
+            3,
+        ),
+        (
+            "[outbound.dkim]\ndomain = \"-x.gouv.fr\"\nselector = \"s1\"\nprivate_key = \"k.pem\"\n",
+            "outbound.dkim.domain: \"-x.gouv.fr\" is not a valid domain",
+            3,
+        ),
+        (
+            "[outbound.dkim]\ndomain = \"verify.example.gouv.fr\"\nselector = \"s1\"\nprivate_key = \"\"\n",
+            "outbound.dkim.private_key: must be a non-empty path",
+            5,
+        ),
+        (
+            "[smtp.tls]\ncertificate = \"\"\nprivate_key = \"key.pem\"\n",
+            "smtp.tls.certificate: must be a non-empty path",
+            3,
+        ),
+    ];
+    for (append, want, offset) in cases {
+        let text = format!("{DEFAULT}\n{append}");
+        let err = error_of(&text);
+        let want = format!("{ORIGIN}:{}: {want}", base_lines + offset);
+        assert!(
+            err.lines().any(|l| l.starts_with(&want)),
+            "want {want}\ngot  {err}"
+        );
+    }
+    // A parent domain of the From domain is aligned (relaxed), and the signer is kept.
+    let text = format!(
+        "{DEFAULT}\n[outbound.dkim]\ndomain = \"example.gouv.fr\"\nselector = \"s1\"\nprivate_key = \"k.pem\"\n"
+    );
+    let c = Config::from_toml_str(&text, ORIGIN).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.outbound.dkim.map(|d| d.domain.to_string()),
+        Some("example.gouv.fr".to_owned())
+    );
+}
+
+#[test]
+fn audit_events_need_a_sink() {
+    let text = format!("{MINIMAL}[siem]\nsink = []\n");
+    let line = text.lines().count();
+    let want = format!(
+        "minimal.toml:{line}: siem.sink: at least one sink is needed: every refusal is an audit event"
+    );
+    let err = Config::from_toml_str(&text, "minimal.toml")
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(err, Some(want));
+}
+
+#[test]
+fn nameservers_default_to_port_53() {
+    let text = DEFAULT.replacen(
+        "nameservers = []",
+        "nameservers = [\"127.0.0.1\", \"127.0.0.2:5300\", \"[::1]:53\"]",
+        1,
+    );
+    let c = Config::from_toml_str(&text, ORIGIN).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<String> = c.dns.nameservers.iter().map(ToString::to_string).collect();
+    assert_eq!(got, ["127.0.0.1:53", "127.0.0.2:5300", "[::1]:53"]);
 }
 
 #[test]

@@ -204,7 +204,8 @@ pub struct RawDomainOverride {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDns {
-    /// Nameservers as `"ip:port"` or `"ip"` (port 53); empty = the system resolver.
+    /// Nameservers as `"ip:port"`, `"[ipv6]:port"` or an IPv4 `"ip"` (port 53); empty = the
+    /// system resolver.
     #[serde(default)]
     pub nameservers: Vec<String>,
     /// Timeout of one DNS query.

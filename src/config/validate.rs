@@ -2,7 +2,7 @@
 //! range, every problem collected (an operator fixes them all in one go, not one per run).
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -313,14 +313,21 @@ impl Check {
         let at = KeyPath::of(&["dns"]);
         let mut nameservers = Vec::new();
         for (i, text) in raw.nameservers.iter().enumerate() {
-            // `"ip"` alone means port 53; an IPv6 address with a port needs brackets.
+            // An IPv4 address alone means port 53. A bare IPv6 address is refused: `::1:53`
+            // is itself a valid IPv6 address, so the reader cannot tell a port from a group.
             let parsed = text.parse::<SocketAddr>().ok().or_else(|| {
-                text.parse::<IpAddr>()
+                text.parse::<Ipv4Addr>()
                     .ok()
-                    .map(|ip| SocketAddr::new(ip, 53))
+                    .map(|ip| SocketAddr::new(ip.into(), 53))
             });
             match parsed {
                 Some(addr) => nameservers.push(addr),
+                None if text.parse::<IpAddr>().is_ok() => self.fail(
+                    &at.key("nameservers").index(i),
+                    format!(
+                        "{text:?}: write an IPv6 nameserver with brackets and a port, \"[{text}]:53\""
+                    ),
+                ),
                 None => self.fail(
                     &at.key("nameservers").index(i),
                     format!("{text:?} is not \"ip\" or \"ip:port\""),
