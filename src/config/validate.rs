@@ -1,14 +1,12 @@
-//! From [`RawConfig`] to [`Config`]: every value parsed, every limit checked against its
-//! range, every problem collected (an operator fixes them all in one go, not one per run).
+//! From [`RawConfig`] to [`Config`], one section at a time: every value parsed, every limit
+//! checked against its range, every problem collected (an operator fixes them all in one go,
+//! not one per run). The checkers of single values live in `check.rs`.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::IpNet;
-
-use super::duration::{format_duration, parse_duration};
+use super::check::{Check, check_override, is_selector, to_u32, to_usize};
 use super::error::KeyPath;
 use super::raw::{
     RawAlignment, RawConfig, RawConfirm, RawDns, RawOutbound, RawPolicy, RawSiem, RawSiemFormat,
@@ -19,7 +17,7 @@ use super::{
     OutboundDkim, OutboundTarget, PolicyConfig, SiemConfig, SiemFormat, SiemSink, SmtpConfig,
     StoreConfig, SyslogTransport, TlsConfig,
 };
-use crate::address::{Domain, Mailbox, ParseOptions};
+use crate::address::{Mailbox, ParseOptions};
 
 /// Characters `policy.local_part_extra_chars` may add: RFC 5322 §3.2.3 atext minus what the
 /// strict parser refuses on purpose — `%` and `!` (old source routing), `'` and `` ` ``
@@ -82,17 +80,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
     })
 }
 
-/// The problems found so far, and small checkers that record one when a value is bad.
-#[derive(Default)]
-struct Check {
-    problems: Vec<(KeyPath, String)>,
-}
-
 impl Check {
-    fn fail(&mut self, path: &KeyPath, message: impl Into<String>) {
-        self.problems.push((path.clone(), message.into()));
-    }
-
     fn smtp(
         &mut self,
         raw: &RawSmtp,
@@ -519,207 +507,10 @@ impl Check {
             }
         }
     }
-
-    fn relay(&mut self, at: &KeyPath, url: &str) -> Option<String> {
-        let rest = url
-            .strip_prefix("smtp://")
-            .or_else(|| url.strip_prefix("smtps://"));
-        let ok = rest.is_some_and(|r| {
-            !r.is_empty()
-                && r.bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'@' && b != b'/')
-        });
-        if ok {
-            Some(url.to_owned())
-        } else {
-            self.fail(
-                at,
-                format!("{url:?} is not smtp://host[:port] or smtps://host[:port]"),
-            );
-            None
-        }
-    }
-
-    fn networks(&mut self, at: &KeyPath, raw: &[String]) -> Vec<IpNet> {
-        let mut out = Vec::new();
-        for (i, text) in raw.iter().enumerate() {
-            match text.parse::<IpNet>() {
-                // Host bits set (`10.0.0.1/8`) is most likely a typo for another network.
-                Ok(net) if net.trunc() != net => self.fail(
-                    &at.index(i),
-                    format!(
-                        "{text:?} has host bits set; did you mean \"{}\"?",
-                        net.trunc()
-                    ),
-                ),
-                Ok(net) => out.push(net),
-                Err(_) => self.fail(&at.index(i), format!("{text:?} is not a CIDR network")),
-            }
-        }
-        out
-    }
-
-    fn domains(&mut self, at: &KeyPath, raw: &[String], opts: &ParseOptions) -> Vec<Domain> {
-        raw.iter()
-            .enumerate()
-            .filter_map(|(i, d)| self.domain(&at.index(i), d, opts))
-            .collect()
-    }
-
-    fn domain(&mut self, at: &KeyPath, text: &str, opts: &ParseOptions) -> Option<Domain> {
-        match Domain::parse(text.as_bytes(), opts) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                self.fail(at, format!("{text:?} is not a valid domain ({e})"));
-                None
-            }
-        }
-    }
-
-    fn sockets(&mut self, at: &KeyPath, raw: &[String], non_empty: bool) -> Vec<SocketAddr> {
-        if non_empty && raw.is_empty() {
-            self.fail(at, "must list at least one \"ip:port\"");
-        }
-        let mut seen = BTreeSet::new();
-        let mut out = Vec::new();
-        for (i, text) in raw.iter().enumerate() {
-            if let Some(addr) = self.socket(&at.index(i), text) {
-                if seen.insert(addr) {
-                    out.push(addr);
-                } else {
-                    self.fail(&at.index(i), format!("{text:?} is listed twice"));
-                }
-            }
-        }
-        out
-    }
-
-    fn socket(&mut self, at: &KeyPath, text: &str) -> Option<SocketAddr> {
-        match text.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.fail(at, format!("{text:?} is not a socket address \"ip:port\""));
-                None
-            }
-        }
-    }
-
-    fn path(&mut self, at: &KeyPath, text: &str) -> PathBuf {
-        if text.is_empty() || text.contains('\0') {
-            self.fail(at, "must be a non-empty path");
-        }
-        PathBuf::from(text)
-    }
-
-    fn range(&mut self, at: &KeyPath, value: u64, min: u64, max: u64) -> u64 {
-        if (min..=max).contains(&value) {
-            value
-        } else {
-            self.fail(at, format!("{value} is out of range {min}..={max}"));
-            value.clamp(min, max)
-        }
-    }
-
-    fn duration(&mut self, at: &KeyPath, text: &str, min: Duration, max: Duration) -> Duration {
-        match parse_duration(text) {
-            Ok(d) if (min..=max).contains(&d) => d,
-            Ok(d) => {
-                self.fail(
-                    at,
-                    format!(
-                        "{text:?} is out of range {}..={}",
-                        format_duration(min),
-                        format_duration(max)
-                    ),
-                );
-                d.clamp(min, max)
-            }
-            Err(message) => {
-                self.fail(at, message);
-                min
-            }
-        }
-    }
 }
-
-// TODO(domains): use `crate::domains::validate_override` once it is on main.
-/// SPEC §4: an override may relax DKIM or SPF for a domain that cannot meet it, never both;
-/// a domain without DKIM is then held by SPF `pass` and forward-confirmed reverse DNS.
-fn check_override(o: &DomainOverride) -> Result<(), String> {
-    match (o.require_dkim, o.require_spf, o.require_iprev) {
-        (false, false, _) => {
-            Err("an override cannot remove both DKIM and SPF (require_dkim and require_spf both false)".to_owned())
-        }
-        (false, true, false) => {
-            Err("require_dkim = false needs require_iprev = true (SPF pass and reverse DNS carry the proof)".to_owned())
-        }
-        _ => Ok(()),
-    }
-}
-
-/// A DKIM selector: dot-separated labels of letters, digits and hyphens (RFC 6376 §3.1).
-fn is_selector(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
-/// Ranges above keep every value far below `u32::MAX`.
-fn to_u32(v: u64) -> u32 {
-    u32::try_from(v).unwrap_or(u32::MAX)
-}
-
-/// Ranges above keep every value far below `usize::MAX` on 32- and 64-bit targets.
-fn to_usize(v: u64) -> usize {
-    usize::try_from(v).unwrap_or(usize::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn override_rules() {
-        let opts = ParseOptions::default();
-        let Ok(domain) = Domain::parse(b"culture.gouv.fr", &opts) else {
-            panic!("test domain refused");
-        };
-        // (dkim, spf, iprev, accepted)
-        let table = [
-            (true, true, false, true),
-            (true, false, false, true),
-            (false, true, true, true),
-            (false, true, false, false),
-            (false, false, true, false),
-            (false, false, false, false),
-        ];
-        for (dkim, spf, iprev, ok) in table {
-            let o = DomainOverride {
-                domain: domain.clone(),
-                require_dkim: dkim,
-                require_spf: spf,
-                require_iprev: iprev,
-            };
-            assert_eq!(check_override(&o).is_ok(), ok, "{dkim} {spf} {iprev}");
-        }
-    }
-
-    #[test]
-    fn selectors() {
-        for s in ["gk2026", "a.b-c", "s1024"] {
-            assert!(is_selector(s), "{s}");
-        }
-        for s in ["", "-a", "a-", "a..b", "a_b", "a b", "a;b"] {
-            assert!(!is_selector(s), "{s}");
-        }
-    }
 
     #[test]
     fn extra_chars_never_include_routing_or_quoting() {
