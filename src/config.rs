@@ -4,8 +4,8 @@
 //! The field names and types below are the contract the other modules code against. Loading
 //! happens in two stages (style guide §11): `raw` holds serde structs that refuse unknown keys
 //! and carry the defaults, `validate` (with the value checkers of `check`) turns them into
-//! these types, collecting every problem
-//! with its key; `error` locates each problem at `file:line`.
+//! these types, collecting every problem with its key; `error` locates each problem at
+//! `file:line`.
 //!
 //! Relative paths stay relative to the working directory (SPEC §6): nothing here resolves
 //! them against the configuration file's directory.
