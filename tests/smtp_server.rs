@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -20,11 +20,9 @@ use gatekeeper::audit::{Action, AuditEvent, MemorySink};
 use gatekeeper::backend::{
     Backend, Decision, RcptOutcome, Recipient, SessionInfo, Transaction, Verdict,
 };
+use gatekeeper::config::{Config, TlsConfig};
 use gatekeeper::reason::Reason;
 use gatekeeper::server::{self, ServerSettings};
-use gatekeeper::smtp::SessionSettings;
-use gatekeeper::smtp::command::ConfirmAddress;
-use gatekeeper::smtp::session::DomainRules;
 
 /// Every socket wait in these tests is bounded by this.
 const WAIT: Duration = Duration::from_secs(10);
@@ -79,56 +77,51 @@ fn domain(s: &str) -> Domain {
     Domain::parse(s.as_bytes(), &ParseOptions::default()).unwrap()
 }
 
+/// The shipped configuration with test-sized limits.
+fn config() -> Config {
+    let mut config =
+        Config::from_toml_str(include_str!("../conf/gatekeeper.toml"), "conf").unwrap();
+    config.smtp.max_message_bytes = 100_000;
+    config.smtp.max_connections = 50;
+    config.smtp.max_connections_per_ip = 20;
+    config.smtp.command_timeout = Duration::from_secs(30);
+    config.smtp.data_timeout = Duration::from_secs(30);
+    config.smtp.session_timeout = Duration::from_secs(60);
+    config.smtp.shutdown_grace = Duration::from_secs(10);
+    config.policy.allowed_domains = vec![domain("gouv.fr")];
+    config.policy.allowed_networks = vec![];
+    config
+}
+
 fn settings() -> ServerSettings {
-    ServerSettings {
-        session: Arc::new(SessionSettings {
-            hostname: "mx.verify.example.gouv.fr".into(),
-            max_message_bytes: 100_000,
-            max_errors: 10,
-            max_transactions: 5,
-            tls_offered: false,
-            tls_required: false,
-            parse: ParseOptions::default(),
-            confirm: ConfirmAddress {
-                domain: domain("verify.example.gouv.fr"),
-                local_prefix: "confirm".into(),
-            },
-            domains: DomainRules {
-                allowed: vec![domain("gouv.fr")],
-                denied: vec![],
-            },
-        }),
-        tls: None,
-        max_connections: 50,
-        max_connections_per_ip: 20,
-        allowed_networks: vec![],
-        command_timeout: Duration::from_secs(30),
-        data_timeout: Duration::from_secs(30),
-        session_timeout: Duration::from_secs(60),
-        shutdown_grace: Duration::from_secs(10),
-    }
+    ServerSettings::from_config(&config()).unwrap()
 }
 
-/// A self-signed certificate for `localhost`, as the server acceptor and the client's root.
-fn test_cert() -> (tokio_rustls::TlsAcceptor, CertificateDer<'static>, String) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let der = ck.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
-    let acceptor = server::tls_acceptor(vec![der.clone()], key).unwrap();
-    (acceptor, der, ck.cert.pem())
-}
-
+/// Settings with `[smtp.tls]` pointing at PEM files of a certificate made here (the files
+/// live as long as the returned directory).
 fn with_tls(
-    mut s: ServerSettings,
-    acceptor: tokio_rustls::TlsAcceptor,
     required: bool,
-) -> ServerSettings {
-    let mut session = (*s.session).clone();
-    session.tls_offered = true;
-    session.tls_required = required;
-    s.session = Arc::new(session);
-    s.tls = Some(acceptor);
-    s
+) -> (
+    ServerSettings,
+    CertificateDer<'static>,
+    String,
+    tempfile::TempDir,
+) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = dir.path().join("cert.pem");
+    let private_key = dir.path().join("key.pem");
+    std::fs::write(&certificate, ck.cert.pem()).unwrap();
+    std::fs::write(&private_key, ck.signing_key.serialize_pem()).unwrap();
+    let mut config = config();
+    config.smtp.tls = Some(TlsConfig {
+        certificate,
+        private_key,
+        required,
+    });
+    let settings = ServerSettings::from_config(&config).unwrap();
+    assert!(settings.session.tls_offered);
+    (settings, ck.cert.der().clone(), ck.cert.pem(), dir)
 }
 
 struct Server {
@@ -272,8 +265,8 @@ async fn lettre_client_delivers_a_confirmation() {
 
 #[tokio::test]
 async fn lettre_client_with_required_starttls() {
-    let (acceptor, _, pem) = test_cert();
-    let server = start(with_tls(settings(), acceptor, true)).await;
+    let (settings, _, pem, _dir) = with_tls(true);
+    let server = start(settings).await;
     use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     let tls = TlsParameters::builder("localhost".to_owned())
         .add_root_certificate(Certificate::from_pem(pem.as_bytes()).unwrap())
@@ -385,8 +378,8 @@ async fn tls_connector(root: CertificateDer<'static>) -> tokio_rustls::TlsConnec
 
 #[tokio::test]
 async fn starttls_then_transaction_over_tls() {
-    let (acceptor, root, _) = test_cert();
-    let server = start(with_tls(settings(), acceptor, false)).await;
+    let (settings, root, _, _dir) = with_tls(false);
+    let server = start(settings).await;
     let mut c = connect(server.addr).await;
     c.reply().await;
     c.send("EHLO smtp.interieur.gouv.fr\r\n").await;
@@ -423,8 +416,8 @@ async fn starttls_then_transaction_over_tls() {
 
 #[tokio::test]
 async fn starttls_injection_over_a_real_socket() {
-    let (acceptor, _, _) = test_cert();
-    let server = start(with_tls(settings(), acceptor, false)).await;
+    let (settings, _, _, _dir) = with_tls(false);
+    let server = start(settings).await;
     let mut c = connect(server.addr).await;
     c.reply().await;
     c.cmd("EHLO x.gouv.fr\r\n").await;
@@ -440,8 +433,8 @@ async fn starttls_injection_over_a_real_socket() {
 
 #[tokio::test]
 async fn tls_required_refuses_mail_in_clear() {
-    let (acceptor, _, _) = test_cert();
-    let server = start(with_tls(settings(), acceptor, true)).await;
+    let (settings, _, _, _dir) = with_tls(true);
+    let server = start(settings).await;
     let mut c = connect(server.addr).await;
     c.reply().await;
     c.cmd("EHLO x.gouv.fr\r\n").await;

@@ -10,9 +10,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use gatekeeper::address::{Domain, ParseOptions};
 use gatekeeper::audit::{Action, AuditEvent, Check};
 use gatekeeper::backend::{Decision, RcptOutcome, SessionInfo, Transaction, Verdict};
+use gatekeeper::config::Config;
 use gatekeeper::reason::Reason;
-use gatekeeper::smtp::command::ConfirmAddress;
-use gatekeeper::smtp::session::DomainRules;
 use gatekeeper::smtp::{Input, Output, Phase, Session, SessionSettings, TimeoutKind};
 
 const GOOD: &str = "confirm+good@verify.example.gouv.fr";
@@ -22,24 +21,20 @@ fn domain(s: &str) -> Domain {
     Domain::parse(s.as_bytes(), &ParseOptions::default()).unwrap()
 }
 
+/// The shipped configuration, with small limits for the tests.
 fn settings() -> SessionSettings {
-    SessionSettings {
-        hostname: "mx.verify.example.gouv.fr".into(),
-        max_message_bytes: MAX_MESSAGE,
-        max_errors: 6,
-        max_transactions: 3,
-        tls_offered: false,
-        tls_required: false,
-        parse: ParseOptions::default(),
-        confirm: ConfirmAddress {
-            domain: domain("verify.example.gouv.fr"),
-            local_prefix: "confirm".into(),
-        },
-        domains: DomainRules {
-            allowed: vec![domain("gouv.fr")],
-            denied: vec![domain("denied.gouv.fr")],
-        },
-    }
+    let mut config =
+        Config::from_toml_str(include_str!("../conf/gatekeeper.toml"), "conf").unwrap();
+    config.smtp.hostname = "mx.verify.example.gouv.fr".into();
+    config.smtp.max_message_bytes = MAX_MESSAGE;
+    config.smtp.max_errors = 6;
+    config.smtp.max_transactions = 3;
+    config.policy.allowed_domains = vec![domain("gouv.fr")];
+    config.policy.denied_domains = vec![domain("denied.gouv.fr")];
+    let settings = SessionSettings::from_config(&config, false);
+    assert_eq!(settings.confirm.domain.as_str(), "verify.example.gouv.fr");
+    assert_eq!(settings.confirm.local_prefix, "confirm");
+    settings
 }
 
 fn now() -> DateTime<Utc> {

@@ -33,9 +33,10 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::address::{Domain, Mailbox, ParseOptions};
+use crate::address::{Mailbox, ParseOptions};
 use crate::audit::{Action, AuditEvent};
 use crate::backend::{Decision, RcptOutcome, Recipient, SessionInfo, Transaction, Verdict};
+use crate::domains::DomainPolicy;
 use crate::reason::{Class, Reason};
 use crate::smtp::command::{self, Command, ConfirmAddress};
 use crate::smtp::data::{DataProgress, DataReceiver};
@@ -59,22 +60,8 @@ pub struct SessionSettings {
     pub tls_required: bool,
     pub parse: ParseOptions,
     pub confirm: ConfirmAddress,
-    pub domains: DomainRules,
-}
-
-/// `policy.allowed_domains` / `policy.denied_domains` (SPEC §3): denied wins.
-#[derive(Clone, Debug, Default)]
-pub struct DomainRules {
-    pub allowed: Vec<Domain>,
-    pub denied: Vec<Domain>,
-}
-
-impl DomainRules {
-    /// Is a MAIL FROM domain allowed?
-    pub fn allows(&self, domain: &Domain) -> bool {
-        !self.denied.iter().any(|d| domain.is_within(d))
-            && self.allowed.iter().any(|d| domain.is_within(d))
-    }
+    /// `policy.allowed_domains` / `policy.denied_domains`, checked at MAIL.
+    pub domains: DomainPolicy,
 }
 
 impl SessionSettings {
@@ -82,7 +69,6 @@ impl SessionSettings {
     /// whether the driver could load a certificate.
     pub fn from_config(config: &crate::config::Config, tls_offered: bool) -> Self {
         let smtp = &config.smtp;
-        let policy = &config.policy;
         Self {
             hostname: smtp.hostname.clone(),
             max_message_bytes: smtp.max_message_bytes,
@@ -90,18 +76,12 @@ impl SessionSettings {
             max_transactions: smtp.max_transactions,
             tls_offered,
             tls_required: smtp.tls.as_ref().is_some_and(|t| t.required),
-            parse: ParseOptions {
-                local_part_extra_chars: policy.local_part_extra_chars.clone(),
-                allow_idna: policy.allow_idna,
-            },
+            parse: config.parse_options(),
             confirm: ConfirmAddress {
                 domain: config.confirm.domain.clone(),
                 local_prefix: config.confirm.local_prefix.clone(),
             },
-            domains: DomainRules {
-                allowed: policy.allowed_domains.clone(),
-                denied: policy.denied_domains.clone(),
-            },
+            domains: DomainPolicy::new(&config.policy),
         }
     }
 }
@@ -406,13 +386,8 @@ impl Session {
             return self.close(out);
         }
         let s = &self.settings;
-        let mail =
-            command::parse_mail_from(arg, &s.parse, s.max_message_bytes).and_then(|m| {
-                match s.domains.allows(m.from.domain()) {
-                    true => Ok(m),
-                    false => Err(Reason::DomainNotAllowed),
-                }
-            });
+        let mail = command::parse_mail_from(arg, &s.parse, s.max_message_bytes)
+            .and_then(|m| s.domains.check(m.from.domain()).map(|()| m));
         match mail {
             Ok(mail) => {
                 self.tx.mail_from = Some(mail.from.to_string());
