@@ -949,3 +949,65 @@ fn every_engine_reason_is_triggered() {
         assert!(seen.contains(&r), "{} never triggered", r.as_str());
     }
 }
+
+/// A deterministic random walk over SMTP-shaped fragments (the fuzz target's idea, bounded so
+/// it runs in every test run): no panic, every refusal audited (checked by the helper), and
+/// never a delivery of more than the size limit.
+#[test]
+fn random_fragments_never_panic() {
+    const FRAGMENTS: &[&str] = &[
+        "EHLO a.gouv.fr",
+        "HELO x",
+        "MAIL FROM:<alice@interieur.gouv.fr>",
+        "MAIL FROM:<>",
+        "RCPT TO:<confirm+good@verify.example.gouv.fr>",
+        "RCPT TO:<confirm+x@verify.example.gouv.fr>",
+        "DATA",
+        "RSET",
+        "NOOP",
+        "STARTTLS",
+        "VRFY a",
+        "EXPN a",
+        "BDAT 1",
+        " SIZE=5000",
+        "\r\n",
+        "\n",
+        "\r",
+        ".",
+        "\0",
+        "..",
+        "From: a@b.fr",
+        "\r\n.\r\n",
+        "\u{e9}",
+        "<",
+        ">",
+        ":",
+    ];
+    let base = settings();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..1500 {
+        let mut t = T::with(SessionSettings {
+            tls_offered: next() % 2 == 0,
+            tls_required: next() % 3 == 0,
+            max_errors: (next() % 8 + 1) as u32,
+            ..base.clone()
+        });
+        let len = next() % 40;
+        let input: String = (0..len)
+            .map(|_| FRAGMENTS[(next() % FRAGMENTS.len() as u64) as usize])
+            .collect();
+        let cut = (next() % (input.len() as u64 + 1)) as usize;
+        let (a, b) = input.as_bytes().split_at(cut);
+        t.send(a);
+        t.send(b);
+        t.feed(Input::Timeout(TimeoutKind::Data));
+        assert!(t.record.closed);
+        assert!(t.record.delivered.iter().all(|m| m.len() <= MAX_MESSAGE));
+    }
+}
