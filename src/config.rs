@@ -163,8 +163,15 @@ pub struct SiemConfig {
 #[derive(Clone, Debug)]
 pub enum SiemSink {
     Stdout,
-    File { path: PathBuf },
-    Syslog { address: SocketAddr, transport: SyslogTransport, ca_file: Option<PathBuf>, server_name: Option<String> },
+    File {
+        path: PathBuf,
+    },
+    Syslog {
+        address: SocketAddr,
+        transport: SyslogTransport,
+        ca_file: Option<PathBuf>,
+        server_name: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
