@@ -140,8 +140,11 @@ pub struct ChallengeView {
     pub id: String,
     pub address: String,
     pub status: &'static str,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub expires_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub confirmed_at: Option<DateTime<Utc>>,
     pub rejections: u32,
     pub evidence: Option<crate::backend::Evidence>,
@@ -168,8 +171,25 @@ pub struct Created {
     pub id: String,
     pub address: String,
     pub session_code: String,
+    #[serde(serialize_with = "rfc3339")]
     pub expires_at: DateTime<Utc>,
     pub status: &'static str,
+}
+
+/// Times in API answers: RFC 3339, UTC, whole seconds (`2026-11-26T06:30:00Z`).
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_time(t))
+}
+
+fn rfc3339_opt<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&format_time(t)),
+        None => s.serialize_none(),
+    }
 }
 
 /// Why a challenge was not issued.
@@ -308,6 +328,7 @@ pub fn parse_options(config: &Config) -> ParseOptions {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -26,6 +26,7 @@ use lettre::{Address, Message};
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
+use rustls_pki_types::PrivateKeyDer;
 
 use super::Token;
 use crate::address::Mailbox;
@@ -191,10 +192,11 @@ fn load_signer(dkim: &OutboundDkim) -> Result<Signer, MailError> {
     let domain = dkim.domain.as_str().to_owned();
     let signer = match pem.label.as_str() {
         "RSA PRIVATE KEY" => {
-            let key = RsaKey::<Sha256>::from_der(&pem.der).map_err(|e| key_error(e.to_string()))?;
+            let der = PrivateKeyDer::Pkcs1(pem.der.clone().into());
+            let key = RsaKey::<Sha256>::from_key_der(der).map_err(|e| key_error(e.to_string()))?;
             Signer::Rsa(configure(DkimSigner::from_key(key), &domain, &dkim.selector))
         }
-        "PRIVATE KEY" => match RsaKey::<Sha256>::from_pkcs8_der(&pem.der) {
+        "PRIVATE KEY" => match RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs8(pem.der.clone().into())) {
             Ok(key) => Signer::Rsa(configure(DkimSigner::from_key(key), &domain, &dkim.selector)),
             Err(_) => {
                 let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(&pem.der)

@@ -188,6 +188,7 @@ fn relay_transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, Outb
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
