@@ -38,7 +38,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use ring::rand::SystemRandom;
-use serde::Deserialize;
 
 use crate::challenge::{ChallengeService, CreateError, random_base32, secrets_equal};
 use crate::reason::Reason;
@@ -78,7 +77,10 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<ApiToken> {
         Ok(text) => {
             let token = text.trim();
             if token.is_empty() {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the API token file is empty"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the API token file is empty",
+                ));
             }
             Ok(ApiToken::new(token.as_bytes().to_vec()))
         }
@@ -124,7 +126,11 @@ impl<S: Store> Clone for ApiState<S> {
 }
 
 impl<S: Store> ApiState<S> {
-    pub fn new(challenges: Arc<ChallengeService<S>>, metrics: Arc<Metrics>, token: ApiToken) -> Self {
+    pub fn new(
+        challenges: Arc<ChallengeService<S>>,
+        metrics: Arc<Metrics>,
+        token: ApiToken,
+    ) -> Self {
         Self {
             challenges,
             metrics,
@@ -139,7 +145,10 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
         .route("/v1/challenges", post(create_challenge::<S>))
         .route("/v1/challenges/{id}", get(show_challenge::<S>))
         .route("/metrics", get(metrics_text::<S>))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authorize::<S>));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authorize::<S>,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(protected)
@@ -178,21 +187,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    address: String,
-}
-
 async fn create_challenge<S: Store>(
     State(state): State<ApiState<S>>,
-    body: Result<Json<CreateBody>, JsonRejection>,
+    body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
 ) -> Response {
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(rejection) => return json_rejection(&rejection).into_response(),
+    // Exactly `{"address": "<string>"}`: an object (not an array, which serde would map onto
+    // a struct), one known key, a string value.
+    let address = match &body {
+        Ok(Json(map)) if map.len() == 1 => map.get("address").and_then(|v| v.as_str()),
+        Ok(_) => None,
+        Err(rejection) => return json_rejection(rejection).into_response(),
     };
-    match state.challenges.create(body.address.as_bytes(), Utc::now()).await {
+    let Some(address) = address else {
+        return bad_request().into_response();
+    };
+    match state
+        .challenges
+        .create(address.as_bytes(), Utc::now())
+        .await
+    {
         Ok(created) => {
             state.metrics.challenge(None);
             (StatusCode::CREATED, Json(created)).into_response()
@@ -201,10 +214,16 @@ async fn create_challenge<S: Store>(
             let reason = e.reason();
             state.metrics.challenge(Some(reason));
             let (status, message) = match &e {
-                CreateError::Refused { detail: Some(d), .. } => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, format!("address refused ({d})"))
-                }
-                CreateError::Refused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "domain not allowed".to_owned()),
+                CreateError::Refused {
+                    detail: Some(d), ..
+                } => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("address refused ({d})"),
+                ),
+                CreateError::Refused { .. } => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "domain not allowed".to_owned(),
+                ),
                 CreateError::RateLimited => (
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many challenges for this address".to_owned(),
@@ -215,7 +234,10 @@ async fn create_challenge<S: Store>(
                 ),
                 CreateError::Store(_) | CreateError::Rng(_) => {
                     tracing::warn!(error = %e, "challenge not created");
-                    (StatusCode::SERVICE_UNAVAILABLE, "temporary failure, try again later".to_owned())
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporary failure, try again later".to_owned(),
+                    )
                 }
             };
             ApiError::reason(status, reason, message).into_response()
@@ -223,13 +245,26 @@ async fn create_challenge<S: Store>(
     }
 }
 
-async fn show_challenge<S: Store>(State(state): State<ApiState<S>>, UrlPath(id): UrlPath<String>) -> Response {
+async fn show_challenge<S: Store>(
+    State(state): State<ApiState<S>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return ApiError::new(StatusCode::NOT_FOUND, "challenge.not_found", "no such challenge").into_response();
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "challenge.not_found",
+            "no such challenge",
+        )
+        .into_response();
     }
     match state.challenges.show(&id, Utc::now()).await {
         Ok(Some(view)) => Json(view).into_response(),
-        Ok(None) => ApiError::new(StatusCode::NOT_FOUND, "challenge.not_found", "no such challenge").into_response(),
+        Ok(None) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "challenge.not_found",
+            "no such challenge",
+        )
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "challenge lookup failed");
             ApiError::reason(
@@ -262,31 +297,52 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "api.method_not_allowed", "method not allowed")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "api.method_not_allowed",
+        "method not allowed",
+    )
 }
 
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "api.body_too_large", "request body too large")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "api.body_too_large",
+            "request body too large",
+        )
     } else {
         // Never echo the parser's message: it may quote the body.
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "api.bad_request",
-            "expected a JSON object {\"address\": \"...\"}",
-        )
+        bad_request()
     }
 }
 
-async fn authorize<S: Store>(State(state): State<ApiState<S>>, request: Request, next: Next) -> Response {
+fn bad_request() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "api.bad_request",
+        "expected a JSON object {\"address\": \"...\"}",
+    )
+}
+
+async fn authorize<S: Store>(
+    State(state): State<ApiState<S>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if bearer(request.headers()).is_some_and(|t| state.token.matches(t)) {
         next.run(request).await
     } else {
-        let mut response =
-            ApiError::new(StatusCode::UNAUTHORIZED, "api.unauthorized", "missing or wrong bearer token").into_response();
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        let mut response = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "api.unauthorized",
+            "missing or wrong bearer token",
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
         response
     }
 }

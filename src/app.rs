@@ -36,17 +36,18 @@ use chrono::{DateTime, Utc};
 
 use crate::address::{Mailbox, ParseOptions};
 use crate::backend::{
-    Backend, ChallengeBinding, Decision, Evidence, RcptOutcome, Recipient, SessionInfo, Transaction, Verdict, Verify,
+    Backend, ChallengeBinding, Decision, Evidence, RcptOutcome, Recipient, SessionInfo,
+    Transaction, Verdict, Verify,
 };
 use crate::challenge::{
-    ChallengeService, ChallengeView, CreateError, MailBuilder, MailError, Outbound, OutboundError, format_time,
-    hash_token, hashes_equal, parse_options,
+    ChallengeService, ChallengeView, CreateError, MailBuilder, MailError, Outbound, OutboundError,
+    format_time, hash_token, hashes_equal, parse_options,
 };
 use crate::config::Config;
 use crate::reason::{Class, Reason};
 use crate::store::{
-    ChallengeRecord, ConfirmOutcome, ConfirmRequest, Confirmation, SqliteOptions, SqliteStore, Status, Store,
-    StoreError,
+    ChallengeRecord, ConfirmOutcome, ConfirmRequest, Confirmation, SqliteOptions, SqliteStore,
+    Status, Store, StoreError,
 };
 
 /// How long challenges are kept after they expire before [`purge_cutoff`] removes them:
@@ -83,7 +84,9 @@ impl<S: Store, V: Verify> App<S, V> {
             return true;
         }
         let age = now.signed_duration_since(previous.confirmed_at);
-        age.to_std().map(|a| a > self.session_timeout).unwrap_or(false)
+        age.to_std()
+            .map(|a| a > self.session_timeout)
+            .unwrap_or(false)
     }
 
     async fn decide(&self, tx: &Transaction, record: ChallengeRecord) -> Verdict {
@@ -125,7 +128,10 @@ impl<S: Store, V: Verify> App<S, V> {
             return verdict;
         }
 
-        let evidence = verdict.evidence.clone().unwrap_or_else(|| fallback_evidence(tx));
+        let evidence = verdict
+            .evidence
+            .clone()
+            .unwrap_or_else(|| fallback_evidence(tx));
         let confirmation = Confirmation {
             confirmed_at: now,
             evidence,
@@ -168,7 +174,12 @@ impl<S: Store, V: Verify> App<S, V> {
 }
 
 impl<S: Store, V: Verify> Backend for App<S, V> {
-    async fn check_recipient(&self, _session: &SessionInfo, rcpt: &Recipient, now: DateTime<Utc>) -> RcptOutcome {
+    async fn check_recipient(
+        &self,
+        _session: &SessionInfo,
+        rcpt: &Recipient,
+        now: DateTime<Utc>,
+    ) -> RcptOutcome {
         let hash = hash_token(&rcpt.token);
         match self.store.find_by_token_hash(&hash).await {
             Err(e) => {
@@ -176,10 +187,14 @@ impl<S: Store, V: Verify> Backend for App<S, V> {
                 RcptOutcome::Refuse(e.reason())
             }
             Ok(None) => RcptOutcome::Refuse(Reason::TokenUnknown),
-            Ok(Some(record)) if !hashes_equal(&record.token_hash, &hash) => RcptOutcome::Refuse(Reason::TokenUnknown),
+            Ok(Some(record)) if !hashes_equal(&record.token_hash, &hash) => {
+                RcptOutcome::Refuse(Reason::TokenUnknown)
+            }
             Ok(Some(record)) => match record.status(now) {
                 Status::Expired => RcptOutcome::Refuse(Reason::TokenExpired),
-                Status::Pending | Status::Confirmed => RcptOutcome::Accept { challenge_id: record.id },
+                Status::Pending | Status::Confirmed => RcptOutcome::Accept {
+                    challenge_id: record.id,
+                },
             },
         }
     }
@@ -294,9 +309,11 @@ pub fn build(config: &Config) -> Result<Parts, BuildError> {
     let store = open_store(config, SqliteOptions::default())?;
     let challenges = Arc::new(service(config, Arc::clone(&store))?);
     let metrics = Arc::new(crate::api::Metrics::new());
-    let token = crate::api::load_or_create_token(&config.api.token_file).map_err(|e| BuildError::ApiToken {
-        path: config.api.token_file.display().to_string(),
-        message: e.to_string(),
+    let token = crate::api::load_or_create_token(&config.api.token_file).map_err(|e| {
+        BuildError::ApiToken {
+            path: config.api.token_file.display().to_string(),
+            message: e.to_string(),
+        }
     })?;
     let router = crate::api::router(crate::api::ApiState::new(
         Arc::clone(&challenges),
@@ -393,7 +410,10 @@ pub async fn cli_show(config: &Config, id: &str) -> Result<String, CliError> {
         view.status,
         format_time(&view.created_at),
         format_time(&view.expires_at),
-        view.confirmed_at.as_ref().map(format_time).unwrap_or_else(|| "-".into()),
+        view.confirmed_at
+            .as_ref()
+            .map(format_time)
+            .unwrap_or_else(|| "-".into()),
         view.rejections
     );
     if let Some(evidence) = &view.evidence {
@@ -407,7 +427,10 @@ pub async fn cli_show(config: &Config, id: &str) -> Result<String, CliError> {
 
 fn create_error_text(e: &CreateError) -> String {
     match e {
-        CreateError::Refused { reason, detail: Some(d) } => format!("rejected {reason} ({d})"),
+        CreateError::Refused {
+            reason,
+            detail: Some(d),
+        } => format!("rejected {reason} ({d})"),
         other => format!("rejected {} ({other})", other.reason()),
     }
 }

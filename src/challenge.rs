@@ -31,7 +31,9 @@ use crate::address::{Mailbox, ParseOptions};
 use crate::config::{Config, ConfirmConfig};
 use crate::domains::DomainPolicy;
 use crate::reason::Reason;
-use crate::store::{ChallengeRecord, CreateOutcome, NewChallenge, RateLimits, Status, Store, StoreError, TokenHash};
+use crate::store::{
+    ChallengeRecord, CreateOutcome, NewChallenge, RateLimits, Status, Store, StoreError, TokenHash,
+};
 
 pub mod mail;
 pub mod outbound;
@@ -131,7 +133,9 @@ pub fn random_base32(rng: &dyn SecureRandom, n: usize) -> Result<String, RngErro
 }
 
 fn base32_lower(bytes: &[u8]) -> String {
-    data_encoding::BASE32_NOPAD.encode(bytes).to_ascii_lowercase()
+    data_encoding::BASE32_NOPAD
+        .encode(bytes)
+        .to_ascii_lowercase()
 }
 
 /// A challenge as the API and the CLI show it (never the token).
@@ -198,7 +202,10 @@ pub enum CreateError {
     /// The claim was refused (`envelope.syntax`, `domain.not_allowed`); `detail` is the
     /// parser's stable detail when there is one.
     #[error("address refused: {reason}")]
-    Refused { reason: Reason, detail: Option<&'static str> },
+    Refused {
+        reason: Reason,
+        detail: Option<&'static str>,
+    },
     #[error("too many challenges for this address")]
     RateLimited,
     #[error("challenge mail could not be sent: {0}")]
@@ -257,14 +264,18 @@ impl<S: Store> ChallengeService<S> {
         })?;
         self.domains
             .check(mailbox.domain())
-            .map_err(|reason| CreateError::Refused { reason, detail: None })?;
+            .map_err(|reason| CreateError::Refused {
+                reason,
+                detail: None,
+            })?;
 
         let token = Token::generate(&self.rng)?;
         let id = new_challenge_id(&self.rng)?;
         let session_code = new_session_code(&self.rng)?;
         let unique = random_base32(&self.rng, 10)?;
         let message_id = format!("{}.{}@{}", token.expose(), unique, self.confirm.domain);
-        let ttl = chrono::Duration::from_std(self.confirm.challenge_ttl).unwrap_or(chrono::Duration::hours(24));
+        let ttl = chrono::Duration::from_std(self.confirm.challenge_ttl)
+            .unwrap_or(chrono::Duration::hours(24));
         let expires_at = now + ttl;
         let address = mailbox.to_string();
 
@@ -292,7 +303,11 @@ impl<S: Store> ChallengeService<S> {
         }
 
         let sent = match self.mail.build(&mailbox, &token, &message_id, now) {
-            Ok(mail) => self.outbound.send(&id, &mail).await.map_err(|e| e.to_string()),
+            Ok(mail) => self
+                .outbound
+                .send(&id, &mail)
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(error) = sent {
@@ -314,8 +329,16 @@ impl<S: Store> ChallengeService<S> {
     }
 
     /// The challenge as the API shows it, `None` if unknown.
-    pub async fn show(&self, id: &str, now: DateTime<Utc>) -> Result<Option<ChallengeView>, StoreError> {
-        Ok(self.store.get(id).await?.map(|r| ChallengeView::from_record(&r, now)))
+    pub async fn show(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ChallengeView>, StoreError> {
+        Ok(self
+            .store
+            .get(id)
+            .await?
+            .map(|r| ChallengeView::from_record(&r, now)))
     }
 }
 
@@ -337,7 +360,11 @@ mod tests {
         let rng = SystemRandom::new();
         let t = Token::generate(&rng).unwrap();
         assert_eq!(t.expose().len(), 32);
-        assert!(t.expose().bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+        assert!(
+            t.expose()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+        );
         assert_eq!(format!("{t:?}"), "Token([redacted])");
         let u = Token::generate(&rng).unwrap();
         assert_ne!(t, u);

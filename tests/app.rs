@@ -15,12 +15,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use gatekeeper::address::{Mailbox, ParseOptions};
 use gatekeeper::backend::{
-    Backend, ChallengeBinding, Decision, Evidence, RcptOutcome, Recipient, SessionInfo, Transaction, Verdict, Verify,
+    Backend, ChallengeBinding, Decision, Evidence, RcptOutcome, Recipient, SessionInfo,
+    Transaction, Verdict, Verify,
 };
 use gatekeeper::reason::Reason;
 use gatekeeper::store::{
-    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, RateLimits, SqliteOptions,
-    SqliteStore, Status, Store, StoreError, TokenHash,
+    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, RateLimits,
+    SqliteOptions, SqliteStore, Status, Store, StoreError, TokenHash,
 };
 
 use challenge_support::{config, new_challenge};
@@ -33,7 +34,9 @@ const LIMITS: RateLimits = RateLimits {
 const ALICE: &str = "alice@interieur.gouv.fr";
 
 fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z").unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 /// Accepts unless the message contains `REFUSE:<reason code>`; checks that the binding it
@@ -44,7 +47,12 @@ struct ScriptedVerifier {
 }
 
 impl Verify for ScriptedVerifier {
-    async fn verify(&self, tx: &Transaction, challenge: &ChallengeBinding, _now: DateTime<Utc>) -> Verdict {
+    async fn verify(
+        &self,
+        tx: &Transaction,
+        challenge: &ChallengeBinding,
+        _now: DateTime<Utc>,
+    ) -> Verdict {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let text = String::from_utf8_lossy(&tx.message).into_owned();
@@ -52,7 +60,10 @@ impl Verify for ScriptedVerifier {
             .lines()
             .find_map(|l| l.strip_prefix("Message-ID: <"))
             .map(|v| v.trim_end_matches('>').to_owned());
-        assert_eq!(challenge.token, tx.rcpt.token, "binding carries the RCPT token");
+        assert_eq!(
+            challenge.token, tx.rcpt.token,
+            "binding carries the RCPT token"
+        );
         assert_eq!(challenge.id, tx.challenge_id);
         assert_eq!(challenge.session_code, "123456");
         let refusal = text
@@ -133,7 +144,13 @@ fn message(msgid: &str, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn tx(session_id: &str, token: &str, challenge_id: &str, msg: Vec<u8>, at: DateTime<Utc>) -> Transaction {
+fn tx(
+    session_id: &str,
+    token: &str,
+    challenge_id: &str,
+    msg: Vec<u8>,
+    at: DateTime<Utc>,
+) -> Transaction {
     Transaction {
         session: session(session_id),
         mail_from: mailbox(ALICE),
@@ -146,11 +163,17 @@ fn tx(session_id: &str, token: &str, challenge_id: &str, msg: Vec<u8>, at: DateT
 
 async fn add(store: &SqliteStore, id: &str, token: &str, ttl_secs: i64) {
     let c = new_challenge(id, ALICE, token, t0(), ttl_secs);
-    assert_eq!(store.create(c, LIMITS, t0()).await.unwrap(), CreateOutcome::Created);
+    assert_eq!(
+        store.create(c, LIMITS, t0()).await.unwrap(),
+        CreateOutcome::Created
+    );
 }
 
 async fn accept_id(app: &impl Backend, session_id: &str, token: &str, at: DateTime<Utc>) -> String {
-    match app.check_recipient(&session(session_id), &rcpt(token), at).await {
+    match app
+        .check_recipient(&session(session_id), &rcpt(token), at)
+        .await
+    {
         RcptOutcome::Accept { challenge_id } => challenge_id,
         other => panic!("{other:?}"),
     }
@@ -164,11 +187,15 @@ async fn rcpt_token_states() {
     add(&w.store, "old", "tokenold", 1).await;
 
     assert_eq!(
-        w.app.check_recipient(&session("s"), &rcpt("nosuchtoken"), now).await,
+        w.app
+            .check_recipient(&session("s"), &rcpt("nosuchtoken"), now)
+            .await,
         RcptOutcome::Refuse(Reason::TokenUnknown)
     );
     assert_eq!(
-        w.app.check_recipient(&session("s"), &rcpt("tokenold"), now).await,
+        w.app
+            .check_recipient(&session("s"), &rcpt("tokenold"), now)
+            .await,
         RcptOutcome::Refuse(Reason::TokenExpired)
     );
     assert_eq!(accept_id(&w.app, "s", "tokenlive", now).await, "live");
@@ -180,7 +207,16 @@ async fn accept_stores_the_confirmation_with_evidence_then_token_is_used() {
     let now = t0() + chrono::Duration::seconds(5);
     add(&w.store, "c1", "tok1", 3600).await;
     let id = accept_id(&w.app, "s1", "tok1", now).await;
-    let verdict = w.app.deliver(tx("s1", "tok1", &id, message("m1@interieur.gouv.fr", ""), now)).await;
+    let verdict = w
+        .app
+        .deliver(tx(
+            "s1",
+            "tok1",
+            &id,
+            message("m1@interieur.gouv.fr", ""),
+            now,
+        ))
+        .await;
     assert_eq!(verdict.decision, Decision::Accept);
     assert_eq!(verdict.challenge_id.as_deref(), Some("c1"));
 
@@ -199,13 +235,28 @@ async fn accept_stores_the_confirmation_with_evidence_then_token_is_used() {
     // A used token passes RCPT (a redelivery may follow) ...
     let id = accept_id(&w.app, "s2", "tok1", now).await;
     // ... but another message gets token.used.
-    let v = w.app.deliver(tx("s2", "tok1", &id, message("m2@interieur.gouv.fr", ""), now)).await;
+    let v = w
+        .app
+        .deliver(tx(
+            "s2",
+            "tok1",
+            &id,
+            message("m2@interieur.gouv.fr", ""),
+            now,
+        ))
+        .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::TokenUsed));
     assert!(v.evidence.is_none());
     // So does a refused message on a used token, and it is not counted.
     let v = w
         .app
-        .deliver(tx("s2", "tok1", &id, message("m3@interieur.gouv.fr", "REFUSE:dkim.fail"), now))
+        .deliver(tx(
+            "s2",
+            "tok1",
+            &id,
+            message("m3@interieur.gouv.fr", "REFUSE:dkim.fail"),
+            now,
+        ))
         .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::TokenUsed));
     assert_eq!(w.store.get("c1").await.unwrap().unwrap().rejections, 0);
@@ -217,18 +268,31 @@ async fn same_message_again_is_accepted_only_after_its_session_ended() {
     let now = t0() + chrono::Duration::seconds(5);
     add(&w.store, "c1", "tok1", 3600).await;
     let msg = message("m1@interieur.gouv.fr", "");
-    let first = w.app.deliver(tx("s1", "tok1", "c1", msg.clone(), now)).await;
+    let first = w
+        .app
+        .deliver(tx("s1", "tok1", "c1", msg.clone(), now))
+        .await;
     assert_eq!(first.decision, Decision::Accept);
 
     // Same message while the first session is still open: token.used.
-    let v = w.app.deliver(tx("s2", "tok1", "c1", msg.clone(), now)).await;
+    let v = w
+        .app
+        .deliver(tx("s2", "tok1", "c1", msg.clone(), now))
+        .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::TokenUsed));
 
     // The first session ends (its 250 was lost); the sender retries the same message.
     w.app.session_closed("s1");
     let mut ended = false;
     for _ in 0..200 {
-        let c = w.store.get("c1").await.unwrap().unwrap().confirmation.unwrap();
+        let c = w
+            .store
+            .get("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .confirmation
+            .unwrap();
         if c.session_ended {
             ended = true;
             break;
@@ -237,19 +301,38 @@ async fn same_message_again_is_accepted_only_after_its_session_ended() {
     }
     assert!(ended, "session end recorded in the store");
     let later = now + chrono::Duration::seconds(60);
-    let v = w.app.deliver(tx("s3", "tok1", "c1", msg.clone(), later)).await;
+    let v = w
+        .app
+        .deliver(tx("s3", "tok1", "c1", msg.clone(), later))
+        .await;
     assert_eq!(v.decision, Decision::Accept, "idempotent redelivery");
     // Different Message-ID or different From: still token.used.
     let v = w
         .app
-        .deliver(tx("s3", "tok1", "c1", message("other@interieur.gouv.fr", ""), later))
+        .deliver(tx(
+            "s3",
+            "tok1",
+            "c1",
+            message("other@interieur.gouv.fr", ""),
+            later,
+        ))
         .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::TokenUsed));
     let mut bob = tx("s3", "tok1", "c1", msg.clone(), later);
     bob.mail_from = mailbox("bob@interieur.gouv.fr");
-    assert_eq!(w.app.deliver(bob).await.decision, Decision::Refuse(Reason::TokenUsed));
+    assert_eq!(
+        w.app.deliver(bob).await.decision,
+        Decision::Refuse(Reason::TokenUsed)
+    );
     // The stored confirmation is still the first one.
-    let c = w.store.get("c1").await.unwrap().unwrap().confirmation.unwrap();
+    let c = w
+        .store
+        .get("c1")
+        .await
+        .unwrap()
+        .unwrap()
+        .confirmation
+        .unwrap();
     assert_eq!(c.session_id, "s1");
 }
 
@@ -259,12 +342,36 @@ async fn a_session_older_than_the_session_timeout_counts_as_ended() {
     let now = t0() + chrono::Duration::seconds(5);
     add(&w.store, "c1", "tok1", 3600).await;
     let msg = message("m1@interieur.gouv.fr", "");
-    assert_eq!(w.app.deliver(tx("s1", "tok1", "c1", msg.clone(), now)).await.decision, Decision::Accept);
+    assert_eq!(
+        w.app
+            .deliver(tx("s1", "tok1", "c1", msg.clone(), now))
+            .await
+            .decision,
+        Decision::Accept
+    );
     // No session_closed (say the instance crashed): after smtp.session_timeout (600 s in
     // the test config) the confirming session cannot be alive any more.
-    let v = w.app.deliver(tx("s2", "tok1", "c1", msg.clone(), now + chrono::Duration::seconds(599))).await;
+    let v = w
+        .app
+        .deliver(tx(
+            "s2",
+            "tok1",
+            "c1",
+            msg.clone(),
+            now + chrono::Duration::seconds(599),
+        ))
+        .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::TokenUsed));
-    let v = w.app.deliver(tx("s2", "tok1", "c1", msg, now + chrono::Duration::seconds(601))).await;
+    let v = w
+        .app
+        .deliver(tx(
+            "s2",
+            "tok1",
+            "c1",
+            msg,
+            now + chrono::Duration::seconds(601),
+        ))
+        .await;
     assert_eq!(v.decision, Decision::Accept);
 }
 
@@ -302,7 +409,10 @@ async fn concurrent_double_delivery_gives_exactly_one_accept() {
         let decisions = [a.await.unwrap().decision, b.await.unwrap().decision];
         let accepted = decisions.iter().filter(|d| **d == Decision::Accept).count();
         assert_eq!(accepted, 1, "round {round}: {decisions:?}");
-        assert!(decisions.contains(&Decision::Refuse(Reason::TokenUsed)), "round {round}");
+        assert!(
+            decisions.contains(&Decision::Refuse(Reason::TokenUsed)),
+            "round {round}"
+        );
     }
 }
 
@@ -313,25 +423,52 @@ async fn refusal_keeps_the_challenge_pending_and_counts_it() {
     add(&w.store, "c1", "tok1", 3600).await;
     let v = w
         .app
-        .deliver(tx("s1", "tok1", "c1", message("m1@interieur.gouv.fr", "REFUSE:binding.session_code"), now))
+        .deliver(tx(
+            "s1",
+            "tok1",
+            "c1",
+            message("m1@interieur.gouv.fr", "REFUSE:binding.session_code"),
+            now,
+        ))
         .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::BindingSessionCode));
     let v = w
         .app
-        .deliver(tx("s1", "tok1", "c1", message("m2@interieur.gouv.fr", "REFUSE:spf.fail"), now))
+        .deliver(tx(
+            "s1",
+            "tok1",
+            "c1",
+            message("m2@interieur.gouv.fr", "REFUSE:spf.fail"),
+            now,
+        ))
         .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::SpfFail));
     // A temporary failure says nothing about the reply: not counted.
     let v = w
         .app
-        .deliver(tx("s1", "tok1", "c1", message("m3@interieur.gouv.fr", "REFUSE:dns.temperror"), now))
+        .deliver(tx(
+            "s1",
+            "tok1",
+            "c1",
+            message("m3@interieur.gouv.fr", "REFUSE:dns.temperror"),
+            now,
+        ))
         .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::DnsTemperror));
     let record = w.store.get("c1").await.unwrap().unwrap();
     assert_eq!(record.status(now), Status::Pending);
     assert_eq!(record.rejections, 2);
     // The token is not used up: the fixed reply confirms.
-    let v = w.app.deliver(tx("s1", "tok1", "c1", message("m4@interieur.gouv.fr", ""), now)).await;
+    let v = w
+        .app
+        .deliver(tx(
+            "s1",
+            "tok1",
+            "c1",
+            message("m4@interieur.gouv.fr", ""),
+            now,
+        ))
+        .await;
     assert_eq!(v.decision, Decision::Accept);
 }
 
@@ -343,19 +480,54 @@ async fn expiry_between_rcpt_and_data_and_mismatched_token() {
     let id = accept_id(&w.app, "s1", "tok1", rcpt_time).await;
     let v = w
         .app
-        .deliver(tx("s1", "tok1", &id, message("m1@interieur.gouv.fr", ""), t0() + chrono::Duration::seconds(61)))
+        .deliver(tx(
+            "s1",
+            "tok1",
+            &id,
+            message("m1@interieur.gouv.fr", ""),
+            t0() + chrono::Duration::seconds(61),
+        ))
         .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::TokenExpired));
-    assert_eq!(w.app.store().get("c1").await.unwrap().unwrap().rejections, 0);
+    assert_eq!(
+        w.app.store().get("c1").await.unwrap().unwrap().rejections,
+        0
+    );
 
     // A transaction whose token does not name that challenge, or no challenge at all.
     add(&w.store, "c2", "tok2", 3600).await;
     let now = t0() + chrono::Duration::seconds(5);
-    let v = w.app.deliver(tx("s1", "tok1", "c2", message("m1@interieur.gouv.fr", ""), now)).await;
+    let v = w
+        .app
+        .deliver(tx(
+            "s1",
+            "tok1",
+            "c2",
+            message("m1@interieur.gouv.fr", ""),
+            now,
+        ))
+        .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::TokenUnknown));
-    let v = w.app.deliver(tx("s1", "tok9", "gone", message("m1@interieur.gouv.fr", ""), now)).await;
+    let v = w
+        .app
+        .deliver(tx(
+            "s1",
+            "tok9",
+            "gone",
+            message("m1@interieur.gouv.fr", ""),
+            now,
+        ))
+        .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::TokenUnknown));
-    assert!(w.store.get("c2").await.unwrap().unwrap().confirmation.is_none());
+    assert!(
+        w.store
+            .get("c2")
+            .await
+            .unwrap()
+            .unwrap()
+            .confirmation
+            .is_none()
+    );
 }
 
 /// A commit that cannot happen (lock held past the busy timeout): 4xx, nothing stored, and
@@ -386,7 +558,15 @@ async fn commit_failure_is_store_unavailable_and_retry_succeeds() {
     assert_eq!(Reason::StoreUnavailable.reply().code, 451);
     assert!(v.evidence.is_none());
     locker.execute_batch("ROLLBACK").unwrap();
-    assert!(store.get("c1").await.unwrap().unwrap().confirmation.is_none());
+    assert!(
+        store
+            .get("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .confirmation
+            .is_none()
+    );
 
     let v = app.deliver(tx("s1", "tok1", "c1", msg, now)).await;
     assert_eq!(v.decision, Decision::Accept);
@@ -400,13 +580,21 @@ fn down<T>() -> Result<T, StoreError> {
 }
 
 impl Store for DownStore {
-    async fn create(&self, _: NewChallenge, _: RateLimits, _: DateTime<Utc>) -> Result<CreateOutcome, StoreError> {
+    async fn create(
+        &self,
+        _: NewChallenge,
+        _: RateLimits,
+        _: DateTime<Utc>,
+    ) -> Result<CreateOutcome, StoreError> {
         down()
     }
     async fn get(&self, _: &str) -> Result<Option<ChallengeRecord>, StoreError> {
         down()
     }
-    async fn find_by_token_hash(&self, _: &TokenHash) -> Result<Option<ChallengeRecord>, StoreError> {
+    async fn find_by_token_hash(
+        &self,
+        _: &TokenHash,
+    ) -> Result<Option<ChallengeRecord>, StoreError> {
         down()
     }
     async fn delete(&self, _: &str) -> Result<bool, StoreError> {
@@ -439,10 +627,13 @@ async fn unreadable_store_is_store_unavailable_at_rcpt_and_data() {
     let verifier = ScriptedVerifier::default();
     let app = App::new(&cfg, Arc::new(DownStore), verifier);
     assert_eq!(
-        app.check_recipient(&session("s"), &rcpt("tok1"), t0()).await,
+        app.check_recipient(&session("s"), &rcpt("tok1"), t0())
+            .await,
         RcptOutcome::Refuse(Reason::StoreUnavailable)
     );
-    let v = app.deliver(tx("s", "tok1", "c1", message("m@x.gouv.fr", ""), t0())).await;
+    let v = app
+        .deliver(tx("s", "tok1", "c1", message("m@x.gouv.fr", ""), t0()))
+        .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::StoreUnavailable));
     assert_eq!(v.challenge_id.as_deref(), Some("c1"));
 }

@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use gatekeeper::backend::Evidence;
 use gatekeeper::reason::Reason;
 use gatekeeper::store::{
-    ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, RateLimits, SqliteOptions, SqliteStore, Status,
-    Store, StoreError,
+    ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, RateLimits, SqliteOptions,
+    SqliteStore, Status, Store, StoreError,
 };
 
 use challenge_support::new_challenge;
@@ -28,7 +28,9 @@ const LIMITS: RateLimits = RateLimits {
 };
 
 fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z").unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 fn open(dir: &std::path::Path) -> SqliteStore {
@@ -70,20 +72,39 @@ fn confirm_req(id: &str, session: &str, now: DateTime<Utc>) -> ConfirmRequest {
 async fn lifecycle_create_lookup_confirm_expire_purge() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    assert!(dir.path().join("sub/dir/gk.db").exists(), "parent directories are created");
+    assert!(
+        dir.path().join("sub/dir/gk.db").exists(),
+        "parent directories are created"
+    );
     let now = t0();
 
     let c = new_challenge("aaaa", "alice@interieur.gouv.fr", "tok1", now, 3600);
-    assert_eq!(store.create(c.clone(), LIMITS, now).await.unwrap(), CreateOutcome::Created);
+    assert_eq!(
+        store.create(c.clone(), LIMITS, now).await.unwrap(),
+        CreateOutcome::Created
+    );
 
     let by_id = store.get("aaaa").await.unwrap().unwrap();
     assert_eq!(by_id.address, "alice@interieur.gouv.fr");
     assert_eq!(by_id.token_hash, c.token_hash);
     assert_eq!(by_id.status(now), Status::Pending);
-    assert_eq!(by_id.status(now + chrono::Duration::seconds(3600)), Status::Expired);
-    let by_hash = store.find_by_token_hash(&c.token_hash).await.unwrap().unwrap();
+    assert_eq!(
+        by_id.status(now + chrono::Duration::seconds(3600)),
+        Status::Expired
+    );
+    let by_hash = store
+        .find_by_token_hash(&c.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_hash, by_id);
-    assert!(store.find_by_token_hash(&[0u8; 32]).await.unwrap().is_none());
+    assert!(
+        store
+            .find_by_token_hash(&[0u8; 32])
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(store.get("nope").await.unwrap().is_none());
 
     // Rejections count while pending.
@@ -93,9 +114,16 @@ async fn lifecycle_create_lookup_confirm_expire_purge() {
 
     // Confirm: stored with its evidence.
     let at = now + chrono::Duration::seconds(10);
-    assert_eq!(store.confirm(confirm_req("aaaa", "s1", at)).await.unwrap(), ConfirmOutcome::Confirmed);
+    assert_eq!(
+        store.confirm(confirm_req("aaaa", "s1", at)).await.unwrap(),
+        ConfirmOutcome::Confirmed
+    );
     let done = store.get("aaaa").await.unwrap().unwrap();
-    assert_eq!(done.status(at + chrono::Duration::days(30)), Status::Confirmed, "confirmed never expires");
+    assert_eq!(
+        done.status(at + chrono::Duration::days(30)),
+        Status::Confirmed,
+        "confirmed never expires"
+    );
     let conf = done.confirmation.clone().unwrap();
     assert_eq!(conf, confirmation("s1", "m1@interieur.gouv.fr", at));
     // A second confirmation learns what the first stored.
@@ -108,28 +136,72 @@ async fn lifecycle_create_lookup_confirm_expire_purge() {
     assert_eq!(store.get("aaaa").await.unwrap().unwrap().rejections, 2);
     // Session end is recorded.
     assert_eq!(store.session_ended("s1").await.unwrap(), 1);
-    assert!(store.get("aaaa").await.unwrap().unwrap().confirmation.unwrap().session_ended);
+    assert!(
+        store
+            .get("aaaa")
+            .await
+            .unwrap()
+            .unwrap()
+            .confirmation
+            .unwrap()
+            .session_ended
+    );
 
     // Expired and unknown challenges cannot be confirmed.
     store
-        .create(new_challenge("bbbb", "bob@interieur.gouv.fr", "tok2", now, 60), LIMITS, now)
+        .create(
+            new_challenge("bbbb", "bob@interieur.gouv.fr", "tok2", now, 60),
+            LIMITS,
+            now,
+        )
         .await
         .unwrap();
     let late = now + chrono::Duration::seconds(60);
-    assert_eq!(store.confirm(confirm_req("bbbb", "s3", late)).await.unwrap(), ConfirmOutcome::Expired);
-    assert_eq!(store.confirm(confirm_req("zzzz", "s3", late)).await.unwrap(), ConfirmOutcome::NotFound);
-    assert_eq!(store.get("bbbb").await.unwrap().unwrap().status(late), Status::Expired);
+    assert_eq!(
+        store
+            .confirm(confirm_req("bbbb", "s3", late))
+            .await
+            .unwrap(),
+        ConfirmOutcome::Expired
+    );
+    assert_eq!(
+        store
+            .confirm(confirm_req("zzzz", "s3", late))
+            .await
+            .unwrap(),
+        ConfirmOutcome::NotFound
+    );
+    assert_eq!(
+        store.get("bbbb").await.unwrap().unwrap().status(late),
+        Status::Expired
+    );
 
     // Purge: only what expired before the cutoff.
-    assert_eq!(store.purge(now + chrono::Duration::seconds(61)).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .purge(now + chrono::Duration::seconds(61))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(store.get("bbbb").await.unwrap().is_none());
     assert!(store.get("aaaa").await.unwrap().is_some());
-    assert_eq!(store.purge(now + chrono::Duration::seconds(3601)).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .purge(now + chrono::Duration::seconds(3601))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(store.get("aaaa").await.unwrap().is_none());
 
     // Delete.
     store
-        .create(new_challenge("cccc", "bob@interieur.gouv.fr", "tok3", now, 60), LIMITS, now)
+        .create(
+            new_challenge("cccc", "bob@interieur.gouv.fr", "tok3", now, 60),
+            LIMITS,
+            now,
+        )
         .await
         .unwrap();
     assert!(store.delete("cccc").await.unwrap());
@@ -143,25 +215,48 @@ async fn data_survives_reopen_and_schema_is_versioned() {
     {
         let store = open(dir.path());
         store
-            .create(new_challenge("keep", "alice@interieur.gouv.fr", "t", t0(), 3600), LIMITS, t0())
+            .create(
+                new_challenge("keep", "alice@interieur.gouv.fr", "t", t0(), 3600),
+                LIMITS,
+                t0(),
+            )
             .await
             .unwrap();
         store.confirm(confirm_req("keep", "s", t0())).await.unwrap();
     }
     let store = open(dir.path());
-    assert!(store.get("keep").await.unwrap().unwrap().confirmation.is_some());
+    assert!(
+        store
+            .get("keep")
+            .await
+            .unwrap()
+            .unwrap()
+            .confirmation
+            .is_some()
+    );
     drop(store);
 
     let raw = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = raw.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).unwrap();
-    let mode: String = raw.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let version: i64 = raw
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(version, 1);
     assert_eq!(mode, "wal", "WAL is persistent in the file");
     // A database from a newer program is refused, not misread.
-    raw.execute("UPDATE schema_version SET version = 99", []).unwrap();
+    raw.execute("UPDATE schema_version SET version = 99", [])
+        .unwrap();
     drop(raw);
     let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
-    assert_eq!(err, StoreError::SchemaTooNew { found: 99, known: 1 });
+    assert_eq!(
+        err,
+        StoreError::SchemaTooNew {
+            found: 99,
+            known: 1
+        }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +271,10 @@ async fn rate_limit_counts_are_atomic_with_the_insert() {
     let addr = "alice@interieur.gouv.fr";
     for i in 0..2 {
         let c = new_challenge(&format!("p{i}"), addr, &format!("t{i}"), now, 600);
-        assert_eq!(store.create(c, limits, now).await.unwrap(), CreateOutcome::Created);
+        assert_eq!(
+            store.create(c, limits, now).await.unwrap(),
+            CreateOutcome::Created
+        );
     }
     // Third pending: refused by max_pending.
     let c = new_challenge("p2", addr, "t2", now, 600);
@@ -190,13 +288,19 @@ async fn rate_limit_counts_are_atomic_with_the_insert() {
     assert_eq!(store.pending_count(addr, now).await.unwrap(), 2);
     // Another address is independent.
     let c = new_challenge("q0", "bob@interieur.gouv.fr", "u0", now, 600);
-    assert_eq!(store.create(c, limits, now).await.unwrap(), CreateOutcome::Created);
+    assert_eq!(
+        store.create(c, limits, now).await.unwrap(),
+        CreateOutcome::Created
+    );
 
     // Once those expire, pending is free but the hourly count still holds.
     let later = now + chrono::Duration::seconds(700);
     assert_eq!(store.pending_count(addr, later).await.unwrap(), 0);
     let c = new_challenge("p3", addr, "t3", later, 600);
-    assert_eq!(store.create(c, limits, later).await.unwrap(), CreateOutcome::Created);
+    assert_eq!(
+        store.create(c, limits, later).await.unwrap(),
+        CreateOutcome::Created
+    );
     let c = new_challenge("p4", addr, "t4", later, 600);
     assert_eq!(
         store.create(c, limits, later).await.unwrap(),
@@ -206,12 +310,21 @@ async fn rate_limit_counts_are_atomic_with_the_insert() {
         }
     );
     assert_eq!(
-        store.created_since(addr, later - chrono::Duration::hours(1)).await.unwrap(),
+        store
+            .created_since(addr, later - chrono::Duration::hours(1))
+            .await
+            .unwrap(),
         3
     );
     // An hour later the window has moved.
     let next_hour = now + chrono::Duration::seconds(3601);
-    assert_eq!(store.created_since(addr, next_hour - chrono::Duration::hours(1)).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .created_since(addr, next_hour - chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        1
+    );
 
     // Concurrent creations cannot overshoot the limit.
     let store2 = open(dir.path());
@@ -219,7 +332,13 @@ async fn rate_limit_counts_are_atomic_with_the_insert() {
     for i in 0..20 {
         let s = store2.clone();
         tasks.push(tokio::spawn(async move {
-            let c = new_challenge(&format!("r{i}"), "carol@interieur.gouv.fr", &format!("v{i}"), now, 600);
+            let c = new_challenge(
+                &format!("r{i}"),
+                "carol@interieur.gouv.fr",
+                &format!("v{i}"),
+                now,
+                600,
+            );
             s.create(c, limits, now).await.unwrap()
         }));
     }
@@ -238,16 +357,26 @@ async fn concurrent_confirmations_of_one_challenge_exactly_one_wins() {
     let store = open(dir.path());
     let now = t0();
     store
-        .create(new_challenge("one", "alice@interieur.gouv.fr", "t", now, 3600), LIMITS, now)
+        .create(
+            new_challenge("one", "alice@interieur.gouv.fr", "t", now, 3600),
+            LIMITS,
+            now,
+        )
         .await
         .unwrap();
     // Two store handles on one file too (two instances sharing a store).
     let other = open(dir.path());
     let mut tasks = Vec::new();
     for i in 0..40 {
-        let s = if i % 2 == 0 { store.clone() } else { other.clone() };
+        let s = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
         tasks.push(tokio::spawn(async move {
-            s.confirm(confirm_req("one", &format!("s{i}"), now)).await.unwrap()
+            s.confirm(confirm_req("one", &format!("s{i}"), now))
+                .await
+                .unwrap()
         }));
     }
     let mut winners = Vec::new();
@@ -261,7 +390,13 @@ async fn concurrent_confirmations_of_one_challenge_exactly_one_wins() {
     }
     assert_eq!(winners.len(), 1, "exactly one confirmation wins");
     assert_eq!(losers, 39);
-    let stored = store.get("one").await.unwrap().unwrap().confirmation.unwrap();
+    let stored = store
+        .get("one")
+        .await
+        .unwrap()
+        .unwrap()
+        .confirmation
+        .unwrap();
     assert_eq!(stored.session_id, winners[0]);
 }
 
@@ -274,7 +409,13 @@ async fn concurrent_confirmations_share_commits() {
     for i in 0..N {
         store
             .create(
-                new_challenge(&format!("c{i}"), "alice@interieur.gouv.fr", &format!("t{i}"), now, 3600),
+                new_challenge(
+                    &format!("c{i}"),
+                    "alice@interieur.gouv.fr",
+                    &format!("t{i}"),
+                    now,
+                    3600,
+                ),
                 LIMITS,
                 now,
             )
@@ -289,7 +430,9 @@ async fn concurrent_confirmations_share_commits() {
         let b = Arc::clone(&barrier);
         tasks.push(tokio::spawn(async move {
             b.wait().await;
-            s.confirm(confirm_req(&format!("c{i}"), &format!("s{i}"), now)).await.unwrap()
+            s.confirm(confirm_req(&format!("c{i}"), &format!("s{i}"), now))
+                .await
+                .unwrap()
         }));
     }
     for t in tasks {
@@ -298,10 +441,21 @@ async fn concurrent_confirmations_share_commits() {
     let commits = store.commits() - before;
     println!("{N} concurrent confirmations took {commits} commits");
     assert!(commits >= 1);
-    assert!(commits < N as u64, "group commit: {commits} commits for {N} confirmations");
+    assert!(
+        commits < N as u64,
+        "group commit: {commits} commits for {N} confirmations"
+    );
     // And every one of them is really stored.
     for i in 0..N {
-        assert!(store.get(&format!("c{i}")).await.unwrap().unwrap().confirmation.is_some());
+        assert!(
+            store
+                .get(&format!("c{i}"))
+                .await
+                .unwrap()
+                .unwrap()
+                .confirmation
+                .is_some()
+        );
     }
 }
 
@@ -310,9 +464,13 @@ async fn read_only_store_cannot_commit() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sub/dir/gk.db");
     let rw = open(dir.path());
-    rw.create(new_challenge("ro", "alice@interieur.gouv.fr", "t", t0(), 3600), LIMITS, t0())
-        .await
-        .unwrap();
+    rw.create(
+        new_challenge("ro", "alice@interieur.gouv.fr", "t", t0(), 3600),
+        LIMITS,
+        t0(),
+    )
+    .await
+    .unwrap();
     let ro = SqliteStore::open(
         &path,
         SqliteOptions {
@@ -342,7 +500,11 @@ async fn lock_held_past_busy_timeout_fails_then_recovers() {
     )
     .unwrap();
     store
-        .create(new_challenge("lk", "alice@interieur.gouv.fr", "t", t0(), 3600), LIMITS, t0())
+        .create(
+            new_challenge("lk", "alice@interieur.gouv.fr", "t", t0(), 3600),
+            LIMITS,
+            t0(),
+        )
         .await
         .unwrap();
     let before = store.commits();
@@ -350,7 +512,10 @@ async fn lock_held_past_busy_timeout_fails_then_recovers() {
     // Another process (here: another connection) holds the write lock.
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let err = store.confirm(confirm_req("lk", "s", t0())).await.unwrap_err();
+    let err = store
+        .confirm(confirm_req("lk", "s", t0()))
+        .await
+        .unwrap_err();
     assert_eq!(err.reason(), Reason::StoreUnavailable);
     assert_eq!(store.commits(), before, "nothing committed");
     other.execute_batch("ROLLBACK").unwrap();
@@ -373,7 +538,10 @@ async fn full_disk_fails_then_recovers() {
         .arg(&mnt)
         .status()
         .expect("mount runs");
-    assert!(status.success(), "mounting a tmpfs needs root (tests and CI run as root)");
+    assert!(
+        status.success(),
+        "mounting a tmpfs needs root (tests and CI run as root)"
+    );
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -384,7 +552,11 @@ async fn full_disk_fails_then_recovers() {
 
     let store = SqliteStore::open(&mnt.join("gk.db"), SqliteOptions::default()).unwrap();
     store
-        .create(new_challenge("fd", "alice@interieur.gouv.fr", "t", t0(), 3600), LIMITS, t0())
+        .create(
+            new_challenge("fd", "alice@interieur.gouv.fr", "t", t0(), 3600),
+            LIMITS,
+            t0(),
+        )
         .await
         .unwrap();
     // Fill the file system.
@@ -404,7 +576,15 @@ async fn full_disk_fails_then_recovers() {
     req.confirmation.evidence.headers = "X-Pad: ".to_string() + &"a".repeat(200_000);
     let err = store.confirm(req.clone()).await.unwrap_err();
     assert_eq!(err.reason(), Reason::StoreUnavailable);
-    assert!(store.get("fd").await.unwrap().unwrap().confirmation.is_none());
+    assert!(
+        store
+            .get("fd")
+            .await
+            .unwrap()
+            .unwrap()
+            .confirmation
+            .is_none()
+    );
 
     std::fs::remove_file(&filler_path).unwrap();
     assert_eq!(store.confirm(req).await.unwrap(), ConfirmOutcome::Confirmed);

@@ -46,7 +46,11 @@ impl Metrics {
         let dns_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         let queue_depth = Family::<Label, Gauge>::default();
         let challenges = Family::<Label, Counter>::default();
-        registry.register("gatekeeper_smtp_sessions", "SMTP sessions opened", sessions.clone());
+        registry.register(
+            "gatekeeper_smtp_sessions",
+            "SMTP sessions opened",
+            sessions.clone(),
+        );
         registry.register(
             "gatekeeper_smtp_sessions_active",
             "SMTP sessions currently open",
@@ -108,7 +112,9 @@ impl Metrics {
     /// The current depth of a named queue (`"siem"`, `"store"`, ...).
     pub fn queue_depth(&self, queue: &'static str, depth: usize) {
         let depth = i64::try_from(depth).unwrap_or(i64::MAX);
-        self.queue_depth.get_or_create(&[("queue", queue)]).set(depth);
+        self.queue_depth
+            .get_or_create(&[("queue", queue)])
+            .set(depth);
     }
 
     /// A challenge request ended: `None` = created, `Some(reason)` = refused.

@@ -113,15 +113,20 @@ impl MailBuilder {
         message_id: &str,
         now: DateTime<Utc>,
     ) -> Result<ChallengeMail, MailError> {
-        let to_addr = Address::new(to.local(), to.domain().as_str()).map_err(|e| MailError::Address(e.to_string()))?;
-        let reply_to = Address::new(format!("{}+{}", self.local_prefix, token.expose()), &self.confirm_domain)
+        let to_addr = Address::new(to.local(), to.domain().as_str())
             .map_err(|e| MailError::Address(e.to_string()))?;
+        let reply_to = Address::new(
+            format!("{}+{}", self.local_prefix, token.expose()),
+            &self.confirm_domain,
+        )
+        .map_err(|e| MailError::Address(e.to_string()))?;
         let subject = format!(
             "Confirmation de votre adresse / Confirm your address [{}]",
             token.expose()
         );
-        let body = Body::new_with_encoding(self.text(token), ContentTransferEncoding::QuotedPrintable)
-            .map_err(|_| MailError::Build("body encoding".into()))?;
+        let body =
+            Body::new_with_encoding(self.text(token), ContentTransferEncoding::QuotedPrintable)
+                .map_err(|_| MailError::Build("body encoding".into()))?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(LettreMailbox::new(None, to_addr.clone()))
@@ -137,7 +142,11 @@ impl MailBuilder {
                 HeaderName::new_from_ascii_str("X-Auto-Response-Suppress"),
                 "All".into(),
             ))
-            .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(body))
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(body),
+            )
             .map_err(|e| MailError::Build(e.to_string()))?;
         let mut bytes = message.formatted();
         if let Some(signer) = &self.signer {
@@ -194,16 +203,30 @@ fn load_signer(dkim: &OutboundDkim) -> Result<Signer, MailError> {
         "RSA PRIVATE KEY" => {
             let der = PrivateKeyDer::Pkcs1(pem.der.clone().into());
             let key = RsaKey::<Sha256>::from_key_der(der).map_err(|e| key_error(e.to_string()))?;
-            Signer::Rsa(configure(DkimSigner::from_key(key), &domain, &dkim.selector))
+            Signer::Rsa(configure(
+                DkimSigner::from_key(key),
+                &domain,
+                &dkim.selector,
+            ))
         }
-        "PRIVATE KEY" => match RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs8(pem.der.clone().into())) {
-            Ok(key) => Signer::Rsa(configure(DkimSigner::from_key(key), &domain, &dkim.selector)),
-            Err(_) => {
-                let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(&pem.der)
-                    .map_err(|e| key_error(format!("neither RSA nor Ed25519 PKCS#8: {e}")))?;
-                Signer::Ed25519(configure(DkimSigner::from_key(key), &domain, &dkim.selector))
+        "PRIVATE KEY" => {
+            match RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs8(pem.der.clone().into())) {
+                Ok(key) => Signer::Rsa(configure(
+                    DkimSigner::from_key(key),
+                    &domain,
+                    &dkim.selector,
+                )),
+                Err(_) => {
+                    let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(&pem.der)
+                        .map_err(|e| key_error(format!("neither RSA nor Ed25519 PKCS#8: {e}")))?;
+                    Signer::Ed25519(configure(
+                        DkimSigner::from_key(key),
+                        &domain,
+                        &dkim.selector,
+                    ))
+                }
             }
-        },
+        }
         other => return Err(key_error(format!("unsupported PEM block {other:?}"))),
     };
     Ok(signer)

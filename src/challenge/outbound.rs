@@ -52,7 +52,9 @@ impl std::fmt::Debug for Outbound {
 pub enum OutboundError {
     #[error("outbox {path}: {message}")]
     Directory { path: String, message: String },
-    #[error("relay URL {0:?} not understood (smtp://host[:port][?tls=required|none] or smtps://host[:port])")]
+    #[error(
+        "relay URL {0:?} not understood (smtp://host[:port][?tls=required|none] or smtps://host[:port])"
+    )]
     Url(String),
     #[error("relay: {0}")]
     Relay(String),
@@ -93,9 +95,14 @@ impl Outbound {
                     })?
             }
             Outbound::Relay { transport, .. } => {
-                let envelope = Envelope::new(Some(mail.envelope_from.clone()), vec![mail.envelope_to.clone()])
-                    .map_err(|e| OutboundError::Relay(e.to_string()))?;
-                match tokio::time::timeout(SEND_TIMEOUT, transport.send_raw(&envelope, &mail.bytes)).await {
+                let envelope = Envelope::new(
+                    Some(mail.envelope_from.clone()),
+                    vec![mail.envelope_to.clone()],
+                )
+                .map_err(|e| OutboundError::Relay(e.to_string()))?;
+                match tokio::time::timeout(SEND_TIMEOUT, transport.send_raw(&envelope, &mail.bytes))
+                    .await
+                {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(OutboundError::Relay(e.to_string())),
                     Err(_) => Err(OutboundError::Timeout),
@@ -122,7 +129,9 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Outbound
     file.sync_all().map_err(err)?;
     drop(file);
     std::fs::rename(&tmp, dir.join(name)).map_err(err)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)?;
     Ok(())
 }
 
@@ -166,7 +175,8 @@ fn relay_transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, Outb
     if host.is_empty() || host.contains(['@', '/', ' ']) {
         return Err(bad());
     }
-    let params = || TlsParameters::new(host.to_owned()).map_err(|e| OutboundError::Relay(e.to_string()));
+    let params =
+        || TlsParameters::new(host.to_owned()).map_err(|e| OutboundError::Relay(e.to_string()));
     let (tls, default_port) = if implicit_tls {
         if tls_mode.is_some() {
             return Err(bad());
@@ -180,11 +190,13 @@ fn relay_transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, Outb
         };
         (tls, 25)
     };
-    Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(port.unwrap_or(default_port))
-        .tls(tls)
-        .timeout(Some(COMMAND_TIMEOUT))
-        .build())
+    Ok(
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(port.unwrap_or(default_port))
+            .tls(tls)
+            .timeout(Some(COMMAND_TIMEOUT))
+            .build(),
+    )
 }
 
 #[cfg(test)]

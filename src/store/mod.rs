@@ -122,7 +122,10 @@ pub struct RateLimits {
 pub enum CreateOutcome {
     Created,
     /// Nothing inserted: a limit was reached. The counts are those seen in the transaction.
-    RateLimited { pending: u32, last_hour: u32 },
+    RateLimited {
+        pending: u32,
+        last_hour: u32,
+    },
 }
 
 /// A request to confirm a challenge.
@@ -184,7 +187,10 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send;
 
-    fn get(&self, id: &str) -> impl Future<Output = Result<Option<ChallengeRecord>, StoreError>> + Send;
+    fn get(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ChallengeRecord>, StoreError>> + Send;
 
     fn find_by_token_hash(
         &self,
@@ -195,20 +201,30 @@ pub trait Store: Send + Sync + 'static {
     fn delete(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Conditional, durable confirmation (see [`ConfirmOutcome`]).
-    fn confirm(&self, request: ConfirmRequest) -> impl Future<Output = Result<ConfirmOutcome, StoreError>> + Send;
+    fn confirm(
+        &self,
+        request: ConfirmRequest,
+    ) -> impl Future<Output = Result<ConfirmOutcome, StoreError>> + Send;
 
     /// Count one more refused reply for a pending challenge.
     fn record_rejection(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Mark the confirmations delivered by this SMTP session as "session ended". Returns the
     /// number of challenges marked.
-    fn session_ended(&self, session_id: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn session_ended(
+        &self,
+        session_id: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Delete every challenge whose `expires_at` is before `cutoff`. Returns how many.
     fn purge(&self, cutoff: DateTime<Utc>) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Pending, unexpired challenges for an address at `now`.
-    fn pending_count(&self, address: &str, now: DateTime<Utc>) -> impl Future<Output = Result<u32, StoreError>> + Send;
+    fn pending_count(
+        &self,
+        address: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
     /// Challenges created for an address at or after `since`.
     fn created_since(

@@ -34,8 +34,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ChallengeRecord, ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, NewChallenge, RateLimits, Store,
-    StoreError, TokenHash,
+    ChallengeRecord, ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, NewChallenge,
+    RateLimits, Store, StoreError, TokenHash,
 };
 use crate::backend::Evidence;
 
@@ -114,7 +114,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -126,7 +128,8 @@ impl SqliteStore {
             && let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Io(format!("{}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Io(format!("{}: {e}", parent.display())))?;
         }
         let conn = open_connection(path, &options, true)?;
         if options.read_only {
@@ -266,7 +269,10 @@ impl Store for SqliteStore {
         })
     }
 
-    fn get(&self, id: &str) -> impl std::future::Future<Output = Result<Option<ChallengeRecord>, StoreError>> + Send {
+    fn get(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<ChallengeRecord>, StoreError>> + Send {
         let id = id.to_owned();
         self.read(move |conn| select_one(conn, "WHERE id = ?1", &id as &dyn rusqlite::ToSql))
     }
@@ -276,18 +282,28 @@ impl Store for SqliteStore {
         hash: &TokenHash,
     ) -> impl std::future::Future<Output = Result<Option<ChallengeRecord>, StoreError>> + Send {
         let hash = hash.to_vec();
-        self.read(move |conn| select_one(conn, "WHERE token_hash = ?1", &hash as &dyn rusqlite::ToSql))
+        self.read(move |conn| {
+            select_one(conn, "WHERE token_hash = ?1", &hash as &dyn rusqlite::ToSql)
+        })
     }
 
-    fn delete(&self, id: &str) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send {
+    fn delete(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send {
         let id = id.to_owned();
         self.write(move |conn| {
-            let n = conn.execute("DELETE FROM challenges WHERE id = ?1", params![id]).map_err(db)?;
+            let n = conn
+                .execute("DELETE FROM challenges WHERE id = ?1", params![id])
+                .map_err(db)?;
             Ok(n > 0)
         })
     }
 
-    fn confirm(&self, req: ConfirmRequest) -> impl std::future::Future<Output = Result<ConfirmOutcome, StoreError>> + Send {
+    fn confirm(
+        &self,
+        req: ConfirmRequest,
+    ) -> impl std::future::Future<Output = Result<ConfirmOutcome, StoreError>> + Send {
         self.write(move |conn| {
             let c = &req.confirmation;
             let evidence = serde_json::to_string(&c.evidence).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -323,7 +339,10 @@ impl Store for SqliteStore {
         })
     }
 
-    fn record_rejection(&self, id: &str) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+    fn record_rejection(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         let id = id.to_owned();
         self.write(move |conn| {
             conn.execute(
@@ -335,7 +354,10 @@ impl Store for SqliteStore {
         })
     }
 
-    fn session_ended(&self, session_id: &str) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
+    fn session_ended(
+        &self,
+        session_id: &str,
+    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
         let sid = session_id.to_owned();
         self.write(move |conn| {
             let n = conn
@@ -348,7 +370,10 @@ impl Store for SqliteStore {
         })
     }
 
-    fn purge(&self, cutoff: DateTime<Utc>) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
+    fn purge(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
         self.write(move |conn| {
             let n = conn
                 .execute(
@@ -441,7 +466,11 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, commits: Arc<Atomi
 /// rest of the batch still commits without its partial changes.
 fn run_in_savepoint(job: Job, conn: &Connection) -> Done {
     let (ok, done) = job(Ok(conn));
-    let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+    let end = if ok {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
     match conn.execute_batch(end) {
         Ok(()) => done,
         Err(e) => {
@@ -457,7 +486,11 @@ fn fail_unrun(job: Job, err: StoreError) {
     done(None);
 }
 
-fn open_connection(path: &Path, options: &SqliteOptions, writer: bool) -> Result<Connection, StoreError> {
+fn open_connection(
+    path: &Path,
+    options: &SqliteOptions,
+    writer: bool,
+) -> Result<Connection, StoreError> {
     let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     if options.read_only {
         flags |= OpenFlags::SQLITE_OPEN_READ_ONLY;
@@ -471,10 +504,13 @@ fn open_connection(path: &Path, options: &SqliteOptions, writer: bool) -> Result
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(db)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Database(format!("journal_mode is {mode}, WAL required")));
+            return Err(StoreError::Database(format!(
+                "journal_mode is {mode}, WAL required"
+            )));
         }
     }
-    conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(db)?;
     if !writer {
         conn.pragma_update(None, "query_only", true).map_err(db)?;
     }
@@ -492,10 +528,12 @@ fn current_version(conn: &Connection) -> Result<i64, StoreError> {
     if !has_table {
         return Ok(0);
     }
-    conn.query_row("SELECT version FROM schema_version", [], |r| r.get::<_, i64>(0))
-        .optional()
-        .map_err(db)
-        .map(|v| v.unwrap_or(0))
+    conn.query_row("SELECT version FROM schema_version", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()
+    .map_err(db)
+    .map(|v| v.unwrap_or(0))
 }
 
 fn known_version() -> i64 {
@@ -523,13 +561,22 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             known: known_version(),
         });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
         let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
         conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
         let step = conn
             .execute_batch(sql)
             .and_then(|()| conn.execute("DELETE FROM schema_version", []))
-            .and_then(|_| conn.execute("INSERT INTO schema_version (version) VALUES (?1)", params![version]));
+            .and_then(|_| {
+                conn.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    params![version],
+                )
+            });
         match step {
             Ok(_) => conn.execute_batch("COMMIT").map_err(db)?,
             Err(e) => {
@@ -543,16 +590,25 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 }
 
 fn count(conn: &Connection, sql: &str, address: &str, at_ms: i64) -> Result<u32, StoreError> {
-    let n: i64 = conn.query_row(sql, params![address, at_ms], |r| r.get(0)).map_err(db)?;
+    let n: i64 = conn
+        .query_row(sql, params![address, at_ms], |r| r.get(0))
+        .map_err(db)?;
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 const COLUMNS: &str = "id, address, token_hash, session_code, message_id, status, created_at, expires_at,
     rejections, confirmed_at, evidence, confirm_message_id, confirm_from, confirm_session, confirm_session_ended";
 
-fn select_one(conn: &Connection, clause: &str, key: &dyn rusqlite::ToSql) -> Result<Option<ChallengeRecord>, StoreError> {
+fn select_one(
+    conn: &Connection,
+    clause: &str,
+    key: &dyn rusqlite::ToSql,
+) -> Result<Option<ChallengeRecord>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM challenges {clause}");
-    let raw = conn.query_row(&sql, [key], RawRow::from_row).optional().map_err(db)?;
+    let raw = conn
+        .query_row(&sql, [key], RawRow::from_row)
+        .optional()
+        .map_err(db)?;
     raw.map(RawRow::into_record).transpose()
 }
 
@@ -606,8 +662,9 @@ impl RawRow {
         let confirmation = match self.status.as_str() {
             "pending" => None,
             "confirmed" => {
-                let evidence: Evidence = serde_json::from_str(self.evidence.as_deref().unwrap_or(""))
-                    .map_err(|e| StoreError::Corrupt(format!("evidence: {e}")))?;
+                let evidence: Evidence =
+                    serde_json::from_str(self.evidence.as_deref().unwrap_or(""))
+                        .map_err(|e| StoreError::Corrupt(format!("evidence: {e}")))?;
                 Some(Confirmation {
                     confirmed_at: millis(self.confirmed_at.unwrap_or_default())?,
                     evidence,
@@ -634,7 +691,8 @@ impl RawRow {
 }
 
 fn millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms}")))
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms}")))
 }
 
 fn db(e: rusqlite::Error) -> StoreError {

@@ -83,7 +83,13 @@ pub fn config(dir: &Path) -> Config {
 }
 
 /// A challenge row for store tests.
-pub fn new_challenge(id: &str, address: &str, token: &str, now: DateTime<Utc>, ttl_secs: i64) -> NewChallenge {
+pub fn new_challenge(
+    id: &str,
+    address: &str,
+    token: &str,
+    now: DateTime<Utc>,
+    ttl_secs: i64,
+) -> NewChallenge {
     NewChallenge {
         id: id.into(),
         address: address.into(),
