@@ -278,6 +278,9 @@ async fn show_challenge<S: Store>(
 }
 
 async fn metrics_text<S: Store>(State(state): State<ApiState<S>>) -> Response {
+    state
+        .metrics
+        .queue_depth("store", state.challenges.store().queue_depth());
     (
         [(
             header::CONTENT_TYPE,

@@ -598,6 +598,11 @@ async fn metrics_parse_as_prometheus_text() {
     );
     assert_eq!(get("gatekeeper_dns_lookup_seconds_count"), Some(1.0));
     assert_eq!(get(r#"gatekeeper_queue_depth{queue="siem"}"#), Some(7.0));
+    assert_eq!(
+        get(r#"gatekeeper_queue_depth{queue="store"}"#),
+        Some(0.0),
+        "store queue at scrape"
+    );
 }
 
 // ---------------------------------------------------------------- relay
@@ -729,6 +734,24 @@ async fn relay_down_is_502_and_leaves_no_pending_challenge() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_outbox_is_502_and_leaves_no_pending_challenge() {
+    let s = Server::start(|_| {}).await;
+    // Root ignores permissions: replace the outbox directory by a plain file.
+    std::fs::remove_dir(s.outbox()).unwrap();
+    std::fs::write(s.outbox(), b"not a directory").unwrap();
+    let (status, body) = s.create("alice@interieur.gouv.fr").await;
+    assert_error(status, &body, 502, "outbound.unavailable");
+    let now = chrono::Utc::now();
+    assert_eq!(
+        s.parts_store
+            .created_since("alice@interieur.gouv.fr", now - chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 // ---------------------------------------------------------------- CLI
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -769,4 +792,123 @@ async fn cli_new_and_show_print_the_code_never_the_token() {
     assert!(err.to_string().starts_with("rejected envelope.syntax"));
     let err = app::cli_show(&cfg, "nosuchid").await.unwrap_err();
     assert!(err.reason.is_none());
+}
+
+// ---------------------------------------------------------------- DKIM
+
+/// A TXT cache holding one DKIM key record (no DNS is queried).
+struct OneKey(Mutex<std::collections::HashMap<Box<str>, mail_auth::Txt>>);
+
+impl mail_auth::ResolverCache<Box<str>, mail_auth::Txt> for OneKey {
+    fn get<Q>(&self, name: &Q) -> Option<mail_auth::Txt>
+    where
+        Box<str>: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.lock().unwrap().get(name).cloned()
+    }
+    fn remove<Q>(&self, name: &Q) -> Option<mail_auth::Txt>
+    where
+        Box<str>: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.lock().unwrap().remove(name)
+    }
+    fn insert(&self, key: Box<str>, value: mail_auth::Txt, _: std::time::Instant) {
+        self.0.lock().unwrap().insert(key, value);
+    }
+}
+
+async fn dkim_results(mail: &[u8], cache: &OneKey) -> Vec<mail_auth::DkimResult> {
+    use mail_auth::hickory_resolver::config::{ResolverConfig, ResolverOpts};
+    let auth = mail_auth::MessageAuthenticator::new(
+        ResolverConfig::from_name_servers(vec![]),
+        ResolverOpts::default(),
+    )
+    .unwrap();
+    let msg = mail_auth::AuthenticatedMessage::parse(mail).unwrap();
+    let out = auth
+        .verify_dkim(mail_auth::Parameters::new(&msg).with_txt_cache(cache))
+        .await;
+    out.iter().map(|o| o.result().clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_dkim_signature_verifies() {
+    use mail_auth::common::parse::TxtRecordParser;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let public = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .unwrap()
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let keydir = tempfile::tempdir().unwrap();
+    let key_path = keydir.path().join("dkim.pem");
+    let b64 = data_encoding::BASE64.encode(pkcs8.as_ref());
+    std::fs::write(
+        &key_path,
+        format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n"),
+    )
+    .unwrap();
+
+    let s = Server::start(|c| {
+        c.outbound.dkim = Some(gatekeeper::config::OutboundDkim {
+            domain: challenge_support::domain("verify.example.gouv.fr"),
+            selector: "gk2026".into(),
+            private_key: key_path.clone(),
+        })
+    })
+    .await;
+    let (status, body) = s.create("alice@interieur.gouv.fr").await;
+    assert_eq!(status, 201, "{body}");
+    let raw = eml(&s.outbox(), body["id"].as_str().unwrap());
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    assert!(text.starts_with("DKIM-Signature:"), "{text}");
+    assert!(text.contains("d=verify.example.gouv.fr"));
+    assert!(text.contains("s=gk2026"));
+    assert!(text.contains("a=ed25519-sha256"));
+
+    let record = format!(
+        "v=DKIM1; k=ed25519; p={}",
+        data_encoding::BASE64.encode(&public)
+    );
+    let key = mail_auth::common::verify::DomainKey::parse(record.as_bytes()).unwrap();
+    let cache = OneKey(Mutex::new(std::collections::HashMap::new()));
+    mail_auth::ResolverCache::insert(
+        &cache,
+        "gk2026._domainkey.verify.example.gouv.fr.".into(),
+        mail_auth::Txt::from(key),
+        std::time::Instant::now() + Duration::from_secs(60),
+    );
+    assert_eq!(
+        dkim_results(&raw, &cache).await,
+        vec![mail_auth::DkimResult::Pass]
+    );
+
+    // Tampering with a signed header breaks it (the check can fail).
+    let tampered = text.replacen("Subject: Confirmation", "Subject: Confirmaxion", 1);
+    assert_ne!(tampered, text);
+    let results = dkim_results(tampered.as_bytes(), &cache).await;
+    assert!(
+        !results.contains(&mail_auth::DkimResult::Pass),
+        "{results:?}"
+    );
+
+    // A key file that is not a key refuses to start.
+    std::fs::write(
+        &key_path,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.outbound.dkim = Some(gatekeeper::config::OutboundDkim {
+        domain: challenge_support::domain("verify.example.gouv.fr"),
+        selector: "gk2026".into(),
+        private_key: key_path.clone(),
+    });
+    assert!(app::build(&cfg).is_err());
 }

@@ -226,6 +226,11 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
+    /// Write requests waiting to be committed (exposed in `/metrics`); 0 when not applicable.
+    fn queue_depth(&self) -> usize {
+        0
+    }
+
     /// Challenges created for an address at or after `since`.
     fn created_since(
         &self,

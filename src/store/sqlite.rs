@@ -227,6 +227,10 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn queue_depth(&self) -> usize {
+        SqliteStore::queue_depth(self)
+    }
+
     fn create(
         &self,
         c: NewChallenge,
