@@ -344,10 +344,7 @@ impl<S: Store> ChallengeService<S> {
 
 /// The strict parser's options from `[policy]`.
 pub fn parse_options(config: &Config) -> ParseOptions {
-    ParseOptions {
-        local_part_extra_chars: config.policy.local_part_extra_chars.clone(),
-        allow_idna: config.policy.allow_idna,
-    }
+    config.parse_options()
 }
 
 #[cfg(test)]

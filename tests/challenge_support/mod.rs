@@ -3,83 +3,59 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use gatekeeper::address::{Domain, ParseOptions};
-use gatekeeper::config::*;
+use gatekeeper::config::Config;
 use gatekeeper::store::NewChallenge;
 
 pub fn domain(s: &str) -> Domain {
     Domain::parse(s.as_bytes(), &ParseOptions::default()).expect("test domain parses")
 }
 
-/// The corpus world: confirm domain `verify.example.gouv.fr`, allowed `gouv.fr`, outbox and
-/// store under `dir`.
+/// The corpus world: confirm domain `verify.example.gouv.fr`, allowed `gouv.fr` (with
+/// `denied.gouv.fr` denied), service `Tchap`, store, API token and outbox under `dir`.
 pub fn config(dir: &Path) -> Config {
-    Config {
-        smtp: SmtpConfig {
-            listen: vec!["127.0.0.1:0".parse().unwrap()],
-            hostname: "verify.example.gouv.fr".into(),
-            max_message_bytes: 2 * 1024 * 1024,
-            max_connections: 100,
-            max_connections_per_ip: 10,
-            command_timeout: Duration::from_secs(60),
-            data_timeout: Duration::from_secs(120),
-            session_timeout: Duration::from_secs(600),
-            max_errors: 10,
-            max_transactions: 10,
-            shutdown_grace: Duration::from_secs(5),
-            tls: None,
-        },
-        confirm: ConfirmConfig {
-            domain: domain("verify.example.gouv.fr"),
-            local_prefix: "confirm".into(),
-            challenge_ttl: Duration::from_secs(24 * 3600),
-            max_message_age: Duration::from_secs(48 * 3600),
-            require_reply: true,
-            require_session_code: true,
-            max_pending_per_address: 5,
-            max_challenges_per_address_per_hour: 10,
-            service_name: "Tchap".into(),
-        },
-        policy: PolicyConfig {
-            allowed_domains: vec![domain("gouv.fr")],
-            denied_domains: vec![domain("denied.gouv.fr")],
-            alignment: Alignment::Strict,
-            require_iprev: false,
-            dkim_min_rsa_bits: 1024,
-            allowed_networks: vec![],
-            local_part_extra_chars: String::new(),
-            allow_idna: false,
-            domains: vec![],
-        },
-        dns: DnsConfig {
-            nameservers: vec![],
-            timeout: Duration::from_secs(5),
-            dnssec: false,
-            cache_size: 1000,
-        },
-        store: StoreConfig {
-            path: dir.join("var/gatekeeper.db"),
-            purge_interval: Duration::from_secs(3600),
-        },
-        api: ApiConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            token_file: dir.join("var/api-token"),
-        },
-        outbound: OutboundConfig {
-            from: "Inscription <noreply@verify.example.gouv.fr>".into(),
-            target: OutboundTarget::Directory(dir.join("var/outbox")),
-            dkim: None,
-        },
-        siem: SiemConfig {
-            format: SiemFormat::Ecs,
-            sinks: vec![SiemSink::Stdout],
-            spool_max_events: 1000,
-            spool_path: dir.join("var/spool"),
-        },
-    }
+    let d = dir.display();
+    let text = format!(
+        r#"
+[smtp]
+listen = ["127.0.0.1:2525"]
+hostname = "verify.example.gouv.fr"
+session_timeout = "10m"
+
+[confirm]
+domain = "verify.example.gouv.fr"
+local_prefix = "confirm"
+challenge_ttl = "24h"
+max_pending_per_address = 5
+max_challenges_per_address_per_hour = 10
+service_name = "Tchap"
+
+[policy]
+allowed_domains = ["gouv.fr"]
+denied_domains = ["denied.gouv.fr"]
+
+[store]
+path = "{d}/var/gatekeeper.db"
+purge_interval = "1h"
+
+[api]
+listen = "127.0.0.1:8025"
+token_file = "{d}/var/api-token"
+
+[outbound]
+from = "Inscription <noreply@verify.example.gouv.fr>"
+directory = "{d}/var/outbox"
+
+[siem]
+format = "ecs"
+spool_path = "{d}/var/siem-spool.db"
+[[siem.sink]]
+type = "stdout"
+"#
+    );
+    Config::from_toml_str(&text, "<challenge tests>").expect("test config is valid")
 }
 
 /// A challenge row for store tests.
