@@ -752,6 +752,64 @@ async fn unwritable_outbox_is_502_and_leaves_no_pending_challenge() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_without_starttls_is_refused_when_tls_is_required() {
+    let (sink, got) = smtp_sink().await;
+    let s = Server::start(|c| {
+        c.outbound.target = OutboundTarget::Relay(format!("smtp://{sink}?tls=required"))
+    })
+    .await;
+    let (status, body) = s.create("alice@interieur.gouv.fr").await;
+    assert_error(status, &body, 502, "outbound.unavailable");
+    assert!(got.lock().unwrap().is_empty(), "nothing sent in clear");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_down_is_503_store_unavailable() {
+    use gatekeeper::api::{ApiState, ApiToken, Metrics, router};
+    use gatekeeper::challenge::{ChallengeService, MailBuilder, Outbound};
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let service = ChallengeService::new(
+        &cfg,
+        Arc::new(challenge_support::DownStore),
+        Outbound::from_target(&cfg.outbound.target).unwrap(),
+        MailBuilder::new(&cfg).unwrap(),
+    );
+    let state = ApiState::new(
+        Arc::new(service),
+        Arc::new(Metrics::new()),
+        ApiToken::new("t0k"),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = client
+        .post(format!("http://{addr}/v1/challenges"))
+        .bearer_auth("t0k")
+        .json(&json!({"address": "alice@interieur.gouv.fr"}))
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    assert_error(st, &r.json().await.unwrap(), 503, "store.unavailable");
+    let r = client
+        .get(format!("http://{addr}/v1/challenges/abc"))
+        .bearer_auth("t0k")
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    assert_error(st, &r.json().await.unwrap(), 503, "store.unavailable");
+    // No mail for a challenge that was not stored.
+    let OutboundTarget::Directory(outbox) = &cfg.outbound.target else {
+        unreachable!()
+    };
+    assert_eq!(std::fs::read_dir(outbox).unwrap().count(), 0);
+}
+
 // ---------------------------------------------------------------- CLI
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

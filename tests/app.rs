@@ -19,12 +19,9 @@ use gatekeeper::backend::{
     Transaction, Verdict, Verify,
 };
 use gatekeeper::reason::Reason;
-use gatekeeper::store::{
-    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, RateLimits,
-    SqliteOptions, SqliteStore, Status, Store, StoreError, TokenHash,
-};
+use gatekeeper::store::{CreateOutcome, RateLimits, SqliteOptions, SqliteStore, Status, Store};
 
-use challenge_support::{config, new_challenge};
+use challenge_support::{DownStore, config, new_challenge};
 use gatekeeper::app::App;
 
 const LIMITS: RateLimits = RateLimits {
@@ -570,54 +567,6 @@ async fn commit_failure_is_store_unavailable_and_retry_succeeds() {
 
     let v = app.deliver(tx("s1", "tok1", "c1", msg, now)).await;
     assert_eq!(v.decision, Decision::Accept);
-}
-
-/// A store that cannot be read at all (test double: every call fails).
-struct DownStore;
-
-fn down<T>() -> Result<T, StoreError> {
-    Err(StoreError::Database("disk I/O error".into()))
-}
-
-impl Store for DownStore {
-    async fn create(
-        &self,
-        _: NewChallenge,
-        _: RateLimits,
-        _: DateTime<Utc>,
-    ) -> Result<CreateOutcome, StoreError> {
-        down()
-    }
-    async fn get(&self, _: &str) -> Result<Option<ChallengeRecord>, StoreError> {
-        down()
-    }
-    async fn find_by_token_hash(
-        &self,
-        _: &TokenHash,
-    ) -> Result<Option<ChallengeRecord>, StoreError> {
-        down()
-    }
-    async fn delete(&self, _: &str) -> Result<bool, StoreError> {
-        down()
-    }
-    async fn confirm(&self, _: ConfirmRequest) -> Result<ConfirmOutcome, StoreError> {
-        down()
-    }
-    async fn record_rejection(&self, _: &str) -> Result<(), StoreError> {
-        down()
-    }
-    async fn session_ended(&self, _: &str) -> Result<u64, StoreError> {
-        down()
-    }
-    async fn purge(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
-        down()
-    }
-    async fn pending_count(&self, _: &str, _: DateTime<Utc>) -> Result<u32, StoreError> {
-        down()
-    }
-    async fn created_since(&self, _: &str, _: DateTime<Utc>) -> Result<u32, StoreError> {
-        down()
-    }
 }
 
 #[tokio::test]

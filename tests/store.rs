@@ -590,3 +590,98 @@ async fn full_disk_fails_then_recovers() {
     assert_eq!(store.confirm(req).await.unwrap(), ConfirmOutcome::Confirmed);
     drop(store);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_job_does_not_spoil_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let now = t0();
+    // 32 concurrent creations, half of them reusing one id (primary key conflict).
+    let barrier = Arc::new(tokio::sync::Barrier::new(32));
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let s = store.clone();
+        let b = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            let id = if i % 2 == 0 {
+                "dup".to_owned()
+            } else {
+                format!("u{i}")
+            };
+            b.wait().await;
+            s.create(
+                new_challenge(
+                    &id,
+                    &format!("p{i}@interieur.gouv.fr"),
+                    &format!("t{i}"),
+                    now,
+                    600,
+                ),
+                LIMITS,
+                now,
+            )
+            .await
+        }));
+    }
+    let mut ok = 0;
+    let mut failed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(CreateOutcome::Created) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.reason(), Reason::StoreUnavailable);
+                failed += 1
+            }
+            Ok(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((ok, failed), (17, 15), "one 'dup' and the 16 unique ids");
+    for i in (1..32).step_by(2) {
+        assert!(store.get(&format!("u{i}")).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_loop_removes_long_expired_challenges() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let now = Utc::now();
+    let old = new_challenge(
+        "old",
+        "alice@interieur.gouv.fr",
+        "t1",
+        now - chrono::Duration::days(9),
+        3600,
+    );
+    let fresh = new_challenge(
+        "fresh",
+        "alice@interieur.gouv.fr",
+        "t2",
+        now - chrono::Duration::days(2),
+        3600,
+    );
+    store.create(old, LIMITS, now).await.unwrap();
+    store.create(fresh, LIMITS, now).await.unwrap();
+    assert_eq!(
+        gatekeeper::app::purge_cutoff(now),
+        now - chrono::Duration::days(7)
+    );
+    let task = tokio::spawn(gatekeeper::app::purge_loop(
+        Arc::clone(&store),
+        Duration::from_secs(1),
+    ));
+    let mut gone = false;
+    for _ in 0..100 {
+        if store.get("old").await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    assert!(gone, "purged on the first tick");
+    assert!(
+        store.get("fresh").await.unwrap().is_some(),
+        "expired 2 days ago: kept (retention 7 days)"
+    );
+}

@@ -7,7 +7,10 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use gatekeeper::address::{Domain, ParseOptions};
 use gatekeeper::config::Config;
-use gatekeeper::store::NewChallenge;
+use gatekeeper::store::{
+    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, RateLimits,
+    Store, StoreError, TokenHash,
+};
 
 pub fn domain(s: &str) -> Domain {
     Domain::parse(s.as_bytes(), &ParseOptions::default()).expect("test domain parses")
@@ -74,5 +77,53 @@ pub fn new_challenge(
         message_id: format!("{token}.x@verify.example.gouv.fr"),
         created_at: now,
         expires_at: now + chrono::Duration::seconds(ttl_secs),
+    }
+}
+
+/// A store that cannot be read at all (test double: every call fails).
+pub struct DownStore;
+
+fn down<T>() -> Result<T, StoreError> {
+    Err(StoreError::Database("disk I/O error".into()))
+}
+
+impl Store for DownStore {
+    async fn create(
+        &self,
+        _: NewChallenge,
+        _: RateLimits,
+        _: DateTime<Utc>,
+    ) -> Result<CreateOutcome, StoreError> {
+        down()
+    }
+    async fn get(&self, _: &str) -> Result<Option<ChallengeRecord>, StoreError> {
+        down()
+    }
+    async fn find_by_token_hash(
+        &self,
+        _: &TokenHash,
+    ) -> Result<Option<ChallengeRecord>, StoreError> {
+        down()
+    }
+    async fn delete(&self, _: &str) -> Result<bool, StoreError> {
+        down()
+    }
+    async fn confirm(&self, _: ConfirmRequest) -> Result<ConfirmOutcome, StoreError> {
+        down()
+    }
+    async fn record_rejection(&self, _: &str) -> Result<(), StoreError> {
+        down()
+    }
+    async fn session_ended(&self, _: &str) -> Result<u64, StoreError> {
+        down()
+    }
+    async fn purge(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
+        down()
+    }
+    async fn pending_count(&self, _: &str, _: DateTime<Utc>) -> Result<u32, StoreError> {
+        down()
+    }
+    async fn created_since(&self, _: &str, _: DateTime<Utc>) -> Result<u32, StoreError> {
+        down()
     }
 }
