@@ -75,6 +75,12 @@ impl std::fmt::Debug for ApiToken {
 pub fn load_or_create_token(path: &Path) -> std::io::Result<ApiToken> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(path = %path.display(), "the API token file is readable by other users (chmod 600)");
+            }
             let token = text.trim();
             if token.is_empty() {
                 return Err(std::io::Error::new(

@@ -267,6 +267,69 @@ async fn create_writes_the_challenge_mail_and_never_returns_the_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_shows_rejections_confirmation_and_evidence() {
+    use gatekeeper::store::{ConfirmOutcome, ConfirmRequest, Confirmation};
+    let s = Server::start(|_| {}).await;
+    let (_, body) = s.create("alice@interieur.gouv.fr").await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    s.parts_store.record_rejection(&id).await.unwrap();
+    let at = chrono::Utc::now();
+    let evidence = gatekeeper::backend::Evidence {
+        client_ip: "127.0.0.25".into(),
+        helo: Some("smtp.interieur.gouv.fr".into()),
+        tls_version: Some("1.3".into()),
+        mail_from: "alice@interieur.gouv.fr".into(),
+        from: "alice@interieur.gouv.fr".into(),
+        dkim_domain: "interieur.gouv.fr".into(),
+        dkim_selector: "s2024".into(),
+        dkim_algorithm: "rsa-sha256".into(),
+        spf: "pass".into(),
+        message_id: Some("m1@interieur.gouv.fr".into()),
+        date: Some("Thu, 26 Nov 2026 08:00:00 +0100".into()),
+        headers: "From: Alice <alice@interieur.gouv.fr>\r\n".into(),
+    };
+    let outcome = s
+        .parts_store
+        .confirm(ConfirmRequest {
+            id: id.clone(),
+            confirmation: Confirmation {
+                confirmed_at: at,
+                evidence: evidence.clone(),
+                message_id: Some("m1@interieur.gouv.fr".into()),
+                from: "alice@interieur.gouv.fr".into(),
+                session_id: "s1".into(),
+                session_ended: false,
+            },
+            now: at,
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, ConfirmOutcome::Confirmed);
+    let (st, text) = s.get(&format!("/v1/challenges/{id}"), true).await;
+    assert_eq!(st, 200);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["status"], "confirmed");
+    assert_eq!(v["rejections"], 1);
+    assert_eq!(
+        v["confirmed_at"],
+        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let ev = &v["evidence"];
+    assert_eq!(ev["client_ip"], "127.0.0.25");
+    assert_eq!(ev["helo"], "smtp.interieur.gouv.fr");
+    assert_eq!(ev["tls_version"], "1.3");
+    assert_eq!(ev["mail_from"], "alice@interieur.gouv.fr");
+    assert_eq!(ev["from"], "alice@interieur.gouv.fr");
+    assert_eq!(ev["dkim_domain"], "interieur.gouv.fr");
+    assert_eq!(ev["dkim_selector"], "s2024");
+    assert_eq!(ev["dkim_algorithm"], "rsa-sha256");
+    assert_eq!(ev["spf"], "pass");
+    assert_eq!(ev["message_id"], "m1@interieur.gouv.fr");
+    assert_eq!(ev["date"], "Thu, 26 Nov 2026 08:00:00 +0100");
+    assert_eq!(ev["headers"], "From: Alice <alice@interieur.gouv.fr>\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_token_file_is_created_private_and_required() {
     let s = Server::start(|_| {}).await;
     use std::os::unix::fs::PermissionsExt;
@@ -318,8 +381,16 @@ async fn api_token_file_is_created_private_and_required() {
     let path = dir.path().join("tok");
     std::fs::write(&path, "  my-token\n").unwrap();
     let mut cfg = config(dir.path());
-    cfg.api.token_file = path;
+    cfg.api.token_file = path.clone();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let Parts { router, .. } = app::build(&cfg).unwrap();
+    assert!(
+        log_text().lines().any(
+            |l| l.contains("the API token file is readable by other users")
+                && l.contains(&path.display().to_string())
+        ),
+        "a world-readable token file is reported"
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
