@@ -26,7 +26,9 @@
 //!   ended (no session lives longer), so a crash between commit and close cannot make a
 //!   redelivery fail forever.
 //! - Evidence: the verifier's; if an accepting verifier gave none, the transaction's own
-//!   facts are kept (never an empty proof).
+//!   facts are kept (never an empty proof). The token is replaced by `[redacted]` in the
+//!   stored header block (it is quoted in To, Subject, In-Reply-To): the token is never in an
+//!   API answer, and the store never holds it.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -102,7 +104,7 @@ impl<S: Store, V: Verify> App<S, V> {
             address,
             token: tx.rcpt.token.clone(),
             session_code: record.session_code.clone(),
-            message_id: record.message_id.clone(),
+            message_id: crate::store::message_id(&tx.rcpt.token, &record.message_id_tail),
         };
         let mut verdict = self.verifier.verify(tx, &binding, now).await;
         if verdict.challenge_id.is_none() {
@@ -128,10 +130,14 @@ impl<S: Store, V: Verify> App<S, V> {
             return verdict;
         }
 
-        let evidence = verdict
+        let mut evidence = verdict
             .evidence
             .clone()
             .unwrap_or_else(|| fallback_evidence(tx));
+        // The header block quotes the token (To, Subject, In-Reply-To); it must never be in
+        // an API answer (SPEC §6), so it is not stored either.
+        evidence.headers = redact_token(&evidence.headers, &tx.rcpt.token);
+        verdict.evidence = Some(evidence.clone());
         let confirmation = Confirmation {
             confirmed_at: now,
             evidence,
@@ -247,6 +253,33 @@ fn refuse(mut v: Verdict, reason: Reason) -> Verdict {
     v.decision = Decision::Refuse(reason);
     v.evidence = None;
     v
+}
+
+/// `text` with every occurrence of `token` (ASCII case-insensitive) replaced by
+/// `[redacted]`. The token is ASCII, so byte matches never split a UTF-8 sequence.
+pub fn redact_token(text: &str, token: &str) -> String {
+    let needle = token.as_bytes();
+    if needle.is_empty() {
+        return text.to_owned();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let matches = bytes
+            .get(i..i + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle));
+        if matches {
+            out.extend_from_slice(b"[redacted]");
+            i += needle.len();
+        } else {
+            if let Some(b) = bytes.get(i) {
+                out.push(*b);
+            }
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn fallback_evidence(tx: &Transaction) -> Evidence {
@@ -432,5 +465,31 @@ fn create_error_text(e: &CreateError) -> String {
             detail: Some(d),
         } => format!("rejected {reason} ({d})"),
         other => format!("rejected {} ({other})", other.reason()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_token;
+
+    #[test]
+    fn redaction_table() {
+        let t = "abcdef234";
+        let rows: &[(&str, &str)] = &[
+            ("", ""),
+            ("no token here", "no token here"),
+            (
+                "To: <confirm+abcdef234@v.example>",
+                "To: <confirm+[redacted]@v.example>",
+            ),
+            ("ABCDEF234 and abcdef234", "[redacted] and [redacted]"),
+            ("abcdef23", "abcdef23"),
+            ("éabcdef234é", "é[redacted]é"),
+            ("abcdef234abcdef234", "[redacted][redacted]"),
+        ];
+        for (input, want) in rows {
+            assert_eq!(redact_token(input, t), *want, "{input}");
+        }
+        assert_eq!(redact_token("x", ""), "x");
     }
 }

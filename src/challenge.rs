@@ -273,7 +273,8 @@ impl<S: Store> ChallengeService<S> {
         let id = new_challenge_id(&self.rng)?;
         let session_code = new_session_code(&self.rng)?;
         let unique = random_base32(&self.rng, 10)?;
-        let message_id = format!("{}.{}@{}", token.expose(), unique, self.confirm.domain);
+        let message_id_tail = format!("{unique}@{}", self.confirm.domain);
+        let message_id = crate::store::message_id(token.expose(), &message_id_tail);
         let ttl = chrono::Duration::from_std(self.confirm.challenge_ttl)
             .unwrap_or(chrono::Duration::hours(24));
         let expires_at = now + ttl;
@@ -287,7 +288,7 @@ impl<S: Store> ChallengeService<S> {
                     address: address.clone(),
                     token_hash: token.hash(),
                     session_code: session_code.clone(),
-                    message_id: message_id.clone(),
+                    message_id_tail,
                     created_at: now,
                     expires_at,
                 },

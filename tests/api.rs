@@ -255,6 +255,21 @@ async fn create_writes_the_challenge_mail_and_never_returns_the_token() {
     assert!(shown["created_at"].is_string());
     assert!(shown["expires_at"].is_string());
     assert!(s.parts_store.get(&id).await.unwrap().is_some());
+    // The store keeps only the token's hash: the token is in none of its files.
+    let db = &s.cfg.store.path;
+    for file in [db.clone(), PathBuf::from(format!("{}-wal", db.display()))] {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "token in {}",
+            file.display()
+        );
+    }
+    let wal = std::fs::read(format!("{}-wal", db.display())).unwrap();
+    assert!(
+        wal.windows(id.len()).any(|w| w == id.as_bytes()),
+        "the check above looks at the file the challenge is in"
+    );
 
     tokio::time::sleep(Duration::from_millis(50)).await;
     let logs = log_text();
@@ -962,11 +977,59 @@ async fn dkim_results(mail: &[u8], cache: &OneKey) -> Vec<mail_auth::DkimResult>
     out.iter().map(|o| o.result().clone()).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outbound_dkim_signature_verifies() {
-    use mail_auth::common::parse::TxtRecordParser;
-    use ring::signature::{Ed25519KeyPair, KeyPair};
+/// Issue a challenge with `outbound.dkim` set to this key; return the raw mail.
+async fn signed_challenge_mail(key_path: &Path, selector: &str) -> Vec<u8> {
+    let key_path = key_path.to_owned();
+    let selector = selector.to_owned();
+    let s = Server::start(move |c| {
+        c.outbound.dkim = Some(gatekeeper::config::OutboundDkim {
+            domain: challenge_support::domain("verify.example.gouv.fr"),
+            selector,
+            private_key: key_path,
+        })
+    })
+    .await;
+    let (status, body) = s.create("alice@interieur.gouv.fr").await;
+    assert_eq!(status, 201, "{body}");
+    eml(&s.outbox(), body["id"].as_str().unwrap())
+}
 
+fn key_cache(selector: &str, record: &str) -> OneKey {
+    use mail_auth::common::parse::TxtRecordParser;
+    let key = mail_auth::common::verify::DomainKey::parse(record.as_bytes()).unwrap();
+    let cache = OneKey(Mutex::new(std::collections::HashMap::new()));
+    mail_auth::ResolverCache::insert(
+        &cache,
+        format!("{selector}._domainkey.verify.example.gouv.fr.").into(),
+        mail_auth::Txt::from(key),
+        std::time::Instant::now() + Duration::from_secs(60),
+    );
+    cache
+}
+
+async fn assert_signed_and_verifies(raw: &[u8], selector: &str, algorithm: &str, cache: &OneKey) {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    assert!(text.starts_with("DKIM-Signature:"), "{text}");
+    assert!(text.contains("d=verify.example.gouv.fr"));
+    assert!(text.contains(&format!("s={selector}")));
+    assert!(text.contains(&format!("a={algorithm}")));
+    assert_eq!(
+        dkim_results(raw, cache).await,
+        vec![mail_auth::DkimResult::Pass]
+    );
+    // Tampering with a signed header breaks it (the check can fail).
+    let tampered = text.replacen("Subject: Confirmation", "Subject: Confirmaxion", 1);
+    assert_ne!(tampered, text);
+    let results = dkim_results(tampered.as_bytes(), cache).await;
+    assert!(
+        !results.contains(&mail_auth::DkimResult::Pass),
+        "{results:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_dkim_ed25519_signature_verifies() {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
     let public = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
@@ -983,48 +1046,15 @@ async fn outbound_dkim_signature_verifies() {
     )
     .unwrap();
 
-    let s = Server::start(|c| {
-        c.outbound.dkim = Some(gatekeeper::config::OutboundDkim {
-            domain: challenge_support::domain("verify.example.gouv.fr"),
-            selector: "gk2026".into(),
-            private_key: key_path.clone(),
-        })
-    })
-    .await;
-    let (status, body) = s.create("alice@interieur.gouv.fr").await;
-    assert_eq!(status, 201, "{body}");
-    let raw = eml(&s.outbox(), body["id"].as_str().unwrap());
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    assert!(text.starts_with("DKIM-Signature:"), "{text}");
-    assert!(text.contains("d=verify.example.gouv.fr"));
-    assert!(text.contains("s=gk2026"));
-    assert!(text.contains("a=ed25519-sha256"));
-
-    let record = format!(
-        "v=DKIM1; k=ed25519; p={}",
-        data_encoding::BASE64.encode(&public)
+    let raw = signed_challenge_mail(&key_path, "gk2026").await;
+    let cache = key_cache(
+        "gk2026",
+        &format!(
+            "v=DKIM1; k=ed25519; p={}",
+            data_encoding::BASE64.encode(&public)
+        ),
     );
-    let key = mail_auth::common::verify::DomainKey::parse(record.as_bytes()).unwrap();
-    let cache = OneKey(Mutex::new(std::collections::HashMap::new()));
-    mail_auth::ResolverCache::insert(
-        &cache,
-        "gk2026._domainkey.verify.example.gouv.fr.".into(),
-        mail_auth::Txt::from(key),
-        std::time::Instant::now() + Duration::from_secs(60),
-    );
-    assert_eq!(
-        dkim_results(&raw, &cache).await,
-        vec![mail_auth::DkimResult::Pass]
-    );
-
-    // Tampering with a signed header breaks it (the check can fail).
-    let tampered = text.replacen("Subject: Confirmation", "Subject: Confirmaxion", 1);
-    assert_ne!(tampered, text);
-    let results = dkim_results(tampered.as_bytes(), &cache).await;
-    assert!(
-        !results.contains(&mail_auth::DkimResult::Pass),
-        "{results:?}"
-    );
+    assert_signed_and_verifies(&raw, "gk2026", "ed25519-sha256", &cache).await;
 
     // A key file that is not a key refuses to start.
     std::fs::write(
@@ -1040,4 +1070,20 @@ async fn outbound_dkim_signature_verifies() {
         private_key: key_path.clone(),
     });
     assert!(app::build(&cfg).is_err());
+}
+
+/// RSA keys (PKCS#8 and PKCS#1 PEM): fixed test keys made with
+/// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` (ring cannot generate RSA).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_dkim_rsa_signature_verifies() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let public = std::fs::read_to_string(data.join("challenge-dkim-rsa.pub.b64")).unwrap();
+    let cache = key_cache("rsa1", &format!("v=DKIM1; k=rsa; p={}", public.trim()));
+    for file in [
+        "challenge-dkim-rsa-pkcs8.pem",
+        "challenge-dkim-rsa-pkcs1.pem",
+    ] {
+        let raw = signed_challenge_mail(&data.join(file), "rsa1").await;
+        assert_signed_and_verifies(&raw, "rsa1", "rsa-sha256", &cache).await;
+    }
 }

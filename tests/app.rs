@@ -63,6 +63,10 @@ impl Verify for ScriptedVerifier {
         );
         assert_eq!(challenge.id, tx.challenge_id);
         assert_eq!(challenge.session_code, "123456");
+        assert_eq!(
+            challenge.message_id,
+            format!("{}.x@verify.example.gouv.fr", tx.rcpt.token)
+        );
         let refusal = text
             .split("REFUSE:")
             .nth(1)
@@ -204,16 +208,9 @@ async fn accept_stores_the_confirmation_with_evidence_then_token_is_used() {
     let now = t0() + chrono::Duration::seconds(5);
     add(&w.store, "c1", "tok1", 3600).await;
     let id = accept_id(&w.app, "s1", "tok1", now).await;
-    let verdict = w
-        .app
-        .deliver(tx(
-            "s1",
-            "tok1",
-            &id,
-            message("m1@interieur.gouv.fr", ""),
-            now,
-        ))
-        .await;
+    let mut msg = b"To: <confirm+tok1@verify.example.gouv.fr>\r\nIn-Reply-To: <TOK1.x@verify.example.gouv.fr>\r\n".to_vec();
+    msg.extend(message("m1@interieur.gouv.fr", ""));
+    let verdict = w.app.deliver(tx("s1", "tok1", &id, msg, now)).await;
     assert_eq!(verdict.decision, Decision::Accept);
     assert_eq!(verdict.challenge_id.as_deref(), Some("c1"));
 
@@ -228,6 +225,15 @@ async fn accept_stores_the_confirmation_with_evidence_then_token_is_used() {
     assert_eq!(conf.evidence.client_ip, "127.0.0.25");
     assert_eq!(conf.evidence.dkim_domain, "interieur.gouv.fr");
     assert!(conf.evidence.headers.contains("Subject: RE: x"));
+    assert!(
+        conf.evidence
+            .headers
+            .contains("To: <confirm+[redacted]@verify.example.gouv.fr>")
+    );
+    assert!(
+        !conf.evidence.headers.to_ascii_lowercase().contains("tok1"),
+        "token redacted in the stored headers"
+    );
 
     // A used token passes RCPT (a redelivery may follow) ...
     let id = accept_id(&w.app, "s2", "tok1", now).await;

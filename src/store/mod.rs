@@ -7,7 +7,9 @@
 //!   implementation ([`SqliteStore`]) runs reads on `spawn_blocking` and all writes on one
 //!   dedicated writer thread.
 //! - **Only the SHA-256 of a token** is kept ([`TokenHash`]): a copy of the database does not
-//!   let anyone answer a pending challenge.
+//!   let anyone answer a pending challenge. The challenge mail's Message-ID starts with the
+//!   token, so only its tail is stored and the full id is rebuilt from the RCPT token
+//!   ([`message_id`]).
 //! - **Time is an argument.** Every method that depends on the clock takes `now`; `expired`
 //!   is not stored but derived at read time ([`ChallengeRecord::status`]).
 //! - **Conditional confirm.** [`Store::confirm`] changes a challenge only if it is still
@@ -59,10 +61,17 @@ pub struct NewChallenge {
     pub address: String,
     pub token_hash: TokenHash,
     pub session_code: String,
-    /// The challenge mail's Message-ID, without angle brackets.
-    pub message_id: String,
+    /// The challenge mail's Message-ID after its `<token>.` prefix (see [`message_id`]):
+    /// the full Message-ID carries the token, which the store must not hold.
+    pub message_id_tail: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// The challenge mail's Message-ID (without angle brackets) from the token and the stored
+/// tail: `<token>.<tail>`.
+pub fn message_id(token: &str, tail: &str) -> String {
+    format!("{token}.{tail}")
 }
 
 /// What a confirmation keeps (SPEC §4 "On accept", §6 `evidence`).
@@ -87,7 +96,8 @@ pub struct ChallengeRecord {
     pub address: String,
     pub token_hash: TokenHash,
     pub session_code: String,
-    pub message_id: String,
+    /// See [`NewChallenge::message_id_tail`].
+    pub message_id_tail: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     /// Permanent refusals of replies to this challenge.

@@ -54,7 +54,7 @@ const MIGRATIONS: &[&str] = &[
         address TEXT NOT NULL,
         token_hash BLOB NOT NULL UNIQUE,
         session_code TEXT NOT NULL,
-        message_id TEXT NOT NULL,
+        message_id_tail TEXT NOT NULL,
         status TEXT NOT NULL CHECK (status IN ('pending', 'confirmed')),
         created_at INTEGER NOT NULL,
         expires_at INTEGER NOT NULL,
@@ -256,14 +256,14 @@ impl Store for SqliteStore {
                 return Ok(CreateOutcome::RateLimited { pending, last_hour });
             }
             conn.execute(
-                "INSERT INTO challenges (id, address, token_hash, session_code, message_id, status, created_at, expires_at)
+                "INSERT INTO challenges (id, address, token_hash, session_code, message_id_tail, status, created_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
                 params![
                     c.id,
                     c.address,
                     &c.token_hash[..],
                     c.session_code,
-                    c.message_id,
+                    c.message_id_tail,
                     c.created_at.timestamp_millis(),
                     c.expires_at.timestamp_millis()
                 ],
@@ -600,7 +600,7 @@ fn count(conn: &Connection, sql: &str, address: &str, at_ms: i64) -> Result<u32,
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
-const COLUMNS: &str = "id, address, token_hash, session_code, message_id, status, created_at, expires_at,
+const COLUMNS: &str = "id, address, token_hash, session_code, message_id_tail, status, created_at, expires_at,
     rejections, confirmed_at, evidence, confirm_message_id, confirm_from, confirm_session, confirm_session_ended";
 
 fn select_one(
@@ -623,7 +623,7 @@ struct RawRow {
     address: String,
     token_hash: Vec<u8>,
     session_code: String,
-    message_id: String,
+    message_id_tail: String,
     status: String,
     created_at: i64,
     expires_at: i64,
@@ -643,7 +643,7 @@ impl RawRow {
             address: r.get(1)?,
             token_hash: r.get(2)?,
             session_code: r.get(3)?,
-            message_id: r.get(4)?,
+            message_id_tail: r.get(4)?,
             status: r.get(5)?,
             created_at: r.get(6)?,
             expires_at: r.get(7)?,
@@ -685,7 +685,7 @@ impl RawRow {
             address: self.address,
             token_hash,
             session_code: self.session_code,
-            message_id: self.message_id,
+            message_id_tail: self.message_id_tail,
             created_at: millis(self.created_at)?,
             expires_at: millis(self.expires_at)?,
             rejections: u32::try_from(self.rejections).unwrap_or(u32::MAX),

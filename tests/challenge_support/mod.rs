@@ -74,7 +74,7 @@ pub fn new_challenge(
         address: address.into(),
         token_hash: gatekeeper::challenge::hash_token(token),
         session_code: "123456".into(),
-        message_id: format!("{token}.x@verify.example.gouv.fr"),
+        message_id_tail: "x@verify.example.gouv.fr".into(),
         created_at: now,
         expires_at: now + chrono::Duration::seconds(ttl_secs),
     }
