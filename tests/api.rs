@@ -1087,3 +1087,107 @@ async fn outbound_dkim_rsa_signature_verifies() {
         assert_signed_and_verifies(&raw, "rsa1", "rsa-sha256", &cache).await;
     }
 }
+
+// ---------------------------------------------------------------- end to end
+
+/// Accepts every message; its evidence quotes the whole header block, as the real
+/// verifier's does.
+struct AcceptAll;
+
+impl gatekeeper::backend::Verify for AcceptAll {
+    async fn verify(
+        &self,
+        tx: &gatekeeper::backend::Transaction,
+        challenge: &gatekeeper::backend::ChallengeBinding,
+        _now: chrono::DateTime<chrono::Utc>,
+    ) -> gatekeeper::backend::Verdict {
+        let text = String::from_utf8_lossy(&tx.message).into_owned();
+        gatekeeper::backend::Verdict {
+            decision: gatekeeper::backend::Decision::Accept,
+            checks: vec![],
+            from: Some(tx.mail_from.to_string()),
+            message_id: Some("reply-1@interieur.gouv.fr".into()),
+            challenge_id: Some(challenge.id.clone()),
+            evidence: Some(gatekeeper::backend::Evidence {
+                client_ip: tx.session.client_ip.to_string(),
+                mail_from: tx.mail_from.to_string(),
+                from: tx.mail_from.to_string(),
+                spf: "pass".into(),
+                headers: text.split("\r\n\r\n").next().unwrap_or_default().to_owned(),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// API → challenge mail → the token from Reply-To → the backend accepts a reply → GET shows
+/// it confirmed, and the token is in no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issued_challenge_confirmed_through_the_backend() {
+    use gatekeeper::address::{Mailbox, ParseOptions};
+    use gatekeeper::backend::{Backend, RcptOutcome, Recipient, SessionInfo, Transaction};
+
+    let s = Server::start(|_| {}).await;
+    let (_, body) = s.create("alice@interieur.gouv.fr").await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    let raw = eml(&s.outbox(), &id);
+    let token = token_of(&raw);
+    let challenge_msgid = MessageParser::default()
+        .parse(&raw)
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_owned();
+
+    let backend = gatekeeper::app::App::new(&s.cfg, Arc::clone(&s.parts_store), AcceptAll);
+    let parse = |a: &str| Mailbox::parse(a.as_bytes(), &ParseOptions::default()).unwrap();
+    let session = SessionInfo {
+        session_id: "e2e".into(),
+        client_ip: "127.0.0.25".parse().unwrap(),
+        client_port: 40000,
+        helo: Some("smtp.interieur.gouv.fr".into()),
+        tls_version: None,
+    };
+    let rcpt = Recipient {
+        token: token.clone(),
+        address: parse(&format!("confirm+{token}@verify.example.gouv.fr")),
+    };
+    let now = chrono::Utc::now();
+    let RcptOutcome::Accept { challenge_id } = backend.check_recipient(&session, &rcpt, now).await
+    else {
+        panic!("token from the mail accepted at RCPT")
+    };
+    assert_eq!(challenge_id, id);
+    let message = format!(
+        "From: Alice <alice@interieur.gouv.fr>\r\nTo: <confirm+{token}@verify.example.gouv.fr>\r\n\
+         Subject: RE: Confirm your address [{token}]\r\nIn-Reply-To: <{challenge_msgid}>\r\n\r\nCode : {}\r\n",
+        body["session_code"].as_str().unwrap()
+    );
+    let verdict = backend
+        .deliver(Transaction {
+            session,
+            mail_from: parse("alice@interieur.gouv.fr"),
+            rcpt,
+            challenge_id,
+            message: message.into_bytes(),
+            received_at: now,
+        })
+        .await;
+    assert_eq!(verdict.decision, gatekeeper::backend::Decision::Accept);
+
+    let (st, text) = s.get(&format!("/v1/challenges/{id}"), true).await;
+    assert_eq!(st, 200);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["status"], "confirmed");
+    assert_eq!(v["evidence"]["client_ip"], "127.0.0.25");
+    assert!(
+        v["evidence"]["headers"]
+            .as_str()
+            .unwrap()
+            .contains("In-Reply-To: <[redacted].")
+    );
+    assert!(
+        !text.contains(&token),
+        "token in GET after confirmation: {text}"
+    );
+}

@@ -485,6 +485,22 @@ async fn read_only_store_cannot_commit() {
     assert!(matches!(err, StoreError::Database(_)), "{err:?}");
     // Nothing was confirmed.
     assert!(rw.get("ro").await.unwrap().unwrap().confirmation.is_none());
+
+    // Read-only cannot create or migrate: a missing file, an unmigrated file.
+    let ro = SqliteOptions {
+        read_only: true,
+        ..SqliteOptions::default()
+    };
+    assert!(SqliteStore::open(&dir.path().join("missing.db"), ro.clone()).is_err());
+    let empty = dir.path().join("empty.db");
+    rusqlite::Connection::open(&empty)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x INTEGER)")
+        .unwrap();
+    match SqliteStore::open(&empty, ro) {
+        Err(StoreError::Database(m)) => assert!(m.contains("schema version 0"), "{m}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -546,11 +546,14 @@ fn known_version() -> i64 {
 
 fn check_version(conn: &Connection) -> Result<(), StoreError> {
     let found = current_version(conn)?;
-    if found != known_version() {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            known: known_version(),
-        });
+    let known = known_version();
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    if found < known {
+        return Err(StoreError::Database(format!(
+            "schema version {found}, this program needs {known}: open the store read-write once to migrate it"
+        )));
     }
     Ok(())
 }
