@@ -843,8 +843,8 @@ mod tests {
 
     /// A display name in one of the accepted shapes, from a text without `@`.
     fn display_strategy() -> impl Strategy<Value = String> {
-        let atoms =
-            proptest::collection::vec("[A-Za-z0-9'_-]{1,8}", 1..4).prop_map(|w| w.join(" "));
+        let atoms = proptest::collection::vec("[A-Za-z0-9#$&'*+/=^_`{|}~-]{1,8}", 1..4)
+            .prop_map(|w| w.join(" "));
         let quoted = "[A-Za-z0-9 .,:;<>()'\"\\\\-]{0,20}".prop_map(|t| {
             let escaped: String = t
                 .chars()
