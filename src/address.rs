@@ -13,7 +13,7 @@
 //! Local-part = Dot-string                            ; 1–64 octets
 //! Dot-string = Atom *("." Atom)                      ; no leading, trailing or double dot
 //! Atom       = 1*( ALPHA / DIGIT / "_" / "-" / "+" / extra )
-//!              ; extra: policy.local_part_extra_chars ∩ atext \ { "!", "%" }
+//!              ; extra: policy.local_part_extra_chars ∩ "#$&*/=?^|~" (atext minus "!%'`{}")
 //! Domain     = sub-domain 1*("." sub-domain)         ; ≥ 2 labels, total ≤ 253 octets
 //! sub-domain = Let-dig [Ldh-str]                     ; 1–63 octets, no leading/trailing "-"
 //!              ; no "xn--" label unless policy.allow_idna
@@ -130,8 +130,10 @@ pub const MAX_DOMAIN: usize = 253;
 pub const MAX_LABEL: usize = 63;
 
 /// RFC 5322 atext specials that `policy.local_part_extra_chars` may add. `!` and `%` are atext
-/// but are routing operators (bang path, percent hack): never added.
-const EXTRA_ALLOWED: &str = "#$&'*/=?^`{|}~";
+/// but are routing operators (bang path, percent hack); `'` and `` ` `` are quote-like and `{`
+/// `}` bracket-like to other parsers: never added, whatever the configuration says (the config
+/// loader refuses them too).
+pub const LOCAL_EXTRA_ALLOWED: &str = "#$&*/=?^|~";
 
 fn err(detail: &'static str) -> AddressError {
     AddressError { detail }
@@ -197,7 +199,7 @@ fn specials(s: &str) -> Result<(), AddressError> {
 fn local_char_ok(c: char, opts: &ParseOptions) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(c, '.' | '_' | '-' | '+')
-        || (EXTRA_ALLOWED.contains(c) && opts.local_part_extra_chars.contains(c))
+        || (LOCAL_EXTRA_ALLOWED.contains(c) && opts.local_part_extra_chars.contains(c))
 }
 
 fn check_local(local: &str, opts: &ParseOptions) -> Result<(), AddressError> {

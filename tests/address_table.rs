@@ -264,7 +264,7 @@ fn length_limits_at_and_past_each_boundary() {
 #[test]
 fn extra_local_chars_only_from_atext() {
     let opts = ParseOptions {
-        local_part_extra_chars: "#'!%@\"[]\\<>(),;: ~".to_string(),
+        local_part_extra_chars: "#'!%@\"[]\\<>(),;: ~{`".to_string(),
         allow_idna: false,
     };
     let p = |s: &str| {
@@ -272,8 +272,11 @@ fn extra_local_chars_only_from_atext() {
             .map(|m| m.to_string())
             .map_err(|e| e.detail)
     };
-    assert_eq!(p("o'brien@gouv.fr"), Ok("o'brien@gouv.fr".to_string()));
     assert_eq!(p("a#b~c@gouv.fr"), Ok("a#b~c@gouv.fr".to_string()));
+    // Configured, atext, but quote-like: never added.
+    assert_eq!(p("o'brien@gouv.fr"), Err("bad_char"));
+    assert_eq!(p("a{b@gouv.fr"), Err("bad_char"));
+    assert_eq!(p("a`b@gouv.fr"), Err("bad_char"));
     // Not in the configured set, though atext.
     assert_eq!(p("a/b@gouv.fr"), Err("bad_char"));
     // Configured but never allowed.
