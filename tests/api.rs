@@ -896,6 +896,75 @@ async fn store_down_is_503_store_unavailable() {
     assert_eq!(std::fs::read_dir(outbox).unwrap().count(), 0);
 }
 
+/// A relay that accepts the connection and never says a word: the hand-over times out,
+/// the answer is 502 and the challenge is not left pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_relay_times_out() {
+    use gatekeeper::api::{ApiState, ApiToken, Metrics, router};
+    use gatekeeper::challenge::{ChallengeService, MailBuilder, Outbound};
+    logs();
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = silent.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&held);
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((sock, _)) = silent.accept().await else {
+                return;
+            };
+            keep.lock().unwrap().push(sock);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let store = Arc::new(
+        gatekeeper::store::SqliteStore::open(&cfg.store.path, Default::default()).unwrap(),
+    );
+    let outbound = Outbound::relay(
+        &format!("smtp://{relay}"),
+        Duration::from_millis(300),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let service = ChallengeService::new(
+        &cfg,
+        Arc::clone(&store),
+        outbound,
+        MailBuilder::new(&cfg).unwrap(),
+    );
+    let state = ApiState::new(
+        Arc::new(service),
+        Arc::new(Metrics::new()),
+        ApiToken::new("t0k"),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let r = client
+        .post(format!("http://{addr}/v1/challenges"))
+        .bearer_auth("t0k")
+        .json(&json!({"address": "alice@interieur.gouv.fr"}))
+        .send()
+        .await
+        .expect("answered before the client gives up");
+    let st = r.status().as_u16();
+    assert_error(st, &r.json().await.unwrap(), 502, "outbound.unavailable");
+    assert!(!held.lock().unwrap().is_empty(), "the relay was contacted");
+    let now = chrono::Utc::now();
+    assert_eq!(
+        store
+            .created_since("alice@interieur.gouv.fr", now - chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 // ---------------------------------------------------------------- CLI
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

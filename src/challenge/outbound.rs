@@ -35,6 +35,8 @@ pub enum Outbound {
     Relay {
         url: String,
         transport: AsyncSmtpTransport<Tokio1Executor>,
+        /// Bound on the whole hand-over.
+        send_timeout: Duration,
     },
 }
 
@@ -73,11 +75,21 @@ impl Outbound {
                 })?;
                 Ok(Outbound::Directory(dir.clone()))
             }
-            OutboundTarget::Relay(url) => Ok(Outbound::Relay {
-                url: url.clone(),
-                transport: relay_transport(url)?,
-            }),
+            OutboundTarget::Relay(url) => Self::relay(url, COMMAND_TIMEOUT, SEND_TIMEOUT),
         }
+    }
+
+    /// A relay target with explicit timeouts (per SMTP command, whole hand-over).
+    pub fn relay(
+        url: &str,
+        command_timeout: Duration,
+        send_timeout: Duration,
+    ) -> Result<Self, OutboundError> {
+        Ok(Outbound::Relay {
+            url: url.to_owned(),
+            transport: relay_transport(url, command_timeout)?,
+            send_timeout,
+        })
     }
 
     /// Hand the mail over; `Ok` only once the relay accepted it or the file is durable.
@@ -94,14 +106,21 @@ impl Outbound {
                         message: e.to_string(),
                     })?
             }
-            Outbound::Relay { transport, .. } => {
+            Outbound::Relay {
+                transport,
+                send_timeout,
+                ..
+            } => {
                 let envelope = Envelope::new(
                     Some(mail.envelope_from.clone()),
                     vec![mail.envelope_to.clone()],
                 )
                 .map_err(|e| OutboundError::Relay(e.to_string()))?;
-                match tokio::time::timeout(SEND_TIMEOUT, transport.send_raw(&envelope, &mail.bytes))
-                    .await
+                match tokio::time::timeout(
+                    *send_timeout,
+                    transport.send_raw(&envelope, &mail.bytes),
+                )
+                .await
                 {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(OutboundError::Relay(e.to_string())),
@@ -136,7 +155,10 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Outbound
 }
 
 /// Build the transport from the URL forms in the module docs.
-fn relay_transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, OutboundError> {
+fn relay_transport(
+    url: &str,
+    command_timeout: Duration,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, OutboundError> {
     let bad = || OutboundError::Url(url.to_owned());
     let (implicit_tls, rest) = if let Some(rest) = url.strip_prefix("smtp://") {
         (false, rest)
@@ -194,7 +216,7 @@ fn relay_transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, Outb
         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(port.unwrap_or(default_port))
             .tls(tls)
-            .timeout(Some(COMMAND_TIMEOUT))
+            .timeout(Some(command_timeout))
             .build(),
     )
 }
@@ -213,7 +235,7 @@ mod tests {
             "smtp://[::1]:25?tls=none",
             "smtps://relay.example.gouv.fr",
         ] {
-            assert!(relay_transport(ok).is_ok(), "{ok}");
+            assert!(relay_transport(ok, COMMAND_TIMEOUT).is_ok(), "{ok}");
         }
         for bad in [
             "http://x",
@@ -224,7 +246,7 @@ mod tests {
             "smtp://user@host",
             "smtp://[::1",
         ] {
-            assert!(relay_transport(bad).is_err(), "{bad}");
+            assert!(relay_transport(bad, COMMAND_TIMEOUT).is_err(), "{bad}");
         }
     }
 }
