@@ -15,7 +15,8 @@
 //!
 //! # Issuing ([`ChallengeService::create`])
 //!
-//! Parse the claim with the strict parser (I2), check the domain policy, insert the challenge
+//! Parse the claim with the strict parser (I2), check the domain policy (and refuse the
+//! confirmation domain itself, inside `gouv.fr` in the usual setup), insert the challenge
 //! with the rate limits checked in the same transaction, write the mail, hand it to the
 //! outbound target, and only then answer. If the mail cannot be handed over the challenge is
 //! deleted (it must not stay pending: nobody can answer it), and the caller gets
@@ -262,6 +263,14 @@ impl<S: Store> ChallengeService<S> {
             reason: e.reason(),
             detail: Some(e.detail),
         })?;
+        // Our own confirmation domain is never a claim: the challenge mail would come back
+        // to gatekeeper itself.
+        if mailbox.domain().is_within(&self.confirm.domain) {
+            return Err(CreateError::Refused {
+                reason: Reason::DomainNotAllowed,
+                detail: None,
+            });
+        }
         self.domains
             .check(mailbox.domain())
             .map_err(|reason| CreateError::Refused {

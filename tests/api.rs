@@ -484,6 +484,8 @@ async fn refused_address_classes() {
         ("attacker@evilgouv.fr", "domain.not_allowed"),
         ("someone@denied.gouv.fr", "domain.not_allowed"),
         ("someone@sub.denied.gouv.fr", "domain.not_allowed"),
+        ("confirm+abc@verify.example.gouv.fr", "domain.not_allowed"),
+        ("x@sub.verify.example.gouv.fr", "domain.not_allowed"),
         ("", "envelope.syntax"),
     ];
     for (address, reason) in cases {
