@@ -145,7 +145,19 @@ impl<S: Store> ApiState<S> {
     }
 }
 
-/// The API router (serve with `axum::serve`).
+/// Serve the API on an already bound listener (`api.listen`) until `shutdown` resolves;
+/// requests in flight are finished first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The API router (serve with [`serve`]).
 pub fn router<S: Store>(state: ApiState<S>) -> Router {
     let protected = Router::new()
         .route("/v1/challenges", post(create_challenge::<S>))

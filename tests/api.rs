@@ -77,9 +77,11 @@ impl Server {
         let Parts { store, router, .. } = app::build(&cfg).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
+        tokio::spawn(gatekeeper::api::serve(
+            listener,
+            router,
+            std::future::pending(),
+        ));
         let token = std::fs::read_to_string(&cfg.api.token_file)
             .unwrap()
             .trim()
@@ -1157,6 +1159,37 @@ async fn outbound_dkim_rsa_signature_verifies() {
         let raw = signed_challenge_mail(&data.join(file), "rsa1").await;
         assert_signed_and_verifies(&raw, "rsa1", "rsa-sha256", &cache).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let parts = app::build(&cfg).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gatekeeper::api::serve(listener, parts.router, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    drop(client);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("server stops")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
 }
 
 // ---------------------------------------------------------------- end to end
