@@ -2,6 +2,7 @@
 //! raw PIPELINING, STARTTLS with a certificate made here, the STARTTLS injection, tls.required,
 //! timeouts, connection caps, allowed networks and shutdown. Timeouts are short configured
 //! durations; tests assert outcomes (reply classes, audit events), never timings.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};

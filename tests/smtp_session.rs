@@ -1,6 +1,7 @@
 //! Transcript tests over the pure SMTP session (no sockets, no clock): every command, limit and
 //! reason code the engine emits, the smuggling table, and every transcript fed again split at
 //! every byte boundary with identical replies and audit events.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -160,7 +161,10 @@ impl T {
                 }
                 Output::Deliver(tx) => {
                     self.record.delivered.push(tx.message.clone());
-                    queue.extend(self.session.handle(Input::Verdict(verdict(&tx)), now()));
+                    queue.extend(
+                        self.session
+                            .handle(Input::Verdict(Box::new(verdict(&tx))), now()),
+                    );
                 }
                 Output::StartTls => self.record.starttls = true,
                 Output::Close => self.record.closed = true,

@@ -19,15 +19,20 @@ fn base() -> &'static SessionSettings {
     static BASE: OnceLock<SessionSettings> = OnceLock::new();
     BASE.get_or_init(|| {
         let text = include_str!("../../conf/gatekeeper.toml");
-        let mut config = Config::from_toml_str(text, "conf/gatekeeper.toml").expect("shipped config");
+        let mut config =
+            Config::from_toml_str(text, "conf/gatekeeper.toml").expect("shipped config");
         config.smtp.max_message_bytes = MAX_MESSAGE;
         SessionSettings::from_config(&config, false)
     })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, rest)) = data.split_first() else { return };
-    let Some((&split, input)) = rest.split_first() else { return };
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&split, input)) = rest.split_first() else {
+        return;
+    };
     let settings = SessionSettings {
         tls_offered: flags & 1 != 0,
         tls_required: flags & 2 != 0,
@@ -46,11 +51,18 @@ fuzz_target!(|data: &[u8]| {
     let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     let at = input.len() * usize::from(split) / 255;
     let (a, b) = input.split_at(at.min(input.len()));
-    let mut driver = Driver { closed: false, reply_bytes: 0 };
+    let mut driver = Driver {
+        closed: false,
+        reply_bytes: 0,
+    };
     driver.run(&mut session, Input::Connected, now);
     driver.run(&mut session, Input::Bytes(a), now);
     driver.run(&mut session, Input::Bytes(b), now);
-    let last = if flags & 0x80 != 0 { Input::Shutdown } else { Input::Timeout(TimeoutKind::Command) };
+    let last = if flags & 0x80 != 0 {
+        Input::Shutdown
+    } else {
+        Input::Timeout(TimeoutKind::Command)
+    };
     driver.run(&mut session, last, now);
     // Each input octet can end at most one line, each line yields a bounded number of replies.
     assert!(driver.reply_bytes <= 1024 * (input.len() + 4));
@@ -81,7 +93,9 @@ impl Driver {
                 Output::Audit(_) => {}
                 Output::CheckRecipient(rcpt) => {
                     let answer = if rcpt.token.len() % 2 == 0 {
-                        RcptOutcome::Accept { challenge_id: "c".into() }
+                        RcptOutcome::Accept {
+                            challenge_id: "c".into(),
+                        }
                     } else {
                         RcptOutcome::Refuse(Reason::TokenUnknown)
                     };
@@ -94,11 +108,16 @@ impl Driver {
                     } else {
                         Decision::Refuse(Reason::DkimFail)
                     };
-                    let verdict = Verdict { decision, ..Verdict::refuse(Reason::DkimFail) };
-                    queue.extend(session.handle(Input::Verdict(verdict), now));
+                    let verdict = Verdict {
+                        decision,
+                        ..Verdict::refuse(Reason::DkimFail)
+                    };
+                    queue.extend(session.handle(Input::Verdict(Box::new(verdict)), now));
                 }
                 Output::StartTls => {
-                    let input = Input::TlsEstablished { version: "1.3".into() };
+                    let input = Input::TlsEstablished {
+                        version: "1.3".into(),
+                    };
                     queue.extend(session.handle(input, now));
                 }
                 Output::Close => self.closed = true,

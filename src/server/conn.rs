@@ -83,7 +83,7 @@ async fn drive<B: Backend>(
                         return;
                     }
                     let verdict = shared.backend.deliver(*tx).await;
-                    queue.extend(session.handle(Input::Verdict(verdict), Utc::now()));
+                    queue.extend(session.handle(Input::Verdict(Box::new(verdict)), Utc::now()));
                 }
                 Output::StartTls => {
                     if flush(&mut conn, &mut out, write_timeout).await.is_err() {

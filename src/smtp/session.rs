@@ -96,7 +96,7 @@ pub enum Input<'a> {
     /// The backend's answer to [`Output::CheckRecipient`].
     RcptChecked(RcptOutcome),
     /// The backend's answer to [`Output::Deliver`].
-    Verdict(Verdict),
+    Verdict(Box<Verdict>),
     /// The TLS handshake asked by [`Output::StartTls`] completed.
     TlsEstablished { version: String },
     /// A read timed out.
@@ -236,7 +236,7 @@ impl Session {
                 }
             }
             Input::RcptChecked(outcome) => self.on_rcpt_checked(&mut out, outcome, now),
-            Input::Verdict(verdict) => self.on_verdict(&mut out, verdict, now),
+            Input::Verdict(verdict) => self.on_verdict(&mut out, *verdict, now),
             Input::TlsEstablished { version } => {
                 if matches!(self.state, State::TlsPending) {
                     self.in_tls = true;
