@@ -6,12 +6,14 @@
 //! - [`command`]: verbs and MAIL / RCPT argument parsing (through `crate::address`).
 //! - [`data`]: DATA receiver (dot-unstuffing, the one true end, size and line limits, smuggling).
 //! - [`reply`]: reply rendering; refusals come from `crate::reason` only.
-//! - [`session`]: the state machine tying them together.
+//! - [`session`]: the state machine tying them together; [`settings`]: its plain-data settings.
 
 pub mod command;
 pub mod data;
 pub mod line;
 pub mod reply;
 pub mod session;
+pub mod settings;
 
-pub use session::{Input, Output, Phase, Session, SessionSettings, TimeoutKind};
+pub use session::{Input, Output, Phase, Session, TimeoutKind};
+pub use settings::SessionSettings;

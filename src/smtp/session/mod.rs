@@ -30,61 +30,29 @@
 //! - STARTTLS needs a prior EHLO/HELO and no transaction in progress (503 otherwise); when it
 //!   is not offered (no certificate, or TLS already on) it is an unknown command (500).
 //! - HELO is accepted like EHLO; after STARTTLS the session forgets the EHLO (RFC 3207 §4.2).
+//! - Audit events carry `email.to.address` only once a RCPT parsed as a confirmation address,
+//!   and then redacted (`confirm+[redacted]@<domain>`): a refused RCPT's raw text could hold a
+//!   token. `email.sender.address` is the canonical MAIL FROM, or its raw text when refused.
+
+mod state;
+mod verbs;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::address::{Mailbox, ParseOptions};
 use crate::audit::{Action, AuditEvent};
-use crate::backend::{Decision, RcptOutcome, Recipient, SessionInfo, Transaction, Verdict};
-use crate::domains::DomainPolicy;
+use crate::backend::{RcptOutcome, Recipient, SessionInfo, Transaction, Verdict};
 use crate::reason::{Class, Reason};
-use crate::smtp::command::{self, Command, ConfirmAddress};
-use crate::smtp::data::{DataProgress, DataReceiver};
+use crate::smtp::SessionSettings;
+use crate::smtp::command::Command;
+use crate::smtp::data::DataProgress;
 use crate::smtp::line::{Framed, LineFramer};
 use crate::smtp::reply;
+use state::{State, TxFacts};
 
 /// Octets kept buffered while a backend answer is pending (pipelined commands).
 pub const MAX_BUFFERED: usize = 64 * 1024;
-
-/// Everything the session needs from the configuration, as plain data.
-#[derive(Clone, Debug)]
-pub struct SessionSettings {
-    /// Banner and EHLO name (`smtp.hostname`).
-    pub hostname: String,
-    pub max_message_bytes: usize,
-    pub max_errors: u32,
-    pub max_transactions: u32,
-    /// A certificate is configured: STARTTLS is advertised while not in TLS.
-    pub tls_offered: bool,
-    /// `smtp.tls.required`: MAIL before STARTTLS is refused.
-    pub tls_required: bool,
-    pub parse: ParseOptions,
-    pub confirm: ConfirmAddress,
-    /// `policy.allowed_domains` / `policy.denied_domains`, checked at MAIL.
-    pub domains: DomainPolicy,
-}
-
-impl SessionSettings {
-    /// Build the session's settings from the validated configuration. `tls_offered` says
-    /// whether the driver could load a certificate.
-    pub fn from_config(config: &crate::config::Config, tls_offered: bool) -> Self {
-        let smtp = &config.smtp;
-        Self {
-            hostname: smtp.hostname.clone(),
-            max_message_bytes: smtp.max_message_bytes,
-            max_errors: smtp.max_errors,
-            max_transactions: smtp.max_transactions,
-            tls_offered,
-            tls_required: smtp.tls.as_ref().is_some_and(|t| t.required),
-            parse: config.parse_options(),
-            confirm: ConfirmAddress {
-                domain: config.confirm.domain.clone(),
-                local_prefix: config.confirm.local_prefix.clone(),
-            },
-            domains: DomainPolicy::new(&config.policy),
-        }
-    }
-}
 
 /// What the driver feeds the session.
 #[derive(Debug)]
@@ -139,58 +107,10 @@ pub enum Output {
     Close,
 }
 
-/// The session state; each variant owns the data of its stage.
-#[derive(Debug)]
-enum State {
-    /// Greeting sent (or TLS just established): waiting for EHLO / HELO.
-    Fresh,
-    /// EHLO / HELO done, no transaction.
-    Greeted,
-    /// MAIL accepted.
-    Mail {
-        from: Mailbox,
-    },
-    /// A RCPT is with the backend.
-    CheckingRcpt {
-        from: Mailbox,
-        rcpt: Recipient,
-    },
-    /// One confirmation recipient accepted.
-    Rcpt {
-        from: Mailbox,
-        rcpt: Recipient,
-        challenge_id: String,
-    },
-    /// Receiving the message.
-    Data {
-        from: Mailbox,
-        rcpt: Recipient,
-        challenge_id: String,
-        receiver: DataReceiver,
-    },
-    /// The transaction is with the backend.
-    Delivering,
-    /// `220` to STARTTLS sent, waiting for the handshake.
-    TlsPending,
-    Closed,
-}
-
-/// Facts about the current transaction for its audit events (canonical when parsed, raw
-/// otherwise; the recipient already redacted).
-#[derive(Debug, Default)]
-struct TxFacts {
-    mail_from: Option<String>,
-    to: Option<String>,
-    challenge_id: Option<String>,
-    /// The last MAIL or RCPT of this transaction was refused: the 503s a pipelining client
-    /// gets for what it sent after it do not count as further errors.
-    refused: bool,
-}
-
 /// One SMTP session. See the module documentation.
 #[derive(Debug)]
 pub struct Session {
-    settings: std::sync::Arc<SessionSettings>,
+    settings: Arc<SessionSettings>,
     info: SessionInfo,
     state: State,
     framer: LineFramer,
@@ -204,7 +124,7 @@ pub struct Session {
 
 impl Session {
     /// A new session for a connection described by `info`.
-    pub fn new(settings: std::sync::Arc<SessionSettings>, info: SessionInfo) -> Self {
+    pub fn new(settings: Arc<SessionSettings>, info: SessionInfo) -> Self {
         Self {
             settings,
             info,
@@ -351,227 +271,6 @@ impl Session {
             Command::StartTls => self.on_starttls(out, pipelined, now),
         }
     }
-
-    /// EHLO / HELO (RFC 5321 §4.1.4: also resets any transaction).
-    fn on_hello(&mut self, out: &mut Vec<Output>, name: String, extended: bool) {
-        self.info.helo = Some(name);
-        self.reset_transaction();
-        let s = &self.settings;
-        let text = if extended {
-            reply::ehlo(
-                &s.hostname,
-                s.max_message_bytes,
-                s.tls_offered && !self.in_tls,
-            )
-        } else {
-            reply::helo(&s.hostname)
-        };
-        out.push(Output::Reply(text));
-    }
-
-    fn on_mail(&mut self, out: &mut Vec<Output>, arg: &[u8], now: DateTime<Utc>) {
-        if !matches!(self.state, State::Greeted) {
-            return self.refuse_counted(out, Reason::SmtpBadSequence, now);
-        }
-        self.tx = TxFacts {
-            mail_from: Some(String::from_utf8_lossy(arg).into_owned()),
-            ..TxFacts::default()
-        };
-        if self.settings.tls_required && !self.in_tls {
-            self.tx.refused = true;
-            return self.refuse_counted(out, Reason::TlsRequired, now);
-        }
-        if self.transactions >= self.settings.max_transactions {
-            self.refuse(out, Reason::SmtpTooManyTransactions, now);
-            return self.close(out);
-        }
-        let s = &self.settings;
-        let mail = command::parse_mail_from(arg, &s.parse, s.max_message_bytes)
-            .and_then(|m| s.domains.check(m.from.domain()).map(|()| m));
-        match mail {
-            Ok(mail) => {
-                self.tx.mail_from = Some(mail.from.to_string());
-                self.transactions += 1;
-                self.state = State::Mail { from: mail.from };
-                out.push(Output::Reply(reply::SENDER_OK.to_vec()));
-            }
-            Err(reason) => {
-                self.tx.refused = true;
-                self.refuse_counted(out, reason, now);
-            }
-        }
-    }
-
-    fn on_rcpt(&mut self, out: &mut Vec<Output>, arg: &[u8], now: DateTime<Utc>) {
-        let state = std::mem::replace(&mut self.state, State::Closed);
-        let parsed = command::parse_rcpt_to(arg, &self.settings.parse, &self.settings.confirm);
-        match (state, parsed) {
-            (State::Mail { from }, Ok(rcpt)) => {
-                self.tx.to = Some(self.redacted());
-                self.state = State::CheckingRcpt {
-                    from,
-                    rcpt: rcpt.clone(),
-                };
-                out.push(Output::CheckRecipient(rcpt));
-            }
-            (state @ (State::Mail { .. } | State::Rcpt { .. }), Err(reason)) => {
-                let first = matches!(state, State::Mail { .. });
-                self.state = state;
-                self.tx.refused |= first;
-                self.refuse_counted(out, reason, now);
-            }
-            (state @ State::Rcpt { .. }, Ok(_)) => {
-                self.state = state;
-                self.refuse_counted(out, Reason::RcptTooMany, now);
-            }
-            (state, _) => {
-                self.state = state;
-                self.refuse_sequence(out, now);
-            }
-        }
-    }
-
-    fn on_rcpt_checked(&mut self, out: &mut Vec<Output>, outcome: RcptOutcome, now: DateTime<Utc>) {
-        let state = std::mem::replace(&mut self.state, State::Closed);
-        let State::CheckingRcpt { from, rcpt } = state else {
-            // Not waiting for one: a driver mistake; ignore it.
-            self.state = state;
-            return;
-        };
-        match outcome {
-            RcptOutcome::Accept { challenge_id } => {
-                self.tx.challenge_id = Some(challenge_id.clone());
-                self.tx.refused = false;
-                self.state = State::Rcpt {
-                    from,
-                    rcpt,
-                    challenge_id,
-                };
-                out.push(Output::Reply(reply::RECIPIENT_OK.to_vec()));
-            }
-            RcptOutcome::Refuse(reason) => {
-                self.state = State::Mail { from };
-                self.tx.refused = true;
-                self.refuse_counted(out, reason, now);
-                self.tx.to = None;
-            }
-        }
-    }
-
-    fn on_data(&mut self, out: &mut Vec<Output>, now: DateTime<Utc>) {
-        let state = std::mem::replace(&mut self.state, State::Closed);
-        match state {
-            State::Rcpt {
-                from,
-                rcpt,
-                challenge_id,
-            } => {
-                self.state = State::Data {
-                    from,
-                    rcpt,
-                    challenge_id,
-                    receiver: DataReceiver::new(self.settings.max_message_bytes),
-                };
-                out.push(Output::Reply(reply::START_DATA.to_vec()));
-            }
-            state => {
-                self.state = state;
-                self.refuse_sequence(out, now);
-            }
-        }
-    }
-
-    fn on_data_end(
-        &mut self,
-        out: &mut Vec<Output>,
-        result: Result<Vec<u8>, Reason>,
-        now: DateTime<Utc>,
-    ) {
-        let state = std::mem::replace(&mut self.state, State::Greeted);
-        let State::Data {
-            from,
-            rcpt,
-            challenge_id,
-            ..
-        } = state
-        else {
-            self.state = state;
-            return;
-        };
-        match result {
-            Ok(message) => {
-                self.state = State::Delivering;
-                out.push(Output::Deliver(Box::new(Transaction {
-                    session: self.info.clone(),
-                    mail_from: from,
-                    rcpt,
-                    challenge_id,
-                    message,
-                    received_at: now,
-                })));
-            }
-            Err(reason) => {
-                self.refuse_counted(out, reason, now);
-                self.reset_transaction();
-            }
-        }
-    }
-
-    fn on_verdict(&mut self, out: &mut Vec<Output>, verdict: Verdict, now: DateTime<Utc>) {
-        if !matches!(self.state, State::Delivering) {
-            return;
-        }
-        self.state = State::Greeted;
-        let (reason, action, text) = match verdict.decision {
-            Decision::Accept => (
-                None,
-                Action::ConfirmationAccepted,
-                reply::CONFIRMED.to_vec(),
-            ),
-            Decision::Refuse(r) => (Some(r), action_of(r), reply::render(r.reply())),
-        };
-        let mut event = self.event_with(action, reason, now);
-        if reason.is_none() {
-            event.reply_code = Some(250);
-        }
-        event.from = verdict.from;
-        event.message_id = verdict.message_id;
-        event.challenge_id = verdict.challenge_id.or(event.challenge_id);
-        event.checks = verdict.checks;
-        out.push(Output::Reply(text));
-        out.push(Output::Audit(Box::new(event)));
-        self.reset_transaction();
-    }
-
-    fn on_rset(&mut self, out: &mut Vec<Output>) {
-        self.reset_transaction();
-        out.push(Output::Reply(reply::OK.to_vec()));
-    }
-
-    fn on_starttls(&mut self, out: &mut Vec<Output>, pipelined: bool, now: DateTime<Utc>) {
-        if !self.settings.tls_offered || self.in_tls {
-            return self.refuse_counted(out, Reason::SmtpUnknownCommand, now);
-        }
-        if !matches!(self.state, State::Greeted) {
-            return self.refuse_counted(out, Reason::SmtpBadSequence, now);
-        }
-        if pipelined {
-            self.refuse(out, Reason::SmtpPipelinedStarttls, now);
-            return self.close(out);
-        }
-        self.state = State::TlsPending;
-        out.push(Output::Reply(reply::START_TLS.to_vec()));
-        out.push(Output::StartTls);
-    }
-
-    /// Forget the transaction; back to Greeted (or stay Fresh before EHLO).
-    fn reset_transaction(&mut self) {
-        self.tx = TxFacts::default();
-        if self.info.helo.is_some() && !matches!(self.state, State::Closed | State::TlsPending) {
-            self.state = State::Greeted;
-        }
-    }
-
     /// 503; not counted when it follows a refused MAIL / RCPT of the same transaction.
     fn refuse_sequence(&mut self, out: &mut Vec<Output>, now: DateTime<Utc>) {
         if self.tx.refused {
