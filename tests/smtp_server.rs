@@ -131,8 +131,8 @@ struct Server {
     backend: Arc<TestBackend>,
     shutdown: CancellationToken,
     handle: JoinHandle<()>,
-    /// Kept so the settings channel stays open.
-    _settings: watch::Sender<Arc<ServerSettings>>,
+    /// The reload side of the settings channel (also keeps it open).
+    settings_tx: watch::Sender<Arc<ServerSettings>>,
 }
 
 async fn start(settings: ServerSettings) -> Server {
@@ -155,7 +155,7 @@ async fn start(settings: ServerSettings) -> Server {
         backend,
         shutdown,
         handle,
-        _settings: tx,
+        settings_tx: tx,
     }
 }
 
@@ -632,4 +632,47 @@ async fn shutdown_grace_expires_mid_data() {
         .unwrap()
         .unwrap();
     assert!(server.backend.delivered.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn cleartext_after_starttls_reply_never_becomes_a_command() {
+    let (settings, _, _, _dir) = with_tls(false);
+    let server = start(settings).await;
+    let mut c = connect(server.addr).await;
+    c.reply().await;
+    c.cmd("EHLO x.gouv.fr\r\n").await;
+    assert_eq!(c.cmd("STARTTLS\r\n").await, 220);
+    // The injection arriving after the 220: it is read as a TLS ClientHello and fails.
+    c.send("MAIL FROM:<alice@interieur.gouv.fr>\r\n").await;
+    let mut rest = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut c.io, &mut rest);
+    let _ = tokio::time::timeout(WAIT, read).await.unwrap();
+    assert!(!String::from_utf8_lossy(&rest).contains("250"), "{rest:?}");
+    assert!(server.backend.delivered.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn reloaded_settings_apply_to_new_connections() {
+    let server = start(settings()).await;
+    let mut before = connect(server.addr).await;
+    assert!(before.reply().await.1.contains("verify.example.gouv.fr"));
+    let mut config = config();
+    config.smtp.hostname = "mx2.verify.example.gouv.fr".into();
+    config.smtp.max_connections_per_ip = 1;
+    server
+        .settings_tx
+        .send(Arc::new(ServerSettings::from_config(&config).unwrap()))
+        .unwrap();
+    // The running session keeps its settings; a new one gets the new limits and name.
+    assert_eq!(before.cmd("NOOP\r\n").await, 250);
+    let mut other = connect_from("127.0.0.5", server.addr).await;
+    assert!(
+        other
+            .reply()
+            .await
+            .1
+            .starts_with("220 mx2.verify.example.gouv.fr")
+    );
+    let mut second = connect_from("127.0.0.5", server.addr).await;
+    assert_eq!(second.reply().await.0, 421);
 }
