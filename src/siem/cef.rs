@@ -87,8 +87,9 @@ fn extension<'a>(event: &'a AuditEvent, opts: &'a FormatOptions) -> Vec<(&'stati
             ext.push((key, v));
         }
     };
-    let borrowed = |v: &'a Option<String>| v.as_deref().map(Cow::Borrowed);
-    let label = |v: &'a Option<String>, l: &'static str| v.as_ref().map(|_| Cow::Borrowed(l));
+    // An empty value is omitted, and so is its label.
+    let borrowed = |v: &'a Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(Cow::Borrowed);
+    let label = |v: &'a Option<String>, l: &'static str| borrowed(v).map(|_| Cow::Borrowed(l));
     put("rt", Some(Cow::Owned(event.timestamp.timestamp_millis().to_string())));
     put("act", Some(Cow::Borrowed(event.action.as_str())));
     put("outcome", Some(Cow::Borrowed(event.outcome.as_str())));
@@ -112,8 +113,9 @@ fn extension<'a>(event: &'a AuditEvent, opts: &'a FormatOptions) -> Vec<(&'stati
     put("cs2Label", label(&event.helo, "helo"));
     put("cs3", borrowed(&event.message_id));
     put("cs3Label", label(&event.message_id, "messageId"));
-    put("cs4", Some(Cow::Borrowed(event.session_id.as_str())));
-    put("cs4Label", Some(Cow::Borrowed("sessionId")));
+    let session = Some(event.session_id.as_str()).filter(|s| !s.is_empty());
+    put("cs4", session.map(Cow::Borrowed));
+    put("cs4Label", session.map(|_| Cow::Borrowed("sessionId")));
     put("cs5", borrowed(&event.challenge_id));
     put("cs5Label", label(&event.challenge_id, "challengeId"));
     if !event.checks.is_empty() {
