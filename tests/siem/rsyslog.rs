@@ -126,6 +126,13 @@ ruleset(name="udp") {{ action(type="omfile" file="{d}/udp.log" template="raw") }
         self.signal("-KILL");
     }
 
+    /// SIGSTOP: the collector stops reading; the kernel still accepts and buffers our bytes.
+    pub fn pause(&mut self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").arg("-STOP").arg(child.id().to_string()).status();
+        }
+    }
+
     fn signal(&mut self, sig: &str) {
         let Some(mut child) = self.child.take() else { return };
         let pid = child.id().to_string();
