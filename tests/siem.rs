@@ -25,7 +25,10 @@ use serde_json::Value;
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 fn no_line_break(line: &str) {
-    assert!(!line.contains(['\n', '\r', '\0']), "line break or NUL in {line:?}");
+    assert!(
+        !line.contains(['\n', '\r', '\0']),
+        "line break or NUL in {line:?}"
+    );
 }
 
 /// ECS: one line; parses; every hostile field reads back as its bounded value; nothing else
@@ -36,14 +39,34 @@ fn injection_table_ecs() {
     for (name, payload) in hostile_payloads() {
         let line = opts.render(&hostile_event("inj", &payload));
         no_line_break(&line);
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
         let want = bounded(&payload);
         let top: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        let expect_top: BTreeSet<&str> =
-            ["@timestamp", "ecs", "event", "source", "email", "tls", "observer", "gatekeeper", "message"].into();
+        let expect_top: BTreeSet<&str> = [
+            "@timestamp",
+            "ecs",
+            "event",
+            "source",
+            "email",
+            "tls",
+            "observer",
+            "gatekeeper",
+            "message",
+        ]
+        .into();
         assert_eq!(top, expect_top, "{name}");
-        let ev: BTreeSet<&str> = v["event"].as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(ev, ["action", "category", "code", "kind", "outcome", "reason"].into(), "{name}");
+        let ev: BTreeSet<&str> = v["event"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            ev,
+            ["action", "category", "code", "kind", "outcome", "reason"].into(),
+            "{name}"
+        );
         assert_eq!(v["event"]["action"], "confirmation-rejected", "{name}");
         assert_eq!(v["event"]["outcome"], "failure", "{name}");
         assert_eq!(v["event"]["reason"], "dkim.fail", "{name}");
@@ -56,11 +79,18 @@ fn injection_table_ecs() {
             ("email.message_id", &v["email"]["message_id"]),
             ("gatekeeper.challenge_id", &v["gatekeeper"]["challenge_id"]),
             ("tls.version", &v["tls"]["version"]),
-            ("gatekeeper.checks[0].result", &v["gatekeeper"]["checks"][0]["result"]),
+            (
+                "gatekeeper.checks[0].result",
+                &v["gatekeeper"]["checks"][0]["result"],
+            ),
         ] {
             assert_eq!(got.as_str(), Some(want.as_str()), "{name}: {path}");
         }
-        assert!(line.len() < 16 * 1024, "{name}: bounded line, got {} bytes", line.len());
+        assert!(
+            line.len() < 16 * 1024,
+            "{name}: bounded line, got {} bytes",
+            line.len()
+        );
     }
 }
 
@@ -75,14 +105,29 @@ fn injection_table_cef() {
         let cef = cef_parser::parse(&line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
         assert_eq!(
             cef.header,
-            ["gatekeeper", "gatekeeper", VERSION, "dkim.fail", "confirmation-rejected", "6"],
+            [
+                "gatekeeper",
+                "gatekeeper",
+                VERSION,
+                "dkim.fail",
+                "confirmation-rejected",
+                "6"
+            ],
             "{name}"
         );
         let hostile_keys = ["suser", "duser", "cs1", "cs2", "cs3", "cs5", "flexString1"];
-        let labels = ["cs1Label", "cs2Label", "cs3Label", "cs5Label", "flexString1Label"];
-        let mut expect: BTreeSet<&str> =
-            ["rt", "act", "outcome", "reason", "cn1", "cn1Label", "src", "spt", "cs4", "cs4Label", "cs6", "cs6Label", "dvchost", "msg"]
-                .into();
+        let labels = [
+            "cs1Label",
+            "cs2Label",
+            "cs3Label",
+            "cs5Label",
+            "flexString1Label",
+        ];
+        let mut expect: BTreeSet<&str> = [
+            "rt", "act", "outcome", "reason", "cn1", "cn1Label", "src", "spt", "cs4", "cs4Label",
+            "cs6", "cs6Label", "dvchost", "msg",
+        ]
+        .into();
         if !payload.is_empty() {
             expect.extend(hostile_keys);
             expect.extend(labels);
@@ -93,13 +138,21 @@ fn injection_table_cef() {
         assert_eq!(cef.ext["outcome"], "failure", "{name}");
         assert_eq!(cef.ext["reason"], "dkim.fail", "{name}");
         assert_eq!(cef.ext["src"], "127.0.0.9", "{name}");
-        assert!(line.len() < 16 * 1024, "{name}: bounded line, got {} bytes", line.len());
+        assert!(
+            line.len() < 16 * 1024,
+            "{name}: bounded line, got {} bytes",
+            line.len()
+        );
         if !payload.is_empty() {
             let want = cef_value(&payload);
             for key in hostile_keys {
                 assert_eq!(cef.ext[key], want, "{name}: {key}");
             }
-            assert_eq!(cef.ext["cs6"], cef_value(&format!("spf:{}", bounded(&payload))), "{name}: cs6");
+            assert_eq!(
+                cef.ext["cs6"],
+                cef_value(&format!("spf:{}", bounded(&payload))),
+                "{name}: cs6"
+            );
         }
     }
 }
@@ -116,17 +169,28 @@ fn injection_table_through_syslog_tcp_framing() {
         for (_, payload) in hostile_payloads() {
             let ev = hostile_event("inj", &payload);
             let line = opts.render(&ev);
-            octet_frame(&header.message(4, ev.timestamp, ev.action.as_str(), &line), &mut stream);
+            octet_frame(
+                &header.message(4, ev.timestamp, ev.action.as_str(), &line),
+                &mut stream,
+            );
             lines.push(line);
         }
         let msgs = split_octet_counted(&stream).unwrap();
         assert_eq!(msgs.len(), lines.len(), "{format:?}");
         for (m, line) in msgs.iter().zip(&lines) {
             let p = parse_5424(m).unwrap();
-            assert_eq!((p.pri, p.app.as_str(), p.procid.as_str()), (84, "gatekeeper", "4242"));
+            assert_eq!(
+                (p.pri, p.app.as_str(), p.procid.as_str()),
+                (84, "gatekeeper", "4242")
+            );
             assert_eq!(p.msgid, "confirmation-rejected");
             assert_eq!(p.sd, "-");
-            assert_eq!(p.timestamp.len(), "2026-01-01T00:00:00.000000Z".len(), "{}", p.timestamp);
+            assert_eq!(
+                p.timestamp.len(),
+                "2026-01-01T00:00:00.000000Z".len(),
+                "{}",
+                p.timestamp
+            );
             assert_eq!(&p.msg, line);
             match format {
                 SiemFormat::Ecs => assert!(serde_json::from_str::<Value>(&p.msg).is_ok()),
@@ -141,7 +205,8 @@ fn injection_table_through_syslog_tcp_framing() {
 fn accepted_event_and_ipv6_source() {
     let mut ev = AuditEvent::new(Utc::now(), Action::ConfirmationAccepted, None, "ok-1");
     ev.source_ip = "::1".parse().ok();
-    let json: Value = serde_json::from_str(&FormatOptions::new(SiemFormat::Ecs, "mx1").render(&ev)).unwrap();
+    let json: Value =
+        serde_json::from_str(&FormatOptions::new(SiemFormat::Ecs, "mx1").render(&ev)).unwrap();
     assert_eq!(json["event"]["outcome"], "success");
     assert!(json["event"].get("reason").is_none());
     assert_eq!(json["source"]["ip"], "::1");
@@ -159,13 +224,20 @@ fn file_sink_reopen_after_rename_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let rotated = dir.path().join("events.jsonl.1");
-    let cfg = config(SiemFormat::Ecs, vec![SiemSink::File { path: path.clone() }], &dir.path().join("spool.db"), 100);
+    let cfg = config(
+        SiemFormat::Ecs,
+        vec![SiemSink::File { path: path.clone() }],
+        &dir.path().join("spool.db"),
+        100,
+    );
     let (siem, handle) = Siem::start(&cfg, "mx1").unwrap();
     for i in 0..50 {
         siem.emit(event(&format!("before-{i}")));
     }
     // Rename while events may still be in flight: those land in the renamed file.
-    assert!(wait_until(Duration::from_secs(5), || read_lines(&path).len() >= 20));
+    assert!(wait_until(Duration::from_secs(5), || read_lines(&path)
+        .len()
+        >= 20));
     std::fs::rename(&path, &rotated).unwrap();
     siem.reopen();
     for i in 0..50 {
@@ -176,16 +248,30 @@ fn file_sink_reopen_after_rename_loses_nothing() {
     let ids = |p: &std::path::Path| -> Vec<String> {
         read_lines(p)
             .iter()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["gatekeeper"]["session_id"].as_str().unwrap().to_owned())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["gatekeeper"]["session_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     };
     let (old, new) = (ids(&rotated), ids(&path));
     assert!(old.len() >= 20, "old file kept its lines: {}", old.len());
-    assert_eq!(old.len() + new.len(), 100, "old {} + new {}", old.len(), new.len());
+    assert_eq!(
+        old.len() + new.len(),
+        100,
+        "old {} + new {}",
+        old.len(),
+        new.len()
+    );
     let all: BTreeSet<&String> = old.iter().chain(&new).collect();
     assert_eq!(all.len(), 100, "no duplicate, no loss");
     for i in 0..50 {
-        assert!(new.contains(&format!("after-{i}")), "after-{i} must be in the new file");
+        assert!(
+            new.contains(&format!("after-{i}")),
+            "after-{i} must be in the new file"
+        );
     }
 }
 
@@ -194,7 +280,12 @@ fn file_sink_reopen_after_rename_loses_nothing() {
 fn file_sink_event_visible_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
-    let cfg = config(SiemFormat::Ecs, vec![SiemSink::File { path: path.clone() }], &dir.path().join("spool.db"), 100);
+    let cfg = config(
+        SiemFormat::Ecs,
+        vec![SiemSink::File { path: path.clone() }],
+        &dir.path().join("spool.db"),
+        100,
+    );
     let (siem, handle) = Siem::start(&cfg, "mx1").unwrap();
     for i in 0..3 {
         let start = Instant::now();
@@ -213,7 +304,9 @@ fn file_sink_event_visible_within_a_second() {
 fn udp_sink_real_socket() {
     for format in [SiemFormat::Ecs, SiemFormat::Cef] {
         let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
-        collector.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        collector
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let sink = SiemSink::Syslog {
             address: collector.local_addr().unwrap(),
@@ -221,7 +314,12 @@ fn udp_sink_real_socket() {
             ca_file: None,
             server_name: None,
         };
-        let cfg = config(format.clone(), vec![sink], &dir.path().join("spool.db"), 100);
+        let cfg = config(
+            format.clone(),
+            vec![sink],
+            &dir.path().join("spool.db"),
+            100,
+        );
         let (siem, handle) = Siem::start(&cfg, "mx1").unwrap();
         siem.emit(event("udp-0"));
         siem.emit(hostile_event("udp-big", &"<\"|=\\\n".repeat(20_000)));
@@ -234,7 +332,10 @@ fn udp_sink_real_socket() {
             got.push(String::from_utf8(buf[..n].to_vec()).unwrap());
         }
         handle.shutdown(Duration::from_secs(1));
-        assert!(!dir.path().join("spool.db").exists(), "UDP alone needs no spool");
+        assert!(
+            !dir.path().join("spool.db").exists(),
+            "UDP alone needs no spool"
+        );
         let mut sessions = Vec::new();
         for m in &got {
             let p = parse_5424(m).unwrap();
@@ -260,15 +361,29 @@ fn udp_sink_real_socket() {
 fn queue_overflow_is_counted_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
-    let cfg = config(SiemFormat::Ecs, vec![SiemSink::File { path: path.clone() }], &dir.path().join("spool.db"), 100);
+    let cfg = config(
+        SiemFormat::Ecs,
+        vec![SiemSink::File { path: path.clone() }],
+        &dir.path().join("spool.db"),
+        100,
+    );
     let (siem, handle) = Siem::start(&cfg, "mx1").unwrap();
     let total = 50_000u64;
     for i in 0..total {
-        siem.emit(AuditEvent::new(Utc::now(), Action::ConfirmationRejected, None, format!("q-{i}")));
+        siem.emit(AuditEvent::new(
+            Utc::now(),
+            Action::ConfirmationRejected,
+            None,
+            format!("q-{i}"),
+        ));
     }
     handle.shutdown(Duration::from_secs(5));
     let dropped = siem.stats().queue_dropped;
-    assert!(dropped > 0, "a burst of {total} into a queue of {} must overflow", gatekeeper::siem::QUEUE_CAPACITY);
+    assert!(
+        dropped > 0,
+        "a burst of {total} into a queue of {} must overflow",
+        gatekeeper::siem::QUEUE_CAPACITY
+    );
     assert_eq!(siem.dropped(), dropped);
     let (mut written, mut reported) = (0u64, 0u64);
     for line in read_lines(&path) {

@@ -66,7 +66,10 @@ fn parse_line(format: &SiemFormat, line: &str) -> Result<Received, String> {
         SiemFormat::Ecs => {
             let v: Value = serde_json::from_str(line).map_err(|e| format!("{e}: {line}"))?;
             Ok(Received {
-                session: v["gatekeeper"]["session_id"].as_str().ok_or("no session")?.to_owned(),
+                session: v["gatekeeper"]["session_id"]
+                    .as_str()
+                    .ok_or("no session")?
+                    .to_owned(),
                 action: v["event"]["action"].as_str().ok_or("no action")?.to_owned(),
                 helo: v["gatekeeper"]["helo"].as_str().map(str::to_owned),
                 dropped: v["gatekeeper"]["siem"]["dropped"].as_u64(),
@@ -91,20 +94,32 @@ fn parse_line(format: &SiemFormat, line: &str) -> Result<Received, String> {
 fn received(r: &Rsyslog, which: &str, format: &SiemFormat) -> Vec<Received> {
     r.lines(which)
         .iter()
-        .map(|l| parse_line(format, l).unwrap_or_else(|e| panic!("{which}.log: unparseable line: {e}")))
+        .map(|l| {
+            parse_line(format, l).unwrap_or_else(|e| panic!("{which}.log: unparseable line: {e}"))
+        })
         .collect()
 }
 
 fn sessions(r: &Rsyslog, which: &str, format: &SiemFormat) -> BTreeSet<String> {
-    received(r, which, format).into_iter().map(|x| x.session).collect()
+    received(r, which, format)
+        .into_iter()
+        .map(|x| x.session)
+        .collect()
 }
 
 fn wait_for_all(r: &Rsyslog, which: &str, format: &SiemFormat, want: &BTreeSet<String>) {
-    let ok = wait_until(DELIVERY_TIMEOUT, || sessions(r, which, format).is_superset(want));
+    let ok = wait_until(DELIVERY_TIMEOUT, || {
+        sessions(r, which, format).is_superset(want)
+    });
     if !ok {
         let got = sessions(r, which, format);
         let missing: Vec<_> = want.difference(&got).take(10).collect();
-        panic!("{which}: {} of {} missing, e.g. {missing:?}\nrsyslogd: {}", want.difference(&got).count(), want.len(), r.output());
+        panic!(
+            "{which}: {} of {} missing, e.g. {missing:?}\nrsyslogd: {}",
+            want.difference(&got).count(),
+            want.len(),
+            r.output()
+        );
     }
 }
 
@@ -117,8 +132,13 @@ fn every_event_arrives_over_tcp_tls_udp_in_both_formats() {
         r.start();
         let spool = r.dir.path().join("spool.db");
         let ca = r.ca_file.clone();
-        let sinks = vec![tcp_sink(&r), tls_sink(&r, &ca, Some(SERVER_NAME)), udp_sink(&r)];
-        let (siem, handle) = Siem::start(&config(format.clone(), sinks, &spool, 10_000), "mx1").unwrap();
+        let sinks = vec![
+            tcp_sink(&r),
+            tls_sink(&r, &ca, Some(SERVER_NAME)),
+            udp_sink(&r),
+        ];
+        let (siem, handle) =
+            Siem::start(&config(format.clone(), sinks, &spool, 10_000), "mx1").unwrap();
         let mut want = BTreeSet::new();
         let mut hostile_helo = BTreeMap::new();
         for i in 0..200 {
@@ -135,18 +155,31 @@ fn every_event_arrives_over_tcp_tls_udp_in_both_formats() {
         for which in ["tcp", "tls"] {
             wait_for_all(&r, which, &format, &want);
         }
-        println!("{format:?}: udp got {} of {} from a burst: {:?}", sessions(&r, "udp", &format).len(), want.len(), siem.stats());
+        println!(
+            "{format:?}: udp got {} of {} from a burst: {:?}",
+            sessions(&r, "udp", &format).len(),
+            want.len(),
+            siem.stats()
+        );
         let stats = handle.shutdown(Duration::from_secs(10));
         assert_eq!(siem.dropped(), 0, "{stats:?}");
         for which in ["tcp", "tls"] {
             for rec in received(&r, which, &format) {
-                assert_eq!(rec.action, "confirmation-rejected", "{which}: no forged action");
+                assert_eq!(
+                    rec.action, "confirmation-rejected",
+                    "{which}: no forged action"
+                );
                 if let Some(payload) = hostile_helo.get(&rec.session).filter(|p| !p.is_empty()) {
                     let want_helo = match format {
                         SiemFormat::Ecs => bounded(payload),
                         SiemFormat::Cef => cef_value(payload),
                     };
-                    assert_eq!(rec.helo.as_deref(), Some(want_helo.as_str()), "{which} {}", rec.session);
+                    assert_eq!(
+                        rec.helo.as_deref(),
+                        Some(want_helo.as_str()),
+                        "{which} {}",
+                        rec.session
+                    );
                 }
             }
         }
@@ -165,7 +198,12 @@ fn outage_and_daemon_restart_lose_nothing() {
     let spool = r.dir.path().join("spool.db");
     let ca = r.ca_file.clone();
     // No server_name: the certificate is checked against the collector's IP address.
-    let cfg = config(format.clone(), vec![tcp_sink(&r), tls_sink(&r, &ca, None)], &spool, 10_000);
+    let cfg = config(
+        format.clone(),
+        vec![tcp_sink(&r), tls_sink(&r, &ca, None)],
+        &spool,
+        10_000,
+    );
     let mut want = BTreeSet::new();
 
     let (siem, handle) = Siem::start(&cfg, "mx1").unwrap();
@@ -198,7 +236,10 @@ fn outage_and_daemon_restart_lose_nothing() {
     handle.shutdown(Duration::from_secs(5));
     assert_eq!(siem.dropped(), 0);
     let tcp = received(&r, "tcp", &format).len();
-    println!("tcp lines {tcp} for {} events (duplicates from resends are allowed)", want.len());
+    println!(
+        "tcp lines {tcp} for {} events (duplicates from resends are allowed)",
+        want.len()
+    );
     r.stop();
 }
 
@@ -234,7 +275,11 @@ fn collector_crash_with_unread_events_loses_nothing() {
     wait_for_all(&r, "tcp", &format, &want);
     handle.shutdown(Duration::from_secs(5));
     assert_eq!(siem.dropped(), 0);
-    println!("{before} lines before the crash, {} after, for {} events", r.lines("tcp").len(), want.len());
+    println!(
+        "{before} lines before the crash, {} after, for {} events",
+        r.lines("tcp").len(),
+        want.len()
+    );
     r.stop();
 }
 
@@ -254,13 +299,17 @@ fn spool_overflow_drops_oldest_counts_and_reports() {
     for i in 0..total {
         siem.emit(event(&format!("ov-{i}")));
     }
-    assert!(wait_until(Duration::from_secs(5), || read_lines(&file).len() > total));
+    assert!(wait_until(Duration::from_secs(5), || read_lines(&file)
+        .len()
+        > total));
     let dropped = siem.dropped();
     assert_eq!(siem.stats().spool_dropped, dropped);
     assert!(dropped >= (total - max) as u64, "dropped {dropped}");
 
     r.start();
-    let ok = wait_until(DELIVERY_TIMEOUT, || sessions(&r, "tcp", &format).contains(&format!("ov-{}", total - 1)));
+    let ok = wait_until(DELIVERY_TIMEOUT, || {
+        sessions(&r, "tcp", &format).contains(&format!("ov-{}", total - 1))
+    });
     assert!(ok, "newest event delivered: {}", r.output());
     // Let the sink finish the (at most `max`) spooled events.
     std::thread::sleep(Duration::from_millis(500));
@@ -270,10 +319,20 @@ fn spool_overflow_drops_oldest_counts_and_reports() {
         .iter()
         .filter_map(|x| x.session.strip_prefix("ov-").and_then(|n| n.parse().ok()))
         .collect();
-    assert!(kept.len() < max, "at most {max} rows in the spool, one kept for the report: {kept:?}");
+    assert!(
+        kept.len() < max,
+        "at most {max} rows in the spool, one kept for the report: {kept:?}"
+    );
     let oldest_kept = *kept.iter().next().unwrap();
-    assert_eq!(kept, (oldest_kept..total).collect(), "the newest are kept, the oldest dropped");
-    assert!(dropped >= oldest_kept as u64, "every missing event is counted");
+    assert_eq!(
+        kept,
+        (oldest_kept..total).collect(),
+        "the newest are kept, the oldest dropped"
+    );
+    assert!(
+        dropped >= oldest_kept as u64,
+        "every missing event is counted"
+    );
     let reports: Vec<&Received> = got.iter().filter(|x| x.action == "siem-overflow").collect();
     assert!(!reports.is_empty(), "overflow reported to the collector");
     for rep in &reports {
@@ -300,7 +359,12 @@ fn tls_refuses_unverified_collector_and_keeps_events() {
     r.start();
     let spool = r.dir.path().join("spool.db");
     let other = Rsyslog::new(); // only for its (different) CA
-    let wrong = config(format.clone(), vec![tls_sink(&r, &other.ca_file, Some(SERVER_NAME))], &spool, 100);
+    let wrong = config(
+        format.clone(),
+        vec![tls_sink(&r, &other.ca_file, Some(SERVER_NAME))],
+        &spool,
+        100,
+    );
     let (siem, handle) = Siem::start(&wrong, "mx1").unwrap();
     let mut want = BTreeSet::new();
     for i in 0..5 {
@@ -309,10 +373,18 @@ fn tls_refuses_unverified_collector_and_keeps_events() {
     }
     std::thread::sleep(Duration::from_secs(2));
     handle.shutdown(Duration::from_millis(300));
-    assert!(r.lines("tls").is_empty(), "nothing may reach an unverified collector");
+    assert!(
+        r.lines("tls").is_empty(),
+        "nothing may reach an unverified collector"
+    );
 
     let ca = r.ca_file.clone();
-    let right = config(format.clone(), vec![tls_sink(&r, &ca, Some(SERVER_NAME))], &spool, 100);
+    let right = config(
+        format.clone(),
+        vec![tls_sink(&r, &ca, Some(SERVER_NAME))],
+        &spool,
+        100,
+    );
     let (_siem, handle) = Siem::start(&right, "mx1").unwrap();
     wait_for_all(&r, "tls", &format, &want);
     handle.shutdown(Duration::from_secs(5));
@@ -328,7 +400,11 @@ fn udp_to_rsyslog_paced_arrives_and_parses() {
         let mut r = Rsyslog::new();
         r.start();
         let spool = r.dir.path().join("spool.db");
-        let (siem, handle) = Siem::start(&config(format.clone(), vec![udp_sink(&r)], &spool, 100), "mx1").unwrap();
+        let (siem, handle) = Siem::start(
+            &config(format.clone(), vec![udp_sink(&r)], &spool, 100),
+            "mx1",
+        )
+        .unwrap();
         let mut want = BTreeSet::new();
         for (k, (_, payload)) in hostile_payloads().into_iter().enumerate() {
             let id = format!("u-{k}");
@@ -337,7 +413,11 @@ fn udp_to_rsyslog_paced_arrives_and_parses() {
             std::thread::sleep(Duration::from_millis(5));
         }
         wait_for_all(&r, "udp", &format, &want);
-        assert_eq!(received(&r, "udp", &format).len(), want.len(), "one message per event");
+        assert_eq!(
+            received(&r, "udp", &format).len(),
+            want.len(),
+            "one message per event"
+        );
         handle.shutdown(Duration::from_secs(1));
         assert_eq!(siem.stats().udp_errors, 0);
         r.stop();

@@ -80,7 +80,10 @@ pub fn to_line(event: &AuditEvent, opts: &FormatOptions) -> String {
 }
 
 /// The extension's key/value pairs, raw (escaped by the caller).
-fn extension<'a>(event: &'a AuditEvent, opts: &'a FormatOptions) -> Vec<(&'static str, Cow<'a, str>)> {
+fn extension<'a>(
+    event: &'a AuditEvent,
+    opts: &'a FormatOptions,
+) -> Vec<(&'static str, Cow<'a, str>)> {
     let mut ext: Vec<(&'static str, Cow<'a, str>)> = Vec::with_capacity(24);
     let mut put = |key: &'static str, value: Option<Cow<'a, str>>| {
         if let Some(v) = value {
@@ -88,14 +91,21 @@ fn extension<'a>(event: &'a AuditEvent, opts: &'a FormatOptions) -> Vec<(&'stati
         }
     };
     // An empty value is omitted, and so is its label.
-    let borrowed = |v: &'a Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(Cow::Borrowed);
+    let borrowed =
+        |v: &'a Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(Cow::Borrowed);
     let label = |v: &'a Option<String>, l: &'static str| borrowed(v).map(|_| Cow::Borrowed(l));
-    put("rt", Some(Cow::Owned(event.timestamp.timestamp_millis().to_string())));
+    put(
+        "rt",
+        Some(Cow::Owned(event.timestamp.timestamp_millis().to_string())),
+    );
     put("act", Some(Cow::Borrowed(event.action.as_str())));
     put("outcome", Some(Cow::Borrowed(event.outcome.as_str())));
     put("reason", reason_code(event).map(Cow::Borrowed));
     put("cn1", event.reply_code.map(|c| Cow::Owned(c.to_string())));
-    put("cn1Label", event.reply_code.map(|_| Cow::Borrowed("smtpReplyCode")));
+    put(
+        "cn1Label",
+        event.reply_code.map(|_| Cow::Borrowed("smtpReplyCode")),
+    );
     match event.source_ip {
         Some(ip @ IpAddr::V4(_)) => put("src", Some(Cow::Owned(ip.to_string()))),
         Some(ip @ IpAddr::V6(_)) => {
@@ -131,7 +141,10 @@ fn extension<'a>(event: &'a AuditEvent, opts: &'a FormatOptions) -> Vec<(&'stati
     put("flexString1", borrowed(&event.tls_version));
     put("flexString1Label", label(&event.tls_version, "tlsVersion"));
     put("cnt", event.lost.map(|l| Cow::Owned(l.count.to_string())));
-    put("dvchost", (!opts.hostname.is_empty()).then(|| Cow::Borrowed(opts.hostname.as_str())));
+    put(
+        "dvchost",
+        (!opts.hostname.is_empty()).then_some(Cow::Borrowed(opts.hostname.as_str())),
+    );
     put("msg", borrowed(&event.message));
     ext
 }
@@ -193,7 +206,12 @@ mod tests {
 
     #[test]
     fn header_escape_table() {
-        let rows: &[(&str, &str)] = &[("a|b", "a\\|b"), ("a\\b", "a\\\\b"), ("a\nb", "a b"), ("a=b", "a=b")];
+        let rows: &[(&str, &str)] = &[
+            ("a|b", "a\\|b"),
+            ("a\\b", "a\\\\b"),
+            ("a\nb", "a b"),
+            ("a=b", "a=b"),
+        ];
         for (raw, want) in rows {
             let mut out = String::new();
             push_header(&mut out, raw);

@@ -22,7 +22,9 @@ pub fn to_line(event: &AuditEvent, opts: &FormatOptions) -> String {
     let max = opts.field_max_chars;
     let doc = Document {
         timestamp: event.timestamp.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-        ecs: Ecs { version: ECS_VERSION },
+        ecs: Ecs {
+            version: ECS_VERSION,
+        },
         event: Event {
             kind: "event",
             category: ["email", "authentication"],
@@ -74,7 +76,10 @@ fn email(event: &AuditEvent, max: usize) -> Option<Email<'_>> {
         to: cut(max, &event.to).map(|a| Addresses { address: [a] }),
         message_id: cut(max, &event.message_id),
     };
-    let empty = email.from.is_none() && email.sender.is_none() && email.to.is_none() && email.message_id.is_none();
+    let empty = email.from.is_none()
+        && email.sender.is_none()
+        && email.to.is_none()
+        && email.message_id.is_none();
     (!empty).then_some(email)
 }
 
@@ -200,18 +205,32 @@ mod tests {
 
     #[test]
     fn shape_of_a_rejection() {
-        let ts = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().map(|t| t + chrono::Duration::nanoseconds(123_456_789));
+        let ts = Utc
+            .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
+            .single()
+            .map(|t| t + chrono::Duration::nanoseconds(123_456_789));
         let Some(ts) = ts else { panic!("valid time") };
-        let mut ev = AuditEvent::new(ts, Action::ConfirmationRejected, Some(Reason::SpfFail), "s-1");
+        let mut ev = AuditEvent::new(
+            ts,
+            Action::ConfirmationRejected,
+            Some(Reason::SpfFail),
+            "s-1",
+        );
         ev.source_ip = "192.0.2.7".parse().ok();
         ev.source_port = Some(40000);
         ev.mail_from = Some("alice@example.gouv.fr".into());
-        ev.checks.push(Check { name: "spf", result: "fail".into() });
+        ev.checks.push(Check {
+            name: "spf",
+            result: "fail".into(),
+        });
         let line = to_line(&ev, &FormatOptions::new(SiemFormat::Ecs, "mx1"));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         assert_eq!(v["@timestamp"], "2026-01-02T03:04:05.123456Z");
         assert_eq!(v["event"]["kind"], "event");
-        assert_eq!(v["event"]["category"], serde_json::json!(["email", "authentication"]));
+        assert_eq!(
+            v["event"]["category"],
+            serde_json::json!(["email", "authentication"])
+        );
         assert_eq!(v["event"]["action"], "confirmation-rejected");
         assert_eq!(v["event"]["outcome"], "failure");
         assert_eq!(v["event"]["reason"], "spf.fail");

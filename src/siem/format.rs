@@ -122,7 +122,10 @@ mod tests {
             assert_eq!(truncate(input, *max), *want, "{input:?}");
         }
         let cut = truncate(&long, FIELD_MAX_CHARS);
-        assert_eq!(cut.chars().count(), FIELD_MAX_CHARS + TRUNCATION_MARKER.chars().count());
+        assert_eq!(
+            cut.chars().count(),
+            FIELD_MAX_CHARS + TRUNCATION_MARKER.chars().count()
+        );
         assert!(cut.ends_with(TRUNCATION_MARKER));
     }
 }

@@ -39,7 +39,9 @@ pub mod syslog;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -122,20 +124,27 @@ impl Siem {
         for sink in &config.sinks {
             match sink {
                 SiemSink::Stdout => locals.stdout = Some(StdoutSink),
-                SiemSink::File { path } => {
-                    locals.files.push(FileSink::open(path).map_err(|e| SiemError::File(path.clone(), e))?)
-                }
+                SiemSink::File { path } => locals
+                    .files
+                    .push(FileSink::open(path).map_err(|e| SiemError::File(path.clone(), e))?),
                 SiemSink::Syslog {
                     address,
                     transport: SyslogTransport::Udp,
                     ..
-                } => locals.udp.push(UdpSink::connect(*address).map_err(|e| SiemError::Udp(*address, e))?),
+                } => locals
+                    .udp
+                    .push(UdpSink::connect(*address).map_err(|e| SiemError::Udp(*address, e))?),
                 SiemSink::Syslog {
                     address,
                     transport,
                     ca_file,
                     server_name,
-                } => nets.push(NetSink::new(*address, transport, ca_file.as_deref(), server_name.as_deref())?),
+                } => nets.push(NetSink::new(
+                    *address,
+                    transport,
+                    ca_file.as_deref(),
+                    server_name.as_deref(),
+                )?),
             }
         }
         let shared = Arc::new(Shared::default());
@@ -144,15 +153,23 @@ impl Siem {
         } else {
             let path = &config.spool_path;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| SiemError::Spool(path.clone(), rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    SiemError::Spool(
+                        path.clone(),
+                        rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                    )
+                })?;
             }
             let keys: Vec<String> = nets.iter().map(|n| n.key.clone()).collect();
-            Some(Spool::open(path, config.spool_max_events, &keys).map_err(|e| SiemError::Spool(path.clone(), e))?)
+            Some(
+                Spool::open(path, config.spool_max_events, &keys)
+                    .map_err(|e| SiemError::Spool(path.clone(), e))?,
+            )
         };
         let mut senders = Vec::new();
         for net in nets {
-            let cursor = Cursor::open(&config.spool_path, &net.key).map_err(|e| SiemError::Spool(config.spool_path.clone(), e))?;
+            let cursor = Cursor::open(&config.spool_path, &net.key)
+                .map_err(|e| SiemError::Spool(config.spool_path.clone(), e))?;
             let (shared, header) = (Arc::clone(&shared), header.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("siem-{}", net.key))
@@ -371,13 +388,24 @@ impl Writer {
     fn write(&mut self, batch: &[AuditEvent]) {
         let lines: Vec<String> = batch.iter().map(|ev| self.opts.render(ev)).collect();
         self.write_local(batch, &lines);
-        let Some(spool) = self.spool.as_mut() else { return };
-        let records: Vec<Record> = batch.iter().zip(&lines).map(|(ev, line)| record(ev, line)).collect();
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        let records: Vec<Record> = batch
+            .iter()
+            .zip(&lines)
+            .map(|(ev, line)| record(ev, line))
+            .collect();
         match spool.append(&records) {
             Ok(0) => {}
             Ok(dropped) => {
-                self.shared.spool_dropped.fetch_add(dropped, Ordering::Relaxed);
-                tracing::error!(dropped, "siem spool full: oldest undelivered events dropped");
+                self.shared
+                    .spool_dropped
+                    .fetch_add(dropped, Ordering::Relaxed);
+                tracing::error!(
+                    dropped,
+                    "siem spool full: oldest undelivered events dropped"
+                );
                 let ev = overflow_event(dropped, LossStage::Spool);
                 let line = self.opts.render(&ev);
                 self.write_local(std::slice::from_ref(&ev), std::slice::from_ref(&line));
@@ -389,7 +417,9 @@ impl Writer {
                 }
             }
             Err(e) => {
-                self.shared.spool_failed.fetch_add(records.len() as u64, Ordering::Relaxed);
+                self.shared
+                    .spool_failed
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
                 tracing::error!(error = %e, events = records.len(), "siem spool write failed: events lost to network sinks");
             }
         }

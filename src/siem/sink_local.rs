@@ -78,7 +78,11 @@ impl FileSink {
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
 }
 
 /// Syslog over UDP.
@@ -106,7 +110,13 @@ impl UdpSink {
     }
 
     /// Sends one event; `line` is its rendering with the normal bounds.
-    pub fn send(&self, header: &Header, opts: &FormatOptions, event: &AuditEvent, line: &str) -> io::Result<()> {
+    pub fn send(
+        &self,
+        header: &Header,
+        opts: &FormatOptions,
+        event: &AuditEvent,
+        line: &str,
+    ) -> io::Result<()> {
         let datagram = udp_message(header, opts, event, line);
         self.socket.send(datagram.as_bytes()).map(|_| ())
     }
@@ -115,8 +125,20 @@ impl UdpSink {
 /// The syslog message for one datagram: re-rendered with tighter field bounds until it fits;
 /// as a last resort (an event whose fixed part alone is too large, which the product does not
 /// produce) cut at a character boundary.
-pub fn udp_message(header: &Header, opts: &FormatOptions, event: &AuditEvent, line: &str) -> String {
-    let build = |body: &str| header.message(syslog_severity(event), event.timestamp, event.action.as_str(), body);
+pub fn udp_message(
+    header: &Header,
+    opts: &FormatOptions,
+    event: &AuditEvent,
+    line: &str,
+) -> String {
+    let build = |body: &str| {
+        header.message(
+            syslog_severity(event),
+            event.timestamp,
+            event.action.as_str(),
+            body,
+        )
+    };
     let mut msg = build(line);
     let mut bounds = UDP_FIELD_BOUNDS.iter();
     while msg.len() > UDP_MAX_OCTETS {

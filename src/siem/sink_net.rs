@@ -170,7 +170,12 @@ impl Delivery {
             let mut buf = Vec::with_capacity(rows.len() * 600);
             for row in &rows {
                 let r = &row.record;
-                octet_frame(&self.header.message(r.severity, r.timestamp, &r.msgid, &r.body), &mut buf);
+                octet_frame(
+                    &self
+                        .header
+                        .message(r.severity, r.timestamp, &r.msgid, &r.body),
+                    &mut buf,
+                );
             }
             let written = match self.conn.as_mut() {
                 Some(conn) => conn.write_all(&buf),
@@ -191,7 +196,9 @@ impl Delivery {
 
     /// Checks the connection; commits every write older than the confirmation window.
     fn confirm(&mut self) {
-        let Some(conn) = self.conn.as_mut() else { return };
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
         if let Err(e) = conn.check_alive() {
             self.lost_connection(&e);
             return;
@@ -209,7 +216,9 @@ impl Delivery {
             match self.cursor.commit(id) {
                 Ok(()) => self.committed = id,
                 // Not committing only means sending again later: at-least-once holds.
-                Err(e) => tracing::error!(sink = %self.sink.key, error = %e, "siem cursor commit failed"),
+                Err(e) => {
+                    tracing::error!(sink = %self.sink.key, error = %e, "siem cursor commit failed")
+                }
             }
         }
         if now.duration_since(self.connected_at) >= CONFIRM_WINDOW {
@@ -295,7 +304,8 @@ impl Conn {
         let Some((config, name)) = tls else {
             return Ok(Conn::Tcp(sock));
         };
-        let mut conn = ClientConnection::new(Arc::clone(config), name.clone()).map_err(io::Error::other)?;
+        let mut conn =
+            ClientConnection::new(Arc::clone(config), name.clone()).map_err(io::Error::other)?;
         while conn.is_handshaking() {
             conn.complete_io(&mut sock)?;
         }
@@ -338,7 +348,12 @@ impl Conn {
     }
 
     fn poll_peer(&mut self) -> io::Result<()> {
-        let closed = || io::Error::new(io::ErrorKind::ConnectionAborted, "collector closed the connection");
+        let closed = || {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "collector closed the connection",
+            )
+        };
         let mut scratch = [0u8; 4096];
         // Bounded: a collector streaming bytes at us cannot keep this thread here.
         for _ in 0..16 {

@@ -66,7 +66,8 @@ impl Spool {
         )?;
         let existing: Vec<String> = {
             let mut stmt = conn.prepare("SELECT sink FROM cursors")?;
-            stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
         };
         for gone in existing.iter().filter(|s| !sinks.contains(s)) {
             conn.execute("DELETE FROM cursors WHERE sink = ?1", [gone])?;
@@ -84,7 +85,10 @@ impl Spool {
             len: 0,
         };
         spool.gc()?;
-        spool.len = spool.conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?.unsigned_abs();
+        spool.len = spool
+            .conn
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))?
+            .unsigned_abs();
         Ok(spool)
     }
 
@@ -97,9 +101,16 @@ impl Spool {
         }
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached("INSERT INTO outbox (ts_us, severity, msgid, body) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO outbox (ts_us, severity, msgid, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for r in records {
-                stmt.execute(params![r.timestamp.timestamp_micros(), r.severity, r.msgid, r.body])?;
+                stmt.execute(params![
+                    r.timestamp.timestamp_micros(),
+                    r.severity,
+                    r.msgid,
+                    r.body
+                ])?;
             }
         }
         let mut len = self.len + records.len() as u64;
@@ -107,7 +118,10 @@ impl Spool {
         if len > self.max_events {
             let excess = len - (self.max_events - 1);
             let limit = i64::try_from(excess).unwrap_or(i64::MAX);
-            dropped = tx.execute("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?1)", [limit])? as u64;
+            dropped = tx.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?1)",
+                [limit],
+            )? as u64;
             len -= dropped;
         }
         tx.commit()?;
@@ -117,9 +131,10 @@ impl Spool {
 
     /// Deletes the rows every sink has confirmed.
     pub fn gc(&mut self) -> rusqlite::Result<()> {
-        let deleted = self
-            .conn
-            .execute("DELETE FROM outbox WHERE id <= (SELECT MIN(delivered) FROM cursors)", [])?;
+        let deleted = self.conn.execute(
+            "DELETE FROM outbox WHERE id <= (SELECT MIN(delivered) FROM cursors)",
+            [],
+        )?;
         self.len = self.len.saturating_sub(deleted as u64);
         Ok(())
     }
@@ -153,7 +168,11 @@ impl Cursor {
     pub fn delivered(&self) -> rusqlite::Result<i64> {
         let v: Option<i64> = self
             .conn
-            .query_row("SELECT delivered FROM cursors WHERE sink = ?1", [&self.sink], |r| r.get(0))
+            .query_row(
+                "SELECT delivered FROM cursors WHERE sink = ?1",
+                [&self.sink],
+                |r| r.get(0),
+            )
             .optional()?;
         Ok(v.unwrap_or(0))
     }
@@ -192,7 +211,11 @@ impl Cursor {
     pub fn last_id(&self) -> rusqlite::Result<i64> {
         let v: Option<i64> = self
             .conn
-            .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'", [], |r| r.get(0))
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         Ok(v.unwrap_or(0))
     }
@@ -214,7 +237,8 @@ mod tests {
 
     fn rec(n: u32) -> Record {
         Record {
-            timestamp: DateTime::from_timestamp_micros(1_700_000_000_000_000 + i64::from(n)).unwrap_or_default(),
+            timestamp: DateTime::from_timestamp_micros(1_700_000_000_000_000 + i64::from(n))
+                .unwrap_or_default(),
             severity: 4,
             msgid: "confirmation-rejected".into(),
             body: format!("event {n}"),
@@ -223,7 +247,8 @@ mod tests {
 
     #[test]
     fn append_fetch_commit_gc_and_resume() -> rusqlite::Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let dir = tempfile::tempdir()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let path = dir.path().join("spool.db");
         let sinks = vec!["tcp://a".to_owned(), "tls://b".to_owned()];
         let mut spool = Spool::open(&path, 100, &sinks)?;
@@ -231,7 +256,12 @@ mod tests {
         let a = Cursor::open(&path, "tcp://a")?;
         let b = Cursor::open(&path, "tls://b")?;
         let got = a.fetch(a.delivered()?, 3)?;
-        assert_eq!(got.iter().map(|s| s.record.body.as_str()).collect::<Vec<_>>(), ["event 0", "event 1", "event 2"]);
+        assert_eq!(
+            got.iter()
+                .map(|s| s.record.body.as_str())
+                .collect::<Vec<_>>(),
+            ["event 0", "event 1", "event 2"]
+        );
         assert_eq!(got.first().map(|s| s.record.clone()), Some(rec(0)));
         a.commit(got.last().map_or(0, |s| s.id))?;
         spool.gc()?;
@@ -244,13 +274,19 @@ mod tests {
         let _spool = Spool::open(&path, 100, &sinks)?;
         let a = Cursor::open(&path, "tcp://a")?;
         let rest = a.fetch(a.delivered()?, 10)?;
-        assert_eq!(rest.iter().map(|s| s.record.body.as_str()).collect::<Vec<_>>(), ["event 3", "event 4"]);
+        assert_eq!(
+            rest.iter()
+                .map(|s| s.record.body.as_str())
+                .collect::<Vec<_>>(),
+            ["event 3", "event 4"]
+        );
         Ok(())
     }
 
     #[test]
     fn overflow_drops_oldest_and_leaves_one_slot() -> rusqlite::Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let dir = tempfile::tempdir()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let path = dir.path().join("spool.db");
         let mut spool = Spool::open(&path, 4, &["tcp://a".to_owned()])?;
         assert_eq!(spool.append(&(0..3).map(rec).collect::<Vec<_>>())?, 0);
@@ -260,13 +296,19 @@ mod tests {
         assert_eq!(spool.append(&[rec(99)])?, 0);
         let a = Cursor::open(&path, "tcp://a")?;
         let got = a.fetch(a.delivered()?, 10)?;
-        assert_eq!(got.iter().map(|s| s.record.body.as_str()).collect::<Vec<_>>(), ["event 3", "event 4", "event 5", "event 99"]);
+        assert_eq!(
+            got.iter()
+                .map(|s| s.record.body.as_str())
+                .collect::<Vec<_>>(),
+            ["event 3", "event 4", "event 5", "event 99"]
+        );
         Ok(())
     }
 
     #[test]
     fn new_sink_starts_at_the_end_and_removed_sink_releases_rows() -> rusqlite::Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let dir = tempfile::tempdir()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let path = dir.path().join("spool.db");
         let mut spool = Spool::open(&path, 100, &["tcp://old".to_owned()])?;
         spool.append(&(0..3).map(rec).collect::<Vec<_>>())?;

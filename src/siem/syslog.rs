@@ -42,18 +42,40 @@ impl Header {
     /// `hostname` is reduced to what RFC 5424 allows (1-255 printable US-ASCII); an empty
     /// result becomes the NILVALUE `-`.
     pub fn new(hostname: &str, procid: u32) -> Self {
-        let hostname: String = hostname.chars().filter(|c| c.is_ascii_graphic()).take(255).collect();
+        let hostname: String = hostname
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(255)
+            .collect();
         Self {
-            hostname: if hostname.is_empty() { "-".into() } else { hostname },
+            hostname: if hostname.is_empty() {
+                "-".into()
+            } else {
+                hostname
+            },
             procid: procid.to_string(),
         }
     }
 
     /// One RFC 5424 message (no framing, no terminator).
-    pub fn message(&self, severity: u8, timestamp: DateTime<Utc>, msgid: &str, msg: &str) -> String {
+    pub fn message(
+        &self,
+        severity: u8,
+        timestamp: DateTime<Utc>,
+        msgid: &str,
+        msg: &str,
+    ) -> String {
         let pri = u16::from(FACILITY_AUTHPRIV) * 8 + u16::from(severity.min(7));
-        let msgid: String = msgid.chars().filter(|c| c.is_ascii_graphic()).take(32).collect();
-        let msgid = if msgid.is_empty() { "-".to_owned() } else { msgid };
+        let msgid: String = msgid
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(32)
+            .collect();
+        let msgid = if msgid.is_empty() {
+            "-".to_owned()
+        } else {
+            msgid
+        };
         format!(
             "<{pri}>1 {} {} {APP_NAME} {} {msgid} - {msg}",
             timestamp.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
@@ -78,12 +100,20 @@ mod tests {
 
     #[test]
     fn message_layout() {
-        let Some(ts) = Utc.with_ymd_and_hms(2026, 11, 26, 6, 0, 1).single() else { panic!("time") };
+        let Some(ts) = Utc.with_ymd_and_hms(2026, 11, 26, 6, 0, 1).single() else {
+            panic!("time")
+        };
         let h = Header::new("mx 1.example\n", 42);
         let m = h.message(4, ts, "confirmation-rejected", "{}");
-        assert_eq!(m, "<84>1 2026-11-26T06:00:01.000000Z mx1.example gatekeeper 42 confirmation-rejected - {}");
+        assert_eq!(
+            m,
+            "<84>1 2026-11-26T06:00:01.000000Z mx1.example gatekeeper 42 confirmation-rejected - {}"
+        );
         let nil = Header::new(" ", 1).message(9, ts, "", "x");
-        assert!(nil.starts_with("<87>1 2026-11-26T06:00:01.000000Z - gatekeeper 1 - - x"), "{nil}");
+        assert!(
+            nil.starts_with("<87>1 2026-11-26T06:00:01.000000Z - gatekeeper 1 - - x"),
+            "{nil}"
+        );
     }
 
     #[test]

@@ -74,7 +74,9 @@ fn parse_extension(ext: &str) -> Result<BTreeMap<String, String>, String> {
         let (raw_value, next_key) = if n + 1 == count {
             (piece.as_str(), None)
         } else {
-            let sp = piece.rfind(' ').ok_or_else(|| format!("no space before a key in {piece:?}"))?;
+            let sp = piece
+                .rfind(' ')
+                .ok_or_else(|| format!("no space before a key in {piece:?}"))?;
             (&piece[..sp], Some(piece[sp + 1..].to_owned()))
         };
         check_key(&key)?;
@@ -120,7 +122,10 @@ fn parser_self_check() {
     assert_eq!(c.ext["k1"], "v 1");
     assert_eq!(c.ext["k2"], "x=y\\");
     assert_eq!(c.ext["k3"], "\r\n|");
-    assert!(parse("CEF:0|a|b|c|d|e|f|k=v=w").is_err(), "unescaped = inside a value");
+    assert!(
+        parse("CEF:0|a|b|c|d|e|f|k=v=w").is_err(),
+        "unescaped = inside a value"
+    );
     assert!(parse("CEF:0|a|b|c|d|e|f|k=v k=w").is_err(), "duplicate key");
     assert!(parse("CEF:0|a|b|c|d|e|f|k=v\nx").is_err(), "raw newline");
     assert!(parse("CEF:0|a|b|c|d|e|f|k=\\x").is_err(), "unknown escape");

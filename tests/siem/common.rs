@@ -15,7 +15,12 @@ use gatekeeper::siem::format::{FIELD_MAX_CHARS, TRUNCATION_MARKER};
 
 /// A typical refusal with every field set; `session_id` identifies it at the collector.
 pub fn event(session_id: &str) -> AuditEvent {
-    let mut ev = AuditEvent::new(Utc::now(), Action::ConfirmationRejected, Some(Reason::DkimFail), session_id);
+    let mut ev = AuditEvent::new(
+        Utc::now(),
+        Action::ConfirmationRejected,
+        Some(Reason::DkimFail),
+        session_id,
+    );
     ev.source_ip = "127.0.0.9".parse().ok();
     ev.source_port = Some(40123);
     ev.helo = Some("mail.example.gouv.fr".into());
@@ -26,8 +31,14 @@ pub fn event(session_id: &str) -> AuditEvent {
     ev.message_id = Some("<abc@example.gouv.fr>".into());
     ev.tls_version = Some("1.3".into());
     ev.checks = vec![
-        Check { name: "spf", result: "pass".into() },
-        Check { name: "dkim", result: "fail".into() },
+        Check {
+            name: "spf",
+            result: "pass".into(),
+        },
+        Check {
+            name: "dkim",
+            result: "fail".into(),
+        },
     ];
     ev.message = Some("DKIM signature did not verify".into());
     ev
@@ -67,7 +78,10 @@ pub fn hostile_event(session_id: &str, payload: &str) -> AuditEvent {
     ev.message_id = Some(payload.into());
     ev.challenge_id = Some(payload.into());
     ev.tls_version = Some(payload.into());
-    ev.checks = vec![Check { name: "spf", result: payload.into() }];
+    ev.checks = vec![Check {
+        name: "spf",
+        result: payload.into(),
+    }];
     ev
 }
 
@@ -132,12 +146,17 @@ pub fn parse_5424(m: &str) -> Result<SyslogMsg, String> {
 pub fn split_octet_counted(mut stream: &[u8]) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     while !stream.is_empty() {
-        let sp = stream.iter().position(|b| *b == b' ').ok_or("no space after length")?;
+        let sp = stream
+            .iter()
+            .position(|b| *b == b' ')
+            .ok_or("no space after length")?;
         let len: usize = std::str::from_utf8(&stream[..sp])
             .map_err(|_| "length not ascii")?
             .parse()
             .map_err(|_| "length not a number")?;
-        let body = stream.get(sp + 1..sp + 1 + len).ok_or("frame shorter than its length")?;
+        let body = stream
+            .get(sp + 1..sp + 1 + len)
+            .ok_or("frame shorter than its length")?;
         out.push(String::from_utf8(body.to_vec()).map_err(|_| "frame not UTF-8")?);
         stream = &stream[sp + 1 + len..];
     }

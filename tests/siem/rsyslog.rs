@@ -109,7 +109,11 @@ ruleset(name="udp") {{ action(type="omfile" file="{d}/udp.log" template="raw") }
                 {
                     panic!("rsyslogd exited ({status}): {}", self.output());
                 }
-                assert!(Instant::now() < deadline, "rsyslogd did not listen on {addr}: {}", self.output());
+                assert!(
+                    Instant::now() < deadline,
+                    "rsyslogd did not listen on {addr}: {}",
+                    self.output()
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -129,12 +133,17 @@ ruleset(name="udp") {{ action(type="omfile" file="{d}/udp.log" template="raw") }
     /// SIGSTOP: the collector stops reading; the kernel still accepts and buffers our bytes.
     pub fn pause(&mut self) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill").arg("-STOP").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-STOP")
+                .arg(child.id().to_string())
+                .status();
         }
     }
 
     fn signal(&mut self, sig: &str) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let pid = child.id().to_string();
         let _ = Command::new("kill").arg(sig).arg(&pid).status();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -171,7 +180,11 @@ impl Drop for Rsyslog {
 }
 
 fn rsyslogd() -> PathBuf {
-    for p in ["/usr/sbin/rsyslogd", "/sbin/rsyslogd", "/usr/local/sbin/rsyslogd"] {
+    for p in [
+        "/usr/sbin/rsyslogd",
+        "/sbin/rsyslogd",
+        "/usr/local/sbin/rsyslogd",
+    ] {
         if Path::new(p).exists() {
             return p.into();
         }
@@ -185,22 +198,31 @@ fn rsyslogd() -> PathBuf {
 }
 
 fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
 }
 
 fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("free port")
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port")
 }
 
 /// A CA and a server certificate for `collector.test` and 127.0.0.1, signed by it.
 fn write_certs(ca_file: &Path, cert_file: &Path, key_file: &Path) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "gatekeeper test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca cert");
-    let mut params =
-        CertificateParams::new(vec![SERVER_NAME.to_owned(), "127.0.0.1".to_owned()]).expect("server params");
-    params.distinguished_name.push(DnType::CommonName, SERVER_NAME);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "gatekeeper test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key"))
+        .expect("ca cert");
+    let mut params = CertificateParams::new(vec![SERVER_NAME.to_owned(), "127.0.0.1".to_owned()])
+        .expect("server params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, SERVER_NAME);
     let key = KeyPair::generate().expect("server key");
     let cert = params.signed_by(&key, &ca).expect("server cert");
     std::fs::write(ca_file, ca.pem()).expect("write ca");
