@@ -116,7 +116,12 @@ pub enum LossStage {
 
 impl AuditEvent {
     /// A new event with the given action and reason; every other field empty.
-    pub fn new(timestamp: DateTime<Utc>, action: Action, reason: Option<Reason>, session_id: impl Into<String>) -> Self {
+    pub fn new(
+        timestamp: DateTime<Utc>,
+        action: Action,
+        reason: Option<Reason>,
+        session_id: impl Into<String>,
+    ) -> Self {
         let outcome = match action {
             Action::ConfirmationAccepted => Outcome::Success,
             Action::ConfirmationDeferred => Outcome::Unknown,

@@ -266,7 +266,11 @@ mod tests {
         ];
         for (name, code, enh) in rows {
             let reply = name.parse::<Reason>().map(Reason::reply);
-            assert_eq!(reply.map(|r| (r.code, r.enhanced)), Ok((*code, *enh)), "{name}");
+            assert_eq!(
+                reply.map(|r| (r.code, r.enhanced)),
+                Ok((*code, *enh)),
+                "{name}"
+            );
         }
     }
 }
