@@ -21,7 +21,7 @@ pub enum Action {
     /// `connection-refused`: refused before the greeting (limits, client network).
     ConnectionRefused,
     /// `siem-overflow`: the audit trail itself lost events (a bounded queue or the spool was
-    /// full); `dropped` carries the count. Built only by `siem`.
+    /// full); `lost` carries the count. Built only by `siem`.
     SiemOverflow,
 }
 
@@ -125,7 +125,9 @@ impl AuditEvent {
         let outcome = match action {
             Action::ConfirmationAccepted => Outcome::Success,
             Action::ConfirmationDeferred => Outcome::Unknown,
-            Action::ConfirmationRejected | Action::ConnectionRefused | Action::SiemOverflow => Outcome::Failure,
+            Action::ConfirmationRejected | Action::ConnectionRefused | Action::SiemOverflow => {
+                Outcome::Failure
+            }
         };
         Self {
             timestamp,
