@@ -18,7 +18,7 @@ use common::*;
 use gatekeeper::audit::{Action, AuditEvent, AuditSink};
 use gatekeeper::config::{SiemFormat, SiemSink};
 use gatekeeper::siem::Siem;
-use gatekeeper::siem::format::FormatOptions;
+use gatekeeper::siem::format::{FIELD_MAX_CHARS, FormatOptions, LINE_MAX_OCTETS};
 use gatekeeper::siem::syslog::{Header, UDP_MAX_OCTETS, octet_frame};
 use serde_json::Value;
 
@@ -37,11 +37,15 @@ fn no_line_break(line: &str) {
 fn injection_table_ecs() {
     let opts = FormatOptions::new(SiemFormat::Ecs, "mx1");
     for (name, payload) in hostile_payloads() {
-        let line = opts.render(&hostile_event("inj", &payload));
+        let line = opts.render_within(&hostile_event("inj", &payload), LINE_MAX_OCTETS);
         no_line_break(&line);
+        assert!(
+            line.len() <= LINE_MAX_OCTETS,
+            "{name}: {} octets",
+            line.len()
+        );
         let v: Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
-        let want = bounded(&payload);
         let top: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         let expect_top: BTreeSet<&str> = [
             "@timestamp",
@@ -71,6 +75,7 @@ fn injection_table_ecs() {
         assert_eq!(v["event"]["outcome"], "failure", "{name}");
         assert_eq!(v["event"]["reason"], "dkim.fail", "{name}");
         assert_eq!(v["event"]["code"], "550", "{name}");
+        let mut bounds = Vec::new();
         for (path, got) in [
             ("gatekeeper.helo", &v["gatekeeper"]["helo"]),
             ("email.sender.address", &v["email"]["sender"]["address"]),
@@ -84,12 +89,30 @@ fn injection_table_ecs() {
                 &v["gatekeeper"]["checks"][0]["result"],
             ),
         ] {
-            assert_eq!(got.as_str(), Some(want.as_str()), "{name}: {path}");
+            let got = got
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: {path} missing"));
+            let n = bound_used(got, &payload, bounded_at)
+                .unwrap_or_else(|| panic!("{name}: {path} is not the value at a documented bound"));
+            bounds.push(n);
         }
-        assert!(
-            line.len() < 16 * 1024,
-            "{name}: bounded line, got {} bytes",
-            line.len()
+        check_bounds(name, &payload, &bounds, line.len());
+    }
+}
+
+/// Every hostile field of one event was cut at the same documented bound, and plain text
+/// (no escape-heavy characters) keeps the normal bound.
+fn check_bounds(name: &str, payload: &str, bounds: &[usize], octets: usize) {
+    let n = bounds[0];
+    assert!(
+        bounds.iter().all(|b| *b == n),
+        "{name}: fields at different bounds {bounds:?}"
+    );
+    println!("{name}: {octets} octets, fields at bound {n}");
+    if payload.chars().all(|c| c.is_ascii_alphanumeric()) {
+        assert_eq!(
+            n, FIELD_MAX_CHARS,
+            "{name}: plain text keeps the normal bound"
         );
     }
 }
@@ -100,8 +123,13 @@ fn injection_table_ecs() {
 fn injection_table_cef() {
     let opts = FormatOptions::new(SiemFormat::Cef, "mx1");
     for (name, payload) in hostile_payloads() {
-        let line = opts.render(&hostile_event("inj", &payload));
+        let line = opts.render_within(&hostile_event("inj", &payload), LINE_MAX_OCTETS);
         no_line_break(&line);
+        assert!(
+            line.len() <= LINE_MAX_OCTETS,
+            "{name}: {} octets",
+            line.len()
+        );
         let cef = cef_parser::parse(&line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
         assert_eq!(
             cef.header,
@@ -138,21 +166,18 @@ fn injection_table_cef() {
         assert_eq!(cef.ext["outcome"], "failure", "{name}");
         assert_eq!(cef.ext["reason"], "dkim.fail", "{name}");
         assert_eq!(cef.ext["src"], "127.0.0.9", "{name}");
-        assert!(
-            line.len() < 16 * 1024,
-            "{name}: bounded line, got {} bytes",
-            line.len()
-        );
         if !payload.is_empty() {
-            let want = cef_value(&payload);
+            let mut bounds = Vec::new();
             for key in hostile_keys {
-                assert_eq!(cef.ext[key], want, "{name}: {key}");
+                let n = bound_used(&cef.ext[key], &payload, cef_value_at).unwrap_or_else(|| {
+                    panic!("{name}: {key} is not the value at a documented bound")
+                });
+                bounds.push(n);
             }
-            assert_eq!(
-                cef.ext["cs6"],
-                cef_value(&format!("spf:{}", bounded(&payload))),
-                "{name}: cs6"
-            );
+            check_bounds(name, &payload, &bounds, line.len());
+            let n = bounds[0];
+            let checks = format!("spf:{}", bounded_at(&payload, n));
+            assert_eq!(cef.ext["cs6"], cef_value_at(&checks, n), "{name}: cs6");
         }
     }
 }
@@ -168,7 +193,7 @@ fn injection_table_through_syslog_tcp_framing() {
         let mut lines = Vec::new();
         for (_, payload) in hostile_payloads() {
             let ev = hostile_event("inj", &payload);
-            let line = opts.render(&ev);
+            let line = opts.render_within(&ev, LINE_MAX_OCTETS);
             octet_frame(
                 &header.message(4, ev.timestamp, ev.action.as_str(), &line),
                 &mut stream,
@@ -178,6 +203,7 @@ fn injection_table_through_syslog_tcp_framing() {
         let msgs = split_octet_counted(&stream).unwrap();
         assert_eq!(msgs.len(), lines.len(), "{format:?}");
         for (m, line) in msgs.iter().zip(&lines) {
+            assert!(m.len() <= 8192, "a syslog message fits 8 KiB: {}", m.len());
             let p = parse_5424(m).unwrap();
             assert_eq!(
                 (p.pri, p.app.as_str(), p.procid.as_str()),

@@ -124,7 +124,8 @@ fn wait_for_all(r: &Rsyslog, which: &str, format: &SiemFormat, want: &BTreeSet<S
 }
 
 /// Every event of a run (ordinary and hostile) arrives over TCP, TLS and UDP and parses, in
-/// both formats; hostile HELOs come back as their bounded value through the collector.
+/// both formats, within rsyslog's default 8 KiB message size; hostile HELOs come back as
+/// their bounded value through the collector.
 #[test]
 fn every_event_arrives_over_tcp_tls_udp_in_both_formats() {
     for format in [SiemFormat::Ecs, SiemFormat::Cef] {
@@ -170,14 +171,14 @@ fn every_event_arrives_over_tcp_tls_udp_in_both_formats() {
                     "{which}: no forged action"
                 );
                 if let Some(payload) = hostile_helo.get(&rec.session).filter(|p| !p.is_empty()) {
-                    let want_helo = match format {
-                        SiemFormat::Ecs => bounded(payload),
-                        SiemFormat::Cef => cef_value(payload),
+                    let expect = match format {
+                        SiemFormat::Ecs => bounded_at,
+                        SiemFormat::Cef => cef_value_at,
                     };
-                    assert_eq!(
-                        rec.helo.as_deref(),
-                        Some(want_helo.as_str()),
-                        "{which} {}",
+                    let helo = rec.helo.as_deref().unwrap_or_default();
+                    assert!(
+                        bound_used(helo, payload, expect).is_some(),
+                        "{which} {}: HELO is not the payload at a documented bound",
                         rec.session
                     );
                 }

@@ -17,6 +17,16 @@ use crate::config::SiemFormat;
 /// keeps an event with every field at the bound under 8 KiB, rsyslog's default maximum.
 pub const FIELD_MAX_CHARS: usize = 512;
 
+/// The per-field bounds tried in turn until a rendered event fits its size limit: an event
+/// with many long, escape-heavy values (100 KB of NUL bytes becomes `\u0000` × 512 per field
+/// in JSON) is rendered again with tighter bounds rather than cut mid-line.
+pub const FIELD_BOUNDS: [usize; 4] = [FIELD_MAX_CHARS, 128, 32, 8];
+
+/// The largest rendered event line in octets. Leaves room for the longest RFC 5424 header
+/// (about 350 octets with a 255-octet hostname) within 8192 octets, the size RFC 5425 §4.3.1
+/// says receivers should accept and rsyslog's default `maxMessageSize`.
+pub const LINE_MAX_OCTETS: usize = 7680;
+
 /// Appended to a value that was cut, so an analyst sees that the attacker sent more.
 pub const TRUNCATION_MARKER: &str = "…[truncated]";
 
@@ -44,12 +54,35 @@ impl FormatOptions {
         }
     }
 
-    /// The event as one line (no line terminator) in the configured format.
+    /// The event as one line (no line terminator) in the configured format, each field cut
+    /// to `field_max_chars`.
     pub fn render(&self, event: &AuditEvent) -> String {
         match self.format {
             SiemFormat::Ecs => super::ecs::to_line(event, self),
             SiemFormat::Cef => super::cef::to_line(event, self),
         }
+    }
+
+    /// [`render`](Self::render), then again with the tighter [`FIELD_BOUNDS`] while the line
+    /// is longer than `max_octets`. The result stays one parseable event; only if even the
+    /// tightest bound does not fit (not reachable with the product's events: the fixed part is
+    /// well under 2 KiB) is it longer than `max_octets`.
+    pub fn render_within(&self, event: &AuditEvent, max_octets: usize) -> String {
+        let mut line = self.render(event);
+        for bound in FIELD_BOUNDS
+            .into_iter()
+            .filter(|b| *b < self.field_max_chars)
+        {
+            if line.len() <= max_octets {
+                break;
+            }
+            let tighter = FormatOptions {
+                field_max_chars: bound,
+                ..self.clone()
+            };
+            line = tighter.render(event);
+        }
+        line
     }
 }
 

@@ -10,8 +10,10 @@
 //! ```
 //!
 //! - Formats: [`ecs`] and [`cef`] are the only serialisers; attacker-controlled values are
-//!   cut to [`format::FIELD_MAX_CHARS`] characters with a `…[truncated]` marker and escaped so
-//!   that no byte can add a field or split a line or frame.
+//!   cut to [`format::FIELD_MAX_CHARS`] (512) characters with a `…[truncated]` marker and
+//!   escaped so that no byte can add a field or split a line or frame. A whole event stays
+//!   within [`format::LINE_MAX_OCTETS`] (tighter field bounds when needed), so its syslog
+//!   message fits the 8 KiB collectors accept by default.
 //! - Syslog ([`syslog`]): RFC 5424, facility `authpriv`, severity by outcome, APP-NAME
 //!   `gatekeeper`, MSGID the action, MSG the event line; octet counting over TCP/TLS.
 //! - Delivery: stdout and files are written by the writer thread and flushed per batch (an
@@ -48,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use self::format::{FormatOptions, syslog_severity};
+use self::format::{FormatOptions, LINE_MAX_OCTETS, syslog_severity};
 use self::sink_local::{FileSink, StdoutSink, UdpSink};
 use self::sink_net::NetSink;
 use self::spool::{Cursor, Record, Spool};
@@ -386,7 +388,10 @@ impl Writer {
     }
 
     fn write(&mut self, batch: &[AuditEvent]) {
-        let lines: Vec<String> = batch.iter().map(|ev| self.opts.render(ev)).collect();
+        let lines: Vec<String> = batch
+            .iter()
+            .map(|ev| self.opts.render_within(ev, LINE_MAX_OCTETS))
+            .collect();
         self.write_local(batch, &lines);
         let Some(spool) = self.spool.as_mut() else {
             return;
@@ -407,7 +412,7 @@ impl Writer {
                     "siem spool full: oldest undelivered events dropped"
                 );
                 let ev = overflow_event(dropped, LossStage::Spool);
-                let line = self.opts.render(&ev);
+                let line = self.opts.render_within(&ev, LINE_MAX_OCTETS);
                 self.write_local(std::slice::from_ref(&ev), std::slice::from_ref(&line));
                 if let Some(spool) = self.spool.as_mut()
                     && let Err(e) = spool.append(&[record(&ev, &line)])
@@ -444,8 +449,8 @@ impl Writer {
             }
         }
         for udp in &self.locals.udp {
-            for (ev, line) in batch.iter().zip(lines) {
-                if udp.send(&self.header, &self.opts, ev, line).is_err() {
+            for ev in batch {
+                if udp.send(&self.header, &self.opts, ev).is_err() {
                     self.shared.udp_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -15,6 +15,7 @@
 //! thread), each with its own connection: WAL lets them run concurrently, `busy_timeout`
 //! covers the short write locks.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -222,6 +223,17 @@ impl Cursor {
 }
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    // The spool holds addresses and client IPs: create it readable by the daemon only (SQLite
+    // gives its -wal and -shm files the database file's permissions).
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    }
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -269,6 +281,9 @@ mod tests {
         b.commit(a.delivered()?)?;
         spool.gc()?;
         assert_eq!(spool.len(), 2);
+        let mode = std::fs::metadata(&path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
+        assert_eq!(mode.map(|m| m & 0o777).ok(), Some(0o600));
         drop((spool, a, b));
         // Restart: the cursor is where it was.
         let _spool = Spool::open(&path, 100, &sinks)?;

@@ -11,7 +11,7 @@ use chrono::Utc;
 use gatekeeper::audit::{Action, AuditEvent, Check};
 use gatekeeper::config::{SiemConfig, SiemFormat, SiemSink};
 use gatekeeper::reason::Reason;
-use gatekeeper::siem::format::{FIELD_MAX_CHARS, TRUNCATION_MARKER};
+use gatekeeper::siem::format::{FIELD_BOUNDS, FIELD_MAX_CHARS, TRUNCATION_MARKER};
 
 /// A typical refusal with every field set; `session_id` identifies it at the collector.
 pub fn event(session_id: &str) -> AuditEvent {
@@ -64,6 +64,9 @@ pub fn hostile_payloads() -> Vec<(&'static str, String)> {
         ("100 KB newlines", "\n".repeat(100 * 1024)),
         ("100 KB two-byte chars", "é".repeat(50 * 1024)),
         ("100 KB equals", "=".repeat(100 * 1024)),
+        ("100 KB NUL", "\0".repeat(100 * 1024)),
+        ("100 KB quotes", "\"".repeat(100 * 1024)),
+        ("100 KB four-byte chars", "\u{1F608}".repeat(25 * 1024)),
         ("empty", String::new()),
     ]
 }
@@ -85,10 +88,10 @@ pub fn hostile_event(session_id: &str, payload: &str) -> AuditEvent {
     ev
 }
 
-/// What a field must read after the serialiser bounded it.
-pub fn bounded(value: &str) -> String {
-    if value.chars().count() > FIELD_MAX_CHARS {
-        let mut s: String = value.chars().take(FIELD_MAX_CHARS).collect();
+/// What a field must read after the serialiser bounded it to `max` characters.
+pub fn bounded_at(value: &str, max: usize) -> String {
+    if value.chars().count() > max {
+        let mut s: String = value.chars().take(max).collect();
         s.push_str(TRUNCATION_MARKER);
         s
     } else {
@@ -96,10 +99,15 @@ pub fn bounded(value: &str) -> String {
     }
 }
 
+/// The field at the normal bound.
+pub fn bounded(value: &str) -> String {
+    bounded_at(value, FIELD_MAX_CHARS)
+}
+
 /// What a CEF extension value must read after unescaping: bounded, and the characters CEF
 /// cannot escape (controls other than CR/LF, U+2028, U+2029) replaced by U+FFFD.
-pub fn cef_value(value: &str) -> String {
-    bounded(value)
+pub fn cef_value_at(value: &str, max: usize) -> String {
+    bounded_at(value, max)
         .chars()
         .map(|c| {
             if (c.is_control() && c != '\r' && c != '\n') || c == '\u{2028}' || c == '\u{2029}' {
@@ -109,6 +117,16 @@ pub fn cef_value(value: &str) -> String {
             }
         })
         .collect()
+}
+
+pub fn cef_value(value: &str) -> String {
+    cef_value_at(value, FIELD_MAX_CHARS)
+}
+
+/// Which of the documented per-field bounds `got` is `value` cut to (`expect` maps value and
+/// bound to the expected reading), if any.
+pub fn bound_used(got: &str, value: &str, expect: fn(&str, usize) -> String) -> Option<usize> {
+    FIELD_BOUNDS.into_iter().find(|n| got == expect(value, *n))
 }
 
 /// One RFC 5424 message split into its header fields and MSG.

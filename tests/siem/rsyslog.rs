@@ -42,7 +42,7 @@ impl Rsyslog {
         std::fs::create_dir(&work).expect("work dir");
         let d = dir.path().display();
         let conf = format!(
-            r#"global(workDirectory="{work}" maxMessageSize="64k"
+            r#"global(workDirectory="{work}"
        defaultNetstreamDriverCAFile="{ca}"
        defaultNetstreamDriverCertFile="{cert}"
        defaultNetstreamDriverKeyFile="{key}")
