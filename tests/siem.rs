@@ -424,3 +424,60 @@ fn queue_overflow_is_counted_and_reported() {
     assert_eq!(written + dropped, total);
     assert_eq!(reported, dropped, "every drop reported");
 }
+
+/// stdout (journald): one line per event, each a whole event. Runs the child test below in a
+/// separate process and reads its stdout.
+#[test]
+fn stdout_sink_one_line_per_event() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "stdout_sink_child",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("GATEKEEPER_SIEM_STDOUT_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    // libtest prints "test stdout_sink_child ... " without a newline before the first event.
+    let events: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| l.find("{\"@timestamp\"").map(|i| &l[i..]))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|v| v["gatekeeper"]["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["out-0", "out-hostile", "out-2"]);
+}
+
+/// The child half of `stdout_sink_one_line_per_event` (ignored unless run by it).
+#[test]
+#[ignore = "run by stdout_sink_one_line_per_event in a child process"]
+fn stdout_sink_child() {
+    // Run directly (`--include-ignored`) it has nothing to prove: the parent reads its stdout.
+    if std::env::var_os("GATEKEEPER_SIEM_STDOUT_CHILD").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        SiemFormat::Ecs,
+        vec![SiemSink::Stdout],
+        &dir.path().join("spool.db"),
+        100,
+    );
+    let (siem, handle) = Siem::start(&cfg, "mx1").unwrap();
+    siem.emit(event("out-0"));
+    siem.emit(hostile_event("out-hostile", "a\nb\r\n{\"x\":1}\n"));
+    siem.emit(event("out-2"));
+    handle.shutdown(Duration::from_secs(1));
+}
