@@ -28,6 +28,22 @@
 //!   `siem.spool_overflow` or `siem.queue_overflow`, the count in `gatekeeper.siem.dropped`
 //!   (CEF `cnt`).
 //!
+//! Choices where the SPEC is silent:
+//!
+//! - Facility `authpriv` (10), severities 6/5/4/3 for accepted/deferred/refused/trail loss
+//!   ([`syslog`]); CEF severities 2/4/6/8 and the CEF key mapping are in [`cef`].
+//! - Per-field bound 512 characters, whole line ≤ 7680 octets ([`mod@format`]).
+//! - UDP is best effort: not spooled, not retried, one datagram ≤ 2048 octets.
+//! - An event counts as delivered to a TCP/TLS collector once written and followed by
+//!   [`sink_net::CONFIRM_WINDOW`] (1 s) of live connection; reconnect backoff 100 ms → 30 s.
+//! - A network sink configured for the first time starts at the end of the spool; a sink
+//!   removed from the config releases its backlog. TLS requires `ca_file` (no implicit system
+//!   trust store); `server_name` defaults to the collector's IP address.
+//! - One spool file per gatekeeper instance: two daemons must not share `spool_path`.
+//! - [`SiemHandle::shutdown`] takes up to its bound (at least a confirmation window when
+//!   events were just sent); what is not confirmed stays spooled for the next start.
+//! - Stdout carries events only: the daemon's own logs (tracing) belong on stderr/journald.
+//!
 //! Threads, not tokio tasks: the work is blocking (SQLite, files, fsync), there is little of
 //! it, and it must keep draining while the runtime shuts down.
 
@@ -59,7 +75,7 @@ use crate::audit::{Action, AuditEvent, AuditSink, Loss, LossStage};
 use crate::config::{SiemConfig, SiemSink, SyslogTransport};
 
 /// Events the in-memory queue between `emit` and the writer holds. At a few hundred bytes an
-/// event this bounds the queue to a few MiB; the writer empties it in batches of [`BATCH`].
+/// event this bounds the queue to a few MiB; the writer empties it in batches of 512.
 pub const QUEUE_CAPACITY: usize = 8192;
 /// Events the writer handles per batch (one spool transaction, one flush per file).
 const BATCH: usize = 512;
