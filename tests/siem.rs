@@ -481,3 +481,111 @@ fn stdout_sink_child() {
     siem.emit(event("out-2"));
     handle.shutdown(Duration::from_secs(1));
 }
+
+/// A file reopen that fails (the path is now a directory) is counted; events keep going to
+/// the old handle, none is lost.
+#[test]
+fn file_reopen_failure_keeps_the_old_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let rotated = dir.path().join("events.jsonl.1");
+    let cfg = config(
+        SiemFormat::Ecs,
+        vec![SiemSink::File { path: path.clone() }],
+        &dir.path().join("spool.db"),
+        100,
+    );
+    let (siem, handle) = Siem::start(&cfg, "mx1").unwrap();
+    siem.emit(event("r-0"));
+    assert!(wait_until(Duration::from_secs(5), || read_lines(&path)
+        .len()
+        == 1));
+    std::fs::rename(&path, &rotated).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    siem.reopen();
+    siem.emit(event("r-1"));
+    let stats = handle.shutdown(Duration::from_secs(5));
+    assert_eq!(stats.local_errors, 1, "{stats:?}");
+    let ids: Vec<String> = read_lines(&rotated)
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["gatekeeper"]["session_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, ["r-0", "r-1"]);
+}
+
+/// Start refuses a configuration it cannot honour, naming the cause.
+#[test]
+fn start_errors() {
+    use gatekeeper::config::SyslogTransport;
+    use gatekeeper::siem::SiemError;
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "no certificate here").unwrap();
+    let tls = |ca_file: Option<std::path::PathBuf>, server_name: Option<&str>| SiemSink::Syslog {
+        address: "127.0.0.1:6514".parse().unwrap(),
+        transport: SyslogTransport::Tls,
+        ca_file,
+        server_name: server_name.map(str::to_owned),
+    };
+    let cases: Vec<(&str, SiemSink, fn(&SiemError) -> bool)> = vec![
+        ("TLS without ca_file", tls(None, None), |e| {
+            matches!(e, SiemError::TlsCaMissing(_))
+        }),
+        (
+            "CA file without certificate",
+            tls(Some(not_pem.clone()), None),
+            |e| matches!(e, SiemError::TlsCa(..)),
+        ),
+        (
+            "missing CA file",
+            tls(Some(dir.path().join("absent.pem")), None),
+            |e| matches!(e, SiemError::TlsCa(..)),
+        ),
+        (
+            "bad server_name",
+            tls(Some(not_pem.clone()), Some("bad name!")),
+            |e| matches!(e, SiemError::TlsServerName(_)),
+        ),
+        (
+            "file in a missing directory",
+            SiemSink::File {
+                path: dir.path().join("no/such/dir/e.jsonl"),
+            },
+            |e| matches!(e, SiemError::File(..)),
+        ),
+    ];
+    for (name, sink, is_expected) in cases {
+        let cfg = config(
+            SiemFormat::Ecs,
+            vec![sink],
+            &dir.path().join("spool.db"),
+            100,
+        );
+        match Siem::start(&cfg, "mx1") {
+            Ok(_) => panic!("{name}: started"),
+            Err(e) => assert!(is_expected(&e), "{name}: {e}"),
+        }
+    }
+    // A network sink needs the spool: a path under a file or a directory cannot hold it.
+    let tcp = SiemSink::Syslog {
+        address: "127.0.0.1:1".parse().unwrap(),
+        transport: SyslogTransport::Tcp,
+        ca_file: None,
+        server_name: None,
+    };
+    for (name, spool) in [
+        ("spool under a file", not_pem.join("spool.db")),
+        ("spool is a directory", dir.path().to_owned()),
+    ] {
+        let cfg = config(SiemFormat::Ecs, vec![tcp.clone()], &spool, 100);
+        match Siem::start(&cfg, "mx1") {
+            Ok(_) => panic!("{name}: started"),
+            Err(e) => assert!(matches!(e, SiemError::Spool(..)), "{name}: {e}"),
+        }
+    }
+}

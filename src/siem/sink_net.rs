@@ -97,7 +97,7 @@ impl NetSink {
             committed: 0,
             sent_upto: 0,
             inflight: VecDeque::new(),
-            backoff: BACKOFF_MIN,
+            backoff: Backoff::default(),
             next_attempt: Instant::now(),
             connected_at: Instant::now(),
             seen: 0,
@@ -118,7 +118,7 @@ struct Delivery {
     sent_upto: i64,
     /// (highest id of a write, when it was written), oldest first, not yet confirmed.
     inflight: VecDeque<(i64, Instant)>,
-    backoff: Duration,
+    backoff: Backoff,
     next_attempt: Instant,
     connected_at: Instant,
     /// The last spool notification seen.
@@ -222,7 +222,7 @@ impl Delivery {
             }
         }
         if now.duration_since(self.connected_at) >= CONFIRM_WINDOW {
-            self.backoff = BACKOFF_MIN;
+            self.backoff.reset();
         }
     }
 
@@ -248,7 +248,7 @@ impl Delivery {
                 true
             }
             Err(e) => {
-                tracing::warn!(sink = %self.sink.key, error = %e, retry_in = ?self.backoff, "siem collector unreachable");
+                tracing::warn!(sink = %self.sink.key, error = %e, retry_in = ?self.backoff.current(), "siem collector unreachable");
                 self.schedule_retry();
                 false
             }
@@ -265,8 +265,7 @@ impl Delivery {
     }
 
     fn schedule_retry(&mut self) {
-        self.next_attempt = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        self.next_attempt = Instant::now() + self.backoff.next_delay();
     }
 
     /// Waits for new spool rows, a stop request or `timeout`.
@@ -282,6 +281,39 @@ impl Delivery {
     fn stopped_waiting(&mut self, timeout: Duration) -> bool {
         self.wait(timeout);
         self.shared.stop_deadline().is_some()
+    }
+}
+
+/// Exponential reconnection delay: [`BACKOFF_MIN`], doubling, capped at [`BACKOFF_MAX`].
+#[derive(Debug)]
+pub struct Backoff {
+    current: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            current: BACKOFF_MIN,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay to wait now; the next one doubles (up to the cap).
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = (self.current * 2).min(BACKOFF_MAX);
+        delay
+    }
+
+    /// The delay the next failure will wait.
+    pub fn current(&self) -> Duration {
+        self.current
+    }
+
+    /// Back to the minimum (after a connection proved stable).
+    pub fn reset(&mut self) {
+        self.current = BACKOFF_MIN;
     }
 }
 
@@ -420,4 +452,23 @@ fn tls_config(ca_file: &Path) -> Result<Arc<ClientConfig>, super::SiemError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100ms_caps_at_30s_and_resets() {
+        let mut b = Backoff::default();
+        let ms: Vec<u128> = (0..12).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(
+            ms,
+            [
+                100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000
+            ]
+        );
+        b.reset();
+        assert_eq!(b.next_delay(), BACKOFF_MIN);
+    }
 }
