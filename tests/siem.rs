@@ -532,7 +532,8 @@ fn start_errors() {
         ca_file,
         server_name: server_name.map(str::to_owned),
     };
-    let cases: Vec<(&str, SiemSink, fn(&SiemError) -> bool)> = vec![
+    type IsExpected = fn(&SiemError) -> bool;
+    let cases: Vec<(&str, SiemSink, IsExpected)> = vec![
         ("TLS without ca_file", tls(None, None), |e| {
             matches!(e, SiemError::TlsCaMissing(_))
         }),
