@@ -34,9 +34,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mail_auth::spf::verify::SpfParameters;
+use mail_auth::common::crypto::Algorithm;
 use mail_auth::{AuthenticatedMessage, DkimResult, IprevResult, MessageAuthenticator, SpfResult};
 
-use crate::address::{Mailbox, ParseOptions};
+use crate::address::{Domain, Mailbox, ParseOptions};
 use crate::backend::{ChallengeBinding, Decision, Evidence, Transaction, Verdict, Verify};
 use crate::config::{Config, ConfirmConfig, PolicyConfig};
 use crate::dns::{self, DnsSetupError, LookupError};
@@ -268,26 +269,14 @@ impl Verifier {
         }
     }
 
-    /// DKIM over every signature, bounded as a whole by `dns.timeout`.
+    /// DKIM over every signature, in two phases each bounded by `dns.timeout`:
+    ///
+    /// 1. the signatures aligned with From (by our strict reading of `d=`): only these can
+    ///    confirm, so a timeout here is a temporary error;
+    /// 2. only when none is aligned, the others, to tell `dkim.unaligned` (one verifies) from
+    ///    `dkim.fail`. A timeout here is `dkim.fail`: nothing aligned exists, so the answer is
+    ///    certain whatever those lookups return (and an attacker's slow DNS buys nothing).
     async fn dkim(
-        &self,
-        message: &[u8],
-        block: &HeaderBlock<'_>,
-        from: Option<&Mailbox>,
-        from_field: Option<usize>,
-        now: DateTime<Utc>,
-    ) -> DkimReport {
-        let work = self.dkim_inner(message, block, from, from_field, now);
-        match tokio::time::timeout(self.dns_timeout, work).await {
-            Ok(report) => report,
-            Err(_) => DkimReport {
-                result: Dkim::TempError,
-                good: Vec::new(),
-            },
-        }
-    }
-
-    async fn dkim_inner(
         &self,
         message: &[u8],
         block: &HeaderBlock<'_>,
@@ -305,66 +294,91 @@ impl Verifier {
                 good: Vec::new(),
             };
         }
-        // mail-auth's cryptographic results, keyed by the decoded b= of each signature.
-        let mut crypto: Vec<(Vec<u8>, Crypto)> = Vec::new();
-        if let Some(am) = AuthenticatedMessage::parse(message) {
-            for out in self.auth.verify_dkim(&am).await {
-                if let Some(sig) = out.signature() {
-                    let c = match out.result() {
-                        DkimResult::Pass => Crypto::Pass,
-                        DkimResult::TempError(_) => Crypto::TempError,
-                        _ => Crypto::Fail,
-                    };
-                    crypto.push((sig.b.clone(), c));
-                }
+        let is_aligned = |d: &str| -> bool {
+            match (Domain::parse(d.as_bytes(), &self.opts), from) {
+                (Ok(d), Some(f)) => dkim::aligned(&d, f.domain(), &self.policy.alignment),
+                _ => false,
             }
-        }
-        let crypto_of = |s: &SigInfo| -> Crypto {
-            let Ok(b) = data_encoding::BASE64.decode(s.b.as_bytes()) else {
-                return Crypto::Fail;
+        };
+        let aligned: Vec<&SigInfo> = sigs.iter().filter(|s| is_aligned(&s.d_raw)).collect();
+        if aligned.is_empty() {
+            let work = self.crypto(message, |d| !is_aligned(d));
+            let any_pass = match tokio::time::timeout(self.dns_timeout, work).await {
+                Ok(results) => sigs.iter().any(|s| crypto_of(&results, s) == Crypto::Pass),
+                Err(_) => false,
             };
-            // The worst result for this b= (an attacker may repeat a field verbatim).
-            let mut found: Option<Crypto> = None;
-            for (cb, c) in &crypto {
-                if *cb == b {
-                    found = Some(match (found, c) {
-                        (Some(Crypto::Fail), _) | (_, Crypto::Fail) => Crypto::Fail,
-                        (Some(Crypto::TempError), _) | (_, Crypto::TempError) => Crypto::TempError,
-                        _ => Crypto::Pass,
+            return DkimReport {
+                result: dkim::aggregate(sigs.len(), &[], any_pass),
+                good: Vec::new(),
+            };
+        }
+        let work = async {
+            let results = self.crypto(message, |d| is_aligned(d)).await;
+            let mut statuses = Vec::new();
+            let mut good = Vec::new();
+            let min_bits = self.policy.dkim_min_rsa_bits;
+            let secs = u64::try_from(now.timestamp()).unwrap_or(0);
+            for sig in &aligned {
+                let key = self.key(sig).await;
+                let signed = sig.signed_fields(block);
+                let status = dkim::judge(sig, crypto_of(&results, sig), &key, &signed, from_field, min_bits, secs);
+                if status == SigStatus::Good {
+                    good.push(Selected {
+                        info: (*sig).clone(),
+                        signed,
                     });
                 }
+                statuses.push(status);
             }
-            found.unwrap_or(Crypto::Fail)
+            DkimReport {
+                result: dkim::aggregate(sigs.len(), &statuses, false),
+                good,
+            }
         };
-        let any_crypto_pass = sigs.iter().any(|s| crypto_of(s) == Crypto::Pass);
+        match tokio::time::timeout(self.dns_timeout, work).await {
+            Ok(report) => report,
+            Err(_) => DkimReport {
+                result: Dkim::TempError,
+                good: Vec::new(),
+            },
+        }
+    }
 
-        let mut statuses = Vec::new();
-        let mut good = Vec::new();
-        let min_bits = self.policy.dkim_min_rsa_bits;
-        let secs = u64::try_from(now.timestamp()).unwrap_or(0);
-        for sig in &sigs {
-            let is_aligned = match (&sig.domain, from) {
-                (Some(d), Some(f)) => dkim::aligned(d, f.domain(), &self.policy.alignment),
-                _ => false,
-            };
-            if !is_aligned {
-                continue;
-            }
-            let key = self.key(sig).await;
-            let signed = sig.signed_fields(block);
-            let status = dkim::judge(sig, crypto_of(sig), &key, &signed, from_field, min_bits, secs);
-            if status == SigStatus::Good {
-                good.push(Selected {
-                    info: sig.clone(),
-                    signed,
-                });
-            }
-            statuses.push(status);
-        }
-        DkimReport {
-            result: dkim::aggregate(sigs.len(), &statuses, any_crypto_pass),
-            good,
-        }
+    /// mail-auth's cryptographic verification of the signatures whose `d=` (as mail-auth
+    /// reads it) satisfies `keep`.
+    async fn crypto(&self, message: &[u8], keep: impl Fn(&str) -> bool) -> Vec<CryptoResult> {
+        let Some(mut am) = AuthenticatedMessage::parse(message) else {
+            return Vec::new();
+        };
+        am.dkim_headers.retain(|h| keep(&h.header.d));
+        am.errors.clear();
+        self.auth
+            .verify_dkim(&am)
+            .await
+            .iter()
+            .filter_map(|out| {
+                let sig = out.signature()?;
+                let crypto = match out.result() {
+                    DkimResult::Pass => Crypto::Pass,
+                    DkimResult::TempError(_) => Crypto::TempError,
+                    _ => Crypto::Fail,
+                };
+                Some(CryptoResult {
+                    b: sig.b.clone(),
+                    d: sig.d.to_ascii_lowercase(),
+                    s: sig.s.to_ascii_lowercase(),
+                    h: sig.h.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
+                    algorithm: match sig.a {
+                        Algorithm::RsaSha1 => "rsa-sha1",
+                        Algorithm::RsaSha256 => "rsa-sha256",
+                        Algorithm::Ed25519Sha256 => "ed25519-sha256",
+                    },
+                    t: sig.t,
+                    x: sig.x,
+                    crypto,
+                })
+            })
+            .collect()
     }
 
     /// The key record of a signature, through the shared resolver cache.
@@ -387,6 +401,44 @@ impl Verifier {
             }
         }
     }
+}
+
+/// What mail-auth read in a signature and what it concluded.
+struct CryptoResult {
+    b: Vec<u8>,
+    d: String,
+    s: String,
+    h: Vec<String>,
+    algorithm: &'static str,
+    t: u64,
+    x: u64,
+    crypto: Crypto,
+}
+
+/// The cryptographic result for our reading of a signature: found by its `b=`, and only if
+/// mail-auth read `d=`, `s=`, `a=`, `h=`, `t=`, `x=` exactly as we did — a field two parsers
+/// read differently is a failed signature (what is signed must not depend on who reads it).
+/// Several fields with the same `b=` (a copied signature): the worst result.
+fn crypto_of(results: &[CryptoResult], sig: &SigInfo) -> Crypto {
+    let Ok(b) = data_encoding::BASE64.decode(sig.b.as_bytes()) else {
+        return Crypto::Fail;
+    };
+    let mut found: Option<Crypto> = None;
+    for r in results.iter().filter(|r| r.b == b) {
+        let agrees = r.d == sig.d_raw.to_ascii_lowercase()
+            && r.s == sig.selector.to_ascii_lowercase()
+            && r.algorithm == sig.algorithm
+            && r.h == sig.h
+            && r.t == sig.t.unwrap_or(0)
+            && r.x == sig.x.unwrap_or(0);
+        let c = if agrees { r.crypto } else { Crypto::Fail };
+        found = Some(match (found, c) {
+            (Some(Crypto::Fail), _) | (_, Crypto::Fail) => Crypto::Fail,
+            (Some(Crypto::TempError), _) | (_, Crypto::TempError) => Crypto::TempError,
+            _ => Crypto::Pass,
+        });
+    }
+    found.unwrap_or(Crypto::Fail)
 }
 
 /// A selector must be a plain DNS label sequence: no way to make the key name leave `d=`.
