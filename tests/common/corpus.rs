@@ -158,6 +158,7 @@ impl Vars {
         s.replace("{TOKEN}", &self.token)
             .replace("{TOKEN_B}", &self.token_b)
             .replace("{SESSION_CODE}", &self.session_code)
+            .replace("{SESSION_CODE_REST}", self.session_code.get(2..).unwrap_or_default())
             .replace("{CHALLENGE_MSGID}", &self.challenge_msgid)
             .replace("{DATE_MINUS_10M}", &(self.now - ChronoDuration::minutes(10)).to_rfc2822())
             .replace("{DATE}", &self.now.to_rfc2822())

@@ -10,6 +10,7 @@ pub mod corpus;
 pub mod dkim;
 pub mod dns;
 pub mod keys;
+pub mod mail;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
