@@ -73,9 +73,9 @@ fn lower(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// `name` equals `zone` or lies below it on a label boundary.
+/// `name` equals `zone` or lies below it on a label boundary; the root (`""`) holds all.
 fn within(name: &str, zone: &str) -> bool {
-    name == zone || name.ends_with(&format!(".{zone}"))
+    zone.is_empty() || name == zone || name.ends_with(&format!(".{zone}"))
 }
 
 impl TestDns {
@@ -150,12 +150,12 @@ impl TestDns {
         self.with(|s| s.records.retain(|r| !(lower(&r.name) == n && r.rtype == t)));
     }
 
-    /// SERVFAIL for `name` and below.
+    /// SERVFAIL for `name` and below (`""`: every name).
     pub fn servfail(&self, name: &str) {
         self.with(|s| s.servfail.push(lower(name)));
     }
 
-    /// Never answer `name` and below.
+    /// Never answer `name` and below (`""`: every name).
     pub fn drop_name(&self, name: &str) {
         self.with(|s| s.drop.push(lower(name)));
     }
