@@ -22,7 +22,9 @@
 use std::net::SocketAddr;
 
 use mail_auth::MessageAuthenticator;
-use mail_auth::hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use mail_auth::hickory_resolver::config::{
+    NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
 use mail_auth::hickory_resolver::net::{DnsError, NetError};
 use mail_auth::hickory_resolver::proto::rr::{Name, RData};
 
@@ -79,7 +81,10 @@ pub enum LookupError {
 
 /// TXT lookup through the shared cache; each record's strings concatenated (RFC 7208 §3.3,
 /// RFC 6376 §3.6.2.2).
-pub async fn txt_lookup(auth: &MessageAuthenticator, name: &str) -> Result<Vec<Vec<u8>>, LookupError> {
+pub async fn txt_lookup(
+    auth: &MessageAuthenticator,
+    name: &str,
+) -> Result<Vec<Vec<u8>>, LookupError> {
     let fqdn = if name.ends_with('.') {
         name.to_string()
     } else {
@@ -91,7 +96,12 @@ pub async fn txt_lookup(auth: &MessageAuthenticator, name: &str) -> Result<Vec<V
             .answers()
             .iter()
             .filter_map(|r| match &r.data {
-                RData::TXT(txt) => Some(txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect()),
+                RData::TXT(txt) => Some(
+                    txt.txt_data
+                        .iter()
+                        .flat_map(|s| s.iter().copied())
+                        .collect(),
+                ),
                 _ => None,
             })
             .collect()),

@@ -335,8 +335,16 @@ fn primary(r: &CheckResults, req: &Requirements) -> Option<Reason> {
     let content = [
         (r.date, Reason::DateStale, true),
         (r.token_unsigned, Reason::BindingTokenUnsigned, req.binding),
-        (r.not_a_reply, Reason::BindingNotAReply, req.binding && req.reply),
-        (r.session_code, Reason::BindingSessionCode, req.binding && req.session_code),
+        (
+            r.not_a_reply,
+            Reason::BindingNotAReply,
+            req.binding && req.reply,
+        ),
+        (
+            r.session_code,
+            Reason::BindingSessionCode,
+            req.binding && req.session_code,
+        ),
     ];
     for (outcome, reason, required) in content {
         if required && outcome == Outcome::Fail {
@@ -389,15 +397,27 @@ mod tests {
     fn one_row_per_reason() {
         type Edit = fn(&mut CheckResults);
         let rows: &[(Edit, Reason)] = &[
-            (|r| r.header_malformed = Outcome::Fail, Reason::HeaderMalformed),
+            (
+                |r| r.header_malformed = Outcome::Fail,
+                Reason::HeaderMalformed,
+            ),
             (|r| r.from_count = Outcome::Fail, Reason::HeaderFromCount),
             (|r| r.from_syntax = Outcome::Fail, Reason::HeaderFromSyntax),
             (|r| r.duplicate = Outcome::Fail, Reason::HeaderDuplicate),
-            (|r| r.sender_mismatch = Outcome::Fail, Reason::HeaderSenderMismatch),
+            (
+                |r| r.sender_mismatch = Outcome::Fail,
+                Reason::HeaderSenderMismatch,
+            ),
             (|r| r.resent = Outcome::Fail, Reason::HeaderResent),
-            (|r| r.auto_submitted = Outcome::Fail, Reason::MessageAutoSubmitted),
+            (
+                |r| r.auto_submitted = Outcome::Fail,
+                Reason::MessageAutoSubmitted,
+            ),
             (|r| r.report = Outcome::Fail, Reason::MessageReport),
-            (|r| r.envelope_mismatch = Outcome::Fail, Reason::EnvelopeMismatch),
+            (
+                |r| r.envelope_mismatch = Outcome::Fail,
+                Reason::EnvelopeMismatch,
+            ),
             (|r| r.spf = Spf::Fail, Reason::SpfFail),
             (|r| r.spf = Spf::SoftFail, Reason::SpfSoftfail),
             (|r| r.spf = Spf::Neutral, Reason::SpfNeutral),
@@ -413,10 +433,19 @@ mod tests {
             (|r| r.dkim = Dkim::FromUnsigned, Reason::DkimFromUnsigned),
             (|r| r.dkim = Dkim::TempError, Reason::DkimTemperror),
             (|r| r.date = Outcome::Fail, Reason::DateStale),
-            (|r| r.binding_mismatch = Outcome::Fail, Reason::BindingMismatch),
-            (|r| r.token_unsigned = Outcome::Fail, Reason::BindingTokenUnsigned),
+            (
+                |r| r.binding_mismatch = Outcome::Fail,
+                Reason::BindingMismatch,
+            ),
+            (
+                |r| r.token_unsigned = Outcome::Fail,
+                Reason::BindingTokenUnsigned,
+            ),
             (|r| r.not_a_reply = Outcome::Fail, Reason::BindingNotAReply),
-            (|r| r.session_code = Outcome::Fail, Reason::BindingSessionCode),
+            (
+                |r| r.session_code = Outcome::Fail,
+                Reason::BindingSessionCode,
+            ),
         ];
         let req = Requirements::strict();
         assert_eq!(decide(&CheckResults::all_pass(), &req).0, Decision::Accept);
@@ -441,14 +470,26 @@ mod tests {
         let (_, checks) = decide(&CheckResults::all_pass(), &Requirements::strict());
         let names: Vec<&str> = checks.iter().map(|c| c.name).collect();
         assert_eq!(names.len(), 17);
-        for n in ["header.malformed", "spf", "dkim", "iprev", "date.stale", "binding.session_code"] {
+        for n in [
+            "header.malformed",
+            "spf",
+            "dkim",
+            "iprev",
+            "date.stale",
+            "binding.session_code",
+        ] {
             assert!(names.contains(&n), "{n}");
         }
         let mut r = CheckResults::all_pass();
         r.spf = Spf::SoftFail;
         r.dkim = Dkim::TempError;
         let (_, checks) = decide(&r, &Requirements::strict());
-        let get = |n: &str| checks.iter().find(|c| c.name == n).map(|c| c.result.clone());
+        let get = |n: &str| {
+            checks
+                .iter()
+                .find(|c| c.name == n)
+                .map(|c| c.result.clone())
+        };
         assert_eq!(get("spf").as_deref(), Some("softfail"));
         assert_eq!(get("dkim").as_deref(), Some("temperror"));
     }
@@ -606,22 +647,34 @@ mod tests {
             token_unsigned: Outcome::Skipped,
             ..CheckResults::all_pass()
         };
-        assert_eq!(decide(&r, &Requirements::strict()).0, refuse(Reason::BindingTokenUnsigned));
+        assert_eq!(
+            decide(&r, &Requirements::strict()).0,
+            refuse(Reason::BindingTokenUnsigned)
+        );
         let r = CheckResults {
             binding_mismatch: Outcome::Skipped,
             ..CheckResults::all_pass()
         };
-        assert_eq!(decide(&r, &Requirements::strict()).0, refuse(Reason::BindingMismatch));
+        assert_eq!(
+            decide(&r, &Requirements::strict()).0,
+            refuse(Reason::BindingMismatch)
+        );
         let r = CheckResults {
             spf: Spf::Skipped,
             ..CheckResults::all_pass()
         };
-        assert_eq!(decide(&r, &Requirements::strict()).0, refuse(Reason::SpfNone));
+        assert_eq!(
+            decide(&r, &Requirements::strict()).0,
+            refuse(Reason::SpfNone)
+        );
         let r = CheckResults {
             dkim: Dkim::Skipped,
             ..CheckResults::all_pass()
         };
-        assert_eq!(decide(&r, &Requirements::strict()).0, refuse(Reason::DkimNone));
+        assert_eq!(
+            decide(&r, &Requirements::strict()).0,
+            refuse(Reason::DkimNone)
+        );
         // Date not measurable: not a refusal by itself.
         let r = CheckResults {
             date: Outcome::Skipped,
@@ -667,13 +720,20 @@ mod tests {
             ..CheckResults::all_pass()
         };
         assert_eq!(decide(&r, &no_binding).0, Decision::Accept);
-        assert_eq!(decide(&r, &Requirements::strict()).0, refuse(Reason::BindingMismatch));
+        assert_eq!(
+            decide(&r, &Requirements::strict()).0,
+            refuse(Reason::BindingMismatch)
+        );
     }
 
     #[test]
     fn every_temporary_outcome_is_4xx() {
         use crate::reason::Class;
-        for reason in [Reason::SpfTemperror, Reason::DkimTemperror, Reason::DnsTemperror] {
+        for reason in [
+            Reason::SpfTemperror,
+            Reason::DkimTemperror,
+            Reason::DnsTemperror,
+        ] {
             assert_eq!(reason.class(), Class::Temporary);
         }
     }

@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo test --test verify_corpus`.
 
+// Test code: a failed expectation is a test failure, with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use chrono::Utc;
@@ -23,7 +26,12 @@ fn skip_reason(case: &Case) -> Option<&'static str> {
     }
     // DATA-stage cases decided by the SMTP engine (smuggling, bare CR/LF) or the store
     // (a used token): the verifier never sees them. The lead runs them over SMTP.
-    if case.raw_data || case.spec_reasons.iter().any(|r| r.starts_with("smtp.") || r.starts_with("token.")) {
+    if case.raw_data
+        || case
+            .spec_reasons
+            .iter()
+            .any(|r| r.starts_with("smtp.") || r.starts_with("token."))
+    {
         return Some("decided by the SMTP engine or the store");
     }
     None
@@ -49,7 +57,8 @@ async fn corpus_cases() {
         let now = Utc::now();
         let vars = Vars::new(now, n as u32);
         let message = corpus::message(case, &vars);
-        let mail_from = corpus::reverse_path(case.mail_from.as_deref().unwrap_or_default()).unwrap_or_default();
+        let mail_from =
+            corpus::reverse_path(case.mail_from.as_deref().unwrap_or_default()).unwrap_or_default();
         let tx = common::transaction(
             case.client_address.as_deref().unwrap_or("127.0.0.66"),
             case.helo.as_deref().unwrap_or("unknown"),
@@ -65,7 +74,13 @@ async fn corpus_cases() {
             "{:10} {:?} {}",
             case.id,
             verdict.decision,
-            verdict.checks.iter().filter(|c| c.result != "ok" && c.result != "pass").map(|c| format!("{}={}", c.name, c.result)).collect::<Vec<_>>().join(" ")
+            verdict
+                .checks
+                .iter()
+                .filter(|c| c.result != "ok" && c.result != "pass")
+                .map(|c| format!("{}={}", c.name, c.result))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         let ok = match (case.expected.as_str(), &verdict.decision) {
             ("accept", Decision::Accept) => true,
@@ -85,11 +100,20 @@ async fn corpus_cases() {
                 case.expected,
                 case.spec_reasons,
                 verdict.decision,
-                verdict.checks.iter().map(|c| format!("{}={}", c.name, c.result)).collect::<Vec<_>>().join(" ")
+                verdict
+                    .checks
+                    .iter()
+                    .map(|c| format!("{}={}", c.name, c.result))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ));
         }
         if verdict.checks.len() != verifier_checks {
-            failures.push(format!("{}: {} checks listed", case.id, verdict.checks.len()));
+            failures.push(format!(
+                "{}: {} checks listed",
+                case.id,
+                verdict.checks.len()
+            ));
         }
         if matches!(verdict.decision, Decision::Accept) && verdict.evidence.is_none() {
             failures.push(format!("{}: accepted without evidence", case.id));
@@ -100,7 +124,16 @@ async fn corpus_cases() {
             failures.push(format!("{}: store reason from the verifier", case.id));
         }
     }
-    eprintln!("ran {ran} cases; skipped {}:\n  {}", skipped.len(), skipped.join("\n  "));
+    eprintln!(
+        "ran {ran} cases; skipped {}:\n  {}",
+        skipped.len(),
+        skipped.join("\n  ")
+    );
     assert!(ran >= 50, "only {ran} cases ran");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

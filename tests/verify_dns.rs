@@ -5,6 +5,9 @@
 //!
 //! Run: `cargo test --test verify_dns`.
 
+// Test code: a failed expectation is a test failure, with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -16,7 +19,11 @@ use gatekeeper::reason::{Class, Reason};
 use common::mail::{Mail, alice_challenge};
 use common::{Vars, World};
 
-const TEMP: [Reason; 3] = [Reason::DnsTemperror, Reason::SpfTemperror, Reason::DkimTemperror];
+const TEMP: [Reason; 3] = [
+    Reason::DnsTemperror,
+    Reason::SpfTemperror,
+    Reason::DkimTemperror,
+];
 
 async fn run(world: &World, mail: &Mail, n: u32) -> Verdict {
     let now = Utc::now();
@@ -42,7 +49,11 @@ fn check(row: &str, v: &Verdict, want: &[Reason]) {
 }
 
 fn result_of<'a>(v: &'a Verdict, name: &str) -> &'a str {
-    v.checks.iter().find(|c| c.name == name).map(|c| c.result.as_str()).unwrap_or("missing")
+    v.checks
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| c.result.as_str())
+        .unwrap_or("missing")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +82,7 @@ async fn servfail_gives_temporary_errors() {
     // An SPF include: temporary, not "fail" (127.0.0.77 is only listed through it).
     world.reset_dns();
     world.dns.servfail("_spf.shared.example");
-    let shared = Mail::alice().from_ip("127.0.0.77", "relay.shared.example");
+    let shared = Mail::alice().via("127.0.0.77", "relay.shared.example");
     let v = run(&world, &shared, 3).await;
     check("servfail include", &v, &[Reason::SpfTemperror]);
 
@@ -114,9 +125,16 @@ async fn silent_server_gives_temporary_errors() {
     // iprev required and the reverse zone silent (documentation address, data only).
     world.reset_dns();
     world.policy.require_iprev = true;
-    world.dns.replace("interieur.gouv.fr", "TXT", "v=spf1 ip4:192.0.2.25 -all");
+    world
+        .dns
+        .replace("interieur.gouv.fr", "TXT", "v=spf1 ip4:192.0.2.25 -all");
     world.dns.drop_name("2.0.192.in-addr.arpa");
-    let v = run(&world, &Mail::alice().from_ip("192.0.2.25", "out.interieur.gouv.fr"), 4).await;
+    let v = run(
+        &world,
+        &Mail::alice().via("192.0.2.25", "out.interieur.gouv.fr"),
+        4,
+    )
+    .await;
     check("drop reverse", &v, &[Reason::DnsTemperror]);
 
     // An attacker's slow DNS for an unaligned signature cannot turn a refusal into a 4xx.
@@ -124,10 +142,20 @@ async fn silent_server_gives_temporary_errors() {
     world.policy.require_iprev = false;
     world.dns.drop_name("evil.example");
     let attacker = Mail::alice()
-        .from_ip("127.0.0.77", "relay.shared.example")
-        .sigs(vec![common::mail::Sig::with("evil-rsa2048", "evil.example", "sel", "rsa-sha256")]);
+        .via("127.0.0.77", "relay.shared.example")
+        .sigs(vec![common::mail::Sig::with(
+            "evil-rsa2048",
+            "evil.example",
+            "sel",
+            "rsa-sha256",
+        )]);
     let v = run(&world, &attacker, 5).await;
-    assert_eq!(v.decision, Decision::Refuse(Reason::DkimFail), "{:?}", v.checks);
+    assert_eq!(
+        v.decision,
+        Decision::Refuse(Reason::DkimFail),
+        "{:?}",
+        v.checks
+    );
 }
 
 /// The resolver adapter (`gatekeeper::dns::txt_lookup`) against the test server: long TXT
@@ -137,33 +165,66 @@ async fn silent_server_gives_temporary_errors() {
 async fn resolver_adapter_against_the_test_server() {
     use gatekeeper::dns::{LookupError, txt_lookup};
     let world = World::start().await;
-    let auth = gatekeeper::dns::build(&common::dns_config(world.dns.addr, Duration::from_millis(800))).expect("resolver");
+    let auth = gatekeeper::dns::build(&common::dns_config(
+        world.dns.addr,
+        Duration::from_millis(800),
+    ))
+    .expect("resolver");
 
-    let key = txt_lookup(&auth, "s2024._domainkey.interieur.gouv.fr").await.expect("key record");
+    let key = txt_lookup(&auth, "s2024._domainkey.interieur.gouv.fr")
+        .await
+        .expect("key record");
     assert_eq!(key.len(), 1);
     let text = String::from_utf8_lossy(&key[0]).into_owned();
     assert!(text.starts_with("v=DKIM1; k=rsa; p=MII"), "{text}");
-    assert!(text.len() > 255, "a 2048-bit key spans several strings, joined: {}", text.len());
+    assert!(
+        text.len() > 255,
+        "a 2048-bit key spans several strings, joined: {}",
+        text.len()
+    );
     assert!(!text.contains('{'), "public key filled");
 
     // Odd octets in a label: hickory's text parser refuses such names (so the product never
     // asks for them: `txt_lookup` reports "not found"), but the server serves them to a query
     // built from raw labels.
     use mail_auth::hickory_resolver::proto::rr::Name;
-    for odd in ["sel._domainkey.interieur.gouv.fr(.evil.example", "sel._domainkey.interieur.gouv.fr\"=(.evil.example"] {
+    for odd in [
+        "sel._domainkey.interieur.gouv.fr(.evil.example",
+        "sel._domainkey.interieur.gouv.fr\"=(.evil.example",
+    ] {
         let labels: Vec<&[u8]> = odd.split('.').map(str::as_bytes).collect();
         let mut name = Name::from_labels(labels).expect("raw labels");
         name.set_fqdn(true);
         let lookup = auth.resolver().txt_lookup(name).await;
-        assert!(matches!(&lookup, Ok(l) if l.answers().len() == 1), "{odd}: {lookup:?}");
+        assert!(
+            matches!(&lookup, Ok(l) if l.answers().len() == 1),
+            "{odd}: {lookup:?}"
+        );
     }
-    assert_eq!(txt_lookup(&auth, "sel._domainkey.interieur.gouv.fr(.evil.example").await, Err(LookupError::NotFound));
+    assert_eq!(
+        txt_lookup(&auth, "sel._domainkey.interieur.gouv.fr(.evil.example").await,
+        Err(LookupError::NotFound)
+    );
 
-    assert_eq!(txt_lookup(&auth, "nosuch.interieur.gouv.fr").await, Err(LookupError::NotFound));
-    assert_eq!(txt_lookup(&auth, "smtp.interieur.gouv.fr.").await.map(|v| v.len()), Ok(1));
+    assert_eq!(
+        txt_lookup(&auth, "nosuch.interieur.gouv.fr").await,
+        Err(LookupError::NotFound)
+    );
+    assert_eq!(
+        txt_lookup(&auth, "smtp.interieur.gouv.fr.")
+            .await
+            .map(|v| v.len()),
+        Ok(1)
+    );
     world.dns.servfail("bad.example");
-    assert_eq!(txt_lookup(&auth, "x.bad.example").await, Err(LookupError::Temporary));
+    assert_eq!(
+        txt_lookup(&auth, "x.bad.example").await,
+        Err(LookupError::Temporary)
+    );
     world.dns.drop_name("silent.example");
-    assert_eq!(txt_lookup(&auth, "silent.example").await, Err(LookupError::Temporary));
+    assert_eq!(
+        txt_lookup(&auth, "silent.example").await,
+        Err(LookupError::Temporary)
+    );
     assert!(world.dns.queries() > 0);
 }

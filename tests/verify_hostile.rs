@@ -5,6 +5,9 @@
 //!
 //! Run: `cargo test --test verify_hostile`.
 
+// Test code: a failed expectation is a test failure, with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use chrono::{Duration as ChronoDuration, Utc};
@@ -23,7 +26,10 @@ async fn run(world: &World, mail: &Mail, n: u32) -> Verdict {
     let now = Utc::now();
     let vars = Vars::new(now, n);
     let tx = mail.transaction(&vars, now);
-    world.verifier().verify(&tx, &alice_challenge(&vars), now).await
+    world
+        .verifier()
+        .verify(&tx, &alice_challenge(&vars), now)
+        .await
 }
 
 fn show(v: &Verdict) -> String {
@@ -70,7 +76,11 @@ async fn genuine_variants_are_accepted() {
             None,
         ),
         // The token only in the signed References (the challenge Message-ID carries it).
-        ("token in signed references", Mail::alice().set("to", "To: <someone@verify.example.gouv.fr>"), None),
+        (
+            "token in signed references",
+            Mail::alice().set("to", "To: <someone@verify.example.gouv.fr>"),
+            None,
+        ),
         // The token only in the body.
         (
             "token in body",
@@ -78,20 +88,44 @@ async fn genuine_variants_are_accepted() {
                 .set("to", "To: <someone@verify.example.gouv.fr>")
                 .without("references")
                 .set("in-reply-to", "In-Reply-To: <{CHALLENGE_MSGID}>")
-                .sigs(vec![Sig::gov().h(&["from", "to", "subject", "date", "message-id"])])
+                .sigs(vec![Sig::gov().h(&[
+                    "from",
+                    "to",
+                    "subject",
+                    "date",
+                    "message-id",
+                ])])
                 .body("Code : {SESSION_CODE}\r\nconfirm+{TOKEN}@verify.example.gouv.fr\r\n"),
             None,
         ),
         // The session code only in the signed Subject, empty body.
-        ("code in signed subject", Mail::alice().set("subject", "Subject: Code : {SESSION_CODE}").body(""), None),
+        (
+            "code in signed subject",
+            Mail::alice()
+                .set("subject", "Subject: Code : {SESSION_CODE}")
+                .body(""),
+            None,
+        ),
         // Oversigning: `h=from:from` signs the one From and "no second From".
         (
             "oversigned from",
-            Mail::alice().sigs(vec![Sig::gov().h(&["from", "from", "to", "to", "subject", "date", "message-id"])]),
+            Mail::alice().sigs(vec![Sig::gov().h(&[
+                "from",
+                "from",
+                "to",
+                "to",
+                "subject",
+                "date",
+                "message-id",
+            ])]),
             None,
         ),
         // The signature below the other fields.
-        ("signature at the bottom", Mail::alice().push("{SIG0}"), None),
+        (
+            "signature at the bottom",
+            Mail::alice().push("{SIG0}"),
+            None,
+        ),
         // simple/simple canonicalization.
         (
             "simple canonicalization",
@@ -103,17 +137,34 @@ async fn genuine_variants_are_accepted() {
             None,
         ),
         // A 1024-bit key meets the default minimum (RFC 8301).
-        ("rsa 1024", Mail::alice().sigs(vec![Sig::with("gov-rsa1024", "interieur.gouv.fr", "s1024", "rsa-sha256")]), None),
+        (
+            "rsa 1024",
+            Mail::alice().sigs(vec![Sig::with(
+                "gov-rsa1024",
+                "interieur.gouv.fr",
+                "s1024",
+                "rsa-sha256",
+            )]),
+            None,
+        ),
         // Ed25519 alone.
         (
             "ed25519 only",
-            Mail::alice().sigs(vec![Sig::with("gov-ed25519", "interieur.gouv.fr", "ed2024", "ed25519-sha256")]),
+            Mail::alice().sigs(vec![Sig::with(
+                "gov-ed25519",
+                "interieur.gouv.fr",
+                "ed2024",
+                "ed25519-sha256",
+            )]),
             None,
         ),
         // A provider's extra unaligned signature next to the ministry's.
         (
             "extra provider signature",
-            Mail::alice().sigs(vec![Sig::gov(), Sig::with("provider-rsa2048", "mailhost.example", "gw", "rsa-sha256")]),
+            Mail::alice().sigs(vec![
+                Sig::gov(),
+                Sig::with("provider-rsa2048", "mailhost.example", "gw", "rsa-sha256"),
+            ]),
             None,
         ),
         // Two aligned signatures: the first does not cover the token, the second does.
@@ -121,16 +172,37 @@ async fn genuine_variants_are_accepted() {
             "second aligned signature covers the token",
             Mail::alice().sigs(vec![
                 Sig::gov().h(&["from", "subject", "date"]),
-                Sig::with("gov-ed25519", "interieur.gouv.fr", "ed2024", "ed25519-sha256"),
+                Sig::with(
+                    "gov-ed25519",
+                    "interieur.gouv.fr",
+                    "ed2024",
+                    "ed25519-sha256",
+                ),
             ]),
             None,
         ),
         // Fresh t= and a far x=.
-        ("t and x", Mail::alice().sigs(vec![Sig::gov().tag("t", "{NOW}").tag("x", "{NOW_PLUS_1D}")]), None),
+        (
+            "t and x",
+            Mail::alice().sigs(vec![Sig::gov().tag("t", "{NOW}").tag("x", "{NOW_PLUS_1D}")]),
+            None,
+        ),
         // Unknown tags and z= are ignored.
-        ("unknown tags", Mail::alice().sigs(vec![Sig::gov().tag("xx", "future").tag("z", "From:=20<bob@interieur.gouv.fr>")]), None),
+        (
+            "unknown tags",
+            Mail::alice().sigs(vec![
+                Sig::gov()
+                    .tag("xx", "future")
+                    .tag("z", "From:=20<bob@interieur.gouv.fr>"),
+            ]),
+            None,
+        ),
         // Auto-Submitted: no is a person.
-        ("auto-submitted no", Mail::alice().push("Auto-Submitted: no"), None),
+        (
+            "auto-submitted no",
+            Mail::alice().push("Auto-Submitted: no"),
+            None,
+        ),
         // QP body with a soft line break inside the code.
         (
             "quoted-printable body",
@@ -140,9 +212,19 @@ async fn genuine_variants_are_accepted() {
             None,
         ),
         // Sender equal to From.
-        ("sender equals from", Mail::alice().push("Sender: alice@INTERIEUR.gouv.fr"), None),
+        (
+            "sender equals from",
+            Mail::alice().push("Sender: alice@INTERIEUR.gouv.fr"),
+            None,
+        ),
     ];
-    table(&world, rows.into_iter().map(|(a, m, r)| (a, fill_time(m), r)).collect()).await;
+    table(
+        &world,
+        rows.into_iter()
+            .map(|(a, m, r)| (a, fill_time(m), r))
+            .collect(),
+    )
+    .await;
 }
 
 /// `{NOW}`/`{NOW_PLUS_1D}` for rows that need them (Vars knows `{UNIX_PLUS_1D}` only), and
@@ -151,10 +233,14 @@ fn fill_time(mut m: Mail) -> Mail {
     let now = Utc::now().timestamp();
     for s in &mut m.sigs {
         for (_, v) in &mut s.spec.tags {
-            *v = v.replace("{NOW_PLUS_1D}", &(now + 86400).to_string()).replace("{NOW}", &now.to_string());
+            *v = v
+                .replace("{NOW_PLUS_1D}", &(now + 86400).to_string())
+                .replace("{NOW}", &now.to_string());
         }
     }
-    m.body = m.body.replace("{SESSION_CODE_QP}", "K7=\r\n{SESSION_CODE_REST}");
+    m.body = m
+        .body
+        .replace("{SESSION_CODE_QP}", "K7=\r\n{SESSION_CODE_REST}");
     m
 }
 
@@ -240,7 +326,11 @@ async fn identity_and_binding_reasons() {
     let world = World::start().await;
     let rows = vec![
         // Insider: envelope his, From Alice's (the ministry MTA signs for any user).
-        ("insider envelope", Mail::alice().envelope("bob@interieur.gouv.fr"), Some(Reason::EnvelopeMismatch)),
+        (
+            "insider envelope",
+            Mail::alice().envelope("bob@interieur.gouv.fr"),
+            Some(Reason::EnvelopeMismatch),
+        ),
         // Insider confirming Alice's challenge with his own mail.
         (
             "insider as himself",
@@ -250,14 +340,24 @@ async fn identity_and_binding_reasons() {
             Some(Reason::BindingMismatch),
         ),
         // Sub-address in From only.
-        ("sub-address in From", Mail::alice().set("from", "From: <alice+x@interieur.gouv.fr>"), Some(Reason::BindingMismatch)),
+        (
+            "sub-address in From",
+            Mail::alice().set("from", "From: <alice+x@interieur.gouv.fr>"),
+            Some(Reason::BindingMismatch),
+        ),
         // Token only in an unsigned To.
         (
             "token in unsigned To",
             Mail::alice()
                 .set("references", "References: <other@interieur.gouv.fr>")
                 .set("in-reply-to", "In-Reply-To: <{CHALLENGE_MSGID}>")
-                .sigs(vec![Sig::gov().h(&["from", "subject", "date", "message-id", "references"])]),
+                .sigs(vec![Sig::gov().h(&[
+                    "from",
+                    "subject",
+                    "date",
+                    "message-id",
+                    "references",
+                ])]),
             Some(Reason::BindingTokenUnsigned),
         ),
         // Token only in an extra unsigned header.
@@ -267,12 +367,22 @@ async fn identity_and_binding_reasons() {
                 .set("to", "To: <someone@verify.example.gouv.fr>")
                 .set("references", "References: <other@interieur.gouv.fr>")
                 .push("X-Token: confirm+{TOKEN}@verify.example.gouv.fr")
-                .sigs(vec![Sig::gov().h(&["from", "to", "subject", "date", "message-id", "references"])]),
+                .sigs(vec![Sig::gov().h(&[
+                    "from",
+                    "to",
+                    "subject",
+                    "date",
+                    "message-id",
+                    "references",
+                ])]),
             Some(Reason::BindingTokenUnsigned),
         ),
         (
             "not a reply",
-            Mail::alice().without("in-reply-to").without("references").sigs(vec![Sig::gov().h(&["from", "to", "subject", "date"])]),
+            Mail::alice()
+                .without("in-reply-to")
+                .without("references")
+                .sigs(vec![Sig::gov().h(&["from", "to", "subject", "date"])]),
             Some(Reason::BindingNotAReply),
         ),
         (
@@ -282,14 +392,25 @@ async fn identity_and_binding_reasons() {
                 .set("references", "References: <x@y.fr>"),
             Some(Reason::BindingNotAReply),
         ),
-        ("no session code", Mail::alice().body("Oui c'est moi.\r\n"), Some(Reason::BindingSessionCode)),
+        (
+            "no session code",
+            Mail::alice().body("Oui c'est moi.\r\n"),
+            Some(Reason::BindingSessionCode),
+        ),
         // Code only in an unsigned Subject, empty body.
         (
             "code in unsigned subject",
             Mail::alice()
                 .set("subject", "Subject: Code {SESSION_CODE}")
                 .body("")
-                .sigs(vec![Sig::gov().h(&["from", "to", "date", "message-id", "in-reply-to", "references"])]),
+                .sigs(vec![Sig::gov().h(&[
+                    "from",
+                    "to",
+                    "date",
+                    "message-id",
+                    "in-reply-to",
+                    "references",
+                ])]),
             Some(Reason::BindingSessionCode),
         ),
         (
@@ -299,23 +420,50 @@ async fn identity_and_binding_reasons() {
         ),
         (
             "date two hours ahead",
-            Mail::alice().set("date", &format!("Date: {}", (Utc::now() + ChronoDuration::hours(2)).to_rfc2822())),
+            Mail::alice().set(
+                "date",
+                &format!(
+                    "Date: {}",
+                    (Utc::now() + ChronoDuration::hours(2)).to_rfc2822()
+                ),
+            ),
             Some(Reason::DateStale),
         ),
-        ("unreadable signed date", Mail::alice().set("date", "Date: yesterday"), Some(Reason::DateStale)),
+        (
+            "unreadable signed date",
+            Mail::alice().set("date", "Date: yesterday"),
+            Some(Reason::DateStale),
+        ),
         // Unsigned old Date, no t=: the signed content has no date; accepted.
         (
             "unsigned old date",
             Mail::alice()
                 .set("date", "Date: Mon, 1 Jan 2024 10:00:00 +0000")
-                .sigs(vec![Sig::gov().h(&["from", "to", "subject", "message-id", "in-reply-to", "references"])]),
+                .sigs(vec![Sig::gov().h(&[
+                    "from",
+                    "to",
+                    "subject",
+                    "message-id",
+                    "in-reply-to",
+                    "references",
+                ])]),
             None,
         ),
         // Unsigned Date, old t=.
         (
             "old t=",
-            Mail::alice()
-                .sigs(vec![Sig::gov().h(&["from", "to", "subject", "message-id", "in-reply-to", "references"]).tag("t", "1700000000")]),
+            Mail::alice().sigs(vec![
+                Sig::gov()
+                    .h(&[
+                        "from",
+                        "to",
+                        "subject",
+                        "message-id",
+                        "in-reply-to",
+                        "references",
+                    ])
+                    .tag("t", "1700000000"),
+            ]),
             Some(Reason::DateStale),
         ),
     ];
@@ -332,34 +480,137 @@ async fn dkim_reasons_and_tag_tricks() {
     };
     let std_raw = "v=1; a=rsa-sha256; c=relaxed/relaxed; d=interieur.gouv.fr; s=s2024; h=from:to:subject:date:message-id:in-reply-to:references; bh={BH}; b={B}";
     let rows = vec![
-        ("no signature", Mail::alice().sigs(vec![]), Some(Reason::DkimNone)),
-        ("body changed after signing", tampered, Some(Reason::DkimFail)),
         (
-            "attacker's key under the ministry's selector",
-            Mail::alice().sigs(vec![Sig::with("evil-rsa2048", "interieur.gouv.fr", "s2024", "rsa-sha256")]),
+            "no signature",
+            Mail::alice().sigs(vec![]),
+            Some(Reason::DkimNone),
+        ),
+        (
+            "body changed after signing",
+            tampered,
             Some(Reason::DkimFail),
         ),
-        ("revoked key", Mail::alice().sigs(vec![Sig::with("gov-revoked", "interieur.gouv.fr", "revoked", "rsa-sha256")]), Some(Reason::DkimFail)),
-        ("key restricted to sha1", Mail::alice().sigs(vec![Sig::with("gov-sha1only", "interieur.gouv.fr", "sha1only", "rsa-sha256")]), Some(Reason::DkimFail)),
-        ("key for another service", Mail::alice().sigs(vec![Sig::with("gov-svc", "interieur.gouv.fr", "svc", "rsa-sha256")]), Some(Reason::DkimFail)),
-        ("no key published", Mail::alice().sigs(vec![Sig::with("gov-rsa2048", "interieur.gouv.fr", "nosuch", "rsa-sha256")]), Some(Reason::DkimFail)),
-        ("testing key", Mail::alice().sigs(vec![Sig::with("gov-testing", "interieur.gouv.fr", "testing", "rsa-sha256")]), Some(Reason::DkimTesting)),
-        ("rsa-sha1", Mail::alice().sigs(vec![Sig::with("gov-rsa2048", "interieur.gouv.fr", "s2024", "rsa-sha1")]), Some(Reason::DkimWeak)),
-        ("512-bit key", Mail::alice().sigs(vec![Sig::with("gov-rsa512", "interieur.gouv.fr", "weak512", "rsa-sha256")]), Some(Reason::DkimWeak)),
-        ("l= body length", Mail::alice().sigs(vec![Sig::gov().tag("l", "20")]), Some(Reason::DkimPartial)),
-        ("l=0", Mail::alice().sigs(vec![Sig::gov().tag("l", "0")]), Some(Reason::DkimPartial)),
-        ("h= without from", Mail::alice().sigs(vec![Sig::gov().h(&["to", "subject", "date", "message-id"])]), Some(Reason::DkimFromUnsigned)),
-        ("expired x=", Mail::alice().sigs(vec![Sig::gov().tag("t", "1700000000").tag("x", "1700000100")]), Some(Reason::DkimFail)),
-        ("t= a day ahead", Mail::alice().sigs(vec![Sig::gov().tag("t", "{UNIX_PLUS_1D}")]), Some(Reason::DkimFail)),
+        (
+            "attacker's key under the ministry's selector",
+            Mail::alice().sigs(vec![Sig::with(
+                "evil-rsa2048",
+                "interieur.gouv.fr",
+                "s2024",
+                "rsa-sha256",
+            )]),
+            Some(Reason::DkimFail),
+        ),
+        (
+            "revoked key",
+            Mail::alice().sigs(vec![Sig::with(
+                "gov-revoked",
+                "interieur.gouv.fr",
+                "revoked",
+                "rsa-sha256",
+            )]),
+            Some(Reason::DkimFail),
+        ),
+        (
+            "key restricted to sha1",
+            Mail::alice().sigs(vec![Sig::with(
+                "gov-sha1only",
+                "interieur.gouv.fr",
+                "sha1only",
+                "rsa-sha256",
+            )]),
+            Some(Reason::DkimFail),
+        ),
+        (
+            "key for another service",
+            Mail::alice().sigs(vec![Sig::with(
+                "gov-svc",
+                "interieur.gouv.fr",
+                "svc",
+                "rsa-sha256",
+            )]),
+            Some(Reason::DkimFail),
+        ),
+        (
+            "no key published",
+            Mail::alice().sigs(vec![Sig::with(
+                "gov-rsa2048",
+                "interieur.gouv.fr",
+                "nosuch",
+                "rsa-sha256",
+            )]),
+            Some(Reason::DkimFail),
+        ),
+        (
+            "testing key",
+            Mail::alice().sigs(vec![Sig::with(
+                "gov-testing",
+                "interieur.gouv.fr",
+                "testing",
+                "rsa-sha256",
+            )]),
+            Some(Reason::DkimTesting),
+        ),
+        (
+            "rsa-sha1",
+            Mail::alice().sigs(vec![Sig::with(
+                "gov-rsa2048",
+                "interieur.gouv.fr",
+                "s2024",
+                "rsa-sha1",
+            )]),
+            Some(Reason::DkimWeak),
+        ),
+        (
+            "512-bit key",
+            Mail::alice().sigs(vec![Sig::with(
+                "gov-rsa512",
+                "interieur.gouv.fr",
+                "weak512",
+                "rsa-sha256",
+            )]),
+            Some(Reason::DkimWeak),
+        ),
+        (
+            "l= body length",
+            Mail::alice().sigs(vec![Sig::gov().tag("l", "20")]),
+            Some(Reason::DkimPartial),
+        ),
+        (
+            "l=0",
+            Mail::alice().sigs(vec![Sig::gov().tag("l", "0")]),
+            Some(Reason::DkimPartial),
+        ),
+        (
+            "h= without from",
+            Mail::alice().sigs(vec![Sig::gov().h(&["to", "subject", "date", "message-id"])]),
+            Some(Reason::DkimFromUnsigned),
+        ),
+        (
+            "expired x=",
+            Mail::alice().sigs(vec![
+                Sig::gov().tag("t", "1700000000").tag("x", "1700000100"),
+            ]),
+            Some(Reason::DkimFail),
+        ),
+        (
+            "t= a day ahead",
+            Mail::alice().sigs(vec![Sig::gov().tag("t", "{UNIX_PLUS_1D}")]),
+            Some(Reason::DkimFail),
+        ),
         // Tag tricks.
         (
             "d= twice (aligned last)",
-            Mail::alice().sigs(vec![Sig::gov().raw(&std_raw.replace("d=interieur.gouv.fr;", "d=evil.example; d=interieur.gouv.fr;"))]),
+            Mail::alice().sigs(vec![Sig::gov().raw(&std_raw.replace(
+                "d=interieur.gouv.fr;",
+                "d=evil.example; d=interieur.gouv.fr;",
+            ))]),
             Some(Reason::DkimFail),
         ),
         (
             "h= twice",
-            Mail::alice().sigs(vec![Sig::gov().raw(&std_raw.replace("h=from:", "h=subject; h=from:"))]),
+            Mail::alice().sigs(vec![
+                Sig::gov().raw(&std_raw.replace("h=from:", "h=subject; h=from:")),
+            ]),
             Some(Reason::DkimFail),
         ),
         (
@@ -369,32 +620,51 @@ async fn dkim_reasons_and_tag_tricks() {
         ),
         (
             "folded tags (accepted)",
-            Mail::alice().sigs(vec![Sig::gov().raw(&std_raw.replace("; h=", ";\r\n\th =").replace("; bh=", ";\r\n bh = "))]),
+            Mail::alice().sigs(vec![
+                Sig::gov().raw(
+                    &std_raw
+                        .replace("; h=", ";\r\n\th =")
+                        .replace("; bh=", ";\r\n bh = "),
+                ),
+            ]),
             None,
         ),
         (
             "unaligned d= with i= of the ministry (i= outside d=: fails)",
-            Mail::alice()
-                .from_ip(SHARED.0, SHARED.1)
-                .sigs(vec![Sig::with("evil-rsa2048", "evil.example", "sel", "rsa-sha256").tag("i", "alice@interieur.gouv.fr")]),
+            Mail::alice().via(SHARED.0, SHARED.1).sigs(vec![
+                Sig::with("evil-rsa2048", "evil.example", "sel", "rsa-sha256")
+                    .tag("i", "alice@interieur.gouv.fr"),
+            ]),
             Some(Reason::DkimFail),
         ),
         // Sibling ministry: ville.gouv.fr's valid signature on a From of interieur.gouv.fr.
         (
             "sibling ministry signature",
-            Mail::alice().from_ip(SHARED.0, SHARED.1).sigs(vec![Sig::with("ville-rsa2048", "ville.gouv.fr", "mail", "rsa-sha256")]),
+            Mail::alice()
+                .via(SHARED.0, SHARED.1)
+                .sigs(vec![Sig::with(
+                    "ville-rsa2048",
+                    "ville.gouv.fr",
+                    "mail",
+                    "rsa-sha256",
+                )]),
             Some(Reason::DkimUnaligned),
         ),
         // Sub-domain signature under strict alignment.
         (
             "sub-domain under strict alignment",
-            Mail::alice().sigs(vec![Sig::with("dgsi-rsa2048", "dgsi.interieur.gouv.fr", "s2024", "rsa-sha256")]),
+            Mail::alice().sigs(vec![Sig::with(
+                "dgsi-rsa2048",
+                "dgsi.interieur.gouv.fr",
+                "s2024",
+                "rsa-sha256",
+            )]),
             Some(Reason::DkimUnaligned),
         ),
         // A broken aligned signature next to a valid unaligned one.
         (
             "broken aligned plus valid unaligned",
-            Mail::alice().from_ip(SHARED.0, SHARED.1).sigs(vec![
+            Mail::alice().via(SHARED.0, SHARED.1).sigs(vec![
                 Sig::with("evil-rsa2048", "interieur.gouv.fr", "s2024", "rsa-sha256"),
                 Sig::with("evil-rsa2048", "evil.example", "sel", "rsa-sha256"),
             ]),
@@ -403,7 +673,10 @@ async fn dkim_reasons_and_tag_tricks() {
         // Weak aligned signature next to a good one: the good one confirms.
         (
             "weak plus good aligned",
-            Mail::alice().sigs(vec![Sig::with("gov-rsa512", "interieur.gouv.fr", "weak512", "rsa-sha256"), Sig::gov()]),
+            Mail::alice().sigs(vec![
+                Sig::with("gov-rsa512", "interieur.gouv.fr", "weak512", "rsa-sha256"),
+                Sig::gov(),
+            ]),
             None,
         ),
     ];
@@ -429,10 +702,18 @@ async fn replays_and_spf() {
     let original_body = "Code : {SESSION_CODE}\r\n\r\nVolontiers.\r\n".to_string();
     let replay_sig = Sig {
         over: Some((original_headers.clone(), original_body.clone())),
-        ..Sig::gov().h(&["from", "to", "subject", "date", "message-id", "mime-version", "content-type"])
+        ..Sig::gov().h(&[
+            "from",
+            "to",
+            "subject",
+            "date",
+            "message-id",
+            "mime-version",
+            "content-type",
+        ])
     };
     let replay = |extra: &[&str]| {
-        let mut m = Mail::alice().from_ip(SHARED.0, SHARED.1);
+        let mut m = Mail::alice().via(SHARED.0, SHARED.1);
         m.headers = original_headers.clone();
         for e in extra {
             m.headers.push(e.to_string());
@@ -445,7 +726,10 @@ async fn replays_and_spf() {
         // Through the SPF-authorised shared relay, the token only in an unsigned Cc.
         (
             "replay via shared relay, token in unsigned Cc",
-            replay(&["Cc: <confirm+{TOKEN}@verify.example.gouv.fr>", "In-Reply-To: <{CHALLENGE_MSGID}>"]),
+            replay(&[
+                "Cc: <confirm+{TOKEN}@verify.example.gouv.fr>",
+                "In-Reply-To: <{CHALLENGE_MSGID}>",
+            ]),
             Some(Reason::BindingTokenUnsigned),
         ),
         // The token in unsigned References (a reply marker the attacker adds).
@@ -458,7 +742,10 @@ async fn replays_and_spf() {
         (
             "replay from the attacker's IP",
             {
-                let mut m = replay(&["Cc: <confirm+{TOKEN}@verify.example.gouv.fr>", "In-Reply-To: <{CHALLENGE_MSGID}>"]);
+                let mut m = replay(&[
+                    "Cc: <confirm+{TOKEN}@verify.example.gouv.fr>",
+                    "In-Reply-To: <{CHALLENGE_MSGID}>",
+                ]);
                 m.client_ip = ATTACKER.0.into();
                 m.helo = ATTACKER.1.into();
                 m
@@ -466,27 +753,48 @@ async fn replays_and_spf() {
             Some(Reason::SpfFail),
         ),
         // Another allowed ministry's server sending as Alice.
-        ("ville's server as alice", Mail::alice().from_ip(VILLE.0, VILLE.1), Some(Reason::SpfFail)),
+        (
+            "ville's server as alice",
+            Mail::alice().via(VILLE.0, VILLE.1),
+            Some(Reason::SpfFail),
+        ),
         // mallory of ville.gouv.fr confirming Alice's challenge with his own genuine mail.
         (
             "mallory's own genuine mail",
             Mail::alice()
-                .from_ip(VILLE.0, VILLE.1)
+                .via(VILLE.0, VILLE.1)
                 .envelope("mallory@ville.gouv.fr")
                 .set("from", "From: <mallory@ville.gouv.fr>")
-                .sigs(vec![Sig::with("ville-rsa2048", "ville.gouv.fr", "mail", "rsa-sha256")]),
+                .sigs(vec![Sig::with(
+                    "ville-rsa2048",
+                    "ville.gouv.fr",
+                    "mail",
+                    "rsa-sha256",
+                )]),
             Some(Reason::BindingMismatch),
         ),
-        ("unlisted ministry server", Mail::alice().from_ip("127.0.0.99", "smtp2.interieur.gouv.fr"), Some(Reason::SpfFail)),
+        (
+            "unlisted ministry server",
+            Mail::alice().via("127.0.0.99", "smtp2.interieur.gouv.fr"),
+            Some(Reason::SpfFail),
+        ),
     ];
     table(&world, rows).await;
 
     // SPF records changed per row.
     let spf_rows: Vec<(&str, Option<&str>, Reason)> = vec![
-        ("softfail", Some("v=spf1 ip4:127.0.0.1 ~all"), Reason::SpfSoftfail),
+        (
+            "softfail",
+            Some("v=spf1 ip4:127.0.0.1 ~all"),
+            Reason::SpfSoftfail,
+        ),
         ("neutral", Some("v=spf1 ?all"), Reason::SpfNeutral),
         ("none", None, Reason::SpfNone),
-        ("permerror", Some("v=spf1 include:nosuch.example -all"), Reason::SpfPermerror),
+        (
+            "permerror",
+            Some("v=spf1 include:nosuch.example -all"),
+            Reason::SpfPermerror,
+        ),
         ("fail", Some("v=spf1 -all"), Reason::SpfFail),
     ];
     for (n, (name, record, want)) in spf_rows.into_iter().enumerate() {
@@ -507,34 +815,73 @@ async fn configuration_changes_the_rules() {
 
     // Relaxed alignment: a sub-domain of the same organisation aligns, a sibling does not.
     world.policy.alignment = Alignment::Relaxed;
-    let sub = Mail::alice().sigs(vec![Sig::with("dgsi-rsa2048", "dgsi.interieur.gouv.fr", "s2024", "rsa-sha256")]);
+    let sub = Mail::alice().sigs(vec![Sig::with(
+        "dgsi-rsa2048",
+        "dgsi.interieur.gouv.fr",
+        "s2024",
+        "rsa-sha256",
+    )]);
     assert_eq!(run(&world, &sub, 1).await.decision, Decision::Accept);
-    let sibling = Mail::alice().from_ip(SHARED.0, SHARED.1).sigs(vec![Sig::with("ville-rsa2048", "ville.gouv.fr", "mail", "rsa-sha256")]);
-    assert_eq!(run(&world, &sibling, 2).await.decision, Decision::Refuse(Reason::DkimUnaligned));
+    let sibling = Mail::alice()
+        .via(SHARED.0, SHARED.1)
+        .sigs(vec![Sig::with(
+            "ville-rsa2048",
+            "ville.gouv.fr",
+            "mail",
+            "rsa-sha256",
+        )]);
+    assert_eq!(
+        run(&world, &sibling, 2).await.decision,
+        Decision::Refuse(Reason::DkimUnaligned)
+    );
     world.policy.alignment = Alignment::Strict;
 
     // A higher RSA minimum: the 1024-bit key becomes weak, the 2048-bit one still passes.
     world.policy.dkim_min_rsa_bits = 2048;
-    let k1024 = Mail::alice().sigs(vec![Sig::with("gov-rsa1024", "interieur.gouv.fr", "s1024", "rsa-sha256")]);
-    assert_eq!(run(&world, &k1024, 3).await.decision, Decision::Refuse(Reason::DkimWeak));
-    assert_eq!(run(&world, &Mail::alice(), 4).await.decision, Decision::Accept);
+    let k1024 = Mail::alice().sigs(vec![Sig::with(
+        "gov-rsa1024",
+        "interieur.gouv.fr",
+        "s1024",
+        "rsa-sha256",
+    )]);
+    assert_eq!(
+        run(&world, &k1024, 3).await.decision,
+        Decision::Refuse(Reason::DkimWeak)
+    );
+    assert_eq!(
+        run(&world, &Mail::alice(), 4).await.decision,
+        Decision::Accept
+    );
     world.policy.dkim_min_rsa_bits = 1024;
 
     // Reply and session code not required.
     world.confirm.require_reply = false;
     world.confirm.require_session_code = false;
-    let bare = Mail::alice().without("in-reply-to").without("references").body("Oui.\r\n");
+    let bare = Mail::alice()
+        .without("in-reply-to")
+        .without("references")
+        .body("Oui.\r\n");
     let v = run(&world, &bare, 5).await;
     assert_eq!(v.decision, Decision::Accept, "{}", show(&v));
-    assert!(v.checks.iter().any(|c| c.name == "binding.not_a_reply" && c.result == "not_required"));
+    assert!(
+        v.checks
+            .iter()
+            .any(|c| c.name == "binding.not_a_reply" && c.result == "not_required")
+    );
     world.confirm.require_reply = true;
     world.confirm.require_session_code = true;
-    assert_eq!(run(&world, &bare, 6).await.decision, Decision::Refuse(Reason::BindingNotAReply));
+    assert_eq!(
+        run(&world, &bare, 6).await.decision,
+        Decision::Refuse(Reason::BindingNotAReply)
+    );
 
     // Shorter maximum age.
     world.confirm.max_message_age = std::time::Duration::from_secs(60);
     let older = Mail::alice().set("date", "Date: {DATE_MINUS_10M}");
-    assert_eq!(run(&world, &older, 7).await.decision, Decision::Refuse(Reason::DateStale));
+    assert_eq!(
+        run(&world, &older, 7).await.decision,
+        Decision::Refuse(Reason::DateStale)
+    );
     world.confirm.max_message_age = std::time::Duration::from_secs(48 * 3600);
     assert_eq!(run(&world, &older, 8).await.decision, Decision::Accept);
 
@@ -542,7 +889,12 @@ async fn configuration_changes_the_rules() {
     // 127.0.0.0/8 itself), which does not resolve back to 127.0.0.25: iprev fails.
     world.policy.require_iprev = true;
     let v = run(&world, &Mail::alice(), 9).await;
-    assert_eq!(v.decision, Decision::Refuse(Reason::IprevFail), "{}", show(&v));
+    assert_eq!(
+        v.decision,
+        Decision::Refuse(Reason::IprevFail),
+        "{}",
+        show(&v)
+    );
     world.policy.require_iprev = false;
 
     // A per-domain override without DKIM: SPF pass and iprev become mandatory.
@@ -554,9 +906,17 @@ async fn configuration_changes_the_rules() {
     }];
     let unsigned = Mail::alice().sigs(vec![]);
     let v = run(&world, &unsigned, 10).await;
-    assert_eq!(v.decision, Decision::Refuse(Reason::IprevFail), "{}", show(&v));
+    assert_eq!(
+        v.decision,
+        Decision::Refuse(Reason::IprevFail),
+        "{}",
+        show(&v)
+    );
     world.policy.domains.clear();
-    assert_eq!(run(&world, &unsigned, 11).await.decision, Decision::Refuse(Reason::DkimNone));
+    assert_eq!(
+        run(&world, &unsigned, 11).await.decision,
+        Decision::Refuse(Reason::DkimNone)
+    );
 }
 
 /// Forward-confirmed reverse DNS against the test server: the client address is a
@@ -567,40 +927,67 @@ async fn iprev_through_the_test_server() {
     world.policy.require_iprev = true;
     let setup = |w: &World| {
         w.reset_dns();
-        w.dns.add("25.2.0.192.in-addr.arpa", "PTR", "out.interieur.gouv.fr");
+        w.dns
+            .add("25.2.0.192.in-addr.arpa", "PTR", "out.interieur.gouv.fr");
         w.dns.add("out.interieur.gouv.fr", "A", "192.0.2.25");
-        w.dns.replace("interieur.gouv.fr", "TXT", "v=spf1 ip4:192.0.2.25 -all");
+        w.dns
+            .replace("interieur.gouv.fr", "TXT", "v=spf1 ip4:192.0.2.25 -all");
     };
-    let mail = Mail::alice().from_ip("192.0.2.25", "out.interieur.gouv.fr");
+    let mail = Mail::alice().via("192.0.2.25", "out.interieur.gouv.fr");
 
     setup(&world);
     let v = run(&world, &mail, 1).await;
     assert_eq!(v.decision, Decision::Accept, "{}", show(&v));
-    assert!(v.checks.iter().any(|c| c.name == "iprev" && c.result == "pass"));
+    assert!(
+        v.checks
+            .iter()
+            .any(|c| c.name == "iprev" && c.result == "pass")
+    );
 
     // The forward name points elsewhere.
     setup(&world);
-    world.dns.replace("out.interieur.gouv.fr", "A", "192.0.2.26");
+    world
+        .dns
+        .replace("out.interieur.gouv.fr", "A", "192.0.2.26");
     let v = run(&world, &mail, 2).await;
-    assert_eq!(v.decision, Decision::Refuse(Reason::IprevFail), "{}", show(&v));
+    assert_eq!(
+        v.decision,
+        Decision::Refuse(Reason::IprevFail),
+        "{}",
+        show(&v)
+    );
 
     // No PTR at all.
     setup(&world);
     world.dns.remove("25.2.0.192.in-addr.arpa", "PTR");
     let v = run(&world, &mail, 3).await;
-    assert_eq!(v.decision, Decision::Refuse(Reason::IprevFail), "{}", show(&v));
+    assert_eq!(
+        v.decision,
+        Decision::Refuse(Reason::IprevFail),
+        "{}",
+        show(&v)
+    );
 
     // SERVFAIL on the reverse zone: temporary.
     setup(&world);
     world.dns.servfail("2.0.192.in-addr.arpa");
     let v = run(&world, &mail, 4).await;
-    assert_eq!(v.decision, Decision::Refuse(Reason::DnsTemperror), "{}", show(&v));
+    assert_eq!(
+        v.decision,
+        Decision::Refuse(Reason::DnsTemperror),
+        "{}",
+        show(&v)
+    );
 
     // Not required: the same SERVFAIL does not matter.
     world.policy.require_iprev = false;
     let v = run(&world, &mail, 5).await;
     assert_eq!(v.decision, Decision::Accept, "{}", show(&v));
-    assert!(v.checks.iter().any(|c| c.name == "iprev" && c.result == "temperror"));
+    assert!(
+        v.checks
+            .iter()
+            .any(|c| c.name == "iprev" && c.result == "temperror")
+    );
 }
 
 #[tokio::test]
@@ -611,11 +998,23 @@ async fn without_a_challenge_bindings_are_skipped() {
     let tx = Mail::alice().transaction(&vars, now);
     let v = world.verifier().verify_message(&tx, None, now).await;
     assert_eq!(v.decision, Decision::Accept, "{}", show(&v));
-    for name in ["binding.mismatch", "binding.token_unsigned", "binding.not_a_reply", "binding.session_code"] {
-        assert!(v.checks.iter().any(|c| c.name == name && c.result == "skipped"), "{name}");
+    for name in [
+        "binding.mismatch",
+        "binding.token_unsigned",
+        "binding.not_a_reply",
+        "binding.session_code",
+    ] {
+        assert!(
+            v.checks
+                .iter()
+                .any(|c| c.name == name && c.result == "skipped"),
+            "{name}"
+        );
     }
     // Structural faults still refuse.
-    let tx = Mail::alice().push("From: <bob@interieur.gouv.fr>").transaction(&vars, now);
+    let tx = Mail::alice()
+        .push("From: <bob@interieur.gouv.fr>")
+        .transaction(&vars, now);
     let v = world.verifier().verify_message(&tx, None, now).await;
     assert_eq!(v.decision, Decision::Refuse(Reason::HeaderFromCount));
 }
@@ -626,7 +1025,10 @@ async fn evidence_of_an_accepted_mail() {
     let now = Utc::now();
     let vars = Vars::new(now, 1);
     let tx = Mail::alice().transaction(&vars, now);
-    let v = world.verifier().verify(&tx, &alice_challenge(&vars), now).await;
+    let v = world
+        .verifier()
+        .verify(&tx, &alice_challenge(&vars), now)
+        .await;
     assert_eq!(v.decision, Decision::Accept);
     let e = v.evidence.expect("evidence");
     assert_eq!(e.from, "alice@interieur.gouv.fr");
@@ -639,6 +1041,9 @@ async fn evidence_of_an_accepted_mail() {
     assert!(e.headers.contains("DKIM-Signature:"));
     assert_eq!(v.from.as_deref(), Some("alice@interieur.gouv.fr"));
     assert_eq!(v.challenge_id.as_deref(), Some("ch-test"));
-    assert!(v.message_id.is_some_and(|m| m.contains("@interieur.gouv.fr")));
+    assert!(
+        v.message_id
+            .is_some_and(|m| m.contains("@interieur.gouv.fr"))
+    );
     let _ = STD_H;
 }

@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use mail_parser::Message;
 
-use crate::verify::headers::HeaderBlock;
 use crate::verify::Outcome;
+use crate::verify::headers::HeaderBlock;
 
 /// The furthest a Date or `t=` may be ahead of our clock (SPEC §4 `date.stale`).
 pub const MAX_FUTURE_SECS: i64 = 3600;
@@ -94,7 +94,12 @@ pub fn session_code(c: &Content<'_, '_>, code: &str) -> Outcome {
 
 /// `binding.not_a_reply`: In-Reply-To or References (signed or not) names `<message_id>`.
 pub fn is_reply(block: &HeaderBlock<'_>, message_id: &str) -> Outcome {
-    let wanted = format!("<{}>", message_id.trim_matches(|c| c == '<' || c == '>').to_ascii_lowercase());
+    let wanted = format!(
+        "<{}>",
+        message_id
+            .trim_matches(|c| c == '<' || c == '>')
+            .to_ascii_lowercase()
+    );
     if wanted == "<>" {
         return Outcome::Fail;
     }
@@ -103,21 +108,33 @@ pub fn is_reply(block: &HeaderBlock<'_>, message_id: &str) -> Outcome {
         .iter()
         .filter(|f| f.is("in-reply-to") || f.is("references"))
         .any(|f| {
-            let v: String = f.unfolded().to_ascii_lowercase().chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let v: String = f
+                .unfolded()
+                .to_ascii_lowercase()
+                .chars()
+                .filter(|c| !c.is_ascii_whitespace())
+                .collect();
             v.contains(&wanted)
         });
     Outcome::from_ok(found)
 }
 
+/// A signed Date that does not parse as an RFC 5322 date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnreadableDate;
+
 /// The timestamp `date.stale` judges: the signed Date, else the signature's `t=`.
-/// `Err(())` when a signed Date is present but unreadable (refused as stale).
-pub fn message_time(c: &Content<'_, '_>, sig_t: Option<u64>) -> Result<Option<i64>, ()> {
+/// `Err` when a signed Date is present but unreadable (refused as stale).
+pub fn message_time(
+    c: &Content<'_, '_>,
+    sig_t: Option<u64>,
+) -> Result<Option<i64>, UnreadableDate> {
     let signed_date = c.block.named("date").find(|(i, _)| c.is_signed(*i));
     if let Some((_, f)) = signed_date {
         let text = f.unfolded();
         return match mail_parser::DateTime::parse_rfc822(&text) {
             Some(dt) if dt.is_valid() => Ok(Some(dt.to_timestamp())),
-            _ => Err(()),
+            _ => Err(UnreadableDate),
         };
     }
     Ok(sig_t.and_then(|t| i64::try_from(t).ok()))
@@ -125,9 +142,13 @@ pub fn message_time(c: &Content<'_, '_>, sig_t: Option<u64>) -> Result<Option<i6
 
 /// `date.stale`: older than `max_age` or more than an hour ahead of `now`. `Skipped` when
 /// neither a signed Date nor `t=` exists.
-pub fn freshness(time: Result<Option<i64>, ()>, now: DateTime<Utc>, max_age: std::time::Duration) -> Outcome {
+pub fn freshness(
+    time: Result<Option<i64>, UnreadableDate>,
+    now: DateTime<Utc>,
+    max_age: std::time::Duration,
+) -> Outcome {
     let ts = match time {
-        Err(()) => return Outcome::Fail,
+        Err(UnreadableDate) => return Outcome::Fail,
         Ok(None) => return Outcome::Skipped,
         Ok(Some(ts)) => ts,
     };
@@ -158,21 +179,46 @@ mod tests {
 
     #[test]
     fn token_only_counts_when_signed() {
-        assert_eq!(with(MSG, Some(&[0, 1]), |c| token_signed(c, "tokenx")), Outcome::Ok);
-        assert_eq!(with(MSG, Some(&[0, 2]), |c| token_signed(c, "tokenx")), Outcome::Fail);
+        assert_eq!(
+            with(MSG, Some(&[0, 1]), |c| token_signed(c, "tokenx")),
+            Outcome::Ok
+        );
+        assert_eq!(
+            with(MSG, Some(&[0, 2]), |c| token_signed(c, "tokenx")),
+            Outcome::Fail
+        );
         assert_eq!(with(MSG, None, |c| token_signed(c, "TOKENX")), Outcome::Ok);
-        assert_eq!(with(MSG, Some(&[0]), |c| token_signed(c, "hello")), Outcome::Ok, "body is signed");
-        assert_eq!(with(MSG, Some(&[0]), |c| token_signed(c, "")), Outcome::Fail);
+        assert_eq!(
+            with(MSG, Some(&[0]), |c| token_signed(c, "hello")),
+            Outcome::Ok,
+            "body is signed"
+        );
+        assert_eq!(
+            with(MSG, Some(&[0]), |c| token_signed(c, "")),
+            Outcome::Fail
+        );
     }
 
     #[test]
     fn session_code_in_signed_subject_or_body() {
-        assert_eq!(with(MSG, Some(&[2]), |c| session_code(c, "abc-123")), Outcome::Ok);
-        assert_eq!(with(MSG, Some(&[0]), |c| session_code(c, "abc-123")), Outcome::Fail);
+        assert_eq!(
+            with(MSG, Some(&[2]), |c| session_code(c, "abc-123")),
+            Outcome::Ok
+        );
+        assert_eq!(
+            with(MSG, Some(&[0]), |c| session_code(c, "abc-123")),
+            Outcome::Fail
+        );
         let qp = "From: a@b.fr\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCode : AB=\r\nC-123\r\n";
-        assert_eq!(with(qp, Some(&[0]), |c| session_code(c, "ABC-123")), Outcome::Ok);
+        assert_eq!(
+            with(qp, Some(&[0]), |c| session_code(c, "ABC-123")),
+            Outcome::Ok
+        );
         let b64 = "From: a@b.fr\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nQ29kZSA6IEFCQy0xMjM=\r\n";
-        assert_eq!(with(b64, Some(&[0]), |c| session_code(c, "abc-123")), Outcome::Ok);
+        assert_eq!(
+            with(b64, Some(&[0]), |c| session_code(c, "abc-123")),
+            Outcome::Ok
+        );
     }
 
     #[test]
@@ -187,20 +233,34 @@ mod tests {
 
     #[test]
     fn freshness_window() {
-        let now = DateTime::parse_from_rfc3339("2026-11-26T06:10:00Z").map(|d| d.with_timezone(&Utc)).unwrap_or_default();
+        let now = DateTime::parse_from_rfc3339("2026-11-26T06:10:00Z")
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_default();
         let age = Duration::from_secs(48 * 3600);
         let t = with(MSG, Some(&[3]), |c| message_time(c, None));
         assert_eq!(t, Ok(Some(now.timestamp() - 600)));
         assert_eq!(freshness(t, now, age), Outcome::Ok);
         assert_eq!(freshness(t, now, Duration::from_secs(60)), Outcome::Fail);
         // Unsigned Date: t= is used instead; neither: skipped.
-        assert_eq!(with(MSG, Some(&[0]), |c| message_time(c, Some(5))), Ok(Some(5)));
+        assert_eq!(
+            with(MSG, Some(&[0]), |c| message_time(c, Some(5))),
+            Ok(Some(5))
+        );
         assert_eq!(freshness(Ok(Some(5)), now, age), Outcome::Fail);
         assert_eq!(freshness(Ok(None), now, age), Outcome::Skipped);
-        assert_eq!(freshness(Ok(Some(now.timestamp() + 3601)), now, age), Outcome::Fail);
-        assert_eq!(freshness(Ok(Some(now.timestamp() + 3500)), now, age), Outcome::Ok);
+        assert_eq!(
+            freshness(Ok(Some(now.timestamp() + 3601)), now, age),
+            Outcome::Fail
+        );
+        assert_eq!(
+            freshness(Ok(Some(now.timestamp() + 3500)), now, age),
+            Outcome::Ok
+        );
         let bad = "From: a@b.fr\r\nDate: yesterday\r\n\r\n";
-        assert_eq!(with(bad, Some(&[1]), |c| message_time(c, None)), Err(()));
-        assert_eq!(freshness(Err(()), now, age), Outcome::Fail);
+        assert_eq!(
+            with(bad, Some(&[1]), |c| message_time(c, None)),
+            Err(UnreadableDate)
+        );
+        assert_eq!(freshness(Err(UnreadableDate), now, age), Outcome::Fail);
     }
 }

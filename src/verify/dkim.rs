@@ -88,7 +88,9 @@ impl SigInfo {
         let t = num("t");
         let x = num("x");
         let invalid = invalid_list
-            || ["v", "a", "b", "bh", "d", "h", "s"].iter().any(|n| get(n).is_none())
+            || ["v", "a", "b", "bh", "d", "h", "s"]
+                .iter()
+                .any(|n| get(n).is_none())
             || get("v").map(strip_ws).as_deref() != Some("1")
             || matches!(t, Some(None))
             || matches!(x, Some(None));
@@ -97,7 +99,10 @@ impl SigInfo {
             domain: Domain::parse(d_raw.as_bytes(), opts).ok(),
             d_raw,
             selector: get("s").map(strip_ws).unwrap_or_default(),
-            algorithm: get("a").map(strip_ws).unwrap_or_default().to_ascii_lowercase(),
+            algorithm: get("a")
+                .map(strip_ws)
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
             h: get("h")
                 .map(|h| {
                     h.split(':')
@@ -171,8 +176,14 @@ impl KeyRecord {
             return None;
         }
         let p = strip_ws(get("p")?);
-        let list = |v: &str| -> Vec<String> { v.split(':').map(|s| s.trim().to_ascii_lowercase()).collect() };
-        let key_type = get("k").map(|k| k.trim().to_ascii_lowercase()).unwrap_or_else(|| "rsa".into());
+        let list = |v: &str| -> Vec<String> {
+            v.split(':')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect()
+        };
+        let key_type = get("k")
+            .map(|k| k.trim().to_ascii_lowercase())
+            .unwrap_or_else(|| "rsa".into());
         let der = data_encoding::BASE64.decode(p.as_bytes()).ok();
         let rsa_bits = if key_type == "rsa" {
             der.as_deref().and_then(rsa_modulus_bits)
@@ -202,7 +213,9 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
             return None;
         }
         let bytes = rest.get(..n)?;
-        let len = bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         (len, rest.get(n..)?)
     };
     Some((tag, rest.get(..len)?, rest.get(len..)?))
@@ -302,7 +315,11 @@ pub fn judge(
     if record.revoked {
         return SigStatus::Fail;
     }
-    let alg_type = if sig.algorithm.starts_with("rsa") { "rsa" } else { "ed25519" };
+    let alg_type = if sig.algorithm.starts_with("rsa") {
+        "rsa"
+    } else {
+        "ed25519"
+    };
     if record.key_type != alg_type {
         return SigStatus::Fail;
     }
@@ -313,10 +330,18 @@ pub fn judge(
             None => return SigStatus::Fail,
         }
     }
-    if record.hashes.as_ref().is_some_and(|h| !h.iter().any(|x| x == hash)) {
+    if record
+        .hashes
+        .as_ref()
+        .is_some_and(|h| !h.iter().any(|x| x == hash))
+    {
         return SigStatus::Fail;
     }
-    if record.services.as_ref().is_some_and(|s| !s.iter().any(|x| x == "*" || x == "email")) {
+    if record
+        .services
+        .as_ref()
+        .is_some_and(|s| !s.iter().any(|x| x == "*" || x == "email"))
+    {
         return SigStatus::Fail;
     }
     match crypto {
@@ -365,7 +390,11 @@ pub fn aggregate(total: usize, judged: &[SigStatus], any_crypto_pass: bool) -> D
             return result;
         }
     }
-    if any_crypto_pass { Dkim::Unaligned } else { Dkim::Fail }
+    if any_crypto_pass {
+        Dkim::Unaligned
+    } else {
+        Dkim::Fail
+    }
 }
 
 #[cfg(test)]
@@ -380,12 +409,24 @@ mod tests {
     fn alignment() {
         let from = d("interieur.gouv.fr");
         assert!(aligned(&d("Interieur.Gouv.Fr"), &from, &Alignment::Strict));
-        assert!(!aligned(&d("dgsi.interieur.gouv.fr"), &from, &Alignment::Strict));
-        assert!(aligned(&d("dgsi.interieur.gouv.fr"), &from, &Alignment::Relaxed));
+        assert!(!aligned(
+            &d("dgsi.interieur.gouv.fr"),
+            &from,
+            &Alignment::Strict
+        ));
+        assert!(aligned(
+            &d("dgsi.interieur.gouv.fr"),
+            &from,
+            &Alignment::Relaxed
+        ));
         // gouv.fr is a public suffix: sibling ministries are different organisations.
         assert!(!aligned(&d("ville.gouv.fr"), &from, &Alignment::Relaxed));
         assert!(!aligned(&d("gouv.fr"), &from, &Alignment::Relaxed));
-        assert!(!aligned(&d("interieur.gouv.fr.evil.example"), &from, &Alignment::Relaxed));
+        assert!(!aligned(
+            &d("interieur.gouv.fr.evil.example"),
+            &from,
+            &Alignment::Relaxed
+        ));
         assert!(!aligned(&d("evilgouv.fr"), &from, &Alignment::Relaxed));
     }
 
@@ -393,7 +434,11 @@ mod tests {
     fn tag_lists() {
         assert_eq!(
             tag_list(b"v=1; a = rsa-sha256;\r\n\td=x.fr; "),
-            Some(vec![("v".into(), "1".into()), ("a".into(), "rsa-sha256".into()), ("d".into(), "x.fr".into())])
+            Some(vec![
+                ("v".into(), "1".into()),
+                ("a".into(), "rsa-sha256".into()),
+                ("d".into(), "x.fr".into())
+            ])
         );
         assert_eq!(tag_list(b"d=a.fr; d=b.fr"), None);
         assert_eq!(tag_list(b"d=a.fr; D=b.fr"), None);
@@ -420,14 +465,17 @@ mod tests {
         assert!(sig(&BASE.replace("v=1", "v=2")).invalid);
         assert!(sig(&BASE.replace("s=s2024; ", "")).invalid);
         assert_eq!(sig(&format!("{BASE}; t=10; x=20")).t, Some(10));
-        assert_eq!(sig(&BASE.replace("interieur.gouv.fr", "interieur.gouv.fr'a.evil.example")).domain, None);
+        assert_eq!(
+            sig(&BASE.replace("interieur.gouv.fr", "interieur.gouv.fr'a.evil.example")).domain,
+            None
+        );
     }
 
     #[test]
     fn signed_instances_bottom_up() {
         let msg = "DKIM-Signature: x\r\nTo: top\r\nFrom: a@b.fr\r\nTo: bottom\r\n\r\n";
         let block = HeaderBlock::parse(msg.as_bytes());
-        let s = sig(&BASE.replace("h=from:to", "h=from:to"));
+        let s = sig(BASE);
         assert_eq!(s.signed_fields(&block), HashSet::from([2, 3]));
         let s2 = sig(&BASE.replace("h=from:to", "h=to:to:to:from:from"));
         assert_eq!(s2.signed_fields(&block), HashSet::from([1, 2, 3]));
@@ -439,7 +487,8 @@ mod tests {
     fn key_records_and_sizes() {
         let k = KeyRecord::parse(b"v=DKIM1; k=rsa; t=y; p=").unwrap_or_else(|| panic!("parse"));
         assert!(k.testing && k.revoked);
-        let k = KeyRecord::parse(b"v=DKIM1; k=rsa; h=sha1; s=other; p=AAAA").unwrap_or_else(|| panic!("parse"));
+        let k = KeyRecord::parse(b"v=DKIM1; k=rsa; h=sha1; s=other; p=AAAA")
+            .unwrap_or_else(|| panic!("parse"));
         assert_eq!(k.hashes, Some(vec!["sha1".to_string()]));
         assert_eq!(k.services, Some(vec!["other".to_string()]));
         assert_eq!(KeyRecord::parse(b"v=spf1 -all"), None);
@@ -447,7 +496,10 @@ mod tests {
         // SPKI of a 12-bit toy modulus 0x0A01 and bare RSAPublicKey forms.
         let rsa_pub = [0x30, 0x07, 0x02, 0x02, 0x0A, 0x01, 0x02, 0x01, 0x03];
         assert_eq!(rsa_modulus_bits(&rsa_pub), Some(12));
-        let mut spki = vec![0x30, 0x1a, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00, 0x03, 0x0a, 0x00];
+        let mut spki = vec![
+            0x30, 0x1a, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01,
+            0x01, 0x05, 0x00, 0x03, 0x0a, 0x00,
+        ];
         spki.extend_from_slice(&rsa_pub);
         spki[1] = u8::try_from(spki.len() - 2).unwrap_or(0);
         assert_eq!(rsa_modulus_bits(&spki), Some(12));
@@ -477,32 +529,112 @@ mod tests {
         assert_eq!(j(&good, Crypto::Pass, &key(1023)), SigStatus::Weak);
         assert_eq!(j(&good, Crypto::Fail, &key(512)), SigStatus::Weak);
         assert_eq!(j(&good, Crypto::Fail, &key(2048)), SigStatus::Fail);
-        assert_eq!(j(&good, Crypto::TempError, &key(2048)), SigStatus::TempError);
-        assert_eq!(j(&good, Crypto::Pass, &KeyLookup::TempError), SigStatus::TempError);
+        assert_eq!(
+            j(&good, Crypto::TempError, &key(2048)),
+            SigStatus::TempError
+        );
+        assert_eq!(
+            j(&good, Crypto::Pass, &KeyLookup::TempError),
+            SigStatus::TempError
+        );
         assert_eq!(j(&good, Crypto::Pass, &KeyLookup::Missing), SigStatus::Fail);
-        assert_eq!(j(&sig(&BASE.replace("rsa-sha256", "rsa-sha1")), Crypto::Pass, &key(2048)), SigStatus::Weak);
-        assert_eq!(j(&sig(&BASE.replace("rsa-sha256", "rsa-sha512")), Crypto::Pass, &key(2048)), SigStatus::Fail);
-        assert_eq!(j(&sig(&format!("{BASE}; l=10")), Crypto::Pass, &key(2048)), SigStatus::Partial);
-        assert_eq!(j(&sig(&format!("{BASE}; x={}", now - 1)), Crypto::Pass, &key(2048)), SigStatus::Fail);
-        assert_eq!(j(&sig(&format!("{BASE}; t=10; x=10")), Crypto::Pass, &key(2048)), SigStatus::Fail);
-        assert_eq!(j(&sig(&format!("{BASE}; t={}", now + 86400)), Crypto::Pass, &key(2048)), SigStatus::Fail);
-        assert_eq!(j(&sig(&format!("{BASE}; t={}", now + 60)), Crypto::Pass, &key(2048)), SigStatus::Good);
-        assert_eq!(judge(&good, Crypto::Pass, &key(2048), &HashSet::new(), Some(1), 1024, now), SigStatus::FromUnsigned);
+        assert_eq!(
+            j(
+                &sig(&BASE.replace("rsa-sha256", "rsa-sha1")),
+                Crypto::Pass,
+                &key(2048)
+            ),
+            SigStatus::Weak
+        );
+        assert_eq!(
+            j(
+                &sig(&BASE.replace("rsa-sha256", "rsa-sha512")),
+                Crypto::Pass,
+                &key(2048)
+            ),
+            SigStatus::Fail
+        );
+        assert_eq!(
+            j(&sig(&format!("{BASE}; l=10")), Crypto::Pass, &key(2048)),
+            SigStatus::Partial
+        );
+        assert_eq!(
+            j(
+                &sig(&format!("{BASE}; x={}", now - 1)),
+                Crypto::Pass,
+                &key(2048)
+            ),
+            SigStatus::Fail
+        );
+        assert_eq!(
+            j(
+                &sig(&format!("{BASE}; t=10; x=10")),
+                Crypto::Pass,
+                &key(2048)
+            ),
+            SigStatus::Fail
+        );
+        assert_eq!(
+            j(
+                &sig(&format!("{BASE}; t={}", now + 86400)),
+                Crypto::Pass,
+                &key(2048)
+            ),
+            SigStatus::Fail
+        );
+        assert_eq!(
+            j(
+                &sig(&format!("{BASE}; t={}", now + 60)),
+                Crypto::Pass,
+                &key(2048)
+            ),
+            SigStatus::Good
+        );
+        assert_eq!(
+            judge(
+                &good,
+                Crypto::Pass,
+                &key(2048),
+                &HashSet::new(),
+                Some(1),
+                1024,
+                now
+            ),
+            SigStatus::FromUnsigned
+        );
         let mut k = KeyRecord::parse(b"v=DKIM1; t=y; p=").unwrap_or_else(|| panic!("parse"));
         k.revoked = false;
         k.rsa_bits = Some(2048);
-        assert_eq!(j(&good, Crypto::Pass, &KeyLookup::Found(k.clone())), SigStatus::Testing);
-        assert_eq!(j(&good, Crypto::Fail, &KeyLookup::Found(k.clone())), SigStatus::Fail);
+        assert_eq!(
+            j(&good, Crypto::Pass, &KeyLookup::Found(k.clone())),
+            SigStatus::Testing
+        );
+        assert_eq!(
+            j(&good, Crypto::Fail, &KeyLookup::Found(k.clone())),
+            SigStatus::Fail
+        );
         k.testing = false;
         k.hashes = Some(vec!["sha1".into()]);
-        assert_eq!(j(&good, Crypto::Pass, &KeyLookup::Found(k.clone())), SigStatus::Fail);
+        assert_eq!(
+            j(&good, Crypto::Pass, &KeyLookup::Found(k.clone())),
+            SigStatus::Fail
+        );
         k.hashes = None;
         k.services = Some(vec!["other".into()]);
-        assert_eq!(j(&good, Crypto::Pass, &KeyLookup::Found(k.clone())), SigStatus::Fail);
+        assert_eq!(
+            j(&good, Crypto::Pass, &KeyLookup::Found(k.clone())),
+            SigStatus::Fail
+        );
         k.services = Some(vec!["email".into()]);
-        assert_eq!(j(&good, Crypto::Pass, &KeyLookup::Found(k.clone())), SigStatus::Good);
+        assert_eq!(
+            j(&good, Crypto::Pass, &KeyLookup::Found(k.clone())),
+            SigStatus::Good
+        );
         k.key_type = "ed25519".into();
-        assert_eq!(j(&good, Crypto::Pass, &KeyLookup::Found(k)), SigStatus::Fail);
+        assert_eq!(
+            j(&good, Crypto::Pass, &KeyLookup::Found(k)),
+            SigStatus::Fail
+        );
     }
 
     #[test]

@@ -31,7 +31,12 @@ impl Field<'_> {
 
     /// The value unfolded (CRLF removed), lossy UTF-8, trimmed. Only for searching.
     pub fn unfolded(&self) -> String {
-        let bytes: Vec<u8> = self.value.iter().copied().filter(|b| *b != b'\r' && *b != b'\n').collect();
+        let bytes: Vec<u8> = self
+            .value
+            .iter()
+            .copied()
+            .filter(|b| *b != b'\r' && *b != b'\n')
+            .collect();
         String::from_utf8_lossy(&bytes).trim().to_string()
     }
 }
@@ -136,7 +141,10 @@ impl<'a> HeaderBlock<'a> {
 
     /// Fields with this name (case-insensitive), top to bottom, with their indices.
     pub fn named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = (usize, &'s Field<'a>)> + 's {
-        self.fields.iter().enumerate().filter(move |(_, f)| f.is(name))
+        self.fields
+            .iter()
+            .enumerate()
+            .filter(move |(_, f)| f.is(name))
     }
 
     pub fn count(&self, name: &str) -> usize {
@@ -144,7 +152,13 @@ impl<'a> HeaderBlock<'a> {
     }
 }
 
-fn push_field<'a>(fields: &mut Vec<Field<'a>>, message: &'a [u8], start: usize, colon: usize, end: usize) {
+fn push_field<'a>(
+    fields: &mut Vec<Field<'a>>,
+    message: &'a [u8],
+    start: usize,
+    colon: usize,
+    end: usize,
+) {
     fields.push(Field {
         name: message.get(start..colon).unwrap_or_default(),
         value: message.get(colon + 1..end).unwrap_or_default(),
@@ -187,7 +201,11 @@ pub struct HeaderResults {
 
 /// Run every header check. `parsed` is mail-parser's reading of the same bytes, used only
 /// for MIME structure (`message.report`); it is `None` when mail-parser gave up.
-pub fn check(block: &HeaderBlock<'_>, parsed: Option<&Message<'_>>, opts: &ParseOptions) -> HeaderResults {
+pub fn check(
+    block: &HeaderBlock<'_>,
+    parsed: Option<&Message<'_>>,
+    opts: &ParseOptions,
+) -> HeaderResults {
     let malformed = Outcome::from_ok(block.malformed.is_none());
 
     let froms: Vec<&Field<'_>> = block.named("from").map(|(_, f)| f).collect();
@@ -215,7 +233,12 @@ pub fn check(block: &HeaderBlock<'_>, parsed: Option<&Message<'_>>, opts: &Parse
         ([_], None) => Outcome::Skipped,
     };
 
-    let resent = Outcome::from_ok(!block.fields.iter().any(|f| starts_with_ci(f.name, b"resent-")));
+    let resent = Outcome::from_ok(
+        !block
+            .fields
+            .iter()
+            .any(|f| starts_with_ci(f.name, b"resent-")),
+    );
 
     let auto_submitted = Outcome::from_ok(!is_automatic(block));
     let report = Outcome::from_ok(!is_report(parsed));
@@ -235,7 +258,8 @@ pub fn check(block: &HeaderBlock<'_>, parsed: Option<&Message<'_>>, opts: &Parse
 }
 
 fn starts_with_ci(name: &[u8], prefix: &[u8]) -> bool {
-    name.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    name.get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }
 
 /// RFC 3834 `Auto-Submitted` other than `no`, and the legacy markers of auto-responders.
@@ -243,11 +267,11 @@ fn is_automatic(block: &HeaderBlock<'_>) -> bool {
     block.fields.iter().any(|f| {
         if f.is("auto-submitted") {
             let v = f.unfolded().to_ascii_lowercase();
-            let keyword = v.split(|c: char| c == ';' || c == '(').next().unwrap_or("").trim().to_string();
+            let keyword = v.split([';', '(']).next().unwrap_or("").trim().to_string();
             keyword != "no"
         } else if f.is("precedence") {
             let v = f.unfolded().to_ascii_lowercase();
-            let keyword = v.split(|c: char| c == ';' || c == '(').next().unwrap_or("").trim().to_string();
+            let keyword = v.split([';', '(']).next().unwrap_or("").trim().to_string();
             matches!(keyword.as_str(), "auto_reply" | "bulk" | "junk" | "list")
         } else {
             f.is("x-autoreply") || f.is("x-autorespond") || f.is("x-auto-response-suppress")
@@ -262,7 +286,12 @@ fn is_report(parsed: Option<&Message<'_>>) -> bool {
         return false;
     };
     let top = msg.root_part().content_type();
-    if top.is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))) {
+    if top.is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+    }) {
         return true;
     }
     msg.parts.iter().any(|part| {
@@ -270,10 +299,13 @@ fn is_report(parsed: Option<&Message<'_>>) -> bool {
             return false;
         };
         let sub = ct.subtype().unwrap_or("");
-        (ct.ctype().eq_ignore_ascii_case("message") && sub.eq_ignore_ascii_case("disposition-notification"))
+        (ct.ctype().eq_ignore_ascii_case("message")
+            && sub.eq_ignore_ascii_case("disposition-notification"))
             || (ct.ctype().eq_ignore_ascii_case("text")
                 && sub.eq_ignore_ascii_case("calendar")
-                && ct.attribute("method").is_some_and(|m| m.trim().eq_ignore_ascii_case("reply")))
+                && ct
+                    .attribute("method")
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("reply")))
     })
 }
 
@@ -363,7 +395,8 @@ mod tests {
         assert_eq!(results(rep).report, Outcome::Fail);
         let mdn = "From: a@b.fr\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b\r\nContent-Type: message/disposition-notification\r\n\r\nReporting-UA: x\r\n--b--\r\n";
         assert_eq!(results(mdn).report, Outcome::Fail);
-        let cal = "From: a@b.fr\r\nContent-Type: text/calendar; method=REPLY\r\n\r\nBEGIN:VCALENDAR\r\n";
+        let cal =
+            "From: a@b.fr\r\nContent-Type: text/calendar; method=REPLY\r\n\r\nBEGIN:VCALENDAR\r\n";
         assert_eq!(results(cal).report, Outcome::Fail);
         let req = "From: a@b.fr\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\n";
         assert_eq!(results(req).report, Outcome::Ok);
@@ -373,18 +406,33 @@ mod tests {
     #[test]
     fn duplicates_and_resent() {
         for name in SINGLE {
-            let r = results(&format!("From: a@b.fr\r\n{name}: 1\r\n{}: 2\r\n\r\n", name.to_ascii_uppercase()));
+            let r = results(&format!(
+                "From: a@b.fr\r\n{name}: 1\r\n{}: 2\r\n\r\n",
+                name.to_ascii_uppercase()
+            ));
             assert_eq!(r.duplicate, Outcome::Fail, "{name}");
         }
-        assert_eq!(results("From: a@b.fr\r\nReceived: a\r\nReceived: b\r\n\r\n").duplicate, Outcome::Ok);
-        assert_eq!(results("From: a@b.fr\r\nResent-From: c@d.fr\r\n\r\n").resent, Outcome::Fail);
-        assert_eq!(results("From: a@b.fr\r\nRESENT-date: x\r\n\r\n").resent, Outcome::Fail);
+        assert_eq!(
+            results("From: a@b.fr\r\nReceived: a\r\nReceived: b\r\n\r\n").duplicate,
+            Outcome::Ok
+        );
+        assert_eq!(
+            results("From: a@b.fr\r\nResent-From: c@d.fr\r\n\r\n").resent,
+            Outcome::Fail
+        );
+        assert_eq!(
+            results("From: a@b.fr\r\nRESENT-date: x\r\n\r\n").resent,
+            Outcome::Fail
+        );
         assert_eq!(results("From: a@b.fr\r\n\r\n").resent, Outcome::Ok);
     }
 
     #[test]
     fn from_count_is_case_insensitive() {
-        assert_eq!(results("From: a@b.fr\r\nFROM: c@d.fr\r\n\r\n").from_count, Outcome::Fail);
+        assert_eq!(
+            results("From: a@b.fr\r\nFROM: c@d.fr\r\n\r\n").from_count,
+            Outcome::Fail
+        );
         assert_eq!(results("Subject: x\r\n\r\n").from_count, Outcome::Fail);
         assert_eq!(results("fRoM: a@b.fr\r\n\r\n").from_count, Outcome::Ok);
     }

@@ -33,8 +33,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mail_auth::spf::verify::SpfParameters;
 use mail_auth::common::crypto::Algorithm;
+use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{AuthenticatedMessage, DkimResult, IprevResult, MessageAuthenticator, SpfResult};
 
 use crate::address::{Domain, Mailbox, ParseOptions};
@@ -74,7 +74,12 @@ impl Verifier {
     /// Build from the whole configuration (resolver from `[dns]`).
     pub fn new(config: &Config) -> Result<Self, DnsSetupError> {
         let auth = dns::build(&config.dns)?;
-        Ok(Self::with_authenticator(auth, config.confirm.clone(), config.policy.clone(), config.dns.timeout))
+        Ok(Self::with_authenticator(
+            auth,
+            config.confirm.clone(),
+            config.policy.clone(),
+            config.dns.timeout,
+        ))
     }
 
     /// Build around an existing resolver.
@@ -135,7 +140,11 @@ impl Verifier {
             binding: challenge.is_some(),
         };
 
-        let from_field = block.named("from").map(|(i, _)| i).next().filter(|_| block.count("from") == 1);
+        let from_field = block
+            .named("from")
+            .map(|(i, _)| i)
+            .next()
+            .filter(|_| block.count("from") == 1);
         let (spf, dkim_report, iprev) = tokio::join!(
             self.spf(tx),
             self.dkim(message, &block, from.as_ref(), from_field, now),
@@ -164,13 +173,19 @@ impl Verifier {
                 let token = challenge.map(|c| binding::token_signed(&content, &c.token));
                 let code = challenge.map(|c| binding::session_code(&content, &c.session_code));
                 let time = binding::message_time(&content, sel.and_then(|s| s.info.t));
-                (token, code, binding::freshness(time, now, self.confirm.max_message_age))
+                (
+                    token,
+                    code,
+                    binding::freshness(time, now, self.confirm.max_message_age),
+                )
             };
             let mut results = candidates.iter().map(|s| (*s, judge(*s)));
             let first = results.next();
             let pick = match first {
                 Some((_, (Some(Outcome::Ok), _, _))) => first,
-                _ => results.find(|(_, (t, _, _))| *t == Some(Outcome::Ok)).or(first),
+                _ => results
+                    .find(|(_, (t, _, _))| *t == Some(Outcome::Ok))
+                    .or(first),
             };
             if let Some((sel, (token, code, fresh))) = pick {
                 chosen = sel;
@@ -217,7 +232,10 @@ impl Verifier {
                 tls_version: tx.session.tls_version.clone(),
                 mail_from: tx.mail_from.to_string(),
                 from: f.to_string(),
-                dkim_domain: chosen.and_then(|s| s.info.domain.as_ref()).map(|d| d.to_string()).unwrap_or_default(),
+                dkim_domain: chosen
+                    .and_then(|s| s.info.domain.as_ref())
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
                 dkim_selector: chosen.map(|s| s.info.selector.clone()).unwrap_or_default(),
                 dkim_algorithm: chosen.map(|s| s.info.algorithm.clone()).unwrap_or_default(),
                 spf: spf.as_str().to_string(),
@@ -232,7 +250,9 @@ impl Verifier {
             checks,
             from: from.map(|f| f.to_string()).or(hdr.from_raw),
             message_id,
-            challenge_id: challenge.map(|c| c.id.clone()).or_else(|| Some(tx.challenge_id.clone())),
+            challenge_id: challenge
+                .map(|c| c.id.clone())
+                .or_else(|| Some(tx.challenge_id.clone())),
             evidence,
         }
     }
@@ -243,7 +263,8 @@ impl Verifier {
         let sender = tx.mail_from.to_string();
         let host = self.confirm.domain.as_str();
         let params = SpfParameters::verify_mail_from(tx.session.client_ip, helo, host, &sender);
-        let Ok(out) = tokio::time::timeout(self.dns_timeout, self.auth.verify_spf(params)).await else {
+        let Ok(out) = tokio::time::timeout(self.dns_timeout, self.auth.verify_spf(params)).await
+        else {
             return Spf::TempError;
         };
         match out.result() {
@@ -259,7 +280,8 @@ impl Verifier {
 
     /// Forward-confirmed reverse DNS, bounded by `dns.timeout`.
     async fn iprev(&self, ip: IpAddr) -> Iprev {
-        let Ok(out) = tokio::time::timeout(self.dns_timeout, self.auth.verify_iprev(ip)).await else {
+        let Ok(out) = tokio::time::timeout(self.dns_timeout, self.auth.verify_iprev(ip)).await
+        else {
             return Iprev::TempError;
         };
         match out.result() {
@@ -321,7 +343,15 @@ impl Verifier {
             for sig in &aligned {
                 let key = self.key(sig).await;
                 let signed = sig.signed_fields(block);
-                let status = dkim::judge(sig, crypto_of(&results, sig), &key, &signed, from_field, min_bits, secs);
+                let status = dkim::judge(
+                    sig,
+                    crypto_of(&results, sig),
+                    &key,
+                    &signed,
+                    from_field,
+                    min_bits,
+                    secs,
+                );
                 if status == SigStatus::Good {
                     good.push(Selected {
                         info: (*sig).clone(),
@@ -367,7 +397,11 @@ impl Verifier {
                     b: sig.b.clone(),
                     d: sig.d.to_ascii_lowercase(),
                     s: sig.s.to_ascii_lowercase(),
-                    h: sig.h.iter().map(|h| h.trim().to_ascii_lowercase()).collect(),
+                    h: sig
+                        .h
+                        .iter()
+                        .map(|h| h.trim().to_ascii_lowercase())
+                        .collect(),
                     algorithm: match sig.a {
                         Algorithm::RsaSha1 => "rsa-sha1",
                         Algorithm::RsaSha256 => "rsa-sha256",

@@ -158,17 +158,29 @@ impl Vars {
         s.replace("{TOKEN}", &self.token)
             .replace("{TOKEN_B}", &self.token_b)
             .replace("{SESSION_CODE}", &self.session_code)
-            .replace("{SESSION_CODE_REST}", self.session_code.get(2..).unwrap_or_default())
+            .replace(
+                "{SESSION_CODE_REST}",
+                self.session_code.get(2..).unwrap_or_default(),
+            )
             .replace("{CHALLENGE_MSGID}", &self.challenge_msgid)
-            .replace("{DATE_MINUS_10M}", &(self.now - ChronoDuration::minutes(10)).to_rfc2822())
+            .replace(
+                "{DATE_MINUS_10M}",
+                &(self.now - ChronoDuration::minutes(10)).to_rfc2822(),
+            )
             .replace("{DATE}", &self.now.to_rfc2822())
             .replace("{MSGID}", &self.msgid)
-            .replace("{UNIX_PLUS_1D}", &(self.now.timestamp() + 86400).to_string())
+            .replace(
+                "{UNIX_PLUS_1D}",
+                &(self.now.timestamp() + 86400).to_string(),
+            )
     }
 }
 
 fn str_of(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A signing object of the corpus (`dkim` or one of `additional_signatures`).
@@ -181,17 +193,28 @@ fn spec_of(v: &Value, vars: &Vars) -> SignSpec {
         signed_headers: v
             .get("signed_headers")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default(),
         tags: Vec::new(),
-        raw_tags: v.get("raw_tags").and_then(Value::as_str).map(|s| vars.fill(s)),
+        raw_tags: v
+            .get("raw_tags")
+            .and_then(Value::as_str)
+            .map(|s| vars.fill(s)),
     };
     if spec.canonicalization.is_empty() {
         spec.canonicalization = "relaxed/relaxed".into();
     }
     if let Some(tags) = v.get("tags").and_then(Value::as_object) {
         for (k, val) in tags {
-            let text = val.as_str().map(String::from).unwrap_or_else(|| val.to_string());
+            let text = val
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| val.to_string());
             spec.tags.push((k.clone(), vars.fill(&text)));
         }
     }
@@ -207,7 +230,12 @@ fn signature_for(v: &Value, vars: &Vars, headers: &[String], body: &str) -> Stri
             let oh: Vec<String> = over
                 .get("headers")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(|s| vars.fill(s)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(|s| vars.fill(s))
+                        .collect()
+                })
                 .unwrap_or_default();
             let ob = vars.fill(over.get("body").and_then(Value::as_str).unwrap_or_default());
             sign(key, &spec, &oh, ob.as_bytes())
@@ -221,10 +249,17 @@ fn signature_for(v: &Value, vars: &Vars, headers: &[String], body: &str) -> Stri
 pub fn message(case: &Case, vars: &Vars) -> Vec<u8> {
     let headers: Vec<String> = case.headers.iter().map(|h| vars.fill(h)).collect();
     let body = vars.fill(&case.body);
-    let plain: Vec<String> = headers.iter().filter(|h| !h.starts_with("{DKIM_SIGNATURE")).cloned().collect();
+    let plain: Vec<String> = headers
+        .iter()
+        .filter(|h| !h.starts_with("{DKIM_SIGNATURE"))
+        .cloned()
+        .collect();
     let mut sigs: BTreeMap<String, String> = BTreeMap::new();
     if let Some(d) = case.dkim.as_ref().filter(|d| !d.is_null()) {
-        sigs.insert("{DKIM_SIGNATURE}".into(), signature_for(d, vars, &plain, &body));
+        sigs.insert(
+            "{DKIM_SIGNATURE}".into(),
+            signature_for(d, vars, &plain, &body),
+        );
         if let Some(extra) = d.get("additional_signatures").and_then(Value::as_array) {
             for (i, a) in extra.iter().enumerate() {
                 let ph = a

@@ -69,7 +69,11 @@ pub fn relaxed_header(field: &str) -> String {
             out.push(c);
         }
     }
-    format!("{}:{}", name.trim_end_matches(is_wsp).to_ascii_lowercase(), out)
+    format!(
+        "{}:{}",
+        name.trim_end_matches(is_wsp).to_ascii_lowercase(),
+        out
+    )
 }
 
 /// RFC 6376 §3.4.4 relaxed body canonicalization.
@@ -138,7 +142,10 @@ pub fn simple_body(body: &[u8]) -> Vec<u8> {
 
 fn split_canon(c: &str) -> (bool, bool) {
     let (h, b) = c.split_once('/').unwrap_or((c, "simple"));
-    (h.trim().eq_ignore_ascii_case("relaxed"), b.trim().eq_ignore_ascii_case("relaxed"))
+    (
+        h.trim().eq_ignore_ascii_case("relaxed"),
+        b.trim().eq_ignore_ascii_case("relaxed"),
+    )
 }
 
 fn b64(data: &[u8]) -> String {
@@ -152,8 +159,9 @@ pub fn pick_headers<'a>(headers: &'a [String], names: &[String]) -> Vec<&'a Stri
     for name in names {
         let found = headers.iter().enumerate().rev().find(|(i, h)| {
             !used[*i]
-                && h.split_once(':')
-                    .is_some_and(|(n, _)| n.trim_end_matches(is_wsp).eq_ignore_ascii_case(name.trim()))
+                && h.split_once(':').is_some_and(|(n, _)| {
+                    n.trim_end_matches(is_wsp).eq_ignore_ascii_case(name.trim())
+                })
         });
         if let Some((i, h)) = found {
             used[i] = true;
@@ -169,7 +177,11 @@ pub fn sign(key: &Key, spec: &SignSpec, headers: &[String], body: &[u8]) -> Stri
     let alg = spec.algorithm.to_ascii_lowercase();
     let sha1 = alg.ends_with("sha1");
     let (relaxed_h, relaxed_b) = split_canon(&spec.canonicalization);
-    let mut canon_body = if relaxed_b { relaxed_body(body) } else { simple_body(body) };
+    let mut canon_body = if relaxed_b {
+        relaxed_body(body)
+    } else {
+        simple_body(body)
+    };
     let l_tag = spec
         .raw_tags
         .as_deref()
@@ -179,7 +191,12 @@ pub fn sign(key: &Key, spec: &SignSpec, headers: &[String], body: &[u8]) -> Stri
                 .find(|(k, _)| k.trim() == "l")
                 .map(|(_, v)| v.trim().to_string())
         })
-        .or_else(|| spec.tags.iter().find(|(k, _)| k == "l").map(|(_, v)| v.clone()));
+        .or_else(|| {
+            spec.tags
+                .iter()
+                .find(|(k, _)| k == "l")
+                .map(|(_, v)| v.clone())
+        });
     if let Some(l) = l_tag.and_then(|l| l.parse::<usize>().ok()) {
         canon_body.truncate(l);
     }
@@ -208,7 +225,11 @@ pub fn sign(key: &Key, spec: &SignSpec, headers: &[String], body: &[u8]) -> Stri
             for (k, v) in &spec.tags {
                 t.push_str(&format!(" {k}={v};"));
             }
-            t.push_str(&format!("\r\n\th={}; bh={}; b={{B}}", spec.signed_headers.join(":"), bh));
+            t.push_str(&format!(
+                "\r\n\th={}; bh={}; b={{B}}",
+                spec.signed_headers.join(":"),
+                bh
+            ));
             (t, spec.signed_headers.clone())
         }
     };
@@ -229,8 +250,15 @@ pub fn sign(key: &Key, spec: &SignSpec, headers: &[String], body: &[u8]) -> Stri
         data.extend_from_slice(unsigned_field.as_bytes());
     }
     let sig = b64(&key.sign(&alg, &data));
-    let folded: Vec<String> = sig.as_bytes().chunks(72).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
-    format!("DKIM-Signature: {}", tag_list.replace("{B}", &folded.join("\r\n\t ")))
+    let folded: Vec<String> = sig
+        .as_bytes()
+        .chunks(72)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    format!(
+        "DKIM-Signature: {}",
+        tag_list.replace("{B}", &folded.join("\r\n\t "))
+    )
 }
 
 #[cfg(test)]
@@ -242,16 +270,28 @@ mod tests {
         // RFC 6376 §3.4.5.
         assert_eq!(relaxed_header("A: X"), "a:X");
         assert_eq!(relaxed_header("B : Y\t\r\n\tZ  "), "b:Y Z");
-        assert_eq!(relaxed_body(b" C \r\nD \t E\r\n\r\n\r\n"), b" C\r\nD E\r\n".to_vec());
+        assert_eq!(
+            relaxed_body(b" C \r\nD \t E\r\n\r\n\r\n"),
+            b" C\r\nD E\r\n".to_vec()
+        );
         assert_eq!(simple_body(b""), b"\r\n".to_vec());
         assert_eq!(simple_body(b"x\r\n\r\n"), b"x\r\n".to_vec());
     }
 
     #[test]
     fn bottom_up_selection() {
-        let h: Vec<String> = ["To: a", "From: x", "To: b"].iter().map(|s| s.to_string()).collect();
-        let names: Vec<String> = ["to", "to", "to", "from"].iter().map(|s| s.to_string()).collect();
-        let picked: Vec<&str> = pick_headers(&h, &names).iter().map(|s| s.as_str()).collect();
+        let h: Vec<String> = ["To: a", "From: x", "To: b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let names: Vec<String> = ["to", "to", "to", "from"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let picked: Vec<&str> = pick_headers(&h, &names)
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
         assert_eq!(picked, vec!["To: b", "To: a", "From: x"]);
     }
 }

@@ -109,7 +109,8 @@ impl TestDns {
                 };
                 let s = s2.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(30), serve_tcp(stream, s)).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(30), serve_tcp(stream, s)).await;
                 });
             }
         });
@@ -169,7 +170,9 @@ impl TestDns {
 /// Bind UDP on an ephemeral port and TCP on the same port (retrying if TCP's is taken).
 async fn bind_pair() -> (UdpSocket, TcpListener) {
     for _ in 0..50 {
-        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind udp");
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind udp");
         let port = udp.local_addr().expect("addr").port();
         if let Ok(tcp) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
             return (udp, tcp);
@@ -206,7 +209,10 @@ async fn serve_tcp(mut stream: TcpStream, state: Arc<Mutex<State>>) {
 
 /// The wire form of a name: labels joined by `.`, lower-case, raw octets kept.
 fn key_of(name: &Name) -> String {
-    let labels: Vec<String> = name.iter().map(|l| String::from_utf8_lossy(l).to_ascii_lowercase()).collect();
+    let labels: Vec<String> = name
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+        .collect();
     labels.join(".")
 }
 
@@ -216,12 +222,23 @@ fn rdata(rec: &Rec) -> Option<RData> {
         "AAAA" => RData::AAAA(AAAA(rec.value.parse::<Ipv6Addr>().ok()?)),
         "MX" => {
             let (pref, host) = rec.value.split_once(' ')?;
-            RData::MX(MX::new(pref.trim().parse().ok()?, Name::from_ascii(format!("{}.", host.trim())).ok()?))
+            RData::MX(MX::new(
+                pref.trim().parse().ok()?,
+                Name::from_ascii(format!("{}.", host.trim())).ok()?,
+            ))
         }
-        "PTR" => RData::PTR(PTR(Name::from_ascii(format!("{}.", rec.value.trim_end_matches('.'))).ok()?)),
+        "PTR" => RData::PTR(PTR(Name::from_ascii(format!(
+            "{}.",
+            rec.value.trim_end_matches('.')
+        ))
+        .ok()?)),
         "TXT" => {
             let bytes = rec.value.as_bytes();
-            let chunks: Vec<&[u8]> = if bytes.is_empty() { vec![b""] } else { bytes.chunks(255).collect() };
+            let chunks: Vec<&[u8]> = if bytes.is_empty() {
+                vec![b""]
+            } else {
+                bytes.chunks(255).collect()
+            };
             RData::TXT(TXT::from_bytes(chunks))
         }
         _ => return None,

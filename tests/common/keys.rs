@@ -36,7 +36,9 @@ impl Key {
         if kind == "ed25519" {
             let rng = SystemRandom::new();
             let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("ed25519 keygen");
-            return Key::Ed25519(Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("ed25519 pkcs8"));
+            return Key::Ed25519(
+                Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("ed25519 pkcs8"),
+            );
         }
         let bits: usize = kind
             .strip_prefix("rsa")
@@ -77,7 +79,11 @@ const SMALL_PRIMES_LIMIT: u32 = 2000;
 fn small_primes() -> Vec<u32> {
     let mut out = Vec::new();
     for n in 3..SMALL_PRIMES_LIMIT {
-        if out.iter().take_while(|p| **p * **p <= n).all(|p| n % p != 0) {
+        if out
+            .iter()
+            .take_while(|p| **p * **p <= n)
+            .all(|p| n % p != 0)
+        {
             out.push(n);
         }
     }
@@ -194,14 +200,23 @@ impl RsaKey {
     /// RSASSA-PKCS1-v1_5 (RFC 8017 §8.2.1) with SHA-256 or SHA-1.
     pub fn sign_pkcs1(&self, sha1: bool, data: &[u8]) -> Vec<u8> {
         const SHA256_PREFIX: &[u8] = &[
-            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
-            0x04, 0x20,
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x01, 0x05, 0x00, 0x04, 0x20,
         ];
-        const SHA1_PREFIX: &[u8] = &[0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14];
+        const SHA1_PREFIX: &[u8] = &[
+            0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
+            0x14,
+        ];
         let (prefix, digest) = if sha1 {
-            (SHA1_PREFIX, ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, data))
+            (
+                SHA1_PREFIX,
+                ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, data),
+            )
         } else {
-            (SHA256_PREFIX, ring::digest::digest(&ring::digest::SHA256, data))
+            (
+                SHA256_PREFIX,
+                ring::digest::digest(&ring::digest::SHA256, data),
+            )
         };
         let k = self.bits.div_ceil(8);
         let t_len = prefix.len() + digest.as_ref().len();
@@ -234,7 +249,15 @@ impl RsaKey {
     /// DER SubjectPublicKeyInfo (RFC 5280) of the public key.
     pub fn spki_der(&self) -> Vec<u8> {
         let rsa_public_key = der_seq(&[der_uint(&self.n), der_uint(&self.e)].concat());
-        let alg = der_seq(&[&[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01][..], &[0x05, 0x00]].concat());
+        let alg = der_seq(
+            &[
+                &[
+                    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+                ][..],
+                &[0x05, 0x00],
+            ]
+            .concat(),
+        );
         let mut bits = vec![0u8];
         bits.extend_from_slice(&rsa_public_key);
         der_seq(&[alg, der(0x03, &bits)].concat())
@@ -245,7 +268,12 @@ fn der_len(len: usize) -> Vec<u8> {
     if len < 0x80 {
         vec![len as u8]
     } else {
-        let bytes: Vec<u8> = len.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|b| *b == 0)
+            .collect();
         let mut out = vec![0x80 | bytes.len() as u8];
         out.extend(bytes);
         out
@@ -282,7 +310,10 @@ mod tests {
         let spki = key.spki_der();
         // ring wants the bare RSAPublicKey.
         let rsa_pub = der_seq(&[der_uint(&key.n), der_uint(&key.e)].concat());
-        let pk = ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, rsa_pub);
+        let pk = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            rsa_pub,
+        );
         assert!(pk.verify(b"hello", &sig).is_ok());
         assert!(pk.verify(b"hellO", &sig).is_err());
         assert!(spki.len() > 290);

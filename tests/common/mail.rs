@@ -100,13 +100,15 @@ impl Mail {
             .iter()
             .map(|s| s.to_string())
             .collect(),
-            body: "Code : {SESSION_CODE}\r\n\r\nJe confirme que cette adresse est bien la mienne.\r\n".into(),
+            body:
+                "Code : {SESSION_CODE}\r\n\r\nJe confirme que cette adresse est bien la mienne.\r\n"
+                    .into(),
             sigs: vec![Sig::gov()],
             append_body: String::new(),
         }
     }
 
-    pub fn from_ip(mut self, ip: &str, helo: &str) -> Mail {
+    pub fn via(mut self, ip: &str, helo: &str) -> Mail {
         self.client_ip = ip.into();
         self.helo = helo.into();
         self
@@ -159,13 +161,21 @@ impl Mail {
     pub fn build(&self, vars: &Vars) -> Vec<u8> {
         let headers: Vec<String> = self.headers.iter().map(|h| vars.fill(h)).collect();
         let body = vars.fill(&self.body);
-        let plain: Vec<String> = headers.iter().filter(|h| !h.starts_with("{SIG")).cloned().collect();
+        let plain: Vec<String> = headers
+            .iter()
+            .filter(|h| !h.starts_with("{SIG"))
+            .cloned()
+            .collect();
         let fields: Vec<String> = self
             .sigs
             .iter()
             .map(|s| {
                 let mut spec = s.spec.clone();
-                spec.tags = spec.tags.iter().map(|(k, v)| (k.clone(), vars.fill(v))).collect();
+                spec.tags = spec
+                    .tags
+                    .iter()
+                    .map(|(k, v)| (k.clone(), vars.fill(v)))
+                    .collect();
                 spec.raw_tags = spec.raw_tags.as_ref().map(|r| vars.fill(r));
                 match &s.over {
                     Some((oh, ob)) => {
@@ -182,7 +192,11 @@ impl Mail {
             out.extend(fields.iter().cloned());
         }
         for h in &headers {
-            if let Some(n) = h.strip_prefix("{SIG").and_then(|r| r.strip_suffix('}')).and_then(|n| n.parse::<usize>().ok()) {
+            if let Some(n) = h
+                .strip_prefix("{SIG")
+                .and_then(|r| r.strip_suffix('}'))
+                .and_then(|n| n.parse::<usize>().ok())
+            {
                 if let Some(f) = fields.get(n) {
                     out.push(f.clone());
                 }
@@ -196,12 +210,21 @@ impl Mail {
     }
 
     pub fn transaction(&self, vars: &Vars, now: DateTime<Utc>) -> Transaction {
-        transaction(&self.client_ip, &self.helo, &self.mail_from, vars, self.build(vars), now)
+        transaction(
+            &self.client_ip,
+            &self.helo,
+            &self.mail_from,
+            vars,
+            self.build(vars),
+            now,
+        )
     }
 }
 
 fn has_name(field: &str, name: &str) -> bool {
-    field.split_once(':').is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+    field
+        .split_once(':')
+        .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
 }
 
 /// The challenge for Alice.

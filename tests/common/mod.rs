@@ -25,11 +25,13 @@ pub use self::corpus::Vars;
 pub use self::dns::TestDns;
 
 pub fn domain(s: &str) -> Domain {
-    Domain::parse(s.as_bytes(), &ParseOptions::default()).unwrap_or_else(|e| panic!("domain {s}: {e}"))
+    Domain::parse(s.as_bytes(), &ParseOptions::default())
+        .unwrap_or_else(|e| panic!("domain {s}: {e}"))
 }
 
 pub fn mailbox(s: &str) -> Mailbox {
-    Mailbox::parse(s.as_bytes(), &ParseOptions::default()).unwrap_or_else(|e| panic!("mailbox {s}: {e}"))
+    Mailbox::parse(s.as_bytes(), &ParseOptions::default())
+        .unwrap_or_else(|e| panic!("mailbox {s}: {e}"))
 }
 
 /// `[confirm]` of the corpus world.
@@ -98,8 +100,14 @@ impl World {
 
     /// A verifier with the world's current configuration.
     pub fn verifier(&self) -> Verifier {
-        let auth = gatekeeper::dns::build(&dns_config(self.dns.addr, self.timeout)).expect("resolver");
-        Verifier::with_authenticator(auth, self.confirm.clone(), self.policy.clone(), self.timeout)
+        let auth =
+            gatekeeper::dns::build(&dns_config(self.dns.addr, self.timeout)).expect("resolver");
+        Verifier::with_authenticator(
+            auth,
+            self.confirm.clone(),
+            self.policy.clone(),
+            self.timeout,
+        )
     }
 
     /// Apply a corpus case's `dns_overrides` (`replace`/`add`/`remove`/`servfail`/`drop`).
@@ -111,9 +119,11 @@ impl World {
                 .map(|a| {
                     a.iter()
                         .map(|row| match row {
-                            serde_json::Value::Array(items) => {
-                                items.iter().filter_map(|x| x.as_str()).map(corpus::fill_pubkeys).collect()
-                            }
+                            serde_json::Value::Array(items) => items
+                                .iter()
+                                .filter_map(|x| x.as_str())
+                                .map(corpus::fill_pubkeys)
+                                .collect(),
                             serde_json::Value::String(s) => vec![s.clone()],
                             _ => vec![],
                         })
@@ -150,7 +160,14 @@ impl World {
 }
 
 /// A transaction as the SMTP engine hands it over.
-pub fn transaction(client_ip: &str, helo: &str, mail_from: &str, vars: &Vars, message: Vec<u8>, now: DateTime<Utc>) -> Transaction {
+pub fn transaction(
+    client_ip: &str,
+    helo: &str,
+    mail_from: &str,
+    vars: &Vars,
+    message: Vec<u8>,
+    now: DateTime<Utc>,
+) -> Transaction {
     let rcpt = format!("confirm+{}@verify.example.gouv.fr", vars.token);
     Transaction {
         session: SessionInfo {
