@@ -640,14 +640,12 @@ async fn dkim_reasons_and_tag_tricks() {
         // Sibling ministry: ville.gouv.fr's valid signature on a From of interieur.gouv.fr.
         (
             "sibling ministry signature",
-            Mail::alice()
-                .via(SHARED.0, SHARED.1)
-                .sigs(vec![Sig::with(
-                    "ville-rsa2048",
-                    "ville.gouv.fr",
-                    "mail",
-                    "rsa-sha256",
-                )]),
+            Mail::alice().via(SHARED.0, SHARED.1).sigs(vec![Sig::with(
+                "ville-rsa2048",
+                "ville.gouv.fr",
+                "mail",
+                "rsa-sha256",
+            )]),
             Some(Reason::DkimUnaligned),
         ),
         // Sub-domain signature under strict alignment.
@@ -822,14 +820,12 @@ async fn configuration_changes_the_rules() {
         "rsa-sha256",
     )]);
     assert_eq!(run(&world, &sub, 1).await.decision, Decision::Accept);
-    let sibling = Mail::alice()
-        .via(SHARED.0, SHARED.1)
-        .sigs(vec![Sig::with(
-            "ville-rsa2048",
-            "ville.gouv.fr",
-            "mail",
-            "rsa-sha256",
-        )]);
+    let sibling = Mail::alice().via(SHARED.0, SHARED.1).sigs(vec![Sig::with(
+        "ville-rsa2048",
+        "ville.gouv.fr",
+        "mail",
+        "rsa-sha256",
+    )]);
     assert_eq!(
         run(&world, &sibling, 2).await.decision,
         Decision::Refuse(Reason::DkimUnaligned)
