@@ -13,7 +13,7 @@
 //! Local-part = Dot-string                            ; 1–64 octets
 //! Dot-string = Atom *("." Atom)                      ; no leading, trailing or double dot
 //! Atom       = 1*( ALPHA / DIGIT / "_" / "-" / "+" / extra )
-//!              ; extra: policy.local_part_extra_chars ∩ atext \ { "!", "%" }
+//!              ; extra: policy.local_part_extra_chars ∩ "#$&*/=?^|~" (atext minus "!%'`{}")
 //! Domain     = sub-domain 1*("." sub-domain)         ; ≥ 2 labels, total ≤ 253 octets
 //! sub-domain = Let-dig [Ldh-str]                     ; 1–63 octets, no leading/trailing "-"
 //!              ; no "xn--" label unless policy.allow_idna
@@ -130,8 +130,10 @@ pub const MAX_DOMAIN: usize = 253;
 pub const MAX_LABEL: usize = 63;
 
 /// RFC 5322 atext specials that `policy.local_part_extra_chars` may add. `!` and `%` are atext
-/// but are routing operators (bang path, percent hack): never added.
-const EXTRA_ALLOWED: &str = "#$&'*/=?^`{|}~";
+/// but are routing operators (bang path, percent hack); `'` and `` ` `` are quote-like and `{`
+/// `}` bracket-like to other parsers: never added, whatever the configuration says (the config
+/// loader refuses them too).
+pub const LOCAL_EXTRA_ALLOWED: &str = "#$&*/=?^|~";
 
 fn err(detail: &'static str) -> AddressError {
     AddressError { detail }
@@ -197,7 +199,7 @@ fn specials(s: &str) -> Result<(), AddressError> {
 fn local_char_ok(c: char, opts: &ParseOptions) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(c, '.' | '_' | '-' | '+')
-        || (EXTRA_ALLOWED.contains(c) && opts.local_part_extra_chars.contains(c))
+        || (LOCAL_EXTRA_ALLOWED.contains(c) && opts.local_part_extra_chars.contains(c))
 }
 
 fn check_local(local: &str, opts: &ParseOptions) -> Result<(), AddressError> {
@@ -411,7 +413,7 @@ fn split_display(v: &str) -> Result<(Option<&str>, &str), AddressError> {
             continue;
         }
         if close.is_some() && c != ' ' && c != '\t' {
-            return Err(err("trailing"));
+            return Err(err(if c == ',' { "list" } else { "trailing" }));
         }
         match c {
             '"' if open.is_none() => in_quote = true,
@@ -601,5 +603,423 @@ impl fmt::Display for Domain {
 impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.local, self.domain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header(v: &[u8]) -> Result<String, &'static str> {
+        Mailbox::parse_header(v, &ParseOptions::default())
+            .map(|m| m.to_string())
+            .map_err(|e| e.detail)
+    }
+
+    #[test]
+    fn header_accepted_forms() {
+        let rows: &[(&[u8], &str)] = &[
+            (b"alice@interieur.gouv.fr", "alice@interieur.gouv.fr"),
+            (b" Alice@Interieur.Gouv.Fr ", "alice@interieur.gouv.fr"),
+            (b"<alice@interieur.gouv.fr>", "alice@interieur.gouv.fr"),
+            (b" <alice@interieur.gouv.fr> ", "alice@interieur.gouv.fr"),
+            (
+                b"Alice <alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"Alice Martin<alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"Jean-Pierre O'Neil <jp@interieur.gouv.fr>",
+                "jp@interieur.gouv.fr",
+            ),
+            (
+                b"\"Martin, Alice\" <alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"\"Alice \\\"Ali\\\" Martin\" <alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"\"A. Martin (DGPN)\" <alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"=?utf-8?Q?Am=C3=A9lie_Martin?= <amelie@interieur.gouv.fr>",
+                "amelie@interieur.gouv.fr",
+            ),
+            (
+                b"=?UTF-8?B?QW3DqWxpZQ==?= Martin <amelie@interieur.gouv.fr>",
+                "amelie@interieur.gouv.fr",
+            ),
+            (
+                b"=?iso-8859-1?q?Am=E9lie?= <amelie@interieur.gouv.fr>",
+                "amelie@interieur.gouv.fr",
+            ),
+            (
+                b"Alice Martin\r\n <alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"\r\n\tAlice\r\n Martin\r\n <alice@interieur.gouv.fr>\r\n ",
+                "alice@interieur.gouv.fr",
+            ),
+        ];
+        for (v, want) in rows {
+            assert_eq!(
+                header(v),
+                Ok((*want).to_string()),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+    }
+
+    #[test]
+    fn header_refused_forms() {
+        let rows: &[(&[u8], &str)] = &[
+            (b"", "empty"),
+            (b"   ", "empty"),
+            (b"\r\n ", "empty"),
+            (b"<>", "empty"),
+            (b"Alice <>", "empty"),
+            (b"alice@interieur.gouv.fr\0", "nul"),
+            (b"Al\0ice <alice@interieur.gouv.fr>", "nul"),
+            (b"Am\xc3\xa9lie <amelie@interieur.gouv.fr>", "non_ascii"),
+            (b"Alice\r\n<alice@interieur.gouv.fr>", "control"),
+            (b"Alice\n <alice@interieur.gouv.fr>", "control"),
+            (b"Alice\r <alice@interieur.gouv.fr>", "control"),
+            (b"Alice <alice@interieur.gouv.fr>\r\n", "control"),
+            (b"Al\x1bice <alice@interieur.gouv.fr>", "control"),
+            // Display names that show an address.
+            (
+                b"\"alice@interieur.gouv.fr\" <attacker@evil.example>",
+                "display_name_at",
+            ),
+            (
+                b"alice@interieur.gouv.fr <attacker@evil.example>",
+                "display_name_at",
+            ),
+            (b"Alice \"@\" <attacker@evil.example>", "display_name_at"),
+            (
+                b"\"alice\\@interieur.gouv.fr\" <attacker@evil.example>",
+                "display_name_at",
+            ),
+            (
+                b"=?utf-8?Q?alice=40interieur.gouv.fr?= <attacker@evil.example>",
+                "display_name_at",
+            ),
+            (
+                b"=?utf-8?B?YWxpY2VAaW50ZXJpZXVyLmdvdXYuZnI=?= <attacker@evil.example>",
+                "display_name_at",
+            ),
+            (
+                b"=?utf-8?Q?alice=EF=BC=A0interieur.gouv.fr?= <attacker@evil.example>",
+                "display_name_at",
+            ),
+            (
+                b"=?utf-8?Q?alice?= =?utf-8?Q?=40x?= <attacker@evil.example>",
+                "display_name_at",
+            ),
+            // Encoded-word tricks.
+            (
+                b"\"=?utf-8?Q?alice=40x?=\" <attacker@evil.example>",
+                "encoded_word",
+            ),
+            (
+                b"=?utf-7?Q?alice+AEA-x?= <attacker@evil.example>",
+                "encoded_word",
+            ),
+            (b"=?utf-8?X?abc?= <alice@interieur.gouv.fr>", "encoded_word"),
+            (b"=?utf-8?B?!!!?= <alice@interieur.gouv.fr>", "encoded_word"),
+            (b"=?utf-8?Q?=ZZ?= <alice@interieur.gouv.fr>", "encoded_word"),
+            (b"=?utf-8?Q?=C3?= <alice@interieur.gouv.fr>", "encoded_word"),
+            (b"=?utf-8?Q?a=0Db?= <alice@interieur.gouv.fr>", "control"),
+            (b"x=?utf-8?Q?a?= <alice@interieur.gouv.fr>", "encoded_word"),
+            (b"=?utf-8?Q?alice=40interieur.gouv.fr?=", "encoded_word"),
+            (b"<=?utf-8?Q?alice?=@interieur.gouv.fr>", "encoded_word"),
+            // Comments anywhere.
+            (b"alice@interieur.gouv.fr (Alice)", "comment"),
+            (b"Alice (x) <alice@interieur.gouv.fr>", "comment"),
+            (b"<alice(x)@interieur.gouv.fr>", "comment"),
+            (
+                b"(alice@interieur.gouv.fr) <attacker@evil.example>",
+                "comment",
+            ),
+            // Groups, lists, routes.
+            (b"team: alice@interieur.gouv.fr;", "group"),
+            (b"team:;", "group"),
+            (b"alice@interieur.gouv.fr, attacker@evil.example", "list"),
+            (
+                b"Alice <alice@interieur.gouv.fr>, <attacker@evil.example>",
+                "list",
+            ),
+            (b"<@relay.gouv.fr:attacker@evil.example>", "route"),
+            (b"<@a.gouv.fr,@b.gouv.fr:attacker@evil.example>", "route"),
+            // Brackets and trailing text.
+            (b"Alice <<alice@interieur.gouv.fr>>", "angle_brackets"),
+            (b"Alice <alice@interieur.gouv.fr", "angle_brackets"),
+            (b"Alice alice@interieur.gouv.fr>", "angle_brackets"),
+            (
+                b"<alice@interieur.gouv.fr> attacker@evil.example",
+                "trailing",
+            ),
+            (b"<alice@interieur.gouv.fr>x", "trailing"),
+            (
+                b"<alice@interieur.gouv.fr><attacker@evil.example>",
+                "trailing",
+            ),
+            // The address inside <> goes through Mailbox::parse.
+            (b"Alice <attacker@evil.example@interieur.gouv.fr>", "two_at"),
+            (b"Alice < alice@interieur.gouv.fr>", "whitespace"),
+            (b"Alice <\"a@b\"@interieur.gouv.fr>", "quoted_local"),
+            (b"Alice <evil.example!a@interieur.gouv.fr>", "bang_path"),
+            (b"Alice <a%evil.example@interieur.gouv.fr>", "percent_hack"),
+            (b"Alice <alice@[127.0.0.1]>", "ip_literal"),
+            (b"Alice <alice@interieur.gouv.fr.>", "trailing_dot"),
+            (b"Alice <alice>", "no_at"),
+            // Display-name syntax outside the subset.
+            (b"J. Martin <alice@interieur.gouv.fr>", "display_name"),
+            (b"\"unterminated <alice@interieur.gouv.fr>", "quoted_local"),
+            (b"\"alice\"@interieur.gouv.fr", "quoted_local"),
+        ];
+        for (v, want) in rows {
+            assert_eq!(header(v), Err(*want), "{:?}", String::from_utf8_lossy(v));
+        }
+        let long = vec![b'a'; MAX_INPUT + 1];
+        assert_eq!(header(&long), Err("length"));
+    }
+
+    #[test]
+    fn header_errors_map_to_from_syntax() {
+        let e = Mailbox::parse_header(b"a@b@c.fr", &ParseOptions::default());
+        assert_eq!(
+            e.map_err(|e| e.header_reason()),
+            Err(Reason::HeaderFromSyntax)
+        );
+        let e = Mailbox::parse(b"a@b@c.fr", &ParseOptions::default());
+        assert_eq!(e.map_err(|e| e.reason()), Err(Reason::EnvelopeSyntax));
+    }
+
+    fn local_strategy() -> impl Strategy<Value = String> {
+        proptest::collection::vec("[A-Za-z0-9_+-]{1,10}", 1..4).prop_map(|atoms| atoms.join("."))
+    }
+
+    fn domain_strategy() -> impl Strategy<Value = String> {
+        (
+            proptest::collection::vec("[A-Za-z0-9]([A-Za-z0-9-]{0,8}[A-Za-z0-9])?", 1..4),
+            "[A-Za-z]{2,6}",
+        )
+            .prop_map(|(mut labels, tld)| {
+                labels.push(tld);
+                labels.join(".")
+            })
+            .prop_filter("IDNA labels are refused by default", |d| {
+                !d.to_ascii_lowercase()
+                    .split('.')
+                    .any(|l| l.starts_with("xn--"))
+            })
+    }
+
+    fn address_strategy() -> impl Strategy<Value = String> {
+        (local_strategy(), domain_strategy()).prop_map(|(l, d)| format!("{l}@{d}"))
+    }
+
+    fn encode_q(text: &str) -> String {
+        let mut out = String::new();
+        for b in text.bytes() {
+            if b.is_ascii_alphanumeric() {
+                out.push(char::from(b));
+            } else if b == b' ' {
+                out.push('_');
+            } else {
+                out.push_str(&format!("={b:02X}"));
+            }
+        }
+        out
+    }
+
+    /// A display name in one of the accepted shapes, from a text without `@`.
+    fn display_strategy() -> impl Strategy<Value = String> {
+        let atoms = proptest::collection::vec("[A-Za-z0-9#$&'*+/=^_`{|}~-]{1,8}", 1..4)
+            .prop_map(|w| w.join(" "));
+        let quoted = "[A-Za-z0-9 .,:;<>()'\"\\\\-]{0,20}".prop_map(|t| {
+            let escaped: String = t
+                .chars()
+                .flat_map(|c| match c {
+                    '"' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("\"{escaped}\"")
+        });
+        let encoded_q = "[A-Za-zé ,.-]{1,15}".prop_map(|t| format!("=?utf-8?Q?{}?=", encode_q(&t)));
+        let encoded_b = "[A-Za-zé ,.<>-]{1,15}"
+            .prop_map(|t| format!("=?UTF-8?B?{}?=", data_encoding::BASE64.encode(t.as_bytes())));
+        let word = prop_oneof![atoms, quoted, encoded_q, encoded_b];
+        proptest::collection::vec(
+            (word, prop_oneof![Just(" "), Just("\r\n "), Just("\r\n\t")]),
+            1..4,
+        )
+        .prop_map(|words| {
+            let mut out = String::new();
+            for (i, (w, sep)) in words.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                out.push_str(w);
+            }
+            out
+        })
+    }
+
+    /// A From value we should accept: bare, angle, or display + angle, optionally folded.
+    fn from_value_strategy() -> impl Strategy<Value = String> {
+        (
+            address_strategy(),
+            proptest::option::of(display_strategy()),
+            0u8..4,
+            any::<bool>(),
+        )
+            .prop_map(|(addr, display, shape, fold)| {
+                let sep = if fold { "\r\n " } else { " " };
+                match (shape, display) {
+                    (0, _) => format!(" {addr}"),
+                    (1, _) | (_, None) => format!(" <{addr}>"),
+                    (2, Some(d)) => format!(" {d}{sep}<{addr}>"),
+                    (_, Some(d)) => format!("{sep}{d} <{addr}>{sep}"),
+                }
+            })
+    }
+
+    const SOUP: &[&str] = &[
+        "\"",
+        "<",
+        ">",
+        "a@b.fr",
+        "@",
+        " ",
+        " ",
+        " ",
+        "\r\n ",
+        "\t",
+        "=?utf-8?Q?x?=",
+        "=?utf-8?B?QA==?=",
+        "=?utf-8?Q?x_y?=",
+        "Alice",
+        "Bob",
+        "\\",
+        "(",
+        ")",
+        ",",
+        ":",
+        ";",
+        ".",
+        "!",
+        "%",
+        "[",
+        "]",
+        "'",
+        "=?",
+        "?=",
+        "#",
+    ];
+
+    /// What mail-parser reads in `From:<value>`: exactly one address, in our canonical form.
+    fn mail_parser_reads(value: &str) -> Result<String, String> {
+        let raw = format!("From:{value}\r\n\r\n");
+        let msg = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .ok_or("no message")?;
+        let list = match msg.from() {
+            Some(mail_parser::Address::List(list)) => list,
+            other => return Err(format!("read {other:?}")),
+        };
+        match list.as_slice() {
+            [one] => {
+                let addr = one.address.as_deref().ok_or("no address")?;
+                Mailbox::parse(addr.as_bytes(), &ParseOptions::default())
+                    .map(|m| m.to_string())
+                    .map_err(|e| format!("{addr:?}: {e}"))
+            }
+            more => Err(format!("{} addresses", more.len())),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn accepted_addresses_round_trip(addr in address_strategy()) {
+            let opts = ParseOptions::default();
+            let m = Mailbox::parse(addr.as_bytes(), &opts);
+            prop_assert!(m.is_ok(), "{addr}: {m:?}");
+            let Ok(m) = m else { unreachable!() };
+            let canonical = m.to_string();
+            prop_assert_eq!(&canonical, &addr.to_ascii_lowercase());
+            let again = Mailbox::parse(canonical.as_bytes(), &opts).map(|m| m.to_string());
+            prop_assert_eq!(again.as_ref(), Ok(&canonical));
+            let upper = Mailbox::parse(addr.to_ascii_uppercase().as_bytes(), &opts).map(|m| m.to_string());
+            prop_assert_eq!(upper.as_ref(), Ok(&canonical));
+            let d = Domain::parse(m.domain().as_str().as_bytes(), &opts);
+            prop_assert_eq!(d.as_ref(), Ok(m.domain()));
+            prop_assert!(m.domain().is_within(m.domain()));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let opts = ParseOptions { local_part_extra_chars: "#'~".into(), allow_idna: true };
+            if let Ok(m) = Mailbox::parse(&bytes, &opts) {
+                let again = Mailbox::parse(m.to_string().as_bytes(), &opts);
+                prop_assert_eq!(again, Ok(m));
+            }
+            let _ = Domain::parse(&bytes, &opts);
+            let _ = Mailbox::parse_header(&bytes, &opts);
+        }
+
+        #[test]
+        fn address_alphabet_never_panics(s in "[a-zA-Z0-9@.<>\"()\\\\,;: \t\r\n=?%!\\[\\]_+-]{0,80}") {
+            let opts = ParseOptions::default();
+            if let Ok(m) = Mailbox::parse(s.as_bytes(), &opts) {
+                prop_assert_eq!(m.to_string(), s.to_ascii_lowercase());
+            }
+            if let Ok(m) = Mailbox::parse_header(s.as_bytes(), &opts) {
+                let again = Mailbox::parse(m.to_string().as_bytes(), &opts);
+                prop_assert_eq!(again.as_ref(), Ok(&m));
+                // Whatever we accept, mail-parser must read as the same single address.
+                prop_assert_eq!(mail_parser_reads(&s), Ok(m.to_string()), "{:?}", s);
+            }
+            let _ = Domain::parse(s.as_bytes(), &opts);
+        }
+
+        /// Differential on hostile token soups around a bracketed address: whenever we accept
+        /// one, mail-parser reads the same single address.
+        #[test]
+        fn token_soup_agrees_with_mail_parser(
+            before in proptest::collection::vec(proptest::sample::select(SOUP.to_vec()), 0..8),
+            after in proptest::collection::vec(proptest::sample::select(SOUP.to_vec()), 0..3),
+            bracketed in any::<bool>(),
+        ) {
+            let addr = if bracketed { "<alice@interieur.gouv.fr>" } else { "alice@interieur.gouv.fr" };
+            let value = format!("{}{addr}{}", before.concat(), after.concat());
+            if let Ok(m) = Mailbox::parse_header(value.as_bytes(), &ParseOptions::default()) {
+                prop_assert_eq!(mail_parser_reads(&value), Ok(m.to_string()), "{:?}", value);
+            }
+        }
+
+        /// Differential against mail-parser: every From value we accept, mail-parser reads as
+        /// exactly one address equal to ours (compared through our canonical form).
+        #[test]
+        fn from_header_agrees_with_mail_parser(value in from_value_strategy()) {
+            let opts = ParseOptions::default();
+            let ours = Mailbox::parse_header(value.as_bytes(), &opts);
+            prop_assert!(ours.is_ok(), "{value:?}: {ours:?}");
+            let Ok(ours) = ours else { unreachable!() };
+            prop_assert_eq!(mail_parser_reads(&value), Ok(ours.to_string()), "{:?}", value);
+        }
     }
 }
