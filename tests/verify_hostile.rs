@@ -1043,3 +1043,42 @@ async fn evidence_of_an_accepted_mail() {
     );
     let _ = STD_H;
 }
+
+/// Hundreds of signature fields cost no more than [`MAX_SIGNATURES`]: only the top-most are
+/// considered, so junk added on top of a genuine signature can only hurt its sender.
+#[tokio::test]
+async fn signature_count_and_h_length_are_bounded() {
+    use gatekeeper::verify::dkim::{MAX_SIGNATURES, MAX_SIGNED_NAMES};
+    let world = World::start().await;
+    let junk = || Sig::with("evil-rsa2048", "interieur.gouv.fr", "s2024", "rsa-sha256");
+
+    // The genuine signature first, then junk: accepted.
+    let mut sigs = vec![Sig::gov()];
+    sigs.extend((0..MAX_SIGNATURES + 4).map(|_| junk()));
+    let v = run(&world, &Mail::alice().sigs(sigs), 1).await;
+    assert_eq!(v.decision, Decision::Accept, "{}", show(&v));
+
+    // 200 junk fields on top push the genuine one out of consideration.
+    let mut sigs: Vec<Sig> = (0..200).map(|_| junk()).collect();
+    sigs.push(Sig::gov());
+    let started = std::time::Instant::now();
+    let v = run(&world, &Mail::alice().sigs(sigs), 2).await;
+    assert_eq!(
+        v.decision,
+        Decision::Refuse(Reason::DkimFail),
+        "{}",
+        show(&v)
+    );
+    eprintln!("200 signatures decided in {:?}", started.elapsed());
+
+    // An h= longer than the bound fails even though it verifies.
+    let mut names: Vec<&str> = vec!["from", "to", "subject", "date", "in-reply-to", "references"];
+    names.extend(std::iter::repeat_n("x-pad", MAX_SIGNED_NAMES));
+    let v = run(&world, &Mail::alice().sigs(vec![Sig::gov().h(&names)]), 3).await;
+    assert_eq!(
+        v.decision,
+        Decision::Refuse(Reason::DkimFail),
+        "{}",
+        show(&v)
+    );
+}

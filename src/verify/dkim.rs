@@ -31,6 +31,15 @@ use crate::verify::headers::HeaderBlock;
 /// How far in the future a signature's `t=` may be (clock skew between MTAs).
 pub const CLOCK_SKEW: u64 = 300;
 
+/// Only the first (top-most) signatures are considered: a real mail carries two or three
+/// (ministry, provider); hundreds of fields would each cost a header hash over the whole
+/// block. Fields below this count are ignored, which can only hurt the one who added them.
+pub const MAX_SIGNATURES: usize = 8;
+
+/// An `h=` longer than this is refused (the signature fails): hashing cost grows with
+/// `h=` × header fields, and no MTA signs more than a few dozen names.
+pub const MAX_SIGNED_NAMES: usize = 64;
+
 /// A `DKIM-Signature` field as we read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SigInfo {
@@ -87,7 +96,9 @@ impl SigInfo {
         let d_raw = get("d").map(strip_ws).unwrap_or_default();
         let t = num("t");
         let x = num("x");
+        let h_len = get("h").map_or(0, |h| h.split(':').count());
         let invalid = invalid_list
+            || h_len > MAX_SIGNED_NAMES
             || ["v", "a", "b", "bh", "d", "h", "s"]
                 .iter()
                 .any(|n| get(n).is_none())
@@ -464,6 +475,10 @@ mod tests {
         assert!(sig(&format!("{BASE}; t=soon")).invalid);
         assert!(sig(&BASE.replace("v=1", "v=2")).invalid);
         assert!(sig(&BASE.replace("s=s2024; ", "")).invalid);
+        let many = vec!["from"; MAX_SIGNED_NAMES + 1].join(":");
+        assert!(sig(&BASE.replace("h=from:to", &format!("h={many}"))).invalid);
+        let enough = vec!["from"; MAX_SIGNED_NAMES].join(":");
+        assert!(!sig(&BASE.replace("h=from:to", &format!("h={enough}"))).invalid);
         assert_eq!(sig(&format!("{BASE}; t=10; x=20")).t, Some(10));
         assert_eq!(
             sig(&BASE.replace("interieur.gouv.fr", "interieur.gouv.fr'a.evil.example")).domain,

@@ -308,7 +308,14 @@ impl Verifier {
     ) -> DkimReport {
         let sigs: Vec<SigInfo> = block
             .named("dkim-signature")
+            .take(dkim::MAX_SIGNATURES)
             .map(|(i, f)| SigInfo::parse(i, f.value, &self.opts))
+            .collect();
+        // mail-auth verifies only what we consider: the first fields, with a bounded `h=`.
+        let considered: Vec<Vec<u8>> = sigs
+            .iter()
+            .filter(|s| !s.invalid)
+            .filter_map(|s| data_encoding::BASE64.decode(s.b.as_bytes()).ok())
             .collect();
         if sigs.is_empty() {
             return DkimReport {
@@ -324,7 +331,7 @@ impl Verifier {
         };
         let aligned: Vec<&SigInfo> = sigs.iter().filter(|s| is_aligned(&s.d_raw)).collect();
         if aligned.is_empty() {
-            let work = self.crypto(message, |d| !is_aligned(d));
+            let work = self.crypto(message, &considered, |d| !is_aligned(d));
             let any_pass = match tokio::time::timeout(self.dns_timeout, work).await {
                 Ok(results) => sigs.iter().any(|s| crypto_of(&results, s) == Crypto::Pass),
                 Err(_) => false,
@@ -335,7 +342,7 @@ impl Verifier {
             };
         }
         let work = async {
-            let results = self.crypto(message, |d| is_aligned(d)).await;
+            let results = self.crypto(message, &considered, |d| is_aligned(d)).await;
             let mut statuses = Vec::new();
             let mut good = Vec::new();
             let min_bits = self.policy.dkim_min_rsa_bits;
@@ -374,13 +381,22 @@ impl Verifier {
         }
     }
 
-    /// mail-auth's cryptographic verification of the signatures whose `d=` (as mail-auth
-    /// reads it) satisfies `keep`.
-    async fn crypto(&self, message: &[u8], keep: impl Fn(&str) -> bool) -> Vec<CryptoResult> {
+    /// mail-auth's cryptographic verification of the signatures we consider (by `b=`) whose
+    /// `d=` (as mail-auth reads it) satisfies `keep`.
+    async fn crypto(
+        &self,
+        message: &[u8],
+        considered: &[Vec<u8>],
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<CryptoResult> {
         let Some(mut am) = AuthenticatedMessage::parse(message) else {
             return Vec::new();
         };
-        am.dkim_headers.retain(|h| keep(&h.header.d));
+        am.dkim_headers.retain(|h| {
+            considered.contains(&h.header.b)
+                && h.header.h.len() <= dkim::MAX_SIGNED_NAMES
+                && keep(&h.header.d)
+        });
         am.errors.clear();
         self.auth
             .verify_dkim(&am)
