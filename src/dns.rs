@@ -7,9 +7,10 @@
 //!   optional `ResolverCache` layer is not used, so SPF, DKIM, iprev and the key-size lookup
 //!   ([`txt_lookup`]) all read the same cache and never keep a record past its TTL.
 //! - **No hosts file.** `/etc/hosts` must never answer for a sender domain.
-//! - **Timeout.** `dns.timeout` is the per-query timeout with a single attempt per server; the
-//!   verifier additionally bounds each whole check (SPF, DKIM, iprev) by `dns.timeout`, so a
-//!   server that never answers costs at most about `dns.timeout` per message.
+//! - **Timeout.** Each query waits half of `dns.timeout` (at least [`MIN_QUERY_TIMEOUT`]) and
+//!   is tried twice, so one lost UDP datagram does not fail a check; the verifier bounds each
+//!   whole check (SPF, DKIM, iprev) by `dns.timeout`, so a server that never answers costs at
+//!   most about `dns.timeout` per message.
 //! - **Errors.** A timeout, SERVFAIL, REFUSED or a DNSSEC-bogus answer is temporary
 //!   ([`LookupError::Temporary`]; mail-auth reports it as TempError); only NXDOMAIN / NODATA
 //!   mean "no record". A temporary fault must end in a 4xx, never in "none"/"fail" (SPEC I5).
@@ -20,6 +21,7 @@
 //!   this matters only for tests on loopback (the reverse of 127.0.0.x is always `localhost.`).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use mail_auth::MessageAuthenticator;
 use mail_auth::hickory_resolver::config::{
@@ -48,11 +50,14 @@ pub fn build(cfg: &DnsConfig) -> Result<MessageAuthenticator, DnsSetupError> {
     MessageAuthenticator::new(config, options(cfg)).map_err(|e| DnsSetupError(e.to_string()))
 }
 
+/// The shortest per-query timeout, whatever `dns.timeout` says.
+pub const MIN_QUERY_TIMEOUT: Duration = Duration::from_millis(200);
+
 /// The resolver options derived from `[dns]` (see the module documentation).
 pub fn options(cfg: &DnsConfig) -> ResolverOpts {
     let mut opts = ResolverOpts::default();
-    opts.timeout = cfg.timeout;
-    opts.attempts = 1;
+    opts.timeout = (cfg.timeout / 2).max(MIN_QUERY_TIMEOUT);
+    opts.attempts = 2;
     opts.cache_size = u64::try_from(cfg.cache_size).unwrap_or(u64::MAX);
     opts.use_hosts_file = ResolveHosts::Never;
     opts.validate = cfg.dnssec;
@@ -125,8 +130,6 @@ fn classify(err: &NetError) -> LookupError {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn cfg(nameservers: Vec<SocketAddr>) -> DnsConfig {
@@ -141,14 +144,16 @@ mod tests {
     #[test]
     fn options_follow_config() {
         let opts = options(&cfg(vec![]));
-        assert_eq!(opts.timeout, Duration::from_millis(700));
-        assert_eq!(opts.attempts, 1);
+        assert_eq!(opts.timeout, Duration::from_millis(350));
+        assert_eq!(opts.attempts, 2);
         assert_eq!(opts.cache_size, 123);
         assert_eq!(opts.use_hosts_file, ResolveHosts::Never);
         assert!(!opts.validate);
         let mut c = cfg(vec![]);
         c.dnssec = true;
         assert!(options(&c).validate);
+        c.timeout = Duration::from_millis(100);
+        assert_eq!(options(&c).timeout, MIN_QUERY_TIMEOUT);
     }
 
     #[test]

@@ -20,7 +20,9 @@
 //!    `header.from_count`, `header.from_syntax`, `header.duplicate`, `header.resent`,
 //!    `header.sender_mismatch`, `message.report`, `message.auto_submitted`.
 //! 2. Identity, independent of DNS: `binding.mismatch` (From is not the claimed address),
-//!    then `envelope.mismatch`.
+//!    then `envelope.mismatch`, then `domain.not_allowed` (the From domain under the current
+//!    `[policy]`; MAIL already checked the envelope, this holds for `gatekeeper verify` and
+//!    for a domain denied after its challenge was issued).
 //! 3. Authentication, each only when required for the From domain: SPF (`spf.fail`,
 //!    `spf.softfail`, `spf.neutral`, `spf.none`, `spf.permerror`), then DKIM (`dkim.none`,
 //!    `dkim.fail`, `dkim.unaligned`, `dkim.weak`, `dkim.testing`, `dkim.partial`,
@@ -169,6 +171,8 @@ pub struct CheckResults {
     pub auto_submitted: Outcome,
     pub report: Outcome,
     pub envelope_mismatch: Outcome,
+    /// The From domain is (still) allowed by `policy.allowed_domains`/`denied_domains`.
+    pub domain_allowed: Outcome,
     pub spf: Spf,
     pub dkim: Dkim,
     pub iprev: Iprev,
@@ -192,6 +196,7 @@ impl CheckResults {
             auto_submitted: Outcome::Ok,
             report: Outcome::Ok,
             envelope_mismatch: Outcome::Ok,
+            domain_allowed: Outcome::Ok,
             spf: Spf::Pass,
             dkim: Dkim::Pass,
             iprev: Iprev::Pass,
@@ -219,6 +224,7 @@ impl CheckResults {
             c("message.auto_submitted", self.auto_submitted.as_str()),
             c("message.report", self.report.as_str()),
             c("envelope.mismatch", self.envelope_mismatch.as_str()),
+            c("domain.not_allowed", self.domain_allowed.as_str()),
             c("spf", self.spf.as_str()),
             c("dkim", self.dkim.as_str()),
             c("iprev", self.iprev.as_str()),
@@ -294,6 +300,7 @@ fn primary(r: &CheckResults, req: &Requirements) -> Option<Reason> {
         // 2. Identity.
         (r.binding_mismatch, Reason::BindingMismatch),
         (r.envelope_mismatch, Reason::EnvelopeMismatch),
+        (r.domain_allowed, Reason::DomainNotAllowed),
     ];
     let counts = |reason: Reason| req.binding || reason != Reason::BindingMismatch;
     for (outcome, reason) in structural {
@@ -469,7 +476,7 @@ mod tests {
     fn checks_list_every_result() {
         let (_, checks) = decide(&CheckResults::all_pass(), &Requirements::strict());
         let names: Vec<&str> = checks.iter().map(|c| c.name).collect();
-        assert_eq!(names.len(), 17);
+        assert_eq!(names.len(), 18);
         for n in [
             "header.malformed",
             "spf",

@@ -127,6 +127,10 @@ impl Verifier {
             _ => Outcome::Skipped,
         };
 
+        let domain_allowed = match &from {
+            Some(f) => Outcome::from_ok(self.domains.check(f.domain()).is_ok()),
+            None => Outcome::Skipped,
+        };
         let domain_req = match &from {
             Some(f) => self.domains.requirements(f.domain()),
             None => self.domains.requirements(tx.mail_from.domain()),
@@ -213,6 +217,7 @@ impl Verifier {
             auto_submitted: hdr.auto_submitted,
             report: hdr.report,
             envelope_mismatch,
+            domain_allowed,
             spf,
             dkim: dkim_report.result,
             iprev,
