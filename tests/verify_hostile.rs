@@ -1097,3 +1097,36 @@ async fn signature_count_and_h_length_are_bounded() {
         show(&v)
     );
 }
+
+/// Two key records at one selector (a factorable 512-bit key published next to the real
+/// one): which key verified would be undefined, so the signature is refused.
+#[tokio::test]
+async fn two_key_records_at_one_selector_are_refused() {
+    let world = World::start().await;
+    assert_eq!(
+        run(&world, &Mail::alice(), 1).await.decision,
+        Decision::Accept
+    );
+    let weak = common::corpus::fill_pubkeys("v=DKIM1; k=rsa; p={PUBKEY:gov-rsa512}");
+    world
+        .dns
+        .add("s2024._domainkey.interieur.gouv.fr", "TXT", &weak);
+    let v = run(&world, &Mail::alice(), 2).await;
+    assert_eq!(
+        v.decision,
+        Decision::Refuse(Reason::DkimFail),
+        "{}",
+        show(&v)
+    );
+    // A record that is not a key next to the key is harmless.
+    world.reset_dns();
+    world.dns.add(
+        "s2024._domainkey.interieur.gouv.fr",
+        "TXT",
+        "some other text",
+    );
+    assert_eq!(
+        run(&world, &Mail::alice(), 3).await.decision,
+        Decision::Accept
+    );
+}

@@ -280,7 +280,7 @@ pub enum Crypto {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyLookup {
     Found(KeyRecord),
-    /// No record, or no record that is a DKIM key.
+    /// No record, no record that is a DKIM key, or several key records (ambiguous).
     Missing,
     TempError,
 }

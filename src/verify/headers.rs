@@ -241,7 +241,7 @@ pub fn check(
     );
 
     let auto_submitted = Outcome::from_ok(!is_automatic(block));
-    let report = Outcome::from_ok(!is_report(parsed));
+    let report = Outcome::from_ok(!is_report(parsed) && !top_level_report(block));
 
     HeaderResults {
         malformed,
@@ -276,6 +276,21 @@ fn is_automatic(block: &HeaderBlock<'_>) -> bool {
         } else {
             f.is("x-autoreply") || f.is("x-autorespond") || f.is("x-auto-response-suppress")
         }
+    })
+}
+
+/// The top-level Content-Type read on the raw field, so a report is recognised even when
+/// mail-parser gives up on the MIME structure.
+fn top_level_report(block: &HeaderBlock<'_>) -> bool {
+    block.named("content-type").any(|(_, f)| {
+        let v = f.unfolded().to_ascii_lowercase();
+        let mime = v
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .replace([' ', '\t'], "");
+        mime == "multipart/report"
     })
 }
 
@@ -401,6 +416,10 @@ mod tests {
         let req = "From: a@b.fr\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\n";
         assert_eq!(results(req).report, Outcome::Ok);
         assert_eq!(results("From: a@b.fr\r\n\r\nx").report, Outcome::Ok);
+        // Recognised on the raw field whatever the MIME parser makes of the body.
+        let b = HeaderBlock::parse(b"From: a@b.fr\r\nContent-Type: Multipart/Report ; x=y\r\n\r\n");
+        let r = check(&b, None, &ParseOptions::default());
+        assert_eq!(r.report, Outcome::Fail);
     }
 
     #[test]

@@ -20,6 +20,12 @@
 //!   fresh token cannot predate its challenge); an unreadable signed Date is stale.
 //! - `gatekeeper verify` without a challenge reports the `binding.*` checks as `skipped` and
 //!   decides without them.
+//! - Only the first [`dkim::MAX_SIGNATURES`] DKIM-Signature fields are considered, and an
+//!   `h=` of more than [`dkim::MAX_SIGNED_NAMES`] names fails (bounded work per message).
+//! - Several DKIM key records at one selector are refused (which key verified would be
+//!   undefined); a signature that mail-auth and our own parse read differently fails.
+//! - A From domain outside `policy.allowed_domains` (or denied since the challenge was
+//!   issued) is refused as `domain.not_allowed`.
 //!
 //! [`policy::decide`]: crate::policy::decide
 
@@ -447,10 +453,16 @@ impl Verifier {
                 return KeyLookup::Missing;
             }
             match dns::txt_lookup(&self.auth, &name).await {
-                Ok(records) => records
-                    .iter()
-                    .find_map(|r| dkim::KeyRecord::parse(r))
-                    .map_or(KeyLookup::Missing, KeyLookup::Found),
+                // Several key records at one selector (RFC 6376 §3.6.2.2 leaves the result
+                // undefined): which one mail-auth used and which one we measure could differ,
+                // e.g. a factorable 512-bit key next to a 2048-bit one. Refused.
+                Ok(records) => {
+                    let mut keys = records.iter().filter_map(|r| dkim::KeyRecord::parse(r));
+                    match (keys.next(), keys.next()) {
+                        (Some(key), None) => KeyLookup::Found(key),
+                        _ => KeyLookup::Missing,
+                    }
+                }
                 Err(LookupError::NotFound) => KeyLookup::Missing,
                 Err(LookupError::Temporary) => KeyLookup::TempError,
             }
