@@ -652,6 +652,20 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Parsers of peer bytes never panic.
+        #[test]
+        fn parsers_take_any_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let _ = tag_list(&bytes);
+            let _ = KeyRecord::parse(&bytes);
+            let _ = rsa_modulus_bits(&bytes);
+            let s = SigInfo::parse(0, &bytes, &ParseOptions::default());
+            let block = HeaderBlock::parse(&bytes);
+            let _ = s.signed_fields(&block);
+        }
+    }
+
     #[test]
     fn aggregate_table() {
         use SigStatus::*;

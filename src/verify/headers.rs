@@ -446,6 +446,35 @@ mod tests {
         assert_eq!(results("From: a@b.fr\r\n\r\n").resent, Outcome::Ok);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any bytes: no panic, and every field found lies inside the header block.
+        #[test]
+        fn any_bytes_split_safely(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let b = HeaderBlock::parse(&bytes);
+            for f in &b.fields {
+                proptest::prop_assert!(!f.name.is_empty());
+                proptest::prop_assert!(f.name.len() + f.value.len() < bytes.len());
+            }
+            let parsed = mail_parser::MessageParser::default().parse(&bytes);
+            let _ = check(&b, parsed.as_ref(), &ParseOptions::default());
+        }
+
+        /// Header-like soups: the split agrees with the wire (name, colon, value, CRLF).
+        #[test]
+        fn soups_split_safely(lines in proptest::collection::vec("[A-Za-z-]{0,6}[: \t]{0,2}[ -~]{0,20}", 0..12)) {
+            let text = format!("{}\r\n\r\nbody", lines.join("\r\n"));
+            let b = HeaderBlock::parse(text.as_bytes());
+            if b.malformed.is_none() {
+                for f in &b.fields {
+                    let rebuilt = format!("{}:{}", String::from_utf8_lossy(f.name), String::from_utf8_lossy(f.value));
+                    proptest::prop_assert!(text.contains(&rebuilt));
+                }
+                proptest::prop_assert_eq!(b.body, b"body");
+            }
+        }
+    }
+
     #[test]
     fn from_count_is_case_insensitive() {
         assert_eq!(
