@@ -27,6 +27,10 @@
 //! - A From domain outside `policy.allowed_domains` (or denied since the challenge was
 //!   issued) is refused as `domain.not_allowed`.
 //!
+//! Time: `now` is the only clock of every rule here (`t=`, `x=`, Date). mail-auth's
+//! `verify_dkim` additionally compares `x=` with the system clock (its variant taking the
+//! time is private); a signature it finds expired fails, which can only refuse, never accept.
+//!
 //! [`policy::decide`]: crate::policy::decide
 
 pub mod binding;
