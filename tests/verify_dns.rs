@@ -206,6 +206,19 @@ async fn resolver_adapter_against_the_test_server() {
         Err(LookupError::NotFound)
     );
 
+    // An answer larger than a UDP payload comes back truncated, then whole over TCP.
+    for i in 0..8 {
+        world
+            .dns
+            .add("big.example", "TXT", &format!("{i}{}", "x".repeat(400)));
+    }
+    let big = txt_lookup(&auth, "big.example")
+        .await
+        .expect("big answer over TCP");
+    assert_eq!(big.len(), 8);
+    assert!(big.iter().all(|r| r.len() == 401));
+    assert!(world.dns.tcp_queries() > 0, "the retry went over TCP");
+
     assert_eq!(
         txt_lookup(&auth, "nosuch.interieur.gouv.fr").await,
         Err(LookupError::NotFound)

@@ -52,6 +52,7 @@ struct State {
     servfail: Vec<String>,
     drop: Vec<String>,
     queries: u64,
+    tcp_queries: u64,
 }
 
 /// The running server. Dropping it stops it.
@@ -165,6 +166,11 @@ impl TestDns {
     pub fn queries(&self) -> u64 {
         self.with(|s| s.queries)
     }
+
+    /// Queries received over TCP so far.
+    pub fn tcp_queries(&self) -> u64 {
+        self.with(|s| s.tcp_queries)
+    }
 }
 
 /// Bind UDP on an ephemeral port and TCP on the same port (retrying if TCP's is taken).
@@ -264,6 +270,9 @@ fn answer(state: &Mutex<State>, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
     }
     let mut st = s;
     st.queries += 1;
+    if tcp {
+        st.tcp_queries += 1;
+    }
     if st.drop.iter().any(|z| within(&key, z)) {
         return None;
     }
