@@ -242,9 +242,10 @@ fn fill_time(mut m: Mail) -> Mail {
                 .replace("{NOW}", &now.to_string());
         }
     }
-    m.body = m
-        .body
-        .replace("{SESSION_CODE_QP}", "K7=\r\n{SESSION_CODE_REST}");
+    m.body = m.body.replace(
+        "{SESSION_CODE_QP}",
+        "{SESSION_CODE_HEAD}=\r\n{SESSION_CODE_REST}",
+    );
     m
 }
 

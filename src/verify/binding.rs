@@ -81,15 +81,26 @@ pub fn token_signed(c: &Content<'_, '_>, token: &str) -> Outcome {
     Outcome::from_ok(haystacks.iter().any(|h| h.contains(&token)))
 }
 
-/// `binding.session_code`: the code is in the signed Subject or the (decoded) body.
+/// `binding.session_code`: the code is in the signed Subject or the (decoded) body, as a
+/// whole word: not touching a letter or digit on either side, so a six-digit code does not
+/// match inside a longer number (a phone number, a timestamp).
 pub fn session_code(c: &Content<'_, '_>, code: &str) -> Outcome {
-    let code = code.to_lowercase();
-    if code.trim().is_empty() {
+    let code = code.trim().to_lowercase();
+    if code.is_empty() {
         return Outcome::Fail;
     }
     let mut haystacks = c.signed_subject();
     haystacks.extend(c.body_texts());
-    Outcome::from_ok(haystacks.iter().any(|h| h.contains(&code)))
+    Outcome::from_ok(haystacks.iter().any(|h| contains_word(h, &code)))
+}
+
+/// `needle` occurs in `haystack` with no alphanumeric character right before or after it.
+fn contains_word(haystack: &str, needle: &str) -> bool {
+    haystack.match_indices(needle).any(|(at, m)| {
+        let before = haystack.get(..at).and_then(|s| s.chars().next_back());
+        let after = haystack.get(at + m.len()..).and_then(|s| s.chars().next());
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
 }
 
 /// `binding.not_a_reply`: In-Reply-To or References (signed or not) names `<message_id>`.
@@ -218,6 +229,34 @@ mod tests {
         assert_eq!(
             with(b64, Some(&[0]), |c| session_code(c, "abc-123")),
             Outcome::Ok
+        );
+    }
+
+    #[test]
+    fn session_code_is_a_whole_word() {
+        let msg = |body: &str| format!("From: a@b.fr\r\n\r\n{body}\r\n");
+        let rows: &[(&str, Outcome)] = &[
+            ("Code : 482913", Outcome::Ok),
+            ("code:482913.", Outcome::Ok),
+            ("(482913)", Outcome::Ok),
+            ("482913", Outcome::Ok),
+            ("tel 0148291377", Outcome::Fail),
+            ("1482913", Outcome::Fail),
+            ("4829130", Outcome::Fail),
+            ("x482913", Outcome::Fail),
+            ("48291", Outcome::Fail),
+            ("1482913 and 482913", Outcome::Ok),
+        ];
+        for (body, want) in rows {
+            assert_eq!(
+                with(&msg(body), Some(&[0]), |c| session_code(c, "482913")),
+                *want,
+                "{body}"
+            );
+        }
+        assert_eq!(
+            with(&msg("x"), Some(&[0]), |c| session_code(c, "  ")),
+            Outcome::Fail
         );
     }
 

@@ -142,13 +142,15 @@ pub struct Vars {
 }
 
 impl Vars {
+    /// Formats as the product makes them: a lower-case base32-like token, a six-digit
+    /// session code, a challenge Message-ID `<token>.<unique>@<confirm.domain>`.
     pub fn new(now: DateTime<Utc>, n: u32) -> Vars {
         let token = format!("tk{n:04}q7x2m9c4v8b1n6z3a5s0d");
         Vars {
-            challenge_msgid: format!("gk.{token}@verify.example.gouv.fr"),
+            challenge_msgid: format!("{token}.u{n:04}k2@verify.example.gouv.fr"),
             token,
             token_b: format!("tb{n:04}w3e8r1t6y2u7i4o9p0"),
-            session_code: format!("K7Q-{n:04}"),
+            session_code: format!("{:06}", (u64::from(n) * 7919 + 482_913) % 1_000_000),
             msgid: format!("m{n:04}.{}", now.timestamp()),
             now,
         }
@@ -158,6 +160,10 @@ impl Vars {
         s.replace("{TOKEN}", &self.token)
             .replace("{TOKEN_B}", &self.token_b)
             .replace("{SESSION_CODE}", &self.session_code)
+            .replace(
+                "{SESSION_CODE_HEAD}",
+                self.session_code.get(..2).unwrap_or_default(),
+            )
             .replace(
                 "{SESSION_CODE_REST}",
                 self.session_code.get(2..).unwrap_or_default(),
