@@ -1189,3 +1189,27 @@ async fn random_mutations_of_a_genuine_mail() {
     }
     eprintln!("{accepted} of 200 mutations were canonicalization-neutral and accepted");
 }
+
+/// `Verifier::new` from the shipped configuration, pointed at the test DNS server.
+#[tokio::test]
+async fn verifier_from_the_shipped_config() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/gatekeeper.toml");
+    let mut cfg = gatekeeper::config::Config::load(&path).expect("shipped config loads");
+    let world = World::start().await;
+    cfg.dns.nameservers = vec![world.dns.addr];
+    cfg.dns.timeout = std::time::Duration::from_secs(3);
+    let verifier = gatekeeper::verify::Verifier::new(&cfg).expect("resolver");
+    let now = Utc::now();
+    let vars = Vars::new(now, 1);
+    let v = verifier
+        .verify(
+            &Mail::alice().transaction(&vars, now),
+            &alice_challenge(&vars),
+            now,
+        )
+        .await;
+    assert_eq!(v.decision, Decision::Accept, "{}", show(&v));
+    let tx = Mail::alice().body("Oui.\r\n").transaction(&vars, now);
+    let v = verifier.verify(&tx, &alice_challenge(&vars), now).await;
+    assert_eq!(v.decision, Decision::Refuse(Reason::BindingSessionCode));
+}
