@@ -433,6 +433,7 @@ mod tests {
 
     #[test]
     fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
         Cli::command().debug_assert();
     }
 }

@@ -108,7 +108,8 @@ async fn find_challenge(
         read_only: true,
         ..SqliteOptions::default()
     };
-    let store = SqliteStore::open(&config.store.path, options).map_err(|_| Reason::StoreUnavailable)?;
+    let store =
+        SqliteStore::open(&config.store.path, options).map_err(|_| Reason::StoreUnavailable)?;
     let hash = crate::challenge::hash_token(&rcpt.token);
     let record = store
         .find_by_token_hash(&hash)

@@ -47,7 +47,10 @@ const SIEM_FLUSH_BOUND: Duration = Duration::from_secs(5);
 pub enum ConfigSource {
     File(PathBuf),
     /// A text compiled into the binary (the embedded default), with its name for errors.
-    Text { text: &'static str, origin: &'static str },
+    Text {
+        text: &'static str,
+        origin: &'static str,
+    },
 }
 
 impl ConfigSource {
@@ -75,6 +78,11 @@ pub enum DaemonError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create directory {path}: {source}")]
+    Dir {
+        path: String,
         source: std::io::Error,
     },
     #[error("inherited listeners: {0}")]
@@ -201,10 +209,15 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
     let config = source.load()?;
     let notifier = Notifier::from_env();
 
+    prepare_dirs(&config)?;
     let (siem, siem_handle) = Siem::start(&config.siem, &config.smtp.hostname)?;
     let parts = app::build(&config)?;
     let verifier = SwapVerifier::new(Verifier::new(&config)?);
-    let backend = Arc::new(App::new(&config, Arc::clone(&parts.store), verifier.clone()));
+    let backend = Arc::new(App::new(
+        &config,
+        Arc::clone(&parts.store),
+        verifier.clone(),
+    ));
     let sink = Arc::new(MeteredSink {
         siem: siem.clone(),
         metrics: Arc::clone(&parts.metrics),
@@ -245,9 +258,11 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
         shutdown.clone(),
     ));
     let api_shutdown = shutdown.clone();
-    let api_task = tokio::spawn(crate::api::serve(api_listener, parts.router.clone(), async move {
-        api_shutdown.cancelled().await
-    }));
+    let api_task = tokio::spawn(crate::api::serve(
+        api_listener,
+        parts.router.clone(),
+        async move { api_shutdown.cancelled().await },
+    ));
     let purge_task = tokio::spawn(app::purge_loop(
         Arc::clone(&parts.store),
         config.store.purge_interval,
@@ -278,7 +293,8 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
         purge_task.abort();
         let _ = api_task.await;
         // The SIEM's last flush blocks (files, SQLite, sockets): off the runtime threads.
-        let stats = tokio::task::spawn_blocking(move || siem_handle.shutdown(SIEM_FLUSH_BOUND)).await;
+        let stats =
+            tokio::task::spawn_blocking(move || siem_handle.shutdown(SIEM_FLUSH_BOUND)).await;
         if let Ok(stats) = stats {
             tracing::info!(?stats, "SIEM flushed");
         }
@@ -388,7 +404,9 @@ impl Control {
         self.notifier.reloading();
         match self.try_reload() {
             Ok(()) => tracing::info!("configuration reloaded"),
-            Err(e) => tracing::error!(error = %e, "reload refused; the running configuration stays"),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running configuration stays")
+            }
         }
         self.siem.reopen();
         self.notifier.ready(&self.sink.status_line());
@@ -426,4 +444,32 @@ async fn smtp_listeners(config: &Config) -> Result<Vec<TcpListener>, DaemonError
         listeners.push(l);
     }
     Ok(listeners)
+}
+
+/// Create the parent directories of every file the daemon writes (SIEM files and spool, the
+/// store, the outbox), so the embedded default runs from an empty working directory.
+fn prepare_dirs(config: &Config) -> Result<(), DaemonError> {
+    use crate::config::{OutboundTarget, SiemSink};
+    let mut dirs: Vec<&std::path::Path> = Vec::new();
+    for sink in &config.siem.sinks {
+        if let SiemSink::File { path } = sink {
+            dirs.extend(path.parent());
+        }
+    }
+    dirs.extend(config.siem.spool_path.parent());
+    dirs.extend(config.store.path.parent());
+    dirs.extend(config.api.token_file.parent());
+    if let OutboundTarget::Directory(dir) = &config.outbound.target {
+        dirs.push(dir);
+    }
+    for dir in dirs {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
 }
