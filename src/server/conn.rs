@@ -129,6 +129,9 @@ async fn drive<B: Backend>(
             _ = grace_sleep, if grace_end.is_some() => {
                 queue.extend(session.handle(Input::Shutdown, Utc::now()));
             }
+            _ = shared.abort.cancelled() => {
+                queue.extend(session.handle(Input::Shutdown, Utc::now()));
+            }
             read = timeout_at(read_end, conn.read(&mut buf)) => match read {
                 Err(_elapsed) => queue.extend(session.handle(Input::Timeout(kind), Utc::now())),
                 Ok(Ok(0)) | Ok(Err(_)) => return,
