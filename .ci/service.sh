@@ -118,6 +118,34 @@ fi
 [[ "$("$root/usr/bin/gatekeeper" check-config -c "$root/etc/gatekeeper/gatekeeper.toml")" == ok ]] ||
     fail "check-config on the packaged configuration"
 
+step "postinst effect: sysusers and tmpfiles on the extracted root"
+# What the postinst runs, against the package's root instead of this machine's.
+if [[ "$(id -u)" == 0 ]]; then
+    mkdir -p "$root/etc"
+    touch "$root/etc/passwd" "$root/etc/group"
+    systemd-sysusers --root="$root" gatekeeper.conf
+    uid=$(awk -F: '$1 == "gatekeeper" { print $3 }' "$root/etc/passwd")
+    gid=$(awk -F: '$1 == "gatekeeper" { print $3 }' "$root/etc/group")
+    [[ -n "$uid" && -n "$gid" ]] || fail "sysusers created no gatekeeper account"
+    grep -q '^gatekeeper:x:[0-9]*:[0-9]*:[^:]*:/var/lib/gatekeeper:/usr/sbin/nologin$' \
+        "$root/etc/passwd" || fail "account: $(grep gatekeeper "$root/etc/passwd")"
+    systemd-tmpfiles --root="$root" --create gatekeeper.conf
+    expect_stat() {
+        local want=$1 path=$2 got
+        got=$(stat -c '%a %u:%g' "$root/$path")
+        [[ "$got" == "$want" ]] || fail "$path: ${got}, want ${want}"
+        echo "$path: $got"
+    }
+    expect_stat "750 0:${gid}" etc/gatekeeper
+    expect_stat "750 0:${gid}" etc/gatekeeper/tls
+    expect_stat "750 0:${gid}" etc/gatekeeper/dkim
+    expect_stat "640 0:${gid}" etc/gatekeeper/gatekeeper.toml
+    expect_stat "750 ${uid}:${gid}" var/lib/gatekeeper
+    expect_stat "750 ${uid}:${gid}" var/lib/gatekeeper/outbox
+else
+    echo "not root: skipped"
+fi
+
 # ---------------------------------------------------------------------------------------
 step "systemd-analyze verify (units as installed)"
 # The extracted package is the root; systemd's own units (sysinit.target, ...) and the
