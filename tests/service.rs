@@ -2,6 +2,8 @@
 //! real unix datagram socket, socket activation through `systemd-socket-activate`, signals
 //! sent with `kill`, SMTP and STARTTLS over loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixDatagram, UnixStream};
