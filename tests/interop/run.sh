@@ -475,7 +475,6 @@ status_is() { [ "$(status_of "$1")" = "$2" ]; }
 
 # --- Alice's mailbox -----------------------------------------------------------------------
 MAILDIR() { echo "$T/ministry/mail/alice/new"; }
-ARCHIVE() { echo "$T/ministry/mail/archive/new"; }
 SEEN=$T/seen
 # new_challenge_mail: path of a challenge mail in Alice's Maildir not handed out before.
 new_challenge_mail() {
@@ -549,12 +548,12 @@ submit() {
 # maillog_status DIR QID STATUS: Postfix logged STATUS (sent|deferred|bounced) for QID.
 maillog_status() { grep -E " $2: to=<[^>]*$CONFIRM_DOMAIN>.* status=$3" "$1/maillog" >/dev/null 2>&1; }
 maillog_line() { grep -E " $2: to=<[^>]*$CONFIRM_DOMAIN>" "$1/maillog" 2>/dev/null | tail -1; }
-# archived_signature MSGID: the DKIM-Signature OpenDKIM put on the ministry's copy of MSGID.
+# archived_file SITE MSGID: the site's archived (always_bcc) copy of MSGID, as it left the site.
 archived_file() {
     local f
-    for f in "$(ARCHIVE)"/*; do
+    for f in "$T/$1/mail/archive/new"/*; do
         [ -f "$f" ] || continue
-        [ "$(hdr "$f" Message-ID)" = "$1" ] && { echo "$f"; return 0; }
+        [ "$(hdr "$f" Message-ID)" = "$2" ] && { echo "$f"; return 0; }
     done
     return 1
 }
@@ -579,8 +578,8 @@ sc_whole_flow() {
         fail $name "ministry Postfix did not deliver to gatekeeper: $(maillog_line "$T/ministry" "$QUEUE_ID")"; return
     fi
     local a sig
-    if ! wait_until 10 archived_file "$REPLY_MSGID"; then fail $name "no archived copy of the reply"; return; fi
-    a=$(archived_file "$REPLY_MSGID")
+    if ! wait_until 10 archived_file ministry "$REPLY_MSGID"; then fail $name "no archived copy of the reply"; return; fi
+    a=$(archived_file ministry "$REPLY_MSGID")
     sig=$(hdr "$a" DKIM-Signature)
     if ! grep -q 'd=interieur.gouv.fr' <<<"$sig"; then fail $name "the reply left the ministry without OpenDKIM's signature"; return; fi
     if ! wait_until 15 status_is "$CH_ID" confirmed; then
@@ -617,7 +616,9 @@ sc_evil_postfix() {
     if ! wait_until 30 maillog_status "$T/evil" "$QUEUE_ID" bounced; then
         fail $name "gatekeeper did not refuse it permanently: $(maillog_line "$T/evil" "$QUEUE_ID")"; return
     fi
-    if ! grep -q 'd=evil.example' <<<"$(hdr "$(ls -t "$T"/evil/mail/archive/new/* | head -1)" DKIM-Signature)"; then
+    local a
+    a=$(archived_file evil "$REPLY_MSGID")
+    if ! grep -q 'd=evil.example' <<<"$(hdr "$a" DKIM-Signature)"; then
         fail $name "the attacker's mail was not DKIM-signed by its OpenDKIM (world broken)"; return
     fi
     local st; st=$(status_of "$CH_ID")
@@ -717,7 +718,7 @@ sc_out_of_office() {
         fail $name "gatekeeper did not refuse it permanently: $(maillog_line "$T/ministry" "$QUEUE_ID")"; return
     fi
     local a
-    a=$(archived_file "$REPLY_MSGID") && grep -q 'd=interieur.gouv.fr' <<<"$(hdr "$a" DKIM-Signature)" \
+    a=$(archived_file ministry "$REPLY_MSGID") && grep -q 'd=interieur.gouv.fr' <<<"$(hdr "$a" DKIM-Signature)" \
         || { fail $name "the auto-reply was not signed by OpenDKIM (world broken)"; return; }
     local st; st=$(status_of "$CH_ID")
     [ "$st" = pending ] || { fail $name "challenge is '$st', expected pending"; return; }
@@ -796,6 +797,10 @@ main() {
     SEEN=$T/seen
     ensure_packages
     if [ "$MODE" = scenarios ]; then
+        if [ ! -x "$GK_BIN" ] && [ -z "${GATEKEEPER_BIN:-}" ]; then
+            log "no $GK_BIN: cargo build --locked"
+            (cd "$ROOT" && timeout 900 cargo build --locked) >&2 || die "cargo build failed"
+        fi
         [ -x "$GK_BIN" ] || die "no gatekeeper binary at $GK_BIN (cargo build --locked, or set GATEKEEPER_BIN)"
         "$GK_BIN" serve --help >/dev/null 2>&1 || die "$GK_BIN has no 'serve' subcommand"
     fi
