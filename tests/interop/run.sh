@@ -636,7 +636,7 @@ sc_swaks_spf_fail() {
     make_reply "$T/spoof.eml"
     submit "$IP_GK" "$ALICE" "$CH_TOKEN_ADDR" "$T/spoof.eml" --local-interface "$IP_EVIL" --helo mail.interieur.gouv.fr
     if ! grep -qE '^<\*\* +5[0-9][0-9]' "$SWAKS_OUT"; then
-        fail $name "no 5xx from gatekeeper: $(grep -E '^<[~*]' "$SWAKS_OUT" | tail -2 | tr '\n' ' ')"; return
+        fail $name "no 5xx from gatekeeper: $(grep -E '^<[-~*]' "$SWAKS_OUT" | tail -2 | tr '\n' ' ')"; return
     fi
     local st; st=$(status_of "$CH_ID")
     [ "$st" = pending ] || { fail $name "challenge is '$st', expected pending"; return; }
@@ -657,12 +657,13 @@ sc_smuggling() {
         printf 'first part\r\n\n.\n'
         printf 'MAIL FROM:<smuggled@interieur.gouv.fr>\r\nRCPT TO:<%s>\r\nDATA\r\n' "$CH_TOKEN_ADDR"
         printf 'From: <smuggled@interieur.gouv.fr>\r\nTo: %s\r\nSubject: smuggled\r\n\r\nCode : %s\r\n' "$CH_TOKEN_ADDR" "$CH_CODE"
-        printf '\r\n.\r\n'
+        # swaks -ndf sends the file as it is and then one CRLF: the file ends in "<CRLF>.".
+        printf '\r\n.'
     } >"$f"
     submit "$IP_GK" "$ALICE" "$CH_TOKEN_ADDR" "$f" --local-interface "$IP_EVIL" --helo mail.evil.example --no-data-fixup
     local replies
-    replies=$(grep -E '^<[~*] +[0-9]{3}' "$SWAKS_OUT")
-    if grep -qE '^<~ +250 .*confirmed' <<<"$replies"; then fail $name "gatekeeper said 250 confirmed"; return; fi
+    replies=$(grep -E '^<[-~*]+ +[0-9]{3}' "$SWAKS_OUT")
+    if grep -qE '^<[-~]+ +250 .*confirmed' <<<"$replies"; then fail $name "gatekeeper said 250 confirmed"; return; fi
     if ! grep -qE '^<\*\* +5[0-9][0-9]' <<<"$replies"; then
         fail $name "no 5xx refusal: $(tail -3 <<<"$replies" | tr '\n' ' ')"; return
     fi
