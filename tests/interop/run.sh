@@ -80,7 +80,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+trap 'log "interrupted"; FAILED=$((FAILED + 1)); echo "FAIL interrupted"; echo "$PASSED passed, $FAILED failed"; exit 130' INT TERM
 
 # --- packages -------------------------------------------------------------------------------
 ensure_packages() {
@@ -797,6 +797,13 @@ main() {
     : >"$T/seen"
     SEEN=$T/seen
     ensure_packages
+    # Bound the whole run: every wait below is bounded, this bounds their sum.
+    (
+        trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+        sleep "${INTEROP_MAX_SECONDS:-480}" & sp=$!
+        wait "$sp" && { echo "interop: over ${INTEROP_MAX_SECONDS:-480}s, stopping" >&2; kill -TERM $$; }
+    ) &
+    PIDS+=("$!")
     if [ "$MODE" = scenarios ]; then
         if [ ! -x "$GK_BIN" ] && [ -z "${GATEKEEPER_BIN:-}" ]; then
             log "no $GK_BIN: cargo build --locked"
