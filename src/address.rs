@@ -1,8 +1,77 @@
 //! The one strict address parser (SPEC §3, invariant I2).
 //!
-//! INTERFACE NOTE (for implementers): the public items below are the contract; bodies are to
-//! be written by the owner of this module. Nothing outside this module splits on `@` or
-//! lowercases an address.
+//! Every address-bearing field (the API claim, `MAIL FROM`, `RCPT TO`, the From header, DKIM
+//! `d=`, config domains) goes through this module, once, into one canonical form. Nothing
+//! outside this module splits on `@` or lowercases an address. The parser accepts a deliberately
+//! small subset of RFC 5321/5322: anything that some common parser could read differently is
+//! refused, never interpreted.
+//!
+//! # Grammar accepted (a subset of RFC 5321 §4.1.2)
+//!
+//! ```text
+//! Mailbox    = Local-part "@" Domain                 ; exactly one "@", total ≤ 254 octets
+//! Local-part = Dot-string                            ; 1–64 octets
+//! Dot-string = Atom *("." Atom)                      ; no leading, trailing or double dot
+//! Atom       = 1*( ALPHA / DIGIT / "_" / "-" / "+" / extra )
+//!              ; extra: policy.local_part_extra_chars ∩ "#$&*/=?^|~" (atext minus "!%'`{}")
+//! Domain     = sub-domain 1*("." sub-domain)         ; ≥ 2 labels, total ≤ 253 octets
+//! sub-domain = Let-dig [Ldh-str]                     ; 1–63 octets, no leading/trailing "-"
+//!              ; no "xn--" label unless policy.allow_idna
+//! TLD        = 1*ALPHA                               ; the last label is alphabetic
+//! ```
+//!
+//! Not accepted from RFC 5321: `Quoted-string` local parts, `address-literal` (`[1.2.3.4]`),
+//! source routes (`@a,@b:`), a trailing root dot. Canonical form: ASCII lower-case, both parts.
+//!
+//! # From header (RFC 5322 §3.4 subset)
+//!
+//! ```text
+//! from-value   = [FWS] ( Mailbox / [display-name FWS-or-nothing] "<" Mailbox ">" ) [FWS]
+//! display-name = word *(WSP word)
+//! word         = 1*atext-without-"!%" / quoted-string / encoded-word (RFC 2047, B or Q)
+//! ```
+//!
+//! Folding (CRLF followed by SP or HTAB) is unfolded first; any other CR or LF is refused. The
+//! address between `<` and `>` goes through [`Mailbox::parse`], the same code path as the
+//! envelope.
+//!
+//! # What is refused, and the attack each refusal stops
+//!
+//! | detail | example | attack it stops |
+//! |---|---|---|
+//! | `empty` | `` | an empty identity matching "anything" downstream |
+//! | `length` | > 254 octets (> 4096 checked first) | truncation by a fixed-size buffer elsewhere; unbounded work |
+//! | `local_length`, `domain_length`, `label_length` | 65-octet local part, 254-octet domain, 64-octet label | truncation that turns one address into another; DNS refusing what we accepted |
+//! | `nul` | `attacker@evil.example\0@interieur.gouv.fr` | C-string truncation: one side reads up to the NUL, the other past it |
+//! | `control` | `alice@x.fr\r\nBcc: y@z` | header and SMTP command injection, bare CR/LF smuggling |
+//! | `whitespace` | `alice @x.fr`, `a@x.fr b@y.fr` | trimming differences; lists split on spaces |
+//! | `non_ascii` | `alice@interieur．gouv．fr` (U+FF0E) | Unicode full stops that IDNA maps to `.`; homographs; SMTPUTF8 |
+//! | `two_at` | `attacker@evil.example@interieur.gouv.fr` | CVE-2019-16056 / CVE-2019-11340 / CVE-2023-27043: the domain check and the mailer split at different `@` |
+//! | `no_at` | `alice` | a local name that a mailer completes with its own domain |
+//! | `quoted_local` | `"a@evil.example"@gouv.fr`, `a\@b@x.fr` | quoted `@` or backslash escapes read differently by each parser |
+//! | `comment` | `alice(@evil.example)@gouv.fr` | comments that one parser drops and another keeps |
+//! | `encoded_word` | `=?utf-8?q?alice=40evil.example?=@gouv.fr` | RFC 2047 smuggling: one layer decodes, another does not |
+//! | `route` | `@relay.gouv.fr:attacker@evil.example` | obsolete source routes: delivery to the last hop, checks on the first |
+//! | `percent_hack` | `attacker%evil.example@gouv.fr` | the percent hack: a relay re-routes to the part after `%` |
+//! | `bang_path` | `evil.example!attacker@gouv.fr` | UUCP bang paths: a relay routes to `evil.example` |
+//! | `ip_literal` | `alice@[127.0.0.1]`, `alice@127.0.0.1` | bypassing the domain policy with an address literal |
+//! | `idna` | `alice@xn--intrieur-b1a.gouv.fr` | IDNA homographs of an allowed domain (unless `policy.allow_idna`) |
+//! | `trailing_dot` | `alice@interieur.gouv.fr.`, `alice.@x.fr` | absolute names compared as different strings; dot-atom violations |
+//! | `leading_dot`, `double_dot`, `empty_label` | `.alice@x.fr`, `a..b@x.fr`, `a@x..fr`, `a@` | dot handling that differs between parsers (Gmail-style dot folding, empty labels) |
+//! | `hyphen` | `a@-x.gouv.fr` | non-LDH names that resolvers and policy code treat differently |
+//! | `tld` | `a@x.gouv.123` | numeric TLDs that are IP addresses in disguise |
+//! | `single_label` | `alice@localhost` | dotless names completed by a resolver search list |
+//! | `bad_char` | `a#b@x.fr`, `a@x_y.fr` | every other character some parser treats as special (`'`, `/`, `=`, `|`, ...) |
+//! | `angle_brackets` | `<a@x.fr>` as a claim; `<<a@x.fr>>` in From | nested or stray brackets that select a different address |
+//! | `list` | `a@x.fr,b@y.fr`, `a@x.fr;b@y.fr` | several recipients where one is expected |
+//! | `group` | `From: team: a@x.fr;` | RFC 5322 groups hiding or multiplying mailboxes |
+//! | `display_name_at` | `From: "alice@interieur.gouv.fr" <attacker@evil.example>` | a display name that a mail client shows as the address (raw, quoted or encoded) |
+//! | `trailing` | `From: <a@x.fr> b@y.fr` | text after the address that another parser takes as the address |
+//! | `display_name` | `From: J. Doe <a@x.fr>` | a display name outside the atom/quoted/encoded subset |
+//!
+//! The checks run in a fixed order so the detail names the real attack: a NUL anywhere is `nul`,
+//! a `!` anywhere is `bang_path`, a `"` anywhere is `quoted_local`, before `two_at` or any
+//! length check.
 
 use std::fmt;
 
@@ -41,39 +110,488 @@ impl AddressError {
     pub fn reason(&self) -> Reason {
         Reason::EnvelopeSyntax
     }
+
+    /// The reason code for a refused From header value ([`Mailbox::parse_header`]).
+    pub fn header_reason(&self) -> Reason {
+        Reason::HeaderFromSyntax
+    }
+}
+
+/// Refuse work on anything longer than this before looking at it (callers already bound
+/// their lines to ~1000 octets).
+pub const MAX_INPUT: usize = 4096;
+/// RFC 5321 §4.5.3.1.3 path limit minus the angle brackets.
+pub const MAX_ADDRESS: usize = 254;
+/// RFC 5321 §4.5.3.1.1.
+pub const MAX_LOCAL: usize = 64;
+/// RFC 1035 name limit in text form without the root dot.
+pub const MAX_DOMAIN: usize = 253;
+/// RFC 1035 label limit.
+pub const MAX_LABEL: usize = 63;
+
+/// RFC 5322 atext specials that `policy.local_part_extra_chars` may add. `!` and `%` are atext
+/// but are routing operators (bang path, percent hack); `'` and `` ` `` are quote-like and `{`
+/// `}` bracket-like to other parsers: never added, whatever the configuration says (the config
+/// loader refuses them too).
+pub const LOCAL_EXTRA_ALLOWED: &str = "#$&*/=?^|~";
+
+fn err(detail: &'static str) -> AddressError {
+    AddressError { detail }
+}
+
+/// Checks common to every address-bearing input, in attack order. Returns the input as an
+/// ASCII `&str` with no control octet; spaces and specials are left to the caller's grammar.
+fn ascii_printable(input: &[u8]) -> Result<&str, AddressError> {
+    if input.is_empty() {
+        return Err(err("empty"));
+    }
+    if input.len() > MAX_INPUT {
+        return Err(err("length"));
+    }
+    if input.contains(&0) {
+        return Err(err("nul"));
+    }
+    if !input.is_ascii() {
+        return Err(err("non_ascii"));
+    }
+    if input.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(err("control"));
+    }
+    std::str::from_utf8(input).map_err(|_| err("non_ascii"))
+}
+
+/// Specials checks shared by `Mailbox::parse` and `Domain::parse`, ordered so the detail names
+/// the routing trick rather than a generic syntax error.
+fn specials(s: &str) -> Result<(), AddressError> {
+    if s.contains("=?") {
+        return Err(err("encoded_word"));
+    }
+    if s.contains('!') {
+        return Err(err("bang_path"));
+    }
+    if s.contains('%') {
+        return Err(err("percent_hack"));
+    }
+    if s.starts_with('@') || s.contains(':') {
+        return Err(err("route"));
+    }
+    if s.contains('"') || s.contains('\\') {
+        return Err(err("quoted_local"));
+    }
+    if s.contains('(') || s.contains(')') {
+        return Err(err("comment"));
+    }
+    if s.contains('[') || s.contains(']') {
+        return Err(err("ip_literal"));
+    }
+    if s.contains('<') || s.contains('>') {
+        return Err(err("angle_brackets"));
+    }
+    if s.contains(',') || s.contains(';') {
+        return Err(err("list"));
+    }
+    if s.contains(' ') || s.contains('\t') {
+        return Err(err("whitespace"));
+    }
+    Ok(())
+}
+
+fn local_char_ok(c: char, opts: &ParseOptions) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(c, '.' | '_' | '-' | '+')
+        || (LOCAL_EXTRA_ALLOWED.contains(c) && opts.local_part_extra_chars.contains(c))
+}
+
+fn check_local(local: &str, opts: &ParseOptions) -> Result<(), AddressError> {
+    if local.is_empty() || local.len() > MAX_LOCAL {
+        return Err(err("local_length"));
+    }
+    if local.starts_with('.') {
+        return Err(err("leading_dot"));
+    }
+    if local.ends_with('.') {
+        return Err(err("trailing_dot"));
+    }
+    if local.contains("..") {
+        return Err(err("double_dot"));
+    }
+    if !local.chars().all(|c| local_char_ok(c, opts)) {
+        return Err(err("bad_char"));
+    }
+    Ok(())
+}
+
+/// The domain rules of SPEC §3 on an ASCII string already free of controls and specials.
+fn check_domain(d: &str, opts: &ParseOptions) -> Result<(), AddressError> {
+    if d.is_empty() {
+        return Err(err("empty_label"));
+    }
+    if d.len() > MAX_DOMAIN {
+        return Err(err("domain_length"));
+    }
+    if d.ends_with('.') {
+        return Err(err("trailing_dot"));
+    }
+    if d.starts_with('.') {
+        return Err(err("leading_dot"));
+    }
+    if d.contains("..") {
+        return Err(err("double_dot"));
+    }
+    let labels: Vec<&str> = d.split('.').collect();
+    if labels.len() < 2 {
+        return Err(err("single_label"));
+    }
+    // A dotted quad (or any all-numeric name) is an address literal without its brackets.
+    if labels
+        .iter()
+        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(err("ip_literal"));
+    }
+    for label in &labels {
+        if label.is_empty() {
+            return Err(err("empty_label"));
+        }
+        if label.len() > MAX_LABEL {
+            return Err(err("label_length"));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(err("bad_char"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(err("hyphen"));
+        }
+        if !opts.allow_idna
+            && label
+                .get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case("xn--"))
+        {
+            return Err(err("idna"));
+        }
+    }
+    match labels.last() {
+        Some(tld) if tld.bytes().all(|b| b.is_ascii_alphabetic()) => Ok(()),
+        _ => Err(err("tld")),
+    }
 }
 
 impl Domain {
     /// Parse a bare domain (config values, DKIM `d=`), strict as in SPEC §3.
-    pub fn parse(_input: &[u8], _opts: &ParseOptions) -> Result<Self, AddressError> {
-        todo!("address module owner")
+    pub fn parse(input: &[u8], opts: &ParseOptions) -> Result<Self, AddressError> {
+        let s = ascii_printable(input)?;
+        specials(s)?;
+        if s.contains('@') {
+            return Err(err("bad_char"));
+        }
+        check_domain(s, opts)?;
+        Ok(Domain(s.to_ascii_lowercase()))
     }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
-    /// True when `self` is `parent` or a subdomain of it on a label boundary.
-    pub fn is_within(&self, _parent: &Domain) -> bool {
-        todo!("address module owner")
+
+    /// True when `self` is `parent` or a subdomain of it on a label boundary: `gouv.fr`
+    /// contains `interieur.gouv.fr`, not `evilgouv.fr`, not `gouv.fr.evil.example`.
+    pub fn is_within(&self, parent: &Domain) -> bool {
+        match self.0.strip_suffix(parent.0.as_str()) {
+            Some("") => true,
+            Some(prefix) => prefix.ends_with('.'),
+            None => false,
+        }
     }
 }
 
 impl Mailbox {
     /// Parse `local@domain` exactly (SPEC §3). Also used for the API claim and for the
     /// inside of `MAIL FROM:<...>` / `RCPT TO:<...>`.
-    pub fn parse(_input: &[u8], _opts: &ParseOptions) -> Result<Self, AddressError> {
-        todo!("address module owner")
+    pub fn parse(input: &[u8], opts: &ParseOptions) -> Result<Self, AddressError> {
+        let s = ascii_printable(input)?;
+        specials(s)?;
+        let (local, domain) = match s.split_once('@') {
+            None => return Err(err("no_at")),
+            Some((_, rest)) if rest.contains('@') => return Err(err("two_at")),
+            Some(parts) => parts,
+        };
+        if s.len() > MAX_ADDRESS {
+            return Err(err("length"));
+        }
+        check_local(local, opts)?;
+        check_domain(domain, opts)?;
+        Ok(Mailbox {
+            local: local.to_ascii_lowercase(),
+            domain: Domain(domain.to_ascii_lowercase()),
+        })
     }
+
     /// Parse the value of a From header (after the colon, possibly folded): one mailbox,
     /// optional display name, nothing else (SPEC §3).
-    pub fn parse_header(_value: &[u8], _opts: &ParseOptions) -> Result<Self, AddressError> {
-        todo!("address module owner")
+    pub fn parse_header(value: &[u8], opts: &ParseOptions) -> Result<Self, AddressError> {
+        if value.len() > MAX_INPUT {
+            return Err(err("length"));
+        }
+        if value.contains(&0) {
+            return Err(err("nul"));
+        }
+        if !value.is_ascii() {
+            return Err(err("non_ascii"));
+        }
+        let unfolded = unfold(value)?;
+        let v = unfolded.trim_matches(|c| c == ' ' || c == '\t');
+        if v.is_empty() {
+            return Err(err("empty"));
+        }
+        let (display, addr) = split_display(v)?;
+        match display {
+            None => Self::parse(addr.as_bytes(), opts),
+            Some(display) => {
+                // The address is checked first: an attack in the address names itself.
+                let mailbox = Self::parse(addr.as_bytes(), opts)?;
+                check_display_name(display)?;
+                Ok(mailbox)
+            }
+        }
     }
+
     pub fn local(&self) -> &str {
         &self.local
     }
+
     pub fn domain(&self) -> &Domain {
         &self.domain
     }
+}
+
+/// Remove folding (CRLF followed by SP/HTAB). Any other CR or LF, and any other control, is
+/// refused. The input is ASCII and free of NUL.
+fn unfold(value: &[u8]) -> Result<String, AddressError> {
+    let mut out = String::with_capacity(value.len());
+    let mut it = value.iter().copied().peekable();
+    while let Some(b) = it.next() {
+        match b {
+            b'\r' => {
+                if it.next() != Some(b'\n') {
+                    return Err(err("control"));
+                }
+                match it.peek() {
+                    Some(b' ') | Some(b'\t') => {}
+                    _ => return Err(err("control")),
+                }
+            }
+            b'\n' => return Err(err("control")),
+            b'\t' => out.push('\t'),
+            b if b < 0x20 || b == 0x7f => return Err(err("control")),
+            b => out.push(char::from(b)),
+        }
+    }
+    Ok(out)
+}
+
+/// Split a trimmed, unfolded From value into (display name, address). Without `<` the whole
+/// value is the address. Refuses comments, groups, lists, nested brackets and trailing text,
+/// scanning with quoted-string awareness so that the refusal names the construct.
+fn split_display(v: &str) -> Result<(Option<&str>, &str), AddressError> {
+    let mut in_quote = false;
+    let mut escaped = false;
+    let mut open: Option<usize> = None;
+    let mut close: Option<usize> = None;
+    for (i, c) in v.char_indices() {
+        if in_quote {
+            if escaped {
+                escaped = false;
+                continue;
+            }
+            match c {
+                '\\' => escaped = true,
+                '"' => in_quote = false,
+                _ => {}
+            }
+            continue;
+        }
+        if close.is_some() && c != ' ' && c != '\t' {
+            return Err(err(if c == ',' { "list" } else { "trailing" }));
+        }
+        match c {
+            '"' if open.is_none() => in_quote = true,
+            '(' | ')' => return Err(err("comment")),
+            // Inside `<>` a `,` is an obsolete route (`<@a,@b:x@y>`): left to `Mailbox::parse`.
+            ',' if open.is_none() => return Err(err("list")),
+            ':' | ';' if open.is_none() => return Err(err("group")),
+            '<' if open.is_some() => return Err(err("angle_brackets")),
+            '<' => open = Some(i),
+            '>' if open.is_none() => return Err(err("angle_brackets")),
+            '>' => close = Some(i),
+            _ => {}
+        }
+    }
+    if in_quote {
+        return Err(err("quoted_local"));
+    }
+    match (open, close) {
+        (None, _) => Ok((None, v)),
+        (Some(_), None) => Err(err("angle_brackets")),
+        (Some(o), Some(c)) => {
+            let display = v.get(..o).unwrap_or("");
+            let inner = v.get(o + 1..c).unwrap_or("");
+            if inner.is_empty() {
+                return Err(err("empty"));
+            }
+            let display = display.trim_matches(|c| c == ' ' || c == '\t');
+            Ok((Some(display), inner))
+        }
+    }
+}
+
+/// A display name: words (atoms, quoted strings, RFC 2047 encoded words) separated by
+/// whitespace. Refused when it carries an `@` raw, quoted or once decoded (or a full-width
+/// look-alike), because clients show such a name as if it were the address.
+fn check_display_name(display: &str) -> Result<(), AddressError> {
+    let mut text: Vec<u8> = Vec::with_capacity(display.len());
+    let mut rest = display;
+    while !rest.is_empty() {
+        rest = rest.trim_start_matches([' ', '\t']);
+        if rest.is_empty() {
+            break;
+        }
+        if let Some(after) = rest.strip_prefix('"') {
+            let (content, tail) = quoted_string(after)?;
+            text.extend_from_slice(content.as_bytes());
+            rest = tail;
+        } else {
+            let end = rest.find([' ', '\t', '"']).unwrap_or(rest.len());
+            let word = rest.get(..end).unwrap_or("");
+            rest = rest.get(end..).unwrap_or("");
+            if word.starts_with("=?") {
+                text.extend_from_slice(&decode_encoded_word(word)?);
+            } else {
+                if word.contains('@') {
+                    return Err(err("display_name_at"));
+                }
+                if word.contains("=?") {
+                    return Err(err("encoded_word"));
+                }
+                if !word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "#$&'*+-/=?^_`{|}~".contains(c))
+                {
+                    return Err(err("display_name"));
+                }
+                text.extend_from_slice(word.as_bytes());
+            }
+        }
+        text.push(b' ');
+    }
+    if contains_at_like(&text) {
+        return Err(err("display_name_at"));
+    }
+    Ok(())
+}
+
+/// The content of a quoted string that started just before `s`, and what follows its closing
+/// quote. Escapes (`\x`) are resolved. Encoded words inside quotes are refused: RFC 2047 says
+/// not to decode them, and some parsers do.
+fn quoted_string(s: &str) -> Result<(String, &str), AddressError> {
+    let mut content = String::new();
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if escaped {
+            content.push(c);
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' => {
+                if content.contains('@') {
+                    return Err(err("display_name_at"));
+                }
+                if content.contains("=?") {
+                    return Err(err("encoded_word"));
+                }
+                return Ok((content, s.get(i + 1..).unwrap_or("")));
+            }
+            _ => content.push(c),
+        }
+    }
+    Err(err("quoted_local"))
+}
+
+/// Decode one RFC 2047 encoded word (`=?charset?B|Q?text?=`), bounded by its length. Only
+/// ASCII-compatible charsets are decoded (UTF-7 or UTF-16 could hide an `@`); anything else is
+/// refused. The decoded octets must be free of controls.
+fn decode_encoded_word(word: &str) -> Result<Vec<u8>, AddressError> {
+    let inner = word
+        .strip_prefix("=?")
+        .and_then(|w| w.strip_suffix("?="))
+        .ok_or(err("encoded_word"))?;
+    let mut parts = inner.split('?');
+    let (Some(charset), Some(encoding), Some(text), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(err("encoded_word"));
+    };
+    let charset = charset.to_ascii_lowercase();
+    let utf8 = match charset.as_str() {
+        "utf-8" | "utf8" => true,
+        "us-ascii" | "iso-8859-1" | "iso-8859-15" | "windows-1252" => false,
+        _ => return Err(err("encoded_word")),
+    };
+    if text.is_empty() || text.contains(' ') || text.contains('\t') {
+        return Err(err("encoded_word"));
+    }
+    let decoded = match encoding {
+        "B" | "b" => data_encoding::BASE64
+            .decode(text.as_bytes())
+            .map_err(|_| err("encoded_word"))?,
+        "Q" | "q" => decode_q(text)?,
+        _ => return Err(err("encoded_word")),
+    };
+    if decoded.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(err("control"));
+    }
+    if utf8 && std::str::from_utf8(&decoded).is_err() {
+        return Err(err("encoded_word"));
+    }
+    if !utf8 && charset == "us-ascii" && !decoded.is_ascii() {
+        return Err(err("encoded_word"));
+    }
+    Ok(decoded)
+}
+
+fn decode_q(text: &str) -> Result<Vec<u8>, AddressError> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut it = text.bytes();
+    while let Some(b) = it.next() {
+        match b {
+            b'_' => out.push(b' '),
+            b'=' => {
+                let hi = it.next().and_then(hex_val).ok_or(err("encoded_word"))?;
+                let lo = it.next().and_then(hex_val).ok_or(err("encoded_word"))?;
+                out.push(hi * 16 + lo);
+            }
+            b'?' => return Err(err("encoded_word")),
+            b => out.push(b),
+        }
+    }
+    Ok(out)
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+/// `@`, or its full-width (U+FF20) and small (U+FE6B) look-alikes in UTF-8.
+fn contains_at_like(text: &[u8]) -> bool {
+    text.contains(&b'@')
+        || text
+            .windows(3)
+            .any(|w| w == [0xEF, 0xBC, 0xA0] || w == [0xEF, 0xB9, 0xAB])
 }
 
 impl fmt::Display for Domain {
@@ -85,5 +603,423 @@ impl fmt::Display for Domain {
 impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}@{}", self.local, self.domain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header(v: &[u8]) -> Result<String, &'static str> {
+        Mailbox::parse_header(v, &ParseOptions::default())
+            .map(|m| m.to_string())
+            .map_err(|e| e.detail)
+    }
+
+    #[test]
+    fn header_accepted_forms() {
+        let rows: &[(&[u8], &str)] = &[
+            (b"alice@interieur.gouv.fr", "alice@interieur.gouv.fr"),
+            (b" Alice@Interieur.Gouv.Fr ", "alice@interieur.gouv.fr"),
+            (b"<alice@interieur.gouv.fr>", "alice@interieur.gouv.fr"),
+            (b" <alice@interieur.gouv.fr> ", "alice@interieur.gouv.fr"),
+            (
+                b"Alice <alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"Alice Martin<alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"Jean-Pierre O'Neil <jp@interieur.gouv.fr>",
+                "jp@interieur.gouv.fr",
+            ),
+            (
+                b"\"Martin, Alice\" <alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"\"Alice \\\"Ali\\\" Martin\" <alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"\"A. Martin (DGPN)\" <alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"=?utf-8?Q?Am=C3=A9lie_Martin?= <amelie@interieur.gouv.fr>",
+                "amelie@interieur.gouv.fr",
+            ),
+            (
+                b"=?UTF-8?B?QW3DqWxpZQ==?= Martin <amelie@interieur.gouv.fr>",
+                "amelie@interieur.gouv.fr",
+            ),
+            (
+                b"=?iso-8859-1?q?Am=E9lie?= <amelie@interieur.gouv.fr>",
+                "amelie@interieur.gouv.fr",
+            ),
+            (
+                b"Alice Martin\r\n <alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"\r\n\tAlice\r\n Martin\r\n <alice@interieur.gouv.fr>\r\n ",
+                "alice@interieur.gouv.fr",
+            ),
+        ];
+        for (v, want) in rows {
+            assert_eq!(
+                header(v),
+                Ok((*want).to_string()),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+    }
+
+    #[test]
+    fn header_refused_forms() {
+        let rows: &[(&[u8], &str)] = &[
+            (b"", "empty"),
+            (b"   ", "empty"),
+            (b"\r\n ", "empty"),
+            (b"<>", "empty"),
+            (b"Alice <>", "empty"),
+            (b"alice@interieur.gouv.fr\0", "nul"),
+            (b"Al\0ice <alice@interieur.gouv.fr>", "nul"),
+            (b"Am\xc3\xa9lie <amelie@interieur.gouv.fr>", "non_ascii"),
+            (b"Alice\r\n<alice@interieur.gouv.fr>", "control"),
+            (b"Alice\n <alice@interieur.gouv.fr>", "control"),
+            (b"Alice\r <alice@interieur.gouv.fr>", "control"),
+            (b"Alice <alice@interieur.gouv.fr>\r\n", "control"),
+            (b"Al\x1bice <alice@interieur.gouv.fr>", "control"),
+            // Display names that show an address.
+            (
+                b"\"alice@interieur.gouv.fr\" <attacker@evil.example>",
+                "display_name_at",
+            ),
+            (
+                b"alice@interieur.gouv.fr <attacker@evil.example>",
+                "display_name_at",
+            ),
+            (b"Alice \"@\" <attacker@evil.example>", "display_name_at"),
+            (
+                b"\"alice\\@interieur.gouv.fr\" <attacker@evil.example>",
+                "display_name_at",
+            ),
+            (
+                b"=?utf-8?Q?alice=40interieur.gouv.fr?= <attacker@evil.example>",
+                "display_name_at",
+            ),
+            (
+                b"=?utf-8?B?YWxpY2VAaW50ZXJpZXVyLmdvdXYuZnI=?= <attacker@evil.example>",
+                "display_name_at",
+            ),
+            (
+                b"=?utf-8?Q?alice=EF=BC=A0interieur.gouv.fr?= <attacker@evil.example>",
+                "display_name_at",
+            ),
+            (
+                b"=?utf-8?Q?alice?= =?utf-8?Q?=40x?= <attacker@evil.example>",
+                "display_name_at",
+            ),
+            // Encoded-word tricks.
+            (
+                b"\"=?utf-8?Q?alice=40x?=\" <attacker@evil.example>",
+                "encoded_word",
+            ),
+            (
+                b"=?utf-7?Q?alice+AEA-x?= <attacker@evil.example>",
+                "encoded_word",
+            ),
+            (b"=?utf-8?X?abc?= <alice@interieur.gouv.fr>", "encoded_word"),
+            (b"=?utf-8?B?!!!?= <alice@interieur.gouv.fr>", "encoded_word"),
+            (b"=?utf-8?Q?=ZZ?= <alice@interieur.gouv.fr>", "encoded_word"),
+            (b"=?utf-8?Q?=C3?= <alice@interieur.gouv.fr>", "encoded_word"),
+            (b"=?utf-8?Q?a=0Db?= <alice@interieur.gouv.fr>", "control"),
+            (b"x=?utf-8?Q?a?= <alice@interieur.gouv.fr>", "encoded_word"),
+            (b"=?utf-8?Q?alice=40interieur.gouv.fr?=", "encoded_word"),
+            (b"<=?utf-8?Q?alice?=@interieur.gouv.fr>", "encoded_word"),
+            // Comments anywhere.
+            (b"alice@interieur.gouv.fr (Alice)", "comment"),
+            (b"Alice (x) <alice@interieur.gouv.fr>", "comment"),
+            (b"<alice(x)@interieur.gouv.fr>", "comment"),
+            (
+                b"(alice@interieur.gouv.fr) <attacker@evil.example>",
+                "comment",
+            ),
+            // Groups, lists, routes.
+            (b"team: alice@interieur.gouv.fr;", "group"),
+            (b"team:;", "group"),
+            (b"alice@interieur.gouv.fr, attacker@evil.example", "list"),
+            (
+                b"Alice <alice@interieur.gouv.fr>, <attacker@evil.example>",
+                "list",
+            ),
+            (b"<@relay.gouv.fr:attacker@evil.example>", "route"),
+            (b"<@a.gouv.fr,@b.gouv.fr:attacker@evil.example>", "route"),
+            // Brackets and trailing text.
+            (b"Alice <<alice@interieur.gouv.fr>>", "angle_brackets"),
+            (b"Alice <alice@interieur.gouv.fr", "angle_brackets"),
+            (b"Alice alice@interieur.gouv.fr>", "angle_brackets"),
+            (
+                b"<alice@interieur.gouv.fr> attacker@evil.example",
+                "trailing",
+            ),
+            (b"<alice@interieur.gouv.fr>x", "trailing"),
+            (
+                b"<alice@interieur.gouv.fr><attacker@evil.example>",
+                "trailing",
+            ),
+            // The address inside <> goes through Mailbox::parse.
+            (b"Alice <attacker@evil.example@interieur.gouv.fr>", "two_at"),
+            (b"Alice < alice@interieur.gouv.fr>", "whitespace"),
+            (b"Alice <\"a@b\"@interieur.gouv.fr>", "quoted_local"),
+            (b"Alice <evil.example!a@interieur.gouv.fr>", "bang_path"),
+            (b"Alice <a%evil.example@interieur.gouv.fr>", "percent_hack"),
+            (b"Alice <alice@[127.0.0.1]>", "ip_literal"),
+            (b"Alice <alice@interieur.gouv.fr.>", "trailing_dot"),
+            (b"Alice <alice>", "no_at"),
+            // Display-name syntax outside the subset.
+            (b"J. Martin <alice@interieur.gouv.fr>", "display_name"),
+            (b"\"unterminated <alice@interieur.gouv.fr>", "quoted_local"),
+            (b"\"alice\"@interieur.gouv.fr", "quoted_local"),
+        ];
+        for (v, want) in rows {
+            assert_eq!(header(v), Err(*want), "{:?}", String::from_utf8_lossy(v));
+        }
+        let long = vec![b'a'; MAX_INPUT + 1];
+        assert_eq!(header(&long), Err("length"));
+    }
+
+    #[test]
+    fn header_errors_map_to_from_syntax() {
+        let e = Mailbox::parse_header(b"a@b@c.fr", &ParseOptions::default());
+        assert_eq!(
+            e.map_err(|e| e.header_reason()),
+            Err(Reason::HeaderFromSyntax)
+        );
+        let e = Mailbox::parse(b"a@b@c.fr", &ParseOptions::default());
+        assert_eq!(e.map_err(|e| e.reason()), Err(Reason::EnvelopeSyntax));
+    }
+
+    fn local_strategy() -> impl Strategy<Value = String> {
+        proptest::collection::vec("[A-Za-z0-9_+-]{1,10}", 1..4).prop_map(|atoms| atoms.join("."))
+    }
+
+    fn domain_strategy() -> impl Strategy<Value = String> {
+        (
+            proptest::collection::vec("[A-Za-z0-9]([A-Za-z0-9-]{0,8}[A-Za-z0-9])?", 1..4),
+            "[A-Za-z]{2,6}",
+        )
+            .prop_map(|(mut labels, tld)| {
+                labels.push(tld);
+                labels.join(".")
+            })
+            .prop_filter("IDNA labels are refused by default", |d| {
+                !d.to_ascii_lowercase()
+                    .split('.')
+                    .any(|l| l.starts_with("xn--"))
+            })
+    }
+
+    fn address_strategy() -> impl Strategy<Value = String> {
+        (local_strategy(), domain_strategy()).prop_map(|(l, d)| format!("{l}@{d}"))
+    }
+
+    fn encode_q(text: &str) -> String {
+        let mut out = String::new();
+        for b in text.bytes() {
+            if b.is_ascii_alphanumeric() {
+                out.push(char::from(b));
+            } else if b == b' ' {
+                out.push('_');
+            } else {
+                out.push_str(&format!("={b:02X}"));
+            }
+        }
+        out
+    }
+
+    /// A display name in one of the accepted shapes, from a text without `@`.
+    fn display_strategy() -> impl Strategy<Value = String> {
+        let atoms = proptest::collection::vec("[A-Za-z0-9#$&'*+/=^_`{|}~-]{1,8}", 1..4)
+            .prop_map(|w| w.join(" "));
+        let quoted = "[A-Za-z0-9 .,:;<>()'\"\\\\-]{0,20}".prop_map(|t| {
+            let escaped: String = t
+                .chars()
+                .flat_map(|c| match c {
+                    '"' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("\"{escaped}\"")
+        });
+        let encoded_q = "[A-Za-zé ,.-]{1,15}".prop_map(|t| format!("=?utf-8?Q?{}?=", encode_q(&t)));
+        let encoded_b = "[A-Za-zé ,.<>-]{1,15}"
+            .prop_map(|t| format!("=?UTF-8?B?{}?=", data_encoding::BASE64.encode(t.as_bytes())));
+        let word = prop_oneof![atoms, quoted, encoded_q, encoded_b];
+        proptest::collection::vec(
+            (word, prop_oneof![Just(" "), Just("\r\n "), Just("\r\n\t")]),
+            1..4,
+        )
+        .prop_map(|words| {
+            let mut out = String::new();
+            for (i, (w, sep)) in words.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                out.push_str(w);
+            }
+            out
+        })
+    }
+
+    /// A From value we should accept: bare, angle, or display + angle, optionally folded.
+    fn from_value_strategy() -> impl Strategy<Value = String> {
+        (
+            address_strategy(),
+            proptest::option::of(display_strategy()),
+            0u8..4,
+            any::<bool>(),
+        )
+            .prop_map(|(addr, display, shape, fold)| {
+                let sep = if fold { "\r\n " } else { " " };
+                match (shape, display) {
+                    (0, _) => format!(" {addr}"),
+                    (1, _) | (_, None) => format!(" <{addr}>"),
+                    (2, Some(d)) => format!(" {d}{sep}<{addr}>"),
+                    (_, Some(d)) => format!("{sep}{d} <{addr}>{sep}"),
+                }
+            })
+    }
+
+    const SOUP: &[&str] = &[
+        "\"",
+        "<",
+        ">",
+        "a@b.fr",
+        "@",
+        " ",
+        " ",
+        " ",
+        "\r\n ",
+        "\t",
+        "=?utf-8?Q?x?=",
+        "=?utf-8?B?QA==?=",
+        "=?utf-8?Q?x_y?=",
+        "Alice",
+        "Bob",
+        "\\",
+        "(",
+        ")",
+        ",",
+        ":",
+        ";",
+        ".",
+        "!",
+        "%",
+        "[",
+        "]",
+        "'",
+        "=?",
+        "?=",
+        "#",
+    ];
+
+    /// What mail-parser reads in `From:<value>`: exactly one address, in our canonical form.
+    fn mail_parser_reads(value: &str) -> Result<String, String> {
+        let raw = format!("From:{value}\r\n\r\n");
+        let msg = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .ok_or("no message")?;
+        let list = match msg.from() {
+            Some(mail_parser::Address::List(list)) => list,
+            other => return Err(format!("read {other:?}")),
+        };
+        match list.as_slice() {
+            [one] => {
+                let addr = one.address.as_deref().ok_or("no address")?;
+                Mailbox::parse(addr.as_bytes(), &ParseOptions::default())
+                    .map(|m| m.to_string())
+                    .map_err(|e| format!("{addr:?}: {e}"))
+            }
+            more => Err(format!("{} addresses", more.len())),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn accepted_addresses_round_trip(addr in address_strategy()) {
+            let opts = ParseOptions::default();
+            let m = Mailbox::parse(addr.as_bytes(), &opts);
+            prop_assert!(m.is_ok(), "{addr}: {m:?}");
+            let Ok(m) = m else { unreachable!() };
+            let canonical = m.to_string();
+            prop_assert_eq!(&canonical, &addr.to_ascii_lowercase());
+            let again = Mailbox::parse(canonical.as_bytes(), &opts).map(|m| m.to_string());
+            prop_assert_eq!(again.as_ref(), Ok(&canonical));
+            let upper = Mailbox::parse(addr.to_ascii_uppercase().as_bytes(), &opts).map(|m| m.to_string());
+            prop_assert_eq!(upper.as_ref(), Ok(&canonical));
+            let d = Domain::parse(m.domain().as_str().as_bytes(), &opts);
+            prop_assert_eq!(d.as_ref(), Ok(m.domain()));
+            prop_assert!(m.domain().is_within(m.domain()));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let opts = ParseOptions { local_part_extra_chars: "#'~".into(), allow_idna: true };
+            if let Ok(m) = Mailbox::parse(&bytes, &opts) {
+                let again = Mailbox::parse(m.to_string().as_bytes(), &opts);
+                prop_assert_eq!(again, Ok(m));
+            }
+            let _ = Domain::parse(&bytes, &opts);
+            let _ = Mailbox::parse_header(&bytes, &opts);
+        }
+
+        #[test]
+        fn address_alphabet_never_panics(s in "[a-zA-Z0-9@.<>\"()\\\\,;: \t\r\n=?%!\\[\\]_+-]{0,80}") {
+            let opts = ParseOptions::default();
+            if let Ok(m) = Mailbox::parse(s.as_bytes(), &opts) {
+                prop_assert_eq!(m.to_string(), s.to_ascii_lowercase());
+            }
+            if let Ok(m) = Mailbox::parse_header(s.as_bytes(), &opts) {
+                let again = Mailbox::parse(m.to_string().as_bytes(), &opts);
+                prop_assert_eq!(again.as_ref(), Ok(&m));
+                // Whatever we accept, mail-parser must read as the same single address.
+                prop_assert_eq!(mail_parser_reads(&s), Ok(m.to_string()), "{:?}", s);
+            }
+            let _ = Domain::parse(s.as_bytes(), &opts);
+        }
+
+        /// Differential on hostile token soups around a bracketed address: whenever we accept
+        /// one, mail-parser reads the same single address.
+        #[test]
+        fn token_soup_agrees_with_mail_parser(
+            before in proptest::collection::vec(proptest::sample::select(SOUP.to_vec()), 0..8),
+            after in proptest::collection::vec(proptest::sample::select(SOUP.to_vec()), 0..3),
+            bracketed in any::<bool>(),
+        ) {
+            let addr = if bracketed { "<alice@interieur.gouv.fr>" } else { "alice@interieur.gouv.fr" };
+            let value = format!("{}{addr}{}", before.concat(), after.concat());
+            if let Ok(m) = Mailbox::parse_header(value.as_bytes(), &ParseOptions::default()) {
+                prop_assert_eq!(mail_parser_reads(&value), Ok(m.to_string()), "{:?}", value);
+            }
+        }
+
+        /// Differential against mail-parser: every From value we accept, mail-parser reads as
+        /// exactly one address equal to ours (compared through our canonical form).
+        #[test]
+        fn from_header_agrees_with_mail_parser(value in from_value_strategy()) {
+            let opts = ParseOptions::default();
+            let ours = Mailbox::parse_header(value.as_bytes(), &opts);
+            prop_assert!(ours.is_ok(), "{value:?}: {ours:?}");
+            let Ok(ours) = ours else { unreachable!() };
+            prop_assert_eq!(mail_parser_reads(&value), Ok(ours.to_string()), "{:?}", value);
+        }
     }
 }

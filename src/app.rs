@@ -1,1 +1,495 @@
-//! (to be written)
+//! The production [`Backend`]: store lookup → verification → durable commit → answer.
+//!
+//! # Decisions (SPEC §4 "On accept", I3)
+//!
+//! - **RCPT**: the token is hashed and looked up. Unknown → `token.unknown`, expired
+//!   (pending past `expires_at`) → `token.expired`, store error → `store.unavailable` (4xx).
+//!   A *confirmed* challenge is accepted at RCPT: only at the end of DATA can we see whether
+//!   this is the same message again after a lost `250` (same Message-ID, same From, same
+//!   token).
+//! - **DATA**: the verifier always runs when the challenge exists (every check runs, SPEC
+//!   §4). Then:
+//!   - pending and the verifier accepts → conditional confirm (group commit); `Accept` is
+//!     returned only after COMMIT (I3). A store failure → `store.unavailable`.
+//!   - the verifier refuses → its verdict is returned; a *permanent* refusal of a pending
+//!     challenge counts one rejection (`rejections`), a temporary one (DNS, store) does not:
+//!     it says nothing about the reply. The token is not used up.
+//!   - the challenge is already confirmed: if the stored confirmation has the same
+//!     Message-ID and the same From (the token is the same by construction: it names the
+//!     challenge) **and** its delivering session has ended → `Accept` again (idempotent
+//!     redelivery); otherwise → `token.used`. So two simultaneous deliveries of one message
+//!     give exactly one `250` (corpus TOKEN-12), whichever instance they reach.
+//!   - expired between RCPT and DATA → `token.expired`.
+//! - **"Session ended"** is stored with the confirmation so that several instances sharing
+//!   one store agree: [`Backend::session_closed`] marks the confirmations of a session that
+//!   confirmed something. A confirmation older than `smtp.session_timeout` also counts as
+//!   ended (no session lives longer), so a crash between commit and close cannot make a
+//!   redelivery fail forever.
+//! - Evidence: the verifier's; if an accepting verifier gave none, the transaction's own
+//!   facts are kept (never an empty proof). The token is replaced by `[redacted]` in the
+//!   stored header block (it is quoted in To, Subject, In-Reply-To): the token is never in an
+//!   API answer, and the store never holds it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::address::{Mailbox, ParseOptions};
+use crate::backend::{
+    Backend, ChallengeBinding, Decision, Evidence, RcptOutcome, Recipient, SessionInfo,
+    Transaction, Verdict, Verify,
+};
+use crate::challenge::{
+    ChallengeService, ChallengeView, CreateError, MailBuilder, MailError, Outbound, OutboundError,
+    format_time, hash_token, hashes_equal, parse_options,
+};
+use crate::config::Config;
+use crate::reason::{Class, Reason};
+use crate::store::{
+    ChallengeRecord, ConfirmOutcome, ConfirmRequest, Confirmation, SqliteOptions, SqliteStore,
+    Status, Store, StoreError,
+};
+
+/// How long challenges are kept after they expire before [`purge_cutoff`] removes them:
+/// long enough for the backend to read a confirmation and for the hourly rate limit.
+pub const PURGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The production backend.
+pub struct App<S: Store, V: Verify> {
+    store: Arc<S>,
+    verifier: V,
+    parse: ParseOptions,
+    session_timeout: Duration,
+    /// Open sessions that committed a confirmation: `session_closed` marks them in the store.
+    confirming: Mutex<HashSet<String>>,
+}
+
+impl<S: Store, V: Verify> App<S, V> {
+    pub fn new(config: &Config, store: Arc<S>, verifier: V) -> Self {
+        Self {
+            store,
+            verifier,
+            parse: parse_options(config),
+            session_timeout: config.smtp.session_timeout,
+            confirming: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    fn session_over(&self, previous: &Confirmation, now: DateTime<Utc>) -> bool {
+        if previous.session_ended {
+            return true;
+        }
+        let age = now.signed_duration_since(previous.confirmed_at);
+        age.to_std()
+            .map(|a| a > self.session_timeout)
+            .unwrap_or(false)
+    }
+
+    async fn decide(&self, tx: &Transaction, record: ChallengeRecord) -> Verdict {
+        let now = tx.received_at;
+        let id = record.id.clone();
+        let Ok(address) = Mailbox::parse(record.address.as_bytes(), &self.parse) else {
+            // Stored under a policy that no longer parses it: it cannot be answered now.
+            tracing::warn!(challenge_id = %id, "stored address no longer parses under the current policy");
+            return with_id(Verdict::refuse(Reason::TokenUnknown), &id);
+        };
+        let binding = ChallengeBinding {
+            id: id.clone(),
+            address,
+            token: tx.rcpt.token.clone(),
+            session_code: record.session_code.clone(),
+            message_id: crate::store::message_id(&tx.rcpt.token, &record.message_id_tail),
+        };
+        let mut verdict = self.verifier.verify(tx, &binding, now).await;
+        if verdict.challenge_id.is_none() {
+            verdict.challenge_id = Some(id.clone());
+        }
+        let status = record.status(now);
+        if status == Status::Expired {
+            return refuse(verdict, Reason::TokenExpired);
+        }
+        let reason = match verdict.decision {
+            Decision::Accept => None,
+            Decision::Refuse(r) => Some(r),
+        };
+        if let Some(reason) = reason {
+            if status == Status::Confirmed {
+                return refuse(verdict, Reason::TokenUsed);
+            }
+            if reason.class() == Class::Permanent
+                && let Err(e) = self.store.record_rejection(&id).await
+            {
+                tracing::warn!(challenge_id = %id, error = %e, "could not count a rejection");
+            }
+            return verdict;
+        }
+
+        let mut evidence = verdict
+            .evidence
+            .clone()
+            .unwrap_or_else(|| fallback_evidence(tx));
+        // The header block quotes the token (To, Subject, In-Reply-To); it must never be in
+        // an API answer (SPEC §6), so it is not stored either.
+        evidence.headers = redact_token(&evidence.headers, &tx.rcpt.token);
+        verdict.evidence = Some(evidence.clone());
+        let confirmation = Confirmation {
+            confirmed_at: now,
+            evidence,
+            message_id: verdict.message_id.clone(),
+            from: verdict.from.clone().unwrap_or_default(),
+            session_id: tx.session.session_id.clone(),
+            session_ended: false,
+        };
+        let request = ConfirmRequest {
+            id: id.clone(),
+            confirmation: confirmation.clone(),
+            now,
+        };
+        match self.store.confirm(request).await {
+            Err(e) => {
+                tracing::warn!(challenge_id = %id, error = %e, "confirmation not committed");
+                refuse(verdict, e.reason())
+            }
+            Ok(ConfirmOutcome::Confirmed) => {
+                if let Ok(mut open) = self.confirming.lock() {
+                    open.insert(tx.session.session_id.clone());
+                }
+                verdict
+            }
+            Ok(ConfirmOutcome::AlreadyConfirmed(previous)) => {
+                let same_message = previous.message_id.is_some()
+                    && previous.message_id == confirmation.message_id
+                    && previous.from == confirmation.from;
+                if same_message && self.session_over(&previous, now) {
+                    tracing::info!(challenge_id = %id, "same confirmation delivered again: accepted again");
+                    verdict
+                } else {
+                    refuse(verdict, Reason::TokenUsed)
+                }
+            }
+            Ok(ConfirmOutcome::Expired) => refuse(verdict, Reason::TokenExpired),
+            Ok(ConfirmOutcome::NotFound) => refuse(verdict, Reason::TokenUnknown),
+        }
+    }
+}
+
+impl<S: Store, V: Verify> Backend for App<S, V> {
+    async fn check_recipient(
+        &self,
+        _session: &SessionInfo,
+        rcpt: &Recipient,
+        now: DateTime<Utc>,
+    ) -> RcptOutcome {
+        let hash = hash_token(&rcpt.token);
+        match self.store.find_by_token_hash(&hash).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "store lookup failed at RCPT");
+                RcptOutcome::Refuse(e.reason())
+            }
+            Ok(None) => RcptOutcome::Refuse(Reason::TokenUnknown),
+            Ok(Some(record)) if !hashes_equal(&record.token_hash, &hash) => {
+                RcptOutcome::Refuse(Reason::TokenUnknown)
+            }
+            Ok(Some(record)) => match record.status(now) {
+                Status::Expired => RcptOutcome::Refuse(Reason::TokenExpired),
+                Status::Pending | Status::Confirmed => RcptOutcome::Accept {
+                    challenge_id: record.id,
+                },
+            },
+        }
+    }
+
+    async fn deliver(&self, tx: Transaction) -> Verdict {
+        let id = tx.challenge_id.clone();
+        let record = match self.store.get(&id).await {
+            Err(e) => {
+                tracing::warn!(challenge_id = %id, error = %e, "store lookup failed at DATA");
+                return with_id(Verdict::refuse(e.reason()), &id);
+            }
+            Ok(None) => return with_id(Verdict::refuse(Reason::TokenUnknown), &id),
+            Ok(Some(r)) => r,
+        };
+        // Defence in depth: the challenge must be the one the RCPT token names.
+        if !hashes_equal(&record.token_hash, &hash_token(&tx.rcpt.token)) {
+            return with_id(Verdict::refuse(Reason::TokenUnknown), &id);
+        }
+        self.decide(&tx, record).await
+    }
+
+    fn session_closed(&self, session_id: &str) {
+        let confirmed_here = match self.confirming.lock() {
+            Ok(mut open) => open.remove(session_id),
+            Err(p) => p.into_inner().remove(session_id),
+        };
+        if !confirmed_here {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = Arc::clone(&self.store);
+        let sid = session_id.to_owned();
+        handle.spawn(async move {
+            if let Err(e) = store.session_ended(&sid).await {
+                tracing::warn!(error = %e, "could not mark a confirming session as ended");
+            }
+        });
+    }
+}
+
+fn with_id(mut v: Verdict, id: &str) -> Verdict {
+    v.challenge_id = Some(id.to_owned());
+    v
+}
+
+/// Keep the verifier's checks and facts, change the decision, drop the evidence.
+fn refuse(mut v: Verdict, reason: Reason) -> Verdict {
+    v.decision = Decision::Refuse(reason);
+    v.evidence = None;
+    v
+}
+
+/// `text` with every occurrence of `token` (ASCII case-insensitive) replaced by
+/// `[redacted]`. The token is ASCII, so byte matches never split a UTF-8 sequence.
+pub fn redact_token(text: &str, token: &str) -> String {
+    let needle = token.as_bytes();
+    if needle.is_empty() {
+        return text.to_owned();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let matches = bytes
+            .get(i..i + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle));
+        if matches {
+            out.extend_from_slice(b"[redacted]");
+            i += needle.len();
+        } else {
+            if let Some(b) = bytes.get(i) {
+                out.push(*b);
+            }
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn fallback_evidence(tx: &Transaction) -> Evidence {
+    Evidence {
+        client_ip: tx.session.client_ip.to_string(),
+        helo: tx.session.helo.clone(),
+        tls_version: tx.session.tls_version.clone(),
+        mail_from: tx.mail_from.to_string(),
+        ..Evidence::default()
+    }
+}
+
+/// The cutoff for [`Store::purge`] at `now`: challenges that expired more than
+/// [`PURGE_RETENTION`] ago.
+pub fn purge_cutoff(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(PURGE_RETENTION).unwrap_or(chrono::Duration::days(7))
+}
+
+/// Purge every `interval` (`store.purge_interval`) until the future is dropped.
+pub async fn purge_loop<S: Store>(store: Arc<S>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match store.purge(purge_cutoff(Utc::now())).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "store: old challenges purged"),
+            Err(e) => tracing::warn!(error = %e, "store: purge failed"),
+        }
+    }
+}
+
+/// Everything the daemon needs from the challenge side, built from the configuration.
+pub struct Parts {
+    pub store: Arc<SqliteStore>,
+    pub challenges: Arc<ChallengeService<SqliteStore>>,
+    pub metrics: Arc<crate::api::Metrics>,
+    /// The HTTP API (serve it on `api.listen`).
+    pub router: axum::Router,
+}
+
+/// Why the challenge side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("store {path}: {source}")]
+    Store { path: String, source: StoreError },
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    #[error(transparent)]
+    Outbound(#[from] OutboundError),
+    #[error("API token file {path}: {message}")]
+    ApiToken { path: String, message: String },
+}
+
+/// Open the store (`store.path`), prepare the outbound target and the mail builder, load (or
+/// create) the API token and build the router. Blocking I/O: call at start-up. The caller
+/// serves `router`, builds `App::new(config, parts.store.clone(), verifier)` for the SMTP
+/// server and runs `purge_loop(parts.store.clone(), config.store.purge_interval)`.
+pub fn build(config: &Config) -> Result<Parts, BuildError> {
+    let store = open_store(config, SqliteOptions::default())?;
+    let challenges = Arc::new(service(config, Arc::clone(&store))?);
+    let metrics = Arc::new(crate::api::Metrics::new());
+    let token = crate::api::load_or_create_token(&config.api.token_file).map_err(|e| {
+        BuildError::ApiToken {
+            path: config.api.token_file.display().to_string(),
+            message: e.to_string(),
+        }
+    })?;
+    let router = crate::api::router(crate::api::ApiState::new(
+        Arc::clone(&challenges),
+        Arc::clone(&metrics),
+        token,
+    ));
+    Ok(Parts {
+        store,
+        challenges,
+        metrics,
+        router,
+    })
+}
+
+fn open_store(config: &Config, options: SqliteOptions) -> Result<Arc<SqliteStore>, BuildError> {
+    SqliteStore::open(&config.store.path, options)
+        .map(Arc::new)
+        .map_err(|source| BuildError::Store {
+            path: config.store.path.display().to_string(),
+            source,
+        })
+}
+
+fn service<S: Store>(config: &Config, store: Arc<S>) -> Result<ChallengeService<S>, BuildError> {
+    let outbound = Outbound::from_target(&config.outbound.target)?;
+    let mail = MailBuilder::new(config)?;
+    Ok(ChallengeService::new(config, store, outbound, mail))
+}
+
+/// A CLI failure: the reason code when there is one (for the exit status and the message).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    pub reason: Option<Reason>,
+    pub message: String,
+}
+
+impl From<BuildError> for CliError {
+    fn from(e: BuildError) -> Self {
+        Self {
+            reason: None,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// `gatekeeper challenge new ADDRESS`: issue a challenge exactly as the API does (mail
+/// included) and return the text to print: id, address, session code, expiry. Never the
+/// token.
+pub async fn cli_new(config: &Config, address: &[u8]) -> Result<String, CliError> {
+    let store = open_store(config, SqliteOptions::default())?;
+    let challenges = service(config, store)?;
+    match challenges.create(address, Utc::now()).await {
+        Ok(c) => Ok(format!(
+            "id: {}\naddress: {}\nsession_code: {}\nexpires_at: {}\nstatus: {}\n",
+            c.id,
+            c.address,
+            c.session_code,
+            format_time(&c.expires_at),
+            c.status
+        )),
+        Err(e) => Err(CliError {
+            reason: Some(e.reason()),
+            message: create_error_text(&e),
+        }),
+    }
+}
+
+/// `gatekeeper challenge show ID`: the challenge as `GET /v1/challenges/{id}` shows it,
+/// evidence as JSON. Opens the store read-only.
+pub async fn cli_show(config: &Config, id: &str) -> Result<String, CliError> {
+    let store = open_store(
+        config,
+        SqliteOptions {
+            read_only: true,
+            ..SqliteOptions::default()
+        },
+    )?;
+    let record = store.get(id).await.map_err(|e| CliError {
+        reason: Some(e.reason()),
+        message: e.to_string(),
+    })?;
+    let Some(record) = record else {
+        return Err(CliError {
+            reason: None,
+            message: format!("no challenge {id}"),
+        });
+    };
+    let view = ChallengeView::from_record(&record, Utc::now());
+    let mut out = format!(
+        "id: {}\naddress: {}\nstatus: {}\ncreated_at: {}\nexpires_at: {}\nconfirmed_at: {}\nrejections: {}\n",
+        view.id,
+        view.address,
+        view.status,
+        format_time(&view.created_at),
+        format_time(&view.expires_at),
+        view.confirmed_at
+            .as_ref()
+            .map(format_time)
+            .unwrap_or_else(|| "-".into()),
+        view.rejections
+    );
+    if let Some(evidence) = &view.evidence {
+        let json = serde_json::to_string_pretty(evidence).unwrap_or_default();
+        out.push_str("evidence: ");
+        out.push_str(&json);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn create_error_text(e: &CreateError) -> String {
+    match e {
+        CreateError::Refused {
+            reason,
+            detail: Some(d),
+        } => format!("rejected {reason} ({d})"),
+        other => format!("rejected {} ({other})", other.reason()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_token;
+
+    #[test]
+    fn redaction_table() {
+        let t = "abcdef234";
+        let rows: &[(&str, &str)] = &[
+            ("", ""),
+            ("no token here", "no token here"),
+            (
+                "To: <confirm+abcdef234@v.example>",
+                "To: <confirm+[redacted]@v.example>",
+            ),
+            ("ABCDEF234 and abcdef234", "[redacted] and [redacted]"),
+            ("abcdef23", "abcdef23"),
+            ("éabcdef234é", "é[redacted]é"),
+            ("abcdef234abcdef234", "[redacted][redacted]"),
+        ];
+        for (input, want) in rows {
+            assert_eq!(redact_token(input, t), *want, "{input}");
+        }
+        assert_eq!(redact_token("x", ""), "x");
+    }
+}

@@ -20,6 +20,9 @@ pub enum Action {
     ConfirmationDeferred,
     /// `connection-refused`: refused before the greeting (limits, client network).
     ConnectionRefused,
+    /// `siem-overflow`: the audit trail itself lost events (a bounded queue or the spool was
+    /// full); `lost` carries the count. Built only by `siem`.
+    SiemOverflow,
 }
 
 impl Action {
@@ -29,6 +32,7 @@ impl Action {
             Action::ConfirmationRejected => "confirmation-rejected",
             Action::ConfirmationDeferred => "confirmation-deferred",
             Action::ConnectionRefused => "connection-refused",
+            Action::SiemOverflow => "siem-overflow",
         }
     }
 }
@@ -89,15 +93,41 @@ pub struct AuditEvent {
     pub checks: Vec<Check>,
     /// Free text for operators (fixed strings or numbers, never peer bytes).
     pub message: Option<String>,
+    /// How many events the audit trail lost and where (only on [`Action::SiemOverflow`]).
+    pub lost: Option<Loss>,
+}
+
+/// Events the audit trail itself dropped because a bound was reached (`gatekeeper.siem.*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loss {
+    pub count: u64,
+    pub stage: LossStage,
+}
+
+/// Which bound dropped them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossStage {
+    /// The in-memory queue between `emit` and the writer was full (`siem.queue_overflow`).
+    Queue,
+    /// The durable spool reached `siem.spool_max_events`; the oldest undelivered events were
+    /// deleted (`siem.spool_overflow`).
+    Spool,
 }
 
 impl AuditEvent {
     /// A new event with the given action and reason; every other field empty.
-    pub fn new(timestamp: DateTime<Utc>, action: Action, reason: Option<Reason>, session_id: impl Into<String>) -> Self {
+    pub fn new(
+        timestamp: DateTime<Utc>,
+        action: Action,
+        reason: Option<Reason>,
+        session_id: impl Into<String>,
+    ) -> Self {
         let outcome = match action {
             Action::ConfirmationAccepted => Outcome::Success,
             Action::ConfirmationDeferred => Outcome::Unknown,
-            Action::ConfirmationRejected | Action::ConnectionRefused => Outcome::Failure,
+            Action::ConfirmationRejected | Action::ConnectionRefused | Action::SiemOverflow => {
+                Outcome::Failure
+            }
         };
         Self {
             timestamp,
@@ -117,6 +147,7 @@ impl AuditEvent {
             tls_version: None,
             checks: Vec::new(),
             message: None,
+            lost: None,
         }
     }
 }

@@ -1,17 +1,57 @@
 //! Configuration: TOML with every key documented, unknown keys refused (a typo in a security
 //! setting must not pass silently), validated once at start-up into the types below.
 //!
-//! INTERFACE NOTE (for implementers): the field names and types below are the contract the
-//! other modules code against. The loader (`Config::load`, `Config::from_toml_str`), the
-//! validation and the `file:line` errors are owned by this module.
+//! The field names and types below are the contract the other modules code against. Loading
+//! happens in two stages (style guide §11): `raw` holds serde structs that refuse unknown keys
+//! and carry the defaults, `validate` (with the value checkers of `check`) turns them into
+//! these types, collecting every problem with its key; `error` locates each problem at
+//! `file:line`.
+//!
+//! Relative paths stay relative to the working directory (SPEC §6): nothing here resolves
+//! them against the configuration file's directory.
+
+mod check;
+mod duration;
+mod error;
+mod raw;
+mod validate;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::address::Domain;
+use crate::address::{Domain, ParseOptions};
+
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, KeyPath, Problem, Segment};
+pub use validate::ALLOWED_EXTRA_CHARS;
+
+impl Config {
+    /// Read and validate a configuration file. Errors name the file and line.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(&origin, &e))?;
+        Self::from_toml_str(&text, &origin)
+    }
+
+    /// Validate configuration text; `origin` names it in errors (a file name, or a label
+    /// such as `<embedded conf/gatekeeper.toml>`).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::toml(origin, text, &e))?;
+        validate::validate(raw).map_err(|found| ConfigError::semantic(origin, text, found))
+    }
+
+    /// The address parser options `[policy]` sets.
+    pub fn parse_options(&self) -> ParseOptions {
+        ParseOptions {
+            local_part_extra_chars: self.policy.local_part_extra_chars.clone(),
+            allow_idna: self.policy.allow_idna,
+        }
+    }
+}
 
 /// The whole validated configuration.
 #[derive(Clone, Debug)]
@@ -163,8 +203,15 @@ pub struct SiemConfig {
 #[derive(Clone, Debug)]
 pub enum SiemSink {
     Stdout,
-    File { path: PathBuf },
-    Syslog { address: SocketAddr, transport: SyslogTransport, ca_file: Option<PathBuf>, server_name: Option<String> },
+    File {
+        path: PathBuf,
+    },
+    Syslog {
+        address: SocketAddr,
+        transport: SyslogTransport,
+        ca_file: Option<PathBuf>,
+        server_name: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

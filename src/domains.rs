@@ -1,1 +1,274 @@
-//! (to be written)
+//! Domain policy (SPEC §3, §4): which sender domains may confirm, and what each must prove.
+//!
+//! Matching is always on a label boundary through [`Domain::is_within`]: `gouv.fr` covers
+//! `interieur.gouv.fr` but not `evilgouv.fr` nor `gouv.fr.evil.example`. A denied domain wins
+//! over an allowed one. Per-domain overrides relax one requirement for a domain that cannot
+//! meet it, and can never remove both DKIM and SPF: a domain without DKIM must pass SPF and
+//! forward-confirmed reverse DNS, which `requirements` enforces even if a caller built an
+//! override by hand.
+
+use crate::address::Domain;
+use crate::config::{DomainOverride, PolicyConfig};
+use crate::reason::Reason;
+
+/// What a sender domain must prove.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requirements {
+    pub dkim: bool,
+    pub spf: bool,
+    pub iprev: bool,
+}
+
+/// The allowed/denied lists and overrides of `[policy]`, ready to query.
+#[derive(Clone, Debug)]
+pub struct DomainPolicy {
+    allowed: Vec<Domain>,
+    denied: Vec<Domain>,
+    require_iprev: bool,
+    overrides: Vec<DomainOverride>,
+}
+
+impl DomainPolicy {
+    pub fn new(policy: &PolicyConfig) -> Self {
+        Self {
+            allowed: policy.allowed_domains.clone(),
+            denied: policy.denied_domains.clone(),
+            require_iprev: policy.require_iprev,
+            overrides: policy.domains.clone(),
+        }
+    }
+
+    /// `Reason::DomainNotAllowed` when the domain is outside every allowed domain or inside a
+    /// denied one (denied wins).
+    pub fn check(&self, domain: &Domain) -> Result<(), Reason> {
+        if self.denied.iter().any(|d| domain.is_within(d)) {
+            return Err(Reason::DomainNotAllowed);
+        }
+        if self.allowed.iter().any(|d| domain.is_within(d)) {
+            Ok(())
+        } else {
+            Err(Reason::DomainNotAllowed)
+        }
+    }
+
+    /// The requirements for `domain`: DKIM and SPF always, iprev from `policy.require_iprev`,
+    /// unless the most specific override (longest matching domain) says otherwise. Without
+    /// DKIM, SPF and iprev are forced on whatever the override says.
+    pub fn requirements(&self, domain: &Domain) -> Requirements {
+        let best = self
+            .overrides
+            .iter()
+            .filter(|o| domain.is_within(&o.domain))
+            .max_by_key(|o| o.domain.as_str().len());
+        let mut req = match best {
+            Some(o) => Requirements {
+                dkim: o.require_dkim,
+                spf: o.require_spf,
+                iprev: o.require_iprev,
+            },
+            None => Requirements {
+                dkim: true,
+                spf: true,
+                iprev: self.require_iprev,
+            },
+        };
+        if !req.dkim {
+            req.spf = true;
+            req.iprev = true;
+        }
+        req
+    }
+}
+
+/// Validation the config loader runs on each `[policy.domains."<domain>"]` table.
+pub fn validate_override(o: &DomainOverride) -> Result<(), &'static str> {
+    if !o.require_dkim && !o.require_spf {
+        return Err("an override cannot remove both DKIM and SPF");
+    }
+    if !o.require_dkim && !o.require_iprev {
+        return Err("a domain that does not require DKIM must require SPF and iprev");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::ParseOptions;
+    use crate::config::Alignment;
+
+    fn d(s: &str) -> Domain {
+        match Domain::parse(s.as_bytes(), &ParseOptions::default()) {
+            Ok(d) => d,
+            Err(e) => panic!("test domain {s}: {e}"),
+        }
+    }
+
+    fn ov(domain: &str, dkim: bool, spf: bool, iprev: bool) -> DomainOverride {
+        DomainOverride {
+            domain: d(domain),
+            require_dkim: dkim,
+            require_spf: spf,
+            require_iprev: iprev,
+        }
+    }
+
+    fn policy(
+        allowed: &[&str],
+        denied: &[&str],
+        iprev: bool,
+        o: Vec<DomainOverride>,
+    ) -> DomainPolicy {
+        DomainPolicy::new(&PolicyConfig {
+            allowed_domains: allowed.iter().map(|s| d(s)).collect(),
+            denied_domains: denied.iter().map(|s| d(s)).collect(),
+            alignment: Alignment::Strict,
+            require_iprev: iprev,
+            dkim_min_rsa_bits: 1024,
+            allowed_networks: Vec::new(),
+            local_part_extra_chars: String::new(),
+            allow_idna: false,
+            domains: o,
+        })
+    }
+
+    #[test]
+    fn allowed_and_denied_on_label_boundary() {
+        let p = policy(
+            &["gouv.fr", "example.org"],
+            &["bad.gouv.fr"],
+            false,
+            Vec::new(),
+        );
+        let rows: &[(&str, bool)] = &[
+            ("gouv.fr", true),
+            ("interieur.gouv.fr", true),
+            ("a.b.interieur.gouv.fr", true),
+            ("example.org", true),
+            ("evilgouv.fr", false),
+            ("gouv.fr.evil.example", false),
+            ("ouv.fr", false),
+            ("bad.gouv.fr", false),
+            ("x.bad.gouv.fr", false),
+            ("notbad.gouv.fr", true),
+            ("evil.example", false),
+        ];
+        for (name, ok) in rows {
+            let got = p.check(&d(name));
+            if *ok {
+                assert_eq!(got, Ok(()), "{name}");
+            } else {
+                assert_eq!(got, Err(Reason::DomainNotAllowed), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn denied_wins_over_allowed() {
+        let p = policy(&["interieur.gouv.fr"], &["gouv.fr"], false, Vec::new());
+        assert_eq!(
+            p.check(&d("interieur.gouv.fr")),
+            Err(Reason::DomainNotAllowed)
+        );
+    }
+
+    #[test]
+    fn empty_allowed_list_allows_nothing() {
+        let p = policy(&[], &[], false, Vec::new());
+        assert_eq!(p.check(&d("gouv.fr")), Err(Reason::DomainNotAllowed));
+    }
+
+    #[test]
+    fn requirements_most_specific_override() {
+        let p = policy(
+            &["gouv.fr"],
+            &[],
+            false,
+            vec![
+                ov("culture.gouv.fr", false, true, true),
+                ov("musees.culture.gouv.fr", true, true, false),
+                ov("sport.gouv.fr", true, false, false),
+            ],
+        );
+        let full = Requirements {
+            dkim: true,
+            spf: true,
+            iprev: false,
+        };
+        let rows: &[(&str, Requirements)] = &[
+            ("interieur.gouv.fr", full),
+            (
+                "culture.gouv.fr",
+                Requirements {
+                    dkim: false,
+                    spf: true,
+                    iprev: true,
+                },
+            ),
+            (
+                "x.culture.gouv.fr",
+                Requirements {
+                    dkim: false,
+                    spf: true,
+                    iprev: true,
+                },
+            ),
+            ("musees.culture.gouv.fr", full),
+            ("a.musees.culture.gouv.fr", full),
+            (
+                "sport.gouv.fr",
+                Requirements {
+                    dkim: true,
+                    spf: false,
+                    iprev: false,
+                },
+            ),
+            ("transport.gouv.fr", full),
+            ("evilculture.gouv.fr", full),
+        ];
+        for (name, want) in rows {
+            assert_eq!(p.requirements(&d(name)), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn global_iprev_applies_without_override() {
+        let p = policy(&["gouv.fr"], &[], true, Vec::new());
+        assert_eq!(
+            p.requirements(&d("interieur.gouv.fr")),
+            Requirements {
+                dkim: true,
+                spf: true,
+                iprev: true
+            }
+        );
+    }
+
+    #[test]
+    fn no_dkim_forces_spf_and_iprev_even_if_override_is_unvalidated() {
+        let p = policy(
+            &["gouv.fr"],
+            &[],
+            false,
+            vec![ov("culture.gouv.fr", false, false, false)],
+        );
+        assert_eq!(
+            p.requirements(&d("culture.gouv.fr")),
+            Requirements {
+                dkim: false,
+                spf: true,
+                iprev: true
+            }
+        );
+    }
+
+    #[test]
+    fn validate_override_table() {
+        assert!(validate_override(&ov("a.gouv.fr", true, true, true)).is_ok());
+        assert!(validate_override(&ov("a.gouv.fr", true, false, false)).is_ok());
+        assert!(validate_override(&ov("a.gouv.fr", false, true, true)).is_ok());
+        assert!(validate_override(&ov("a.gouv.fr", false, false, true)).is_err());
+        assert!(validate_override(&ov("a.gouv.fr", false, false, false)).is_err());
+        assert!(validate_override(&ov("a.gouv.fr", false, true, false)).is_err());
+    }
+}

@@ -1,1 +1,504 @@
-//! (to be written)
+//! The SIEM audit trail (SPEC I4, §6): turns [`AuditEvent`]s into ECS JSON or CEF lines and
+//! delivers them to every configured sink. The operators of gatekeeper learn about attacks
+//! only from this trail, so a lost or forged event is a security failure.
+//!
+//! ```text
+//!  emit() ──try_send──▶ bounded queue ──▶ writer thread ──▶ stdout, files, UDP (direct)
+//!   (never blocks)        (full: counted,       │
+//!                          reported)            └──▶ SQLite spool ──▶ one thread per TCP/TLS
+//!                                                    (durable)         sink, cursor per sink
+//! ```
+//!
+//! - Formats: [`ecs`] and [`cef`] are the only serialisers; attacker-controlled values are
+//!   cut to [`format::FIELD_MAX_CHARS`] (512) characters with a `…[truncated]` marker and
+//!   escaped so that no byte can add a field or split a line or frame. A whole event stays
+//!   within [`format::LINE_MAX_OCTETS`] (tighter field bounds when needed), so its syslog
+//!   message fits the 8 KiB collectors accept by default.
+//! - Syslog ([`syslog`]): RFC 5424, facility `authpriv`, severity by outcome, APP-NAME
+//!   `gatekeeper`, MSGID the action, MSG the event line; octet counting over TCP/TLS.
+//! - Delivery: stdout and files are written by the writer thread and flushed per batch (an
+//!   event is in the file within milliseconds of `emit`). UDP is best effort (not spooled, no
+//!   retry; see [`sink_local`]). TCP and TLS are at-least-once across collector outages and
+//!   daemon restarts: every event is committed to the spool before any send, and each sink
+//!   resumes from its cursor with exponential backoff (see [`sink_net`] for what
+//!   "delivered" means on a protocol without acknowledgements).
+//! - Bounds and losses: the queue holds [`QUEUE_CAPACITY`] events, the spool
+//!   `siem.spool_max_events`. Whatever a bound drops is counted ([`Siem::dropped`], for
+//!   `/metrics`) and reported by an event of its own: action `siem-overflow`, reason
+//!   `siem.spool_overflow` or `siem.queue_overflow`, the count in `gatekeeper.siem.dropped`
+//!   (CEF `cnt`).
+//!
+//! Choices where the SPEC is silent:
+//!
+//! - Facility `authpriv` (10), severities 6/5/4/3 for accepted/deferred/refused/trail loss
+//!   ([`syslog`]); CEF severities 2/4/6/8 and the CEF key mapping are in [`cef`].
+//! - Per-field bound 512 characters, whole line ≤ 7680 octets ([`mod@format`]).
+//! - UDP is best effort: not spooled, not retried, one datagram ≤ 2048 octets.
+//! - An event counts as delivered to a TCP/TLS collector once written and followed by
+//!   [`sink_net::CONFIRM_WINDOW`] (1 s) of live connection; reconnect backoff 100 ms → 30 s.
+//! - A network sink configured for the first time starts at the end of the spool; a sink
+//!   removed from the config releases its backlog. TLS requires `ca_file` (no implicit system
+//!   trust store); `server_name` defaults to the collector's IP address.
+//! - One spool file per gatekeeper instance: two daemons must not share `spool_path`.
+//! - [`SiemHandle::shutdown`] takes up to its bound (at least a confirmation window when
+//!   events were just sent); what is not confirmed stays spooled for the next start.
+//! - Stdout carries events only: the daemon's own logs (tracing) belong on stderr/journald.
+//!
+//! Threads, not tokio tasks: the work is blocking (SQLite, files, fsync), there is little of
+//! it, and it must keep draining while the runtime shuts down.
+
+pub mod cef;
+pub mod ecs;
+pub mod format;
+pub mod sink_local;
+pub mod sink_net;
+pub mod spool;
+pub mod syslog;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use self::format::{FormatOptions, LINE_MAX_OCTETS, syslog_severity};
+use self::sink_local::{FileSink, StdoutSink, UdpSink};
+use self::sink_net::NetSink;
+use self::spool::{Cursor, Record, Spool};
+use self::syslog::Header;
+use crate::audit::{Action, AuditEvent, AuditSink, Loss, LossStage};
+use crate::config::{SiemConfig, SiemSink, SyslogTransport};
+
+/// Events the in-memory queue between `emit` and the writer holds. At a few hundred bytes an
+/// event this bounds the queue to a few MiB; the writer empties it in batches of 512.
+pub const QUEUE_CAPACITY: usize = 8192;
+/// Events the writer handles per batch (one spool transaction, one flush per file).
+const BATCH: usize = 512;
+/// How often the idle writer looks at reopen and stop requests.
+const WRITER_TICK: Duration = Duration::from_millis(100);
+
+/// A SIEM setup failure (at start only; once running, failures are counted and retried).
+#[derive(Debug, thiserror::Error)]
+pub enum SiemError {
+    #[error("siem file sink {0}: {1}")]
+    File(PathBuf, #[source] std::io::Error),
+    #[error("siem UDP sink {0}: {1}")]
+    Udp(std::net::SocketAddr, #[source] std::io::Error),
+    #[error("siem spool {0}: {1}")]
+    Spool(PathBuf, #[source] rusqlite::Error),
+    #[error("siem TLS sink {0}: a CA file (ca_file) is required")]
+    TlsCaMissing(std::net::SocketAddr),
+    #[error("siem TLS CA file {0}: {1}")]
+    TlsCa(PathBuf, String),
+    #[error("siem TLS server_name {0:?} is not a valid DNS name or IP address")]
+    TlsServerName(String),
+    #[error("siem thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Counters for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events `emit` could not queue (queue full or trail stopped).
+    pub queue_dropped: u64,
+    /// Undelivered events deleted from the spool at `siem.spool_max_events`.
+    pub spool_dropped: u64,
+    /// Events that could not be written to the spool (disk full, I/O error): lost to the
+    /// network sinks.
+    pub spool_failed: u64,
+    /// Failed writes to stdout or a file.
+    pub local_errors: u64,
+    /// Failed UDP sends.
+    pub udp_errors: u64,
+}
+
+/// The emitting side: cheap to clone, shared by every session. Implements [`AuditSink`].
+#[derive(Clone)]
+pub struct Siem {
+    tx: SyncSender<AuditEvent>,
+    shared: Arc<Shared>,
+}
+
+/// Owns the threads; [`SiemHandle::shutdown`] drains them.
+pub struct SiemHandle {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+    senders: Vec<JoinHandle<()>>,
+}
+
+impl Siem {
+    /// Opens every sink of `config` and starts the writer and one thread per TCP/TLS sink.
+    /// `hostname` names this gatekeeper in syslog headers and `observer.hostname`.
+    pub fn start(config: &SiemConfig, hostname: &str) -> Result<(Siem, SiemHandle), SiemError> {
+        let opts = FormatOptions::new(config.format.clone(), hostname);
+        let header = Header::new(hostname, std::process::id());
+        let mut locals = Locals::default();
+        let mut nets = Vec::new();
+        for sink in &config.sinks {
+            match sink {
+                SiemSink::Stdout => locals.stdout = Some(StdoutSink),
+                SiemSink::File { path } => locals
+                    .files
+                    .push(FileSink::open(path).map_err(|e| SiemError::File(path.clone(), e))?),
+                SiemSink::Syslog {
+                    address,
+                    transport: SyslogTransport::Udp,
+                    ..
+                } => locals
+                    .udp
+                    .push(UdpSink::connect(*address).map_err(|e| SiemError::Udp(*address, e))?),
+                SiemSink::Syslog {
+                    address,
+                    transport,
+                    ca_file,
+                    server_name,
+                } => nets.push(NetSink::new(
+                    *address,
+                    transport,
+                    ca_file.as_deref(),
+                    server_name.as_deref(),
+                )?),
+            }
+        }
+        let shared = Arc::new(Shared::default());
+        let spool = if nets.is_empty() {
+            None
+        } else {
+            let path = &config.spool_path;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    SiemError::Spool(
+                        path.clone(),
+                        rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                    )
+                })?;
+            }
+            let keys: Vec<String> = nets.iter().map(|n| n.key.clone()).collect();
+            Some(
+                Spool::open(path, config.spool_max_events, &keys)
+                    .map_err(|e| SiemError::Spool(path.clone(), e))?,
+            )
+        };
+        let mut senders = Vec::new();
+        for net in nets {
+            let cursor = Cursor::open(&config.spool_path, &net.key)
+                .map_err(|e| SiemError::Spool(config.spool_path.clone(), e))?;
+            let (shared, header) = (Arc::clone(&shared), header.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("siem-{}", net.key))
+                .spawn(move || net.run(cursor, shared, header))
+                .map_err(SiemError::Thread)?;
+            senders.push(thread);
+        }
+        let (tx, rx) = sync_channel(QUEUE_CAPACITY);
+        let writer = Writer {
+            rx,
+            shared: Arc::clone(&shared),
+            opts,
+            header,
+            locals,
+            spool,
+            queue_reported: 0,
+        };
+        let writer = std::thread::Builder::new()
+            .name("siem-writer".into())
+            .spawn(move || writer.run())
+            .map_err(SiemError::Thread)?;
+        let handle = SiemHandle {
+            shared: Arc::clone(&shared),
+            writer: Some(writer),
+            senders,
+        };
+        Ok((Siem { tx, shared }, handle))
+    }
+
+    /// Asks the file sinks to reopen their paths (SIGHUP after logrotate). Events queued
+    /// after this call go to the new files.
+    pub fn reopen(&self) {
+        self.shared.reopen.store(true, Ordering::SeqCst);
+    }
+
+    /// Every event lost to at least one sink because a bound was reached or the spool failed.
+    pub fn dropped(&self) -> u64 {
+        let s = self.stats();
+        s.queue_dropped + s.spool_dropped + s.spool_failed
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+}
+
+impl AuditSink for Siem {
+    /// Queues the event; never blocks. A full queue drops the event and counts it; the writer
+    /// then reports the loss with a `siem-overflow` event.
+    fn emit(&self, event: AuditEvent) {
+        if self.shared.closing.load(Ordering::SeqCst) {
+            self.shared.queue_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.shared.queue_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl SiemHandle {
+    /// Stops the trail: the writer writes everything queued (to the local sinks and the
+    /// spool), then the network sinks keep delivering for at most `bound`; what they could
+    /// not confirm stays in the spool for the next start. Returns the final counters.
+    pub fn shutdown(mut self, bound: Duration) -> Stats {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        self.shared.stop(Instant::now() + bound);
+        for s in self.senders.drain(..) {
+            let _ = s.join();
+        }
+        self.shared.stats()
+    }
+}
+
+impl Drop for SiemHandle {
+    /// Without an explicit shutdown, the threads are told to stop at once (the writer still
+    /// drains its queue into the spool) and left to finish on their own.
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.shared.stop(Instant::now());
+    }
+}
+
+/// State shared by the emitters, the writer and the network sinks.
+#[derive(Default)]
+pub struct Shared {
+    queue_dropped: AtomicU64,
+    spool_dropped: AtomicU64,
+    spool_failed: AtomicU64,
+    local_errors: AtomicU64,
+    udp_errors: AtomicU64,
+    /// A file reopen was requested.
+    reopen: AtomicBool,
+    /// The writer must drain its queue and stop.
+    closing: AtomicBool,
+    /// When the network sinks must stop at the latest.
+    stop_deadline: Mutex<Option<Instant>>,
+    /// Rung when rows are appended to the spool or a stop is requested.
+    spooled: Signal,
+}
+
+impl Shared {
+    fn stats(&self) -> Stats {
+        Stats {
+            queue_dropped: self.queue_dropped.load(Ordering::Relaxed),
+            spool_dropped: self.spool_dropped.load(Ordering::Relaxed),
+            spool_failed: self.spool_failed.load(Ordering::Relaxed),
+            local_errors: self.local_errors.load(Ordering::Relaxed),
+            udp_errors: self.udp_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    fn stop(&self, deadline: Instant) {
+        let mut d = self.stop_deadline.lock().unwrap_or_else(|p| p.into_inner());
+        *d = Some(d.map_or(deadline, |old| old.min(deadline)));
+        drop(d);
+        self.spooled.notify();
+    }
+
+    fn stop_deadline(&self) -> Option<Instant> {
+        *self.stop_deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A sequence number with a condition variable: wakes waiters without losing a notification
+/// that arrives between their check and their wait.
+#[derive(Default)]
+pub struct Signal {
+    seq: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Signal {
+    fn notify(&self) {
+        let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        *seq = seq.wrapping_add(1);
+        drop(seq);
+        self.cv.notify_all();
+    }
+
+    /// Waits until the sequence differs from `seen` or `timeout` passes; returns the current
+    /// sequence.
+    fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        if *seq != seen {
+            return *seq;
+        }
+        match self.cv.wait_timeout_while(seq, timeout, |s| *s == seen) {
+            Ok((s, _)) => *s,
+            Err(p) => *p.into_inner().0,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Locals {
+    stdout: Option<StdoutSink>,
+    files: Vec<FileSink>,
+    udp: Vec<UdpSink>,
+}
+
+/// The writer thread: renders each event once, writes the local sinks, spools for the
+/// network sinks.
+struct Writer {
+    rx: Receiver<AuditEvent>,
+    shared: Arc<Shared>,
+    opts: FormatOptions,
+    header: Header,
+    locals: Locals,
+    spool: Option<Spool>,
+    /// Queue losses already reported by an overflow event.
+    queue_reported: u64,
+}
+
+impl Writer {
+    fn run(mut self) {
+        loop {
+            let mut batch = Vec::new();
+            let mut disconnected = false;
+            match self.rx.recv_timeout(WRITER_TICK) {
+                Ok(ev) => batch.push(ev),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => disconnected = true,
+            }
+            while !disconnected && batch.len() < BATCH {
+                match self.rx.try_recv() {
+                    Ok(ev) => batch.push(ev),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => disconnected = true,
+                }
+            }
+            let lost = self.shared.queue_dropped.load(Ordering::Relaxed);
+            if lost > self.queue_reported {
+                batch.push(overflow_event(lost - self.queue_reported, LossStage::Queue));
+                self.queue_reported = lost;
+            }
+            if self.shared.reopen.swap(false, Ordering::SeqCst) {
+                self.reopen_files();
+            }
+            let idle = batch.is_empty();
+            if !idle {
+                self.write(&batch);
+            }
+            if idle && (disconnected || self.shared.closing.load(Ordering::SeqCst)) {
+                break;
+            }
+        }
+    }
+
+    fn write(&mut self, batch: &[AuditEvent]) {
+        let lines: Vec<String> = batch
+            .iter()
+            .map(|ev| self.opts.render_within(ev, LINE_MAX_OCTETS))
+            .collect();
+        self.write_local(batch, &lines);
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        let records: Vec<Record> = batch
+            .iter()
+            .zip(&lines)
+            .map(|(ev, line)| record(ev, line))
+            .collect();
+        match spool.append(&records) {
+            Ok(0) => {}
+            Ok(dropped) => {
+                self.shared
+                    .spool_dropped
+                    .fetch_add(dropped, Ordering::Relaxed);
+                tracing::error!(
+                    dropped,
+                    "siem spool full: oldest undelivered events dropped"
+                );
+                let ev = overflow_event(dropped, LossStage::Spool);
+                let line = self.opts.render_within(&ev, LINE_MAX_OCTETS);
+                self.write_local(std::slice::from_ref(&ev), std::slice::from_ref(&line));
+                if let Some(spool) = self.spool.as_mut()
+                    && let Err(e) = spool.append(&[record(&ev, &line)])
+                {
+                    self.shared.spool_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "siem spool write failed");
+                }
+            }
+            Err(e) => {
+                self.shared
+                    .spool_failed
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, events = records.len(), "siem spool write failed: events lost to network sinks");
+            }
+        }
+        if let Some(spool) = self.spool.as_mut()
+            && let Err(e) = spool.gc()
+        {
+            tracing::warn!(error = %e, "siem spool cleanup failed");
+        }
+        self.shared.spooled.notify();
+    }
+
+    fn write_local(&mut self, batch: &[AuditEvent], lines: &[String]) {
+        if let Some(out) = &self.locals.stdout
+            && out.write_batch(lines).is_err()
+        {
+            self.shared.local_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        for file in &mut self.locals.files {
+            if let Err(e) = file.write_batch(lines) {
+                self.shared.local_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(path = %file.path().display(), error = %e, "siem file write failed");
+            }
+        }
+        for udp in &self.locals.udp {
+            for ev in batch {
+                if udp.send(&self.header, &self.opts, ev).is_err() {
+                    self.shared.udp_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn reopen_files(&mut self) {
+        for file in &mut self.locals.files {
+            if let Err(e) = file.reopen() {
+                self.shared.local_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(path = %file.path().display(), error = %e, "siem file reopen failed");
+            }
+        }
+    }
+}
+
+fn record(event: &AuditEvent, line: &str) -> Record {
+    Record {
+        timestamp: event.timestamp,
+        severity: syslog_severity(event),
+        msgid: event.action.as_str().to_owned(),
+        body: line.to_owned(),
+    }
+}
+
+/// The event the trail emits about its own losses.
+fn overflow_event(count: u64, stage: LossStage) -> AuditEvent {
+    let mut ev = AuditEvent::new(Utc::now(), Action::SiemOverflow, None, "siem");
+    ev.lost = Some(Loss { count, stage });
+    ev.message = Some(match stage {
+        LossStage::Queue => format!("{count} audit events dropped: in-memory queue full"),
+        LossStage::Spool => format!("{count} undelivered audit events dropped: spool full"),
+    });
+    ev
+}

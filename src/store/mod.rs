@@ -1,1 +1,250 @@
-//! (to be written)
+//! The challenge store: challenges, their confirmations and the rate-limit counts.
+//!
+//! # Design decisions
+//!
+//! - **An async trait** ([`Store`]): every method returns `impl Future + Send`, so a network
+//!   backend (PostgreSQL, SPEC §7) can be added later without blocking the runtime. The SQLite
+//!   implementation ([`SqliteStore`]) runs reads on `spawn_blocking` and all writes on one
+//!   dedicated writer thread.
+//! - **Only the SHA-256 of a token** is kept ([`TokenHash`]): a copy of the database does not
+//!   let anyone answer a pending challenge. The challenge mail's Message-ID starts with the
+//!   token, so only its tail is stored and the full id is rebuilt from the RCPT token
+//!   ([`message_id`]).
+//! - **Time is an argument.** Every method that depends on the clock takes `now`; `expired`
+//!   is not stored but derived at read time ([`ChallengeRecord::status`]).
+//! - **Conditional confirm.** [`Store::confirm`] changes a challenge only if it is still
+//!   pending and unexpired at `now`, in one statement, so two concurrent deliveries can never
+//!   both confirm. The loser learns what the winner stored ([`ConfirmOutcome::AlreadyConfirmed`])
+//!   so the caller can recognise the redelivery of the same message (SPEC §4).
+//! - **Atomic rate limits.** [`Store::create`] counts and inserts in one transaction, so
+//!   concurrent requests cannot pass the per-address limits together.
+//! - **Errors** are all [`StoreError`], which the callers map to `store.unavailable` (a 4xx:
+//!   the sender retries, I5).
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::backend::Evidence;
+use crate::reason::Reason;
+
+pub mod sqlite;
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+/// SHA-256 of a token (the store never sees the token itself).
+pub type TokenHash = [u8; 32];
+
+/// A challenge's state as the API shows it (SPEC §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Confirmed,
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Confirmed => "confirmed",
+            Status::Expired => "expired",
+        }
+    }
+}
+
+/// A challenge to insert.
+#[derive(Clone, Debug)]
+pub struct NewChallenge {
+    pub id: String,
+    /// The claimed address, canonical.
+    pub address: String,
+    pub token_hash: TokenHash,
+    pub session_code: String,
+    /// The challenge mail's Message-ID after its `<token>.` prefix (see [`message_id`]):
+    /// the full Message-ID carries the token, which the store must not hold.
+    pub message_id_tail: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The challenge mail's Message-ID (without angle brackets) from the token and the stored
+/// tail: `<token>.<tail>`.
+pub fn message_id(token: &str, tail: &str) -> String {
+    format!("{token}.{tail}")
+}
+
+/// What a confirmation keeps (SPEC §4 "On accept", §6 `evidence`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Confirmation {
+    pub confirmed_at: DateTime<Utc>,
+    pub evidence: Evidence,
+    /// Message-ID of the confirming mail (compared on redelivery).
+    pub message_id: Option<String>,
+    /// From address of the confirming mail, canonical (compared on redelivery).
+    pub from: String,
+    /// The SMTP session that delivered it.
+    pub session_id: String,
+    /// Whether that session is known to have ended (set by [`Store::session_ended`]).
+    pub session_ended: bool,
+}
+
+/// One stored challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChallengeRecord {
+    pub id: String,
+    pub address: String,
+    pub token_hash: TokenHash,
+    pub session_code: String,
+    /// See [`NewChallenge::message_id_tail`].
+    pub message_id_tail: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Permanent refusals of replies to this challenge.
+    pub rejections: u32,
+    pub confirmation: Option<Confirmation>,
+}
+
+impl ChallengeRecord {
+    /// `confirmed` once confirmed (whatever the time), else `expired` from `expires_at`.
+    pub fn status(&self, now: DateTime<Utc>) -> Status {
+        if self.confirmation.is_some() {
+            Status::Confirmed
+        } else if self.expires_at <= now {
+            Status::Expired
+        } else {
+            Status::Pending
+        }
+    }
+}
+
+/// Per-address limits checked atomically with the insert (`[confirm]`).
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimits {
+    /// `confirm.max_pending_per_address`
+    pub max_pending: u32,
+    /// `confirm.max_challenges_per_address_per_hour`
+    pub max_per_hour: u32,
+}
+
+/// The result of [`Store::create`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// Nothing inserted: a limit was reached. The counts are those seen in the transaction.
+    RateLimited {
+        pending: u32,
+        last_hour: u32,
+    },
+}
+
+/// A request to confirm a challenge.
+#[derive(Clone, Debug)]
+pub struct ConfirmRequest {
+    pub id: String,
+    /// `session_ended` is ignored (always stored as false).
+    pub confirmation: Confirmation,
+    /// The challenge must be unexpired at this instant.
+    pub now: DateTime<Utc>,
+}
+
+/// The result of [`Store::confirm`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfirmOutcome {
+    /// This request confirmed the challenge; the confirmation is durable (committed).
+    Confirmed,
+    /// Someone confirmed it before: what they stored.
+    AlreadyConfirmed(Box<Confirmation>),
+    /// Still pending but expired at `now`.
+    Expired,
+    /// No such challenge (never existed, or purged).
+    NotFound,
+}
+
+/// A store failure: the database cannot be read or cannot commit (read-only file, full disk,
+/// lock held past the busy timeout, writer gone). Always `store.unavailable`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+    #[error("schema version {found} is newer than this program (knows {known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store writer has stopped")]
+    Closed,
+}
+
+impl StoreError {
+    /// The reason code every store failure maps to.
+    pub fn reason(&self) -> Reason {
+        Reason::StoreUnavailable
+    }
+}
+
+/// The challenge store. Implementations must make [`Store::confirm`] durable before its
+/// future resolves (I3) and conditional (pending and unexpired) so that exactly one of
+/// several concurrent confirmations wins.
+pub trait Store: Send + Sync + 'static {
+    /// Insert a challenge unless the address is past a limit (counted in the same
+    /// transaction: pending and unexpired at `now`; created in the hour before `now`).
+    fn create(
+        &self,
+        challenge: NewChallenge,
+        limits: RateLimits,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send;
+
+    fn get(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ChallengeRecord>, StoreError>> + Send;
+
+    fn find_by_token_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> impl Future<Output = Result<Option<ChallengeRecord>, StoreError>> + Send;
+
+    /// Remove a challenge (e.g. its mail could not be sent). True if it existed.
+    fn delete(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Conditional, durable confirmation (see [`ConfirmOutcome`]).
+    fn confirm(
+        &self,
+        request: ConfirmRequest,
+    ) -> impl Future<Output = Result<ConfirmOutcome, StoreError>> + Send;
+
+    /// Count one more refused reply for a pending challenge.
+    fn record_rejection(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Mark the confirmations delivered by this SMTP session as "session ended". Returns the
+    /// number of challenges marked.
+    fn session_ended(
+        &self,
+        session_id: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Delete every challenge whose `expires_at` is before `cutoff`. Returns how many.
+    fn purge(&self, cutoff: DateTime<Utc>) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Pending, unexpired challenges for an address at `now`.
+    fn pending_count(
+        &self,
+        address: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// Write requests waiting to be committed (exposed in `/metrics`); 0 when not applicable.
+    fn queue_depth(&self) -> usize {
+        0
+    }
+
+    /// Challenges created for an address at or after `since`.
+    fn created_since(
+        &self,
+        address: &str,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+}

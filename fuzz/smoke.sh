@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Fuzz smoke run for CI: every target of this crate for FUZZ_SECONDS (default 10) seconds,
+# starting from its committed seed corpus. New inputs go to a temporary directory so the
+# committed corpus stays as it is. Works on stable rustc through RUSTC_BOOTSTRAP=1 (see README).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+seconds="${FUZZ_SECONDS:-10}"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+export RUSTC_BOOTSTRAP=1
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+for target in $(cargo fuzz list); do
+    mkdir -p "$scratch/$target" "corpus/$target"
+    echo "fuzz $target for ${seconds}s"
+    status=0
+    cargo fuzz run "$target" "$scratch/$target" "corpus/$target" -- \
+        -max_total_time="$seconds" -print_final_stats=1 >"$scratch/$target.log" 2>&1 || status=$?
+    grep -E '^(Done|stat::number_of_executed_units)' "$scratch/$target.log" || true
+    if [[ $status -ne 0 ]]; then
+        tail -n 60 "$scratch/$target.log" >&2
+        echo "fuzz target $target failed (exit $status)" >&2
+        exit 1
+    fi
+done

@@ -1,0 +1,134 @@
+//! Prometheus metrics (`GET /metrics`), in the OpenMetrics text format that
+//! `prometheus-client` writes (Prometheus reads it).
+//!
+//! One [`Metrics`] is built at start and shared (`Arc`) by every module: each records what it
+//! sees through the methods below (the SMTP server: sessions and verdicts; the DNS layer:
+//! latency; the SIEM: queue depths). Label values are fixed strings (reason codes, queue
+//! names), never peer bytes, so the label space is bounded.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::reason::Reason;
+
+type Label = [(&'static str, &'static str); 1];
+
+/// The product's metrics.
+pub struct Metrics {
+    registry: Registry,
+    sessions: Counter,
+    sessions_active: Gauge,
+    verdicts: Family<Label, Counter>,
+    dns_latency: Histogram,
+    queue_depth: Family<Label, Gauge>,
+    challenges: Family<Label, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let sessions = Counter::default();
+        let sessions_active = Gauge::default();
+        let verdicts = Family::<Label, Counter>::default();
+        // 1 ms .. ~16 s
+        let dns_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let queue_depth = Family::<Label, Gauge>::default();
+        let challenges = Family::<Label, Counter>::default();
+        registry.register(
+            "gatekeeper_smtp_sessions",
+            "SMTP sessions opened",
+            sessions.clone(),
+        );
+        registry.register(
+            "gatekeeper_smtp_sessions_active",
+            "SMTP sessions currently open",
+            sessions_active.clone(),
+        );
+        registry.register(
+            "gatekeeper_verdicts",
+            "Final answers by reason code (reason=\"accepted\" for a confirmation)",
+            verdicts.clone(),
+        );
+        registry.register(
+            "gatekeeper_dns_lookup_seconds",
+            "DNS lookup latency",
+            dns_latency.clone(),
+        );
+        registry.register(
+            "gatekeeper_queue_depth",
+            "Items waiting in internal queues",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "gatekeeper_challenges",
+            "Challenge requests by result (created or the refusal reason)",
+            challenges.clone(),
+        );
+        Self {
+            registry,
+            sessions,
+            sessions_active,
+            verdicts,
+            dns_latency,
+            queue_depth,
+            challenges,
+        }
+    }
+
+    /// An SMTP session started.
+    pub fn session_opened(&self) {
+        self.sessions.inc();
+        self.sessions_active.inc();
+    }
+
+    /// An SMTP session ended.
+    pub fn session_closed(&self) {
+        self.sessions_active.dec();
+    }
+
+    /// A final answer: `None` = accepted, `Some(reason)` = refused or deferred.
+    pub fn verdict(&self, reason: Option<Reason>) {
+        let label = reason.map(Reason::as_str).unwrap_or("accepted");
+        self.verdicts.get_or_create(&[("reason", label)]).inc();
+    }
+
+    /// One DNS lookup took `elapsed`.
+    pub fn dns_lookup(&self, elapsed: Duration) {
+        self.dns_latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// The current depth of a named queue (`"siem"`, `"store"`, ...).
+    pub fn queue_depth(&self, queue: &'static str, depth: usize) {
+        let depth = i64::try_from(depth).unwrap_or(i64::MAX);
+        self.queue_depth
+            .get_or_create(&[("queue", queue)])
+            .set(depth);
+    }
+
+    /// A challenge request ended: `None` = created, `Some(reason)` = refused.
+    pub fn challenge(&self, reason: Option<Reason>) {
+        let label = reason.map(Reason::as_str).unwrap_or("created");
+        self.challenges.get_or_create(&[("result", label)]).inc();
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

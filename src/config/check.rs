@@ -1,0 +1,248 @@
+//! Checkers of single configuration values: each records a problem under the value's key
+//! and returns what it could parse, so that validation goes on and reports everything.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::DomainOverride;
+use super::duration::{format_duration, parse_duration};
+use super::error::KeyPath;
+use crate::address::{Domain, ParseOptions};
+
+/// The problems found so far, and small checkers that record one when a value is bad.
+#[derive(Default)]
+pub(super) struct Check {
+    pub(super) problems: Vec<(KeyPath, String)>,
+}
+
+impl Check {
+    pub(super) fn fail(&mut self, path: &KeyPath, message: impl Into<String>) {
+        self.problems.push((path.clone(), message.into()));
+    }
+
+    pub(super) fn relay(&mut self, at: &KeyPath, url: &str) -> Option<String> {
+        let rest = url
+            .strip_prefix("smtp://")
+            .or_else(|| url.strip_prefix("smtps://"));
+        let ok = rest.is_some_and(|r| {
+            !r.is_empty()
+                && r.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'@' && b != b'/')
+        });
+        if ok {
+            Some(url.to_owned())
+        } else {
+            self.fail(
+                at,
+                format!("{url:?} is not smtp://host[:port] or smtps://host[:port]"),
+            );
+            None
+        }
+    }
+
+    pub(super) fn networks(&mut self, at: &KeyPath, raw: &[String]) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for (i, text) in raw.iter().enumerate() {
+            match text.parse::<IpNet>() {
+                // Host bits set (`10.0.0.1/8`) is most likely a typo for another network.
+                Ok(net) if net.trunc() != net => self.fail(
+                    &at.index(i),
+                    format!(
+                        "{text:?} has host bits set; did you mean \"{}\"?",
+                        net.trunc()
+                    ),
+                ),
+                Ok(net) => out.push(net),
+                Err(_) => self.fail(&at.index(i), format!("{text:?} is not a CIDR network")),
+            }
+        }
+        out
+    }
+
+    pub(super) fn domains(
+        &mut self,
+        at: &KeyPath,
+        raw: &[String],
+        opts: &ParseOptions,
+    ) -> Vec<Domain> {
+        raw.iter()
+            .enumerate()
+            .filter_map(|(i, d)| self.domain(&at.index(i), d, opts))
+            .collect()
+    }
+
+    pub(super) fn domain(
+        &mut self,
+        at: &KeyPath,
+        text: &str,
+        opts: &ParseOptions,
+    ) -> Option<Domain> {
+        match Domain::parse(text.as_bytes(), opts) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.fail(at, format!("{text:?} is not a valid domain ({e})"));
+                None
+            }
+        }
+    }
+
+    pub(super) fn sockets(
+        &mut self,
+        at: &KeyPath,
+        raw: &[String],
+        non_empty: bool,
+    ) -> Vec<SocketAddr> {
+        if non_empty && raw.is_empty() {
+            self.fail(at, "must list at least one \"ip:port\"");
+        }
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (i, text) in raw.iter().enumerate() {
+            if let Some(addr) = self.socket(&at.index(i), text) {
+                if seen.insert(addr) {
+                    out.push(addr);
+                } else {
+                    self.fail(&at.index(i), format!("{text:?} is listed twice"));
+                }
+            }
+        }
+        out
+    }
+
+    pub(super) fn socket(&mut self, at: &KeyPath, text: &str) -> Option<SocketAddr> {
+        match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.fail(at, format!("{text:?} is not a socket address \"ip:port\""));
+                None
+            }
+        }
+    }
+
+    pub(super) fn path(&mut self, at: &KeyPath, text: &str) -> PathBuf {
+        if text.is_empty() || text.contains('\0') {
+            self.fail(at, "must be a non-empty path");
+        }
+        PathBuf::from(text)
+    }
+
+    pub(super) fn range(&mut self, at: &KeyPath, value: u64, min: u64, max: u64) -> u64 {
+        if (min..=max).contains(&value) {
+            value
+        } else {
+            self.fail(at, format!("{value} is out of range {min}..={max}"));
+            value.clamp(min, max)
+        }
+    }
+
+    pub(super) fn duration(
+        &mut self,
+        at: &KeyPath,
+        text: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Duration {
+        match parse_duration(text) {
+            Ok(d) if (min..=max).contains(&d) => d,
+            Ok(d) => {
+                self.fail(
+                    at,
+                    format!(
+                        "{text:?} is out of range {}..={}",
+                        format_duration(min),
+                        format_duration(max)
+                    ),
+                );
+                d.clamp(min, max)
+            }
+            Err(message) => {
+                self.fail(at, message);
+                min
+            }
+        }
+    }
+}
+
+// TODO(domains): use `crate::domains::validate_override` once it is on main.
+/// SPEC §4: an override may relax DKIM or SPF for a domain that cannot meet it, never both;
+/// a domain without DKIM is then held by SPF `pass` and forward-confirmed reverse DNS.
+pub(super) fn check_override(o: &DomainOverride) -> Result<(), String> {
+    match (o.require_dkim, o.require_spf, o.require_iprev) {
+        (false, false, _) => {
+            Err("an override cannot remove both DKIM and SPF (require_dkim and require_spf both false)".to_owned())
+        }
+        (false, true, false) => {
+            Err("require_dkim = false needs require_iprev = true (SPF pass and reverse DNS carry the proof)".to_owned())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A DKIM selector: dot-separated labels of letters, digits and hyphens (RFC 6376 §3.1).
+pub(super) fn is_selector(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Ranges above keep every value far below `u32::MAX`.
+pub(super) fn to_u32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// Ranges above keep every value far below `usize::MAX` on 32- and 64-bit targets.
+pub(super) fn to_usize(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn override_rules() {
+        let opts = ParseOptions::default();
+        let Ok(domain) = Domain::parse(b"culture.gouv.fr", &opts) else {
+            panic!("test domain refused");
+        };
+        // (dkim, spf, iprev, accepted)
+        let table = [
+            (true, true, false, true),
+            (true, false, false, true),
+            (false, true, true, true),
+            (false, true, false, false),
+            (false, false, true, false),
+            (false, false, false, false),
+        ];
+        for (dkim, spf, iprev, ok) in table {
+            let o = DomainOverride {
+                domain: domain.clone(),
+                require_dkim: dkim,
+                require_spf: spf,
+                require_iprev: iprev,
+            };
+            assert_eq!(check_override(&o).is_ok(), ok, "{dkim} {spf} {iprev}");
+        }
+    }
+
+    #[test]
+    fn selectors() {
+        for s in ["gk2026", "a.b-c", "s1024"] {
+            assert!(is_selector(s), "{s}");
+        }
+        for s in ["", "-a", "a-", "a..b", "a_b", "a b", "a;b"] {
+            assert!(!is_selector(s), "{s}");
+        }
+    }
+}

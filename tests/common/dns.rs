@@ -1,0 +1,321 @@
+//! An in-process authoritative DNS server on 127.0.0.1 (UDP and TCP, same ephemeral port)
+//! serving the test world, changeable while it runs.
+//!
+//! - Every record has TTL 0; negative answers carry an SOA whose TTL and minimum are 0, so a
+//!   change is seen by the next query.
+//! - Names are compared label by label on raw octets (ASCII case-insensitive), so names with
+//!   `(`, `'` or `"` in a label are served like any other.
+//! - TXT values are split into strings of at most 255 octets (RSA-2048 keys need it).
+//! - `servfail(name)` answers SERVFAIL for the name and every name below it; `drop(name)`
+//!   never answers them (the resolver times out).
+//! - A UDP answer larger than the client's payload size is sent truncated (TC), so the client
+//!   retries over TCP, as with a real server.
+//!
+//! Built on hickory-proto's message codec (through `mail_auth::hickory_resolver::proto`), with
+//! plain tokio sockets, so the handler can read the live record set on every query.
+
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mail_auth::hickory_resolver::proto::op::{Edns, Message, ResponseCode};
+use mail_auth::hickory_resolver::proto::rr::rdata::{A, AAAA, MX, PTR, SOA, TXT};
+use mail_auth::hickory_resolver::proto::rr::{Name, RData, Record};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+
+/// One record: owner name (no trailing dot), type (`A`, `AAAA`, `MX`, `TXT`, `PTR`), value
+/// in zone-file presentation (without quotes for TXT).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rec {
+    pub name: String,
+    pub rtype: String,
+    pub value: String,
+}
+
+impl Rec {
+    pub fn new(name: &str, rtype: &str, value: &str) -> Rec {
+        Rec {
+            name: name.trim_end_matches('.').to_string(),
+            rtype: rtype.to_ascii_uppercase(),
+            value: value.to_string(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    records: Vec<Rec>,
+    servfail: Vec<String>,
+    drop: Vec<String>,
+    queries: u64,
+    tcp_queries: u64,
+}
+
+/// The running server. Dropping it stops it.
+pub struct TestDns {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn lower(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `name` equals `zone` or lies below it on a label boundary; the root (`""`) holds all.
+fn within(name: &str, zone: &str) -> bool {
+    zone.is_empty() || name == zone || name.ends_with(&format!(".{zone}"))
+}
+
+impl TestDns {
+    /// Start serving `records` on 127.0.0.1, UDP and TCP on one ephemeral port.
+    pub async fn start(records: Vec<Rec>) -> TestDns {
+        let (udp, tcp) = bind_pair().await;
+        let addr = udp.local_addr().expect("udp addr");
+        let state = Arc::new(Mutex::new(State {
+            records,
+            ..State::default()
+        }));
+        let udp = Arc::new(udp);
+        let s1 = state.clone();
+        let udp_task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+                    continue;
+                };
+                let query = buf[..n].to_vec();
+                if let Some(answer) = answer(&s1, &query, false) {
+                    let _ = udp.send_to(&answer, peer).await;
+                }
+            }
+        });
+        let s2 = state.clone();
+        let tcp_task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = tcp.accept().await else {
+                    continue;
+                };
+                let s = s2.clone();
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(30), serve_tcp(stream, s)).await;
+                });
+            }
+        });
+        TestDns {
+            addr,
+            state,
+            tasks: vec![udp_task, tcp_task],
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    /// Replace the whole record set and clear every fault.
+    pub fn reset(&self, records: Vec<Rec>) {
+        self.with(|s| {
+            s.records = records;
+            s.servfail.clear();
+            s.drop.clear();
+        });
+    }
+
+    /// Replace every record of this name and type by one with `value`.
+    pub fn replace(&self, name: &str, rtype: &str, value: &str) {
+        self.remove(name, rtype);
+        self.add(name, rtype, value);
+    }
+
+    pub fn add(&self, name: &str, rtype: &str, value: &str) {
+        self.with(|s| s.records.push(Rec::new(name, rtype, value)));
+    }
+
+    /// Remove every record of this name and type.
+    pub fn remove(&self, name: &str, rtype: &str) {
+        let (n, t) = (lower(name), rtype.to_ascii_uppercase());
+        self.with(|s| s.records.retain(|r| !(lower(&r.name) == n && r.rtype == t)));
+    }
+
+    /// SERVFAIL for `name` and below (`""`: every name).
+    pub fn servfail(&self, name: &str) {
+        self.with(|s| s.servfail.push(lower(name)));
+    }
+
+    /// Never answer `name` and below (`""`: every name).
+    pub fn drop_name(&self, name: &str) {
+        self.with(|s| s.drop.push(lower(name)));
+    }
+
+    /// Queries received so far (both transports).
+    pub fn queries(&self) -> u64 {
+        self.with(|s| s.queries)
+    }
+
+    /// Queries received over TCP so far.
+    pub fn tcp_queries(&self) -> u64 {
+        self.with(|s| s.tcp_queries)
+    }
+}
+
+/// Bind UDP on an ephemeral port and TCP on the same port (retrying if TCP's is taken).
+async fn bind_pair() -> (UdpSocket, TcpListener) {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        if let Ok(tcp) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await {
+            return (udp, tcp);
+        }
+    }
+    panic!("no free UDP+TCP port pair on 127.0.0.1");
+}
+
+async fn serve_tcp(mut stream: TcpStream, state: Arc<Mutex<State>>) {
+    loop {
+        let mut len = [0u8; 2];
+        if stream.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        if stream.read_exact(&mut buf).await.is_err() {
+            return;
+        }
+        let Some(answer) = answer(&state, &buf, true) else {
+            // Dropped: keep the connection open and silent until the client gives up.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            return;
+        };
+        let Ok(n) = u16::try_from(answer.len()) else {
+            return;
+        };
+        let mut out = n.to_be_bytes().to_vec();
+        out.extend_from_slice(&answer);
+        if stream.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The wire form of a name: labels joined by `.`, lower-case, raw octets kept.
+fn key_of(name: &Name) -> String {
+    let labels: Vec<String> = name
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+        .collect();
+    labels.join(".")
+}
+
+fn rdata(rec: &Rec) -> Option<RData> {
+    Some(match rec.rtype.as_str() {
+        "A" => RData::A(A(rec.value.parse::<Ipv4Addr>().ok()?)),
+        "AAAA" => RData::AAAA(AAAA(rec.value.parse::<Ipv6Addr>().ok()?)),
+        "MX" => {
+            let (pref, host) = rec.value.split_once(' ')?;
+            RData::MX(MX::new(
+                pref.trim().parse().ok()?,
+                Name::from_ascii(format!("{}.", host.trim())).ok()?,
+            ))
+        }
+        "PTR" => RData::PTR(PTR(Name::from_ascii(format!(
+            "{}.",
+            rec.value.trim_end_matches('.')
+        ))
+        .ok()?)),
+        "TXT" => {
+            let bytes = rec.value.as_bytes();
+            let chunks: Vec<&[u8]> = if bytes.is_empty() {
+                vec![b""]
+            } else {
+                bytes.chunks(255).collect()
+            };
+            RData::TXT(TXT::from_bytes(chunks))
+        }
+        _ => return None,
+    })
+}
+
+/// Build the answer to one query; `None` = stay silent.
+fn answer(state: &Mutex<State>, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    let req = Message::from_vec(query).ok()?;
+    let q = req.queries.first()?.clone();
+    let key = key_of(q.name());
+    let qtype = q.query_type();
+    let s = state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+    resp.metadata.authoritative = true;
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.metadata.recursion_available = true;
+    resp.add_query(q.clone());
+    if req.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(4096);
+        resp.set_edns(edns);
+    }
+    let mut st = s;
+    st.queries += 1;
+    if tcp {
+        st.tcp_queries += 1;
+    }
+    if st.drop.iter().any(|z| within(&key, z)) {
+        return None;
+    }
+    if st.servfail.iter().any(|z| within(&key, z)) {
+        resp.metadata.response_code = ResponseCode::ServFail;
+    } else {
+        let type_name = qtype.to_string();
+        let matching: Vec<&Rec> = st
+            .records
+            .iter()
+            .filter(|r| lower(&r.name) == key && r.rtype == type_name)
+            .collect();
+        for rec in &matching {
+            if let Some(data) = rdata(rec) {
+                resp.add_answer(Record::from_rdata(q.name().clone(), 0, data));
+            }
+        }
+        if resp.answers.is_empty() {
+            let exists = st.records.iter().any(|r| within(&lower(&r.name), &key));
+            if !exists {
+                resp.metadata.response_code = ResponseCode::NXDomain;
+            }
+            let soa = SOA::new(
+                Name::from_ascii("ns.test.").ok()?,
+                Name::from_ascii("hostmaster.test.").ok()?,
+                1,
+                60,
+                60,
+                60,
+                0,
+            );
+            resp.add_authority(Record::from_rdata(Name::root(), 0, RData::SOA(soa)));
+        }
+    }
+    drop(st);
+    let bytes = resp.to_vec().ok()?;
+    let max = usize::from(req.max_payload().max(512));
+    if !tcp && bytes.len() > max {
+        let mut t = Message::response(req.metadata.id, req.metadata.op_code);
+        t.metadata.truncation = true;
+        t.metadata.authoritative = true;
+        t.add_query(q);
+        return t.to_vec().ok();
+    }
+    Some(bytes)
+}

@@ -1,0 +1,703 @@
+//! The SQLite store on a real file: lifecycle, rate limits, conditional confirm under
+//! concurrency, group commit, and the failures that must become `store.unavailable`
+//! (read-only open, a lock held past the busy timeout, a full disk).
+//!
+//! Tests run as root, which ignores file permissions, so "cannot write" is produced by
+//! means root cannot bypass: SQLite's own read-only open, another connection holding the
+//! write lock, and a tiny tmpfs filled up (needs `mount`, i.e. root: CI runs as root).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod challenge_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use gatekeeper::backend::Evidence;
+use gatekeeper::reason::Reason;
+use gatekeeper::store::{
+    ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, RateLimits, SqliteOptions,
+    SqliteStore, Status, Store, StoreError,
+};
+
+use challenge_support::new_challenge;
+
+const LIMITS: RateLimits = RateLimits {
+    max_pending: 100,
+    max_per_hour: 100,
+};
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn open(dir: &std::path::Path) -> SqliteStore {
+    SqliteStore::open(&dir.join("sub/dir/gk.db"), SqliteOptions::default()).unwrap()
+}
+
+fn confirmation(session: &str, msgid: &str, at: DateTime<Utc>) -> Confirmation {
+    Confirmation {
+        confirmed_at: at,
+        evidence: Evidence {
+            client_ip: "127.0.0.25".into(),
+            helo: Some("smtp.interieur.gouv.fr".into()),
+            mail_from: "alice@interieur.gouv.fr".into(),
+            from: "alice@interieur.gouv.fr".into(),
+            dkim_domain: "interieur.gouv.fr".into(),
+            dkim_selector: "s2024".into(),
+            dkim_algorithm: "rsa-sha256".into(),
+            spf: "pass".into(),
+            message_id: Some(msgid.into()),
+            headers: "From: Alice <alice@interieur.gouv.fr>\r\nSubject: RE: x\r\n".into(),
+            ..Evidence::default()
+        },
+        message_id: Some(msgid.into()),
+        from: "alice@interieur.gouv.fr".into(),
+        session_id: session.into(),
+        session_ended: false,
+    }
+}
+
+fn confirm_req(id: &str, session: &str, now: DateTime<Utc>) -> ConfirmRequest {
+    ConfirmRequest {
+        id: id.into(),
+        confirmation: confirmation(session, "m1@interieur.gouv.fr", now),
+        now,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_create_lookup_confirm_expire_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert!(
+        dir.path().join("sub/dir/gk.db").exists(),
+        "parent directories are created"
+    );
+    let now = t0();
+
+    let c = new_challenge("aaaa", "alice@interieur.gouv.fr", "tok1", now, 3600);
+    assert_eq!(
+        store.create(c.clone(), LIMITS, now).await.unwrap(),
+        CreateOutcome::Created
+    );
+
+    let by_id = store.get("aaaa").await.unwrap().unwrap();
+    assert_eq!(by_id.address, "alice@interieur.gouv.fr");
+    assert_eq!(by_id.token_hash, c.token_hash);
+    assert_eq!(by_id.status(now), Status::Pending);
+    assert_eq!(
+        by_id.status(now + chrono::Duration::seconds(3600)),
+        Status::Expired
+    );
+    let by_hash = store
+        .find_by_token_hash(&c.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_hash, by_id);
+    assert!(
+        store
+            .find_by_token_hash(&[0u8; 32])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.get("nope").await.unwrap().is_none());
+
+    // Rejections count while pending.
+    store.record_rejection("aaaa").await.unwrap();
+    store.record_rejection("aaaa").await.unwrap();
+    assert_eq!(store.get("aaaa").await.unwrap().unwrap().rejections, 2);
+
+    // Confirm: stored with its evidence.
+    let at = now + chrono::Duration::seconds(10);
+    assert_eq!(
+        store.confirm(confirm_req("aaaa", "s1", at)).await.unwrap(),
+        ConfirmOutcome::Confirmed
+    );
+    let done = store.get("aaaa").await.unwrap().unwrap();
+    assert_eq!(
+        done.status(at + chrono::Duration::days(30)),
+        Status::Confirmed,
+        "confirmed never expires"
+    );
+    let conf = done.confirmation.clone().unwrap();
+    assert_eq!(conf, confirmation("s1", "m1@interieur.gouv.fr", at));
+    // A second confirmation learns what the first stored.
+    match store.confirm(confirm_req("aaaa", "s2", at)).await.unwrap() {
+        ConfirmOutcome::AlreadyConfirmed(prev) => assert_eq!(prev.session_id, "s1"),
+        other => panic!("{other:?}"),
+    }
+    // Rejections no longer count once confirmed.
+    store.record_rejection("aaaa").await.unwrap();
+    assert_eq!(store.get("aaaa").await.unwrap().unwrap().rejections, 2);
+    // Session end is recorded.
+    assert_eq!(store.session_ended("s1").await.unwrap(), 1);
+    assert!(
+        store
+            .get("aaaa")
+            .await
+            .unwrap()
+            .unwrap()
+            .confirmation
+            .unwrap()
+            .session_ended
+    );
+
+    // Expired and unknown challenges cannot be confirmed.
+    store
+        .create(
+            new_challenge("bbbb", "bob@interieur.gouv.fr", "tok2", now, 60),
+            LIMITS,
+            now,
+        )
+        .await
+        .unwrap();
+    let late = now + chrono::Duration::seconds(60);
+    assert_eq!(
+        store
+            .confirm(confirm_req("bbbb", "s3", late))
+            .await
+            .unwrap(),
+        ConfirmOutcome::Expired
+    );
+    assert_eq!(
+        store
+            .confirm(confirm_req("zzzz", "s3", late))
+            .await
+            .unwrap(),
+        ConfirmOutcome::NotFound
+    );
+    assert_eq!(
+        store.get("bbbb").await.unwrap().unwrap().status(late),
+        Status::Expired
+    );
+
+    // Purge: only what expired before the cutoff.
+    assert_eq!(
+        store
+            .purge(now + chrono::Duration::seconds(61))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.get("bbbb").await.unwrap().is_none());
+    assert!(store.get("aaaa").await.unwrap().is_some());
+    assert_eq!(
+        store
+            .purge(now + chrono::Duration::seconds(3601))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.get("aaaa").await.unwrap().is_none());
+
+    // Delete.
+    store
+        .create(
+            new_challenge("cccc", "bob@interieur.gouv.fr", "tok3", now, 60),
+            LIMITS,
+            now,
+        )
+        .await
+        .unwrap();
+    assert!(store.delete("cccc").await.unwrap());
+    assert!(!store.delete("cccc").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_reopen_and_schema_is_versioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/dir/gk.db");
+    {
+        let store = open(dir.path());
+        store
+            .create(
+                new_challenge("keep", "alice@interieur.gouv.fr", "t", t0(), 3600),
+                LIMITS,
+                t0(),
+            )
+            .await
+            .unwrap();
+        store.confirm(confirm_req("keep", "s", t0())).await.unwrap();
+    }
+    let store = open(dir.path());
+    assert!(
+        store
+            .get("keep")
+            .await
+            .unwrap()
+            .unwrap()
+            .confirmation
+            .is_some()
+    );
+    drop(store);
+
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = raw
+        .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+    assert_eq!(mode, "wal", "WAL is persistent in the file");
+    // A database from a newer program is refused, not misread.
+    raw.execute("UPDATE schema_version SET version = 99", [])
+        .unwrap();
+    drop(raw);
+    let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::SchemaTooNew {
+            found: 99,
+            known: 1
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_counts_are_atomic_with_the_insert() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let now = t0();
+    let limits = RateLimits {
+        max_pending: 2,
+        max_per_hour: 3,
+    };
+    let addr = "alice@interieur.gouv.fr";
+    for i in 0..2 {
+        let c = new_challenge(&format!("p{i}"), addr, &format!("t{i}"), now, 600);
+        assert_eq!(
+            store.create(c, limits, now).await.unwrap(),
+            CreateOutcome::Created
+        );
+    }
+    // Third pending: refused by max_pending.
+    let c = new_challenge("p2", addr, "t2", now, 600);
+    assert_eq!(
+        store.create(c, limits, now).await.unwrap(),
+        CreateOutcome::RateLimited {
+            pending: 2,
+            last_hour: 2
+        }
+    );
+    assert_eq!(store.pending_count(addr, now).await.unwrap(), 2);
+    // Another address is independent.
+    let c = new_challenge("q0", "bob@interieur.gouv.fr", "u0", now, 600);
+    assert_eq!(
+        store.create(c, limits, now).await.unwrap(),
+        CreateOutcome::Created
+    );
+
+    // Once those expire, pending is free but the hourly count still holds.
+    let later = now + chrono::Duration::seconds(700);
+    assert_eq!(store.pending_count(addr, later).await.unwrap(), 0);
+    let c = new_challenge("p3", addr, "t3", later, 600);
+    assert_eq!(
+        store.create(c, limits, later).await.unwrap(),
+        CreateOutcome::Created
+    );
+    let c = new_challenge("p4", addr, "t4", later, 600);
+    assert_eq!(
+        store.create(c, limits, later).await.unwrap(),
+        CreateOutcome::RateLimited {
+            pending: 1,
+            last_hour: 3
+        }
+    );
+    assert_eq!(
+        store
+            .created_since(addr, later - chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        3
+    );
+    // An hour later the window has moved.
+    let next_hour = now + chrono::Duration::seconds(3601);
+    assert_eq!(
+        store
+            .created_since(addr, next_hour - chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        1
+    );
+
+    // Concurrent creations cannot overshoot the limit.
+    let store2 = open(dir.path());
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = store2.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = new_challenge(
+                &format!("r{i}"),
+                "carol@interieur.gouv.fr",
+                &format!("v{i}"),
+                now,
+                600,
+            );
+            s.create(c, limits, now).await.unwrap()
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        if t.await.unwrap() == CreateOutcome::Created {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_confirmations_of_one_challenge_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let now = t0();
+    store
+        .create(
+            new_challenge("one", "alice@interieur.gouv.fr", "t", now, 3600),
+            LIMITS,
+            now,
+        )
+        .await
+        .unwrap();
+    // Two store handles on one file too (two instances sharing a store).
+    let other = open(dir.path());
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            s.confirm(confirm_req("one", &format!("s{i}"), now))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut losers = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            ConfirmOutcome::Confirmed => winners.push(format!("s{i}")),
+            ConfirmOutcome::AlreadyConfirmed(_) => losers += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one confirmation wins");
+    assert_eq!(losers, 39);
+    let stored = store
+        .get("one")
+        .await
+        .unwrap()
+        .unwrap()
+        .confirmation
+        .unwrap();
+    assert_eq!(stored.session_id, winners[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_confirmations_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let now = t0();
+    const N: usize = 64;
+    for i in 0..N {
+        store
+            .create(
+                new_challenge(
+                    &format!("c{i}"),
+                    "alice@interieur.gouv.fr",
+                    &format!("t{i}"),
+                    now,
+                    3600,
+                ),
+                LIMITS,
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    let before = store.commits();
+    let barrier = Arc::new(tokio::sync::Barrier::new(N));
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let s = store.clone();
+        let b = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            s.confirm(confirm_req(&format!("c{i}"), &format!("s{i}"), now))
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), ConfirmOutcome::Confirmed);
+    }
+    let commits = store.commits() - before;
+    println!("{N} concurrent confirmations took {commits} commits");
+    assert!(commits >= 1);
+    assert!(
+        commits < N as u64,
+        "group commit: {commits} commits for {N} confirmations"
+    );
+    // And every one of them is really stored.
+    for i in 0..N {
+        assert!(
+            store
+                .get(&format!("c{i}"))
+                .await
+                .unwrap()
+                .unwrap()
+                .confirmation
+                .is_some()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_store_cannot_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/dir/gk.db");
+    let rw = open(dir.path());
+    rw.create(
+        new_challenge("ro", "alice@interieur.gouv.fr", "t", t0(), 3600),
+        LIMITS,
+        t0(),
+    )
+    .await
+    .unwrap();
+    let ro = SqliteStore::open(
+        &path,
+        SqliteOptions {
+            read_only: true,
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(ro.get("ro").await.unwrap().is_some(), "reads work");
+    let err = ro.confirm(confirm_req("ro", "s", t0())).await.unwrap_err();
+    assert_eq!(err.reason(), Reason::StoreUnavailable);
+    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    // Nothing was confirmed.
+    assert!(rw.get("ro").await.unwrap().unwrap().confirmation.is_none());
+
+    // Read-only cannot create or migrate: a missing file, an unmigrated file.
+    let ro = SqliteOptions {
+        read_only: true,
+        ..SqliteOptions::default()
+    };
+    assert!(SqliteStore::open(&dir.path().join("missing.db"), ro.clone()).is_err());
+    let empty = dir.path().join("empty.db");
+    rusqlite::Connection::open(&empty)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x INTEGER)")
+        .unwrap();
+    match SqliteStore::open(&empty, ro) {
+        Err(StoreError::Database(m)) => assert!(m.contains("schema version 0"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_held_past_busy_timeout_fails_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gk.db");
+    let store = SqliteStore::open(
+        &path,
+        SqliteOptions {
+            busy_timeout: Duration::from_millis(200),
+            read_only: false,
+        },
+    )
+    .unwrap();
+    store
+        .create(
+            new_challenge("lk", "alice@interieur.gouv.fr", "t", t0(), 3600),
+            LIMITS,
+            t0(),
+        )
+        .await
+        .unwrap();
+    let before = store.commits();
+
+    // Another process (here: another connection) holds the write lock.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let err = store
+        .confirm(confirm_req("lk", "s", t0()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Reason::StoreUnavailable);
+    assert_eq!(store.commits(), before, "nothing committed");
+    other.execute_batch("ROLLBACK").unwrap();
+
+    // The store works again once the lock is gone.
+    assert_eq!(
+        store.confirm(confirm_req("lk", "s", t0())).await.unwrap(),
+        ConfirmOutcome::Confirmed
+    );
+}
+
+/// A real full disk: a 512 KiB tmpfs, filled with a filler file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_fails_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount runs");
+    assert!(
+        status.success(),
+        "mounting a tmpfs needs root (tests and CI run as root)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+
+    let store = SqliteStore::open(&mnt.join("gk.db"), SqliteOptions::default()).unwrap();
+    store
+        .create(
+            new_challenge("fd", "alice@interieur.gouv.fr", "t", t0(), 3600),
+            LIMITS,
+            t0(),
+        )
+        .await
+        .unwrap();
+    // Fill the file system.
+    let filler_path = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(&filler_path).unwrap();
+        let chunk = vec![0u8; 4096];
+        let mut written = 0usize;
+        while filler.write_all(&chunk).is_ok() && written < 1024 * 1024 {
+            written += chunk.len();
+        }
+        let _ = filler.sync_all();
+    }
+    // A confirmation with a large header block cannot be written.
+    let mut req = confirm_req("fd", "s", t0());
+    req.confirmation.evidence.headers = "X-Pad: ".to_string() + &"a".repeat(200_000);
+    let err = store.confirm(req.clone()).await.unwrap_err();
+    assert_eq!(err.reason(), Reason::StoreUnavailable);
+    assert!(
+        store
+            .get("fd")
+            .await
+            .unwrap()
+            .unwrap()
+            .confirmation
+            .is_none()
+    );
+
+    std::fs::remove_file(&filler_path).unwrap();
+    assert_eq!(store.confirm(req).await.unwrap(), ConfirmOutcome::Confirmed);
+    drop(store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_job_does_not_spoil_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let now = t0();
+    // 32 concurrent creations, half of them reusing one id (primary key conflict).
+    let barrier = Arc::new(tokio::sync::Barrier::new(32));
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let s = store.clone();
+        let b = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            let id = if i % 2 == 0 {
+                "dup".to_owned()
+            } else {
+                format!("u{i}")
+            };
+            b.wait().await;
+            s.create(
+                new_challenge(
+                    &id,
+                    &format!("p{i}@interieur.gouv.fr"),
+                    &format!("t{i}"),
+                    now,
+                    600,
+                ),
+                LIMITS,
+                now,
+            )
+            .await
+        }));
+    }
+    let mut ok = 0;
+    let mut failed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(CreateOutcome::Created) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.reason(), Reason::StoreUnavailable);
+                failed += 1
+            }
+            Ok(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((ok, failed), (17, 15), "one 'dup' and the 16 unique ids");
+    for i in (1..32).step_by(2) {
+        assert!(store.get(&format!("u{i}")).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_loop_removes_long_expired_challenges() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let now = Utc::now();
+    let old = new_challenge(
+        "old",
+        "alice@interieur.gouv.fr",
+        "t1",
+        now - chrono::Duration::days(9),
+        3600,
+    );
+    let fresh = new_challenge(
+        "fresh",
+        "alice@interieur.gouv.fr",
+        "t2",
+        now - chrono::Duration::days(2),
+        3600,
+    );
+    store.create(old, LIMITS, now).await.unwrap();
+    store.create(fresh, LIMITS, now).await.unwrap();
+    assert_eq!(
+        gatekeeper::app::purge_cutoff(now),
+        now - chrono::Duration::days(7)
+    );
+    let task = tokio::spawn(gatekeeper::app::purge_loop(
+        Arc::clone(&store),
+        Duration::from_secs(1),
+    ));
+    let mut gone = false;
+    for _ in 0..100 {
+        if store.get("old").await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    assert!(gone, "purged on the first tick");
+    assert!(
+        store.get("fresh").await.unwrap().is_some(),
+        "expired 2 days ago: kept (retention 7 days)"
+    );
+}
