@@ -382,15 +382,27 @@ siem_events_since() {
 siem_lines() { wc -l <"$(SIEM_LOG)"; }
 # A reason as found in either the nested (ECS) or the dotted spelling.
 JQ_REASON='(.event.reason? // ."event.reason"? // "")'
-siem_has_reason() { # since reason...
-    local since=$1; shift
+JQ_CHALLENGE='(.gatekeeper.challenge_id? // ."gatekeeper.challenge_id"? // "")'
+# siem_for SINCE ID: the events received after line SINCE about challenge ID.
+siem_for() { siem_events_since "$1" | jq -c --arg id "$2" "select($JQ_CHALLENGE == \$id)" 2>/dev/null; }
+# siem_has_reason SINCE ID REASON...: an event about challenge ID with one of REASONs arrived.
+siem_has_reason() {
+    local since=$1 id=$2; shift 2
     local r
     for r in "$@"; do
-        siem_events_since "$since" | jq -e --arg r "$r" "select($JQ_REASON == \$r)" >/dev/null 2>&1 && return 0
+        siem_for "$since" "$id" | jq -e --arg r "$r" "select($JQ_REASON == \$r)" >/dev/null 2>&1 && return 0
     done
     return 1
 }
 siem_reasons_since() { siem_events_since "$1" | jq -r "$JQ_REASON" 2>/dev/null | tr '\n' ' '; }
+siem_count_for() { siem_for "$1" "$2" | wc -l; }
+# one_event SINCE ID: I4, exactly one audit event for this refusal (after a second for stragglers).
+one_event() { sleep 1; [ "$(siem_count_for "$1" "$2")" = 1 ]; }
+accepted_event() { siem_for "$1" "$2" | jq -e 'select(.event.action == "confirmation-accepted")' >/dev/null 2>&1; }
+# check_result SINCE ID NAME: the result gatekeeper recorded for check NAME in its event.
+check_result() {
+    siem_for "$1" "$2" | jq -r --arg n "$3" '.gatekeeper.checks[]? | select(.name == $n) | .result' 2>/dev/null | head -1
+}
 
 # --- gatekeeper ----------------------------------------------------------------------------
 GK_PID=""
@@ -569,8 +581,9 @@ signed_headers_ok() {
 
 # --- the scenarios -------------------------------------------------------------------------
 sc_whole_flow() {
-    local name=whole_flow
+    local name=whole_flow since
     new_challenge || { fail $name "$CH_ERR"; return; }
+    since=$(siem_lines)
     make_reply "$T/reply1.eml"
     submit "$IP_MIN" "$ALICE" "$CH_TOKEN_ADDR" "$T/reply1.eml" --helo workstation.interieur.gouv.fr
     [ -n "$QUEUE_ID" ] || { fail $name "the ministry Postfix did not queue the reply ($(tail -3 "$SWAKS_OUT" | tr '\n' ' '))"; return; }
@@ -587,8 +600,13 @@ sc_whole_flow() {
     fi
     local ev
     ev=$(api GET "/v1/challenges/$CH_ID" | cut -d' ' -f2-)
-    if ! jq -e '(.evidence|tostring) | test("interieur.gouv.fr")' <<<"$ev" >/dev/null 2>&1; then
-        fail $name "confirmed without evidence naming interieur.gouv.fr: $ev"; return
+    if ! jq -e --arg ip "$IP_MIN" --arg sel "$SELECTOR" --arg mid "$REPLY_MSGID" '.evidence
+            | (.client_ip == $ip) and (.dkim_domain == "interieur.gouv.fr") and (.dkim_selector == $sel)
+              and (.spf == "pass") and (.message_id == $mid)' <<<"$ev" >/dev/null 2>&1; then
+        fail $name "confirmed, but the evidence is not OpenDKIM's signature from $IP_MIN: $ev"; return
+    fi
+    if ! wait_until 10 accepted_event "$since" "$CH_ID"; then
+        fail $name "no confirmation-accepted event reached rsyslog"; return
     fi
     pass $name
 }
@@ -623,9 +641,13 @@ sc_evil_postfix() {
     fi
     local st; st=$(status_of "$CH_ID")
     [ "$st" = pending ] || { fail $name "challenge is '$st', expected pending"; return; }
-    if ! wait_until 10 siem_has_reason "$since" dkim.unaligned spf.fail; then
+    if ! wait_until 10 siem_has_reason "$since" "$CH_ID" dkim.unaligned spf.fail; then
         fail $name "no dkim.unaligned/spf.fail event reached rsyslog (saw: $(siem_reasons_since "$since"))"; return
     fi
+    # gatekeeper verified OpenDKIM's d=evil.example signature and found it valid but unaligned.
+    local dk; dk=$(check_result "$since" "$CH_ID" dkim)
+    [ "$dk" = unaligned ] || { fail $name "dkim check is '$dk', expected unaligned (a valid evil.example signature)"; return; }
+    one_event "$since" "$CH_ID" || { fail $name "$(siem_count_for "$since" "$CH_ID") events for one refusal"; return; }
     pass $name
 }
 
@@ -640,9 +662,10 @@ sc_swaks_spf_fail() {
     fi
     local st; st=$(status_of "$CH_ID")
     [ "$st" = pending ] || { fail $name "challenge is '$st', expected pending"; return; }
-    if ! wait_until 10 siem_has_reason "$since" spf.fail; then
+    if ! wait_until 10 siem_has_reason "$since" "$CH_ID" spf.fail; then
         fail $name "no spf.fail event reached rsyslog (saw: $(siem_reasons_since "$since"))"; return
     fi
+    one_event "$since" "$CH_ID" || { fail $name "$(siem_count_for "$since" "$CH_ID") events for one refusal"; return; }
     pass $name
 }
 
@@ -669,13 +692,14 @@ sc_smuggling() {
     fi
     local st; st=$(status_of "$CH_ID")
     [ "$st" = pending ] || { fail $name "challenge is '$st', expected pending"; return; }
-    if ! wait_until 10 siem_has_reason "$since" smtp.bare_lf; then
+    if ! wait_until 10 siem_has_reason "$since" "$CH_ID" smtp.bare_lf; then
         fail $name "no smtp.bare_lf event reached rsyslog (saw: $(siem_reasons_since "$since"))"; return
     fi
     sleep 1
     if siem_events_since "$since" | grep -q 'smuggled@'; then
         fail $name "gatekeeper ran the smuggled transaction (an event names smuggled@)"; return
     fi
+    one_event "$since" "$CH_ID" || { fail $name "$(siem_count_for "$since" "$CH_ID") events: a second transaction ran"; return; }
     pass $name
 }
 
@@ -697,7 +721,7 @@ sc_dns_outage() {
     fi
     local st; st=$(status_of "$CH_ID")
     if [ "$st" != pending ]; then start_dns; fail $name "challenge is '$st' during the outage"; return; fi
-    if ! wait_until 10 siem_has_reason "$since" dns.temperror spf.temperror dkim.temperror; then
+    if ! wait_until 10 siem_has_reason "$since" "$CH_ID" dns.temperror spf.temperror dkim.temperror; then
         start_dns; fail $name "no dns/spf/dkim.temperror event reached rsyslog (saw: $(siem_reasons_since "$since"))"; return
     fi
     start_dns
@@ -723,9 +747,13 @@ sc_out_of_office() {
         || { fail $name "the auto-reply was not signed by OpenDKIM (world broken)"; return; }
     local st; st=$(status_of "$CH_ID")
     [ "$st" = pending ] || { fail $name "challenge is '$st', expected pending"; return; }
-    if ! wait_until 10 siem_has_reason "$since" message.auto_submitted; then
+    if ! wait_until 10 siem_has_reason "$since" "$CH_ID" message.auto_submitted; then
         fail $name "no message.auto_submitted event reached rsyslog (saw: $(siem_reasons_since "$since"))"; return
     fi
+    # Everything else about this reply is genuine: OpenDKIM's signature verified.
+    local dk; dk=$(check_result "$since" "$CH_ID" dkim)
+    [ "$dk" = pass ] || { fail $name "dkim check is '$dk', expected pass"; return; }
+    one_event "$since" "$CH_ID" || { fail $name "$(siem_count_for "$since" "$CH_ID") events for one refusal"; return; }
     pass $name
 }
 
