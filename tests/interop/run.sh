@@ -542,7 +542,11 @@ make_reply() {
         local h
         for h in "$@"; do printf '%s\r\n' "$h"; done
         printf '\r\n'
-        printf 'Bonjour,\r\n\r\nC'"'"'est bien moi.\r\nCode : %s\r\n\r\nAlice\r\n' "$CH_CODE"
+        if [ "${REPLY_WITHOUT_CODE:-0}" = 1 ]; then
+            printf 'Bonjour,\r\n\r\nJe n'"'"'ai rien demande !\r\n\r\nAlice\r\n'
+        else
+            printf 'Bonjour,\r\n\r\nC'"'"'est bien moi.\r\nCode : %s\r\n\r\nAlice\r\n' "$CH_CODE"
+        fi
     } >"$out"
 }
 
@@ -554,7 +558,6 @@ submit() {
     SWAKS_OUT=$T/swaks.$SWAKS_N
     timeout 60 swaks --server "$server" --port 25 --from "$from" --to "$to" --data "@$file" \
         --timeout 40 "$@" >"$SWAKS_OUT" 2>&1
-    SWAKS_RC=$?
     QUEUE_ID=$(grep -oE 'queued as [A-Z0-9]+' "$SWAKS_OUT" | tail -1 | awk '{print $3}')
 }
 # maillog_status DIR QID STATUS: Postfix logged STATUS (sent|deferred|bounced) for QID.
@@ -757,18 +760,42 @@ sc_out_of_office() {
     pass $name
 }
 
+# Alice replies, genuinely and signed, but without the code ("I never asked for this!"): the
+# requester who created the challenge must not get a confirmation out of her.
+sc_reply_without_code() {
+    local name=reply_without_code since
+    new_challenge || { fail $name "$CH_ERR"; return; }
+    since=$(siem_lines)
+    REPLY_WITHOUT_CODE=1 make_reply "$T/nocode.eml"
+    submit "$IP_MIN" "$ALICE" "$CH_TOKEN_ADDR" "$T/nocode.eml" --helo workstation.interieur.gouv.fr
+    [ -n "$QUEUE_ID" ] || { fail $name "the ministry Postfix did not queue it"; return; }
+    if ! wait_until 30 maillog_status "$T/ministry" "$QUEUE_ID" bounced; then
+        fail $name "gatekeeper did not refuse it permanently: $(maillog_line "$T/ministry" "$QUEUE_ID")"; return
+    fi
+    local st; st=$(status_of "$CH_ID")
+    [ "$st" = pending ] || { fail $name "challenge is '$st', expected pending"; return; }
+    if ! wait_until 10 siem_has_reason "$since" "$CH_ID" binding.session_code; then
+        fail $name "no binding.session_code event reached rsyslog (saw: $(siem_reasons_since "$since"))"; return
+    fi
+    one_event "$since" "$CH_ID" || { fail $name "$(siem_count_for "$since" "$CH_ID") events for one refusal"; return; }
+    pass $name
+}
+
 # Every event in gatekeeper's file sink also reached rsyslog over TCP (octet counting).
 sc_siem_complete() {
     local name=siem_file_equals_syslog f=$T/gk/events.jsonl n_file n_sys
     sleep 1
     n_file=$(jq -c -R 'fromjson? // empty' <"$f" 2>/dev/null | wc -l)
     n_sys=$(siem_events_since 0 | wc -l)
-    if [ "$n_file" -ge 5 ] && [ "$n_file" = "$n_sys" ]; then
+    # At least one event per scenario above.
+    if [ "$n_file" -ge 8 ] && [ "$n_file" = "$n_sys" ]; then
         pass $name
     else
         fail $name "file sink has $n_file events, rsyslog received $n_sys"
     fi
 }
+
+world_event_arrived() { siem_events_since "$1" | jq -e 'select(.event.reason == "world.check")' >/dev/null 2>&1; }
 
 # --- world self-checks (stand-in for gatekeeper: Postfix's smtp-sink) ------------------------
 world_checks() {
@@ -810,7 +837,7 @@ world_checks() {
     # rsyslog receives an RFC 5424 octet-counted message over TCP.
     local since; since=$(siem_lines)
     logger --tcp --octet-count --rfc5424 -n "$IP_SIEM" -P "$SIEM_PORT" -t gatekeeper '{"event":{"reason":"world.check"}}'
-    if wait_until 10 siem_has_reason "$since" world.check; then pass world.rsyslog_receives; else fail world.rsyslog_receives; fi
+    if wait_until 10 world_event_arrived "$since"; then pass world.rsyslog_receives; else fail world.rsyslog_receives; fi
 
     # DNS can be stopped and brought back.
     stop_dns
@@ -867,6 +894,7 @@ main() {
         sc_smuggling
         sc_dns_outage
         sc_out_of_office
+        sc_reply_without_code
         sc_siem_complete
         if [ "$FAILED" != 0 ]; then
             log "gatekeeper log (tail):"; tail -40 "$T/gk/gatekeeper.out" >&2
