@@ -611,6 +611,51 @@ sc_whole_flow() {
     if ! wait_until 10 accepted_event "$since" "$CH_ID"; then
         fail $name "no confirmation-accepted event reached rsyslog"; return
     fi
+    FLOW_ID=$CH_ID FLOW_TOKEN_ADDR=$CH_TOKEN_ADDR FLOW_MSGID=$REPLY_MSGID FLOW_ARCHIVED=$a
+    FLOW_CH_MSGID=$CH_MSGID FLOW_SUBJECT=$CH_SUBJECT FLOW_CODE=$CH_CODE
+    pass $name
+}
+
+FLOW_ID=""
+# The ministry's MTA sends the confirmed reply again, byte for byte as OpenDKIM signed it (its
+# 250 was lost): gatekeeper answers 250 again and the challenge stays confirmed.
+sc_redelivery() {
+    local name=redelivery_after_lost_250 since f=$T/redelivery.eml
+    [ -n "$FLOW_ID" ] || { fail $name "needs whole_flow's confirmation"; return; }
+    since=$(siem_lines)
+    # The archived copy minus what local delivery added (Return-Path, Delivered-To, X-Original-To).
+    awk 'BEGIN { h = 1 } h && /^$/ { h = 0 } h && /^(Return-Path|Delivered-To|X-Original-To):/ { next } { print }' \
+        "$FLOW_ARCHIVED" >"$f"
+    submit "$IP_GK" "$ALICE" "$FLOW_TOKEN_ADDR" "$f" --local-interface "$IP_MIN" --helo mail.interieur.gouv.fr
+    if ! grep -qE '^<[-~]+ +250 ' <(sed -n '/^ -> \.$/,$p' "$SWAKS_OUT"); then
+        fail $name "no 250 after DATA: $(grep -E '^<[-~*]' "$SWAKS_OUT" | tail -2 | tr '\n' ' ')"; return
+    fi
+    local st; st=$(status_of "$FLOW_ID")
+    [ "$st" = confirmed ] || { fail $name "challenge is '$st'"; return; }
+    api GET "/v1/challenges/$FLOW_ID" | cut -d' ' -f2- | jq -e --arg m "$FLOW_MSGID" '.evidence.message_id == $m' >/dev/null \
+        || { fail $name "the stored evidence changed"; return; }
+    wait_until 10 accepted_event "$since" "$FLOW_ID" || { fail $name "no confirmation-accepted event"; return; }
+    pass $name
+}
+
+# Alice replies a second time (a new mail, new Message-ID) to the used token: token.used.
+sc_used_token() {
+    local name=used_token since
+    [ -n "$FLOW_ID" ] || { fail $name "needs whole_flow's confirmation"; return; }
+    since=$(siem_lines)
+    CH_TOKEN_ADDR=$FLOW_TOKEN_ADDR CH_MSGID=$FLOW_CH_MSGID CH_SUBJECT=$FLOW_SUBJECT CH_CODE=$FLOW_CODE \
+        make_reply "$T/again.eml"
+    submit "$IP_MIN" "$ALICE" "$FLOW_TOKEN_ADDR" "$T/again.eml" --helo workstation.interieur.gouv.fr
+    [ -n "$QUEUE_ID" ] || { fail $name "the ministry Postfix did not queue it"; return; }
+    if ! wait_until 30 maillog_status "$T/ministry" "$QUEUE_ID" bounced; then
+        fail $name "gatekeeper did not refuse it permanently: $(maillog_line "$T/ministry" "$QUEUE_ID")"; return
+    fi
+    local st; st=$(status_of "$FLOW_ID")
+    [ "$st" = confirmed ] || { fail $name "challenge is '$st'"; return; }
+    if ! wait_until 10 siem_has_reason "$since" "$FLOW_ID" token.used; then
+        fail $name "no token.used event reached rsyslog (saw: $(siem_reasons_since "$since"))"; return
+    fi
+    one_event "$since" "$FLOW_ID" || { fail $name "$(siem_count_for "$since" "$FLOW_ID") events for one refusal"; return; }
     pass $name
 }
 
@@ -788,7 +833,7 @@ sc_siem_complete() {
     n_file=$(jq -c -R 'fromjson? // empty' <"$f" 2>/dev/null | wc -l)
     n_sys=$(siem_events_since 0 | wc -l)
     # At least one event per scenario above.
-    if [ "$n_file" -ge 8 ] && [ "$n_file" = "$n_sys" ]; then
+    if [ "$n_file" -ge 10 ] && [ "$n_file" = "$n_sys" ]; then
         pass $name
     else
         fail $name "file sink has $n_file events, rsyslog received $n_sys"
@@ -888,6 +933,8 @@ main() {
         start_gatekeeper
         log "world up; scenarios"
         sc_whole_flow
+        sc_redelivery
+        sc_used_token
         sc_2019_claim
         sc_evil_postfix
         sc_swaks_spf_fail
