@@ -46,7 +46,14 @@ FAILED=0
 POLICY_RC_CREATED=0
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
+# die: the world could not be built; that is a failure of the run, said the same way.
+die() {
+    log "FATAL: $*"
+    FAILED=$((FAILED + 1))
+    echo "FAIL setup — $*"
+    echo "$PASSED passed, $FAILED failed"
+    exit 1
+}
 
 # --- tear-down ------------------------------------------------------------------------------
 cleanup() {
@@ -897,13 +904,6 @@ main() {
     : >"$T/seen"
     SEEN=$T/seen
     ensure_packages
-    # Bound the whole run: every wait below is bounded, this bounds their sum.
-    (
-        trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-        sleep "${INTEROP_MAX_SECONDS:-480}" & sp=$!
-        wait "$sp" && { echo "interop: over ${INTEROP_MAX_SECONDS:-480}s, stopping" >&2; kill -TERM $$; }
-    ) &
-    PIDS+=("$!")
     if [ "$MODE" = scenarios ]; then
         if [ ! -x "$GK_BIN" ] && [ -z "${GATEKEEPER_BIN:-}" ]; then
             log "no $GK_BIN: cargo build --locked"
@@ -917,6 +917,21 @@ main() {
             MODE=world
         fi
     fi
+    # Bound the whole run: every wait below is bounded, this bounds their sum.
+    (
+        trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+        sleep "${INTEROP_MAX_SECONDS:-480}" & sp=$!
+        wait "$sp" && { echo "interop: over ${INTEROP_MAX_SECONDS:-480}s, stopping" >&2; kill -TERM $$; }
+    ) &
+    PIDS+=("$!")
+    # Nothing may already listen where the world's hosts will: a stray listener would answer
+    # in their place and every readiness check would lie.
+    local hp
+    for hp in "$IP_GK:25" "$IP_GK:8025" "$IP_MIN:25" "$IP_MIN:$MILTER_PORT" "$IP_EVIL:25" \
+        "$IP_EVIL:$MILTER_PORT" "$IP_SIEM:$SIEM_PORT"; do
+        tcp_open "${hp%:*}" "${hp#*:}" && die "something already listens on $hp"
+    done
+    dns_up && die "something already answers DNS on $IP_DNS:$DNS_PORT"
     log "world in $T"
     mk_site "$T/ministry" "$IP_MIN" interieur.gouv.fr from
     mk_site "$T/evil" "$IP_EVIL" evil.example all
