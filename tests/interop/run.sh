@@ -102,6 +102,7 @@ ensure_packages() {
     command -v curl >/dev/null || need+=(curl)
     command -v jq >/dev/null || need+=(jq)
     command -v setpriv >/dev/null || need+=(util-linux)
+    command -v openssl >/dev/null || need+=(openssl)
     [ "${#need[@]}" = 0 ] && return 0
     [ "$(id -u)" = 0 ] || die "missing ${need[*]} and not root to install them"
     log "installing ${need[*]}"
@@ -246,9 +247,10 @@ stop_dns() {
 # --- OpenDKIM + Postfix instances -----------------------------------------------------------
 # mk_site DIR IP DOMAIN SIGNING: a Postfix instance on IP:25 for DOMAIN, its OpenDKIM milter on
 # IP:8891. SIGNING=from signs mail whose From is DOMAIN (a real ministry); SIGNING=all signs
-# every mail with d=DOMAIN (an attacker's server signs whatever it sends).
+# every mail with d=DOMAIN (an attacker's server signs whatever it sends). TLS_LEVEL is
+# Postfix's smtp_tls_security_level towards gatekeeper (the ministry insists on STARTTLS).
 mk_site() {
-    local D=$1 IP=$2 DOMAIN=$3 SIGNING=$4
+    local D=$1 IP=$2 DOMAIN=$3 SIGNING=$4 TLS_LEVEL=$5
     mkdir -p "$D/dkim" "$D/queue" "$D/data" "$D/mail"
     chmod 755 "$D"
     timeout 60 opendkim-genkey -b 2048 -h sha256 -d "$DOMAIN" -s "$SELECTOR" -D "$D/dkim" -r \
@@ -308,7 +310,8 @@ transport_maps = texthash:$D/transport
 default_transport = error:nothing leaves the interop world
 smtp_dns_support_level = disabled
 smtp_bind_address = $IP
-smtp_tls_security_level = none
+smtp_tls_security_level = $TLS_LEVEL
+smtp_tls_loglevel = 1
 smtpd_tls_security_level = none
 smtp_connect_timeout = 5s
 smtputf8_enable = no
@@ -420,6 +423,11 @@ setup_gatekeeper() {
     API_TOKEN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
     printf '%s\n' "$API_TOKEN" >"$d/api-token"
     chmod 600 "$d/api-token"
+    # STARTTLS: a self-signed certificate (the ministry's Postfix encrypts without verifying,
+    # as most MTAs do towards an MX; what is proven is rustls <-> OpenSSL on the wire).
+    timeout 60 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=$CONFIRM_DOMAIN" \
+        -addext "subjectAltName=DNS:$CONFIRM_DOMAIN" -keyout "$d/tls-key.pem" -out "$d/tls-cert.pem" \
+        >"$d/openssl.out" 2>&1 || { cat "$d/openssl.out" >&2; die "openssl req failed"; }
     cat >"$d/gatekeeper.toml" <<EOF
 [smtp]
 listen = ["$IP_GK:25"]
@@ -428,6 +436,11 @@ command_timeout = "30s"
 data_timeout = "30s"
 session_timeout = "2m"
 shutdown_grace = "1s"
+
+[smtp.tls]
+certificate = "$d/tls-cert.pem"
+private_key = "$d/tls-key.pem"
+required = false
 
 [confirm]
 domain = "$CONFIRM_DOMAIN"
@@ -612,8 +625,9 @@ sc_whole_flow() {
     ev=$(api GET "/v1/challenges/$CH_ID" | cut -d' ' -f2-)
     if ! jq -e --arg ip "$IP_MIN" --arg sel "$SELECTOR" --arg mid "$REPLY_MSGID" '.evidence
             | (.client_ip == $ip) and (.dkim_domain == "interieur.gouv.fr") and (.dkim_selector == $sel)
-              and (.spf == "pass") and (.message_id == $mid)' <<<"$ev" >/dev/null 2>&1; then
-        fail $name "confirmed, but the evidence is not OpenDKIM's signature from $IP_MIN: $ev"; return
+              and (.spf == "pass") and (.message_id == $mid)
+              and ((.tls_version // "") | test("1\\.[23]"))' <<<"$ev" >/dev/null 2>&1; then
+        fail $name "confirmed, but the evidence is not OpenDKIM's signature from $IP_MIN over STARTTLS: $ev"; return
     fi
     if ! wait_until 10 accepted_event "$since" "$CH_ID"; then
         fail $name "no confirmation-accepted event reached rsyslog"; return
@@ -933,8 +947,11 @@ main() {
     done
     dns_up && die "something already answers DNS on $IP_DNS:$DNS_PORT"
     log "world in $T"
-    mk_site "$T/ministry" "$IP_MIN" interieur.gouv.fr from
-    mk_site "$T/evil" "$IP_EVIL" evil.example all
+    # The ministry insists on STARTTLS towards gatekeeper; smtp-sink (world mode) offers none.
+    local min_tls=encrypt
+    [ "$MODE" = world ] && min_tls=may
+    mk_site "$T/ministry" "$IP_MIN" interieur.gouv.fr from "$min_tls"
+    mk_site "$T/evil" "$IP_EVIL" evil.example all may
     setup_dns
     start_dns
     setup_siem
