@@ -50,6 +50,8 @@ struct Session {
     ip: IpAddr,
     port: u16,
     refusals: Vec<u16>,
+    /// Reply codes and event reasons, for the PASS line.
+    summary: String,
 }
 
 /// The three outcomes of the README.
@@ -304,6 +306,11 @@ async fn dialogue(
     Ok((smtp, final_reply))
 }
 
+fn summary(smtp: &Smtp, events: &[Value]) -> String {
+    let reasons: Vec<String> = events.iter().map(reason_of).collect();
+    format!("replies {}; events {:?}", transcript(smtp), reasons)
+}
+
 fn transcript(smtp: &Smtp) -> String {
     smtp.replies
         .iter()
@@ -382,6 +389,7 @@ async fn one_session(
             .filter(|r| r.is_refusal())
             .map(|r| r.code)
             .collect(),
+        summary: summary(&smtp, &events),
     };
     check_audit(&smtp, &events).map_err(|e| format!("{e} (replies {})", transcript(&smtp)))?;
     let first_refusal_reason = events
@@ -558,6 +566,7 @@ async fn token_12(
                 .filter(|r| r.is_refusal())
                 .map(|r| r.code)
                 .collect(),
+            summary: transcript(s),
         })
         .collect())
 }
@@ -592,7 +601,8 @@ async fn every_corpus_case_over_smtp() {
     for (n, (case, raw)) in cases.iter().zip(&raws).enumerate() {
         match run_case(&h, case, raw, n as u32).await {
             Ok(s) => {
-                println!("PASS {}", case.id);
+                let what: Vec<&str> = s.iter().map(|s| s.summary.as_str()).collect();
+                println!("PASS {} {}", case.id, what.join(" / "));
                 sessions.extend(s);
             }
             Err(why) => {
