@@ -88,7 +88,9 @@ impl Harness {
     ) -> Result<(String, String, e2e::ChallengeMail), String> {
         let (status, body) = self.api.claim(address).await;
         if status != 201 {
-            return Err(format!("claim {address:?}: expected 201, got {status} {body}"));
+            return Err(format!(
+                "claim {address:?}: expected 201, got {status} {body}"
+            ));
         }
         let id = body["id"].as_str().ok_or("201 without id")?.to_string();
         let code = body["session_code"]
@@ -141,7 +143,10 @@ fn check_audit(smtp: &Smtp, events: &[Value]) -> Result<(), String> {
             refusal_codes.len(),
             refusal_codes,
             refusal_events.len(),
-            refusal_events.iter().map(|e| reason_of(e)).collect::<Vec<_>>()
+            refusal_events
+                .iter()
+                .map(|e| reason_of(e))
+                .collect::<Vec<_>>()
         ));
     }
     for (code, ev) in refusal_codes.iter().zip(&refusal_events) {
@@ -405,8 +410,7 @@ async fn one_session(
         // evaluated for the first token only (and here accepted); TOKEN_B stays pending.
         let (id_b, _, _) = second.ok_or("TOKEN-06 without second_claim")?;
         let rcpt_replies: Vec<u16> = smtp.replies.iter().map(|r| r.code).collect();
-        if first_refusal_reason != "rcpt.too_many" || !smtp.replies.iter().any(|r| r.code == 452)
-        {
+        if first_refusal_reason != "rcpt.too_many" || !smtp.replies.iter().any(|r| r.code == 452) {
             return Err(format!(
                 "second RCPT: expected 452 rcpt.too_many, replies {rcpt_replies:?}, event {first_refusal_reason:?}"
             ));
@@ -485,7 +489,12 @@ async fn token_12(
     message: &[u8],
     id: &str,
 ) -> Result<Vec<Session>, String> {
-    let ip: IpAddr = case.client_address.as_deref().unwrap_or_default().parse().unwrap();
+    let ip: IpAddr = case
+        .client_address
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .unwrap();
     let helo = case.helo.as_deref().unwrap_or_default();
     let mail_from = case.mail_from.as_deref().unwrap_or_default();
     let rcpt = _vars.fill(&case.rcpt_to[0]);
@@ -552,7 +561,9 @@ async fn token_12(
     }
     let state = h.status(id).await;
     if state["status"] != "confirmed" {
-        return Err(format!("one 250 but the challenge is not confirmed: {state}"));
+        return Err(format!(
+            "one 250 but the challenge is not confirmed: {state}"
+        ));
     }
     Ok([winner, loser]
         .iter()

@@ -195,17 +195,27 @@ async fn confirmation_flow() {
     let msgid = ev["message_id"].as_str().unwrap_or_default();
     assert!(msgid.contains(&vars.msgid), "{ev}");
     assert!(ev["date"].is_string(), "{ev}");
-    assert!(!shown.to_string().contains(&vars.token), "token in the API answer");
+    assert!(
+        !shown.to_string().contains(&vars.token),
+        "token in the API answer"
+    );
     let accepted = f
         .events
         .wait_client(
             smtp.local.ip(),
             smtp.local.port(),
             Duration::from_secs(2),
-            |e| e.iter().any(|e| e["event"]["action"] == "confirmation-accepted"),
+            |e| {
+                e.iter()
+                    .any(|e| e["event"]["action"] == "confirmation-accepted")
+            },
         )
         .await;
-    assert_eq!(accepted.len(), 1, "one accepted event, no refusal: {accepted:?}");
+    assert_eq!(
+        accepted.len(),
+        1,
+        "one accepted event, no refusal: {accepted:?}"
+    );
     assert_eq!(accepted[0]["gatekeeper"]["challenge_id"], id.as_str());
 
     // 2. The same token with another message: used.
@@ -233,11 +243,20 @@ async fn confirmation_flow() {
         &eml,
     )
     .await;
-    assert_eq!((code, json["decision"].as_str()), (0, Some("accept")), "{json}");
+    assert_eq!(
+        (code, json["decision"].as_str()),
+        (0, Some("accept")),
+        "{json}"
+    );
     // The attacker writes Alice's reply and signs it with their own key, from their server.
     let attacker = Mail::alice()
         .via("127.0.0.66", "mail.evil.example")
-        .sigs(vec![Sig::with("evil-rsa2048", "evil.example", "sel", "rsa-sha256")]);
+        .sigs(vec![Sig::with(
+            "evil-rsa2048",
+            "evil.example",
+            "sel",
+            "rsa-sha256",
+        )]);
     let evil = dir.join("attacker.eml");
     std::fs::write(&evil, attacker.build(&vars)).unwrap();
     let (code, json) = run_verify(
@@ -249,7 +268,11 @@ async fn confirmation_flow() {
         &evil,
     )
     .await;
-    assert_eq!((code, json["decision"].as_str()), (1, Some("reject")), "{json}");
+    assert_eq!(
+        (code, json["decision"].as_str()),
+        (1, Some("reject")),
+        "{json}"
+    );
     assert_eq!(json["reason"], "spf.fail", "{json}");
 
     // 5. A reply without the session code: refused, still pending, one rejection counted.
@@ -307,7 +330,8 @@ async fn confirmation_flow() {
         assert_eq!(n, 1);
     }
     let (smtp, reply) = f.deliver(&Mail::alice(), &vars3).await;
-    f.assert_refused(&smtp, reply.as_ref(), "token.expired").await;
+    f.assert_refused(&smtp, reply.as_ref(), "token.expired")
+        .await;
     let shown = f.api.show(&id3).await;
     assert_eq!(shown["status"], "expired", "{shown}");
 

@@ -312,7 +312,10 @@ pub fn is_refusal(e: &Value) -> bool {
 }
 
 pub fn reason_of(e: &Value) -> String {
-    e["event"]["reason"].as_str().unwrap_or_default().to_string()
+    e["event"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// One SMTP reply: the code and every line's text.
@@ -334,7 +337,9 @@ impl Reply {
         let last = self.text.lines().last()?;
         let first = last.split_whitespace().next()?;
         let ok = first.split('.').count() == 3
-            && first.split('.').all(|p| p.chars().all(|c| c.is_ascii_digit()));
+            && first
+                .split('.')
+                .all(|p| p.chars().all(|c| c.is_ascii_digit()));
         ok.then_some(first)
     }
 }
