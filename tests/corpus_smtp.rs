@@ -483,7 +483,7 @@ async fn one_session(
             if status == "confirmed" {
                 return Err(format!("refused but the challenge is confirmed: {state}"));
             }
-            if !case.spec_reasons.iter().any(|r| *r == first_refusal_reason) {
+            if !case.spec_reasons.contains(&first_refusal_reason) {
                 return Err(format!(
                     "primary reason {first_refusal_reason:?} not in {:?} (replies {})",
                     case.spec_reasons,
