@@ -230,6 +230,16 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
     prepare_dirs(&config)?;
     let (siem, siem_handle) = Siem::start(&config.siem, &config.smtp.hostname)?;
     let parts = app::build(&config)?;
+    // Sessions of an earlier run died with it: their confirmations count as delivered, so a
+    // redelivery after a crash gets its 250 again at once (SPEC §4).
+    match parts.store.end_open_sessions().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            confirmations = n,
+            "sessions of the previous run marked ended"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not mark the previous run's sessions ended"),
+    }
     let verifier = SwapVerifier::new(Verifier::new(&config)?);
     let backend = Arc::new(App::new(
         &config,
