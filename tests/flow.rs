@@ -335,5 +335,29 @@ async fn confirmation_flow() {
     let shown = f.api.show(&id3).await;
     assert_eq!(shown["status"], "expired", "{shown}");
 
+    // 8. What the run did shows in /metrics: sessions, verdicts, DNS-bound check latency.
+    let metrics = f.api.metrics().await;
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{metrics}"))
+    };
+    assert!(value("gatekeeper_smtp_sessions_total ") >= 5.0, "{metrics}");
+    assert!(
+        value("gatekeeper_verdicts_total{reason=\"accepted\"}") >= 3.0,
+        "{metrics}"
+    );
+    assert!(
+        value("gatekeeper_verdicts_total{reason=\"token.used\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("gatekeeper_dns_lookup_seconds_count ") >= 15.0,
+        "{metrics}"
+    );
+
     f.running.stop().await;
 }

@@ -31,7 +31,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::Metrics;
 use crate::app::{self, App};
 use crate::audit::{Action, AuditEvent, AuditSink};
-use crate::backend::{ChallengeBinding, Transaction, Verdict, Verify};
+use crate::backend::{
+    Backend, ChallengeBinding, RcptOutcome, Recipient, SessionInfo, Transaction, Verdict, Verify,
+};
 use crate::config::{Config, ConfigError};
 use crate::server::{self, ServerSettings};
 use crate::siem::Siem;
@@ -130,6 +132,42 @@ impl Verify for SwapVerifier {
     ) -> Verdict {
         let verifier = self.current();
         verifier.verify(tx, challenge, now).await
+    }
+}
+
+fn metered_verifier(config: &Config, metrics: &Arc<Metrics>) -> Result<Verifier, DaemonError> {
+    let metrics = Arc::clone(metrics);
+    Ok(Verifier::new(config)?.with_dns_observer(Arc::new(move |d| metrics.dns_lookup(d))))
+}
+
+/// The production backend with session counts for `/metrics`.
+pub struct Metered<B> {
+    inner: B,
+    metrics: Arc<Metrics>,
+}
+
+impl<B: Backend> Backend for Metered<B> {
+    async fn check_recipient(
+        &self,
+        session: &SessionInfo,
+        rcpt: &Recipient,
+        now: DateTime<Utc>,
+    ) -> RcptOutcome {
+        self.inner.check_recipient(session, rcpt, now).await
+    }
+
+    async fn deliver(&self, tx: Transaction) -> Verdict {
+        self.inner.deliver(tx).await
+    }
+
+    fn session_opened(&self, session: &SessionInfo) {
+        self.metrics.session_opened();
+        self.inner.session_opened(session);
+    }
+
+    fn session_closed(&self, session_id: &str) {
+        self.metrics.session_closed();
+        self.inner.session_closed(session_id);
     }
 }
 
@@ -240,12 +278,11 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
         ),
         Err(e) => tracing::warn!(error = %e, "could not mark the previous run's sessions ended"),
     }
-    let verifier = SwapVerifier::new(Verifier::new(&config)?);
-    let backend = Arc::new(App::new(
-        &config,
-        Arc::clone(&parts.store),
-        verifier.clone(),
-    ));
+    let verifier = SwapVerifier::new(metered_verifier(&config, &parts.metrics)?);
+    let backend = Arc::new(Metered {
+        inner: App::new(&config, Arc::clone(&parts.store), verifier.clone()),
+        metrics: Arc::clone(&parts.metrics),
+    });
     let sink = Arc::new(MeteredSink {
         siem: siem.clone(),
         metrics: Arc::clone(&parts.metrics),
@@ -470,7 +507,7 @@ impl Control {
     fn try_reload(&self) -> Result<(), DaemonError> {
         let config = self.source.load()?;
         let settings = ServerSettings::from_config(&config)?;
-        let verifier = Verifier::new(&config)?;
+        let verifier = metered_verifier(&config, &self.metrics)?;
         self.settings_tx.send_replace(Arc::new(settings));
         self.verifier.replace(verifier);
         Ok(())

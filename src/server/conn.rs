@@ -44,6 +44,7 @@ pub(super) async fn serve<B: Backend>(
         tls_version: None,
     };
     let session_id = info.session_id.clone();
+    shared.backend.session_opened(&info);
     let session = Session::new(settings.session.clone(), info);
     let _ = stream.set_nodelay(true);
     drive(Conn::Plain(stream), session, &settings, shared).await;

@@ -227,6 +227,19 @@ impl Api {
         (status, body)
     }
 
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// `GET /v1/challenges/{id}`.
     pub async fn show(&self, id: &str) -> Value {
         self.try_show(id).await.expect("GET /v1/challenges/{id}")
