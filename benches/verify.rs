@@ -19,6 +19,12 @@
 //!
 //! Run: `cargo bench --bench verify`.
 
+// A bench is built without cfg(test): the shared test helpers' panics on broken fixtures
+// (`expect`) are as wanted here as in the tests.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+// The helpers' own unit tests (`use super::*` inside `mod tests`) are not built in a bench.
+#[allow(unused_imports)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -14,6 +14,8 @@
 //! `t=`; `policy.dkim_min_rsa_bits` is 1024. Each genuine message must give `dkim = pass`; a
 //! one-byte change of the body or of a signed header must give `dkim = fail`.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -22,6 +22,8 @@
 //! mail-auth gives and whether it matters for us; the test fails on any other disagreement,
 //! and also when a listed deviation stops happening (so the list stays true).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -327,10 +329,10 @@ fn indent(line: &str) -> usize {
 
 /// Split `key: value` at the first `: ` (or a trailing `:`).
 fn key_value(s: &str) -> Option<(&str, &str)> {
-    if let Some(k) = s.strip_suffix(':') {
-        if !k.contains(": ") {
-            return Some((k, ""));
-        }
+    if let Some(k) = s.strip_suffix(':')
+        && !k.contains(": ")
+    {
+        return Some((k, ""));
     }
     s.split_once(": ").map(|(k, v)| (k, v.trim()))
 }
