@@ -29,6 +29,7 @@ pub mod audit;
 pub mod backend;
 pub mod challenge;
 pub mod config;
+pub mod daemon;
 pub mod dns;
 pub mod domains;
 pub mod policy;

@@ -9,10 +9,12 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use gatekeeper::address::{Mailbox, ParseOptions};
 use gatekeeper::config::{Config, ConfigError, PolicyConfig};
+use gatekeeper::daemon::ConfigSource as DaemonSource;
+use gatekeeper::daemon::cli::VerifyArgs;
 use gatekeeper::reason::Reason;
 
 /// The configuration compiled into the binary: used when no file is named or found, so that
@@ -39,6 +41,42 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon (the default when no subcommand is given): SMTP, the HTTP API and the
+    /// SIEM trail. SIGHUP reloads, SIGTERM drains, SIGINT stops at once.
+    ///
+    /// Configuration: -c, else $GATEKEEPER_CONFIG, else conf/gatekeeper.toml, else the copy
+    /// embedded in the binary.
+    Serve {
+        /// Configuration file.
+        #[arg(short = 'c', long = "config", value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Run the whole decision on a message file without SMTP (live DNS per the
+    /// configuration) and print the verdict as JSON. Exit 0 accept, 1 reject, 2 temporary.
+    Verify {
+        /// Configuration file.
+        #[arg(short = 'c', long = "config", value_name = "PATH")]
+        config: PathBuf,
+        /// The client IP address the message came from (for SPF and iprev).
+        #[arg(long = "client-ip", value_name = "IP")]
+        client_ip: std::net::IpAddr,
+        /// The HELO/EHLO name the client gave.
+        #[arg(long, value_name = "NAME")]
+        helo: String,
+        /// The envelope sender (MAIL FROM), with or without angle brackets.
+        #[arg(long = "mail-from", value_name = "ADDR")]
+        mail_from: OsString,
+        /// The confirmation recipient; its challenge is read from the store. Without it the
+        /// binding checks are skipped.
+        #[arg(long, value_name = "ADDR")]
+        rcpt: Option<OsString>,
+        /// The message, as received (CRLF line endings).
+        #[arg(value_name = "FILE.eml")]
+        file: PathBuf,
+    },
+    /// Issue or inspect challenges from the command line.
+    #[command(subcommand)]
+    Challenge(ChallengeCommand),
     /// Validate a configuration file; prints `ok`, or every error as `file:line: ...`.
     ///
     /// Without -c, checks the configuration `serve` would use: $GATEKEEPER_CONFIG, else
@@ -65,15 +103,161 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ChallengeCommand {
+    /// Issue a challenge exactly as the API does (the mail is sent) and print its id, session
+    /// code and expiry. Never the token.
+    New {
+        /// The claimed address.
+        #[arg(value_name = "ADDRESS")]
+        address: OsString,
+        /// Configuration file.
+        #[arg(short = 'c', long = "config", value_name = "PATH")]
+        config: PathBuf,
+    },
+    /// Show a challenge as `GET /v1/challenges/{id}` does.
+    Show {
+        /// The challenge id.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Configuration file.
+        #[arg(short = 'c', long = "config", value_name = "PATH")]
+        config: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { config }) => check_config(&config_path(config)),
         Some(Command::CheckAddress { address, config }) => check_address(address, config),
-        None => {
-            // `serve` becomes the default subcommand once it exists.
-            let _ = Cli::command().print_help();
-            ExitCode::from(2)
+        Some(Command::Serve { config }) => serve(config_path(config)),
+        None => serve(config_path(None)),
+        Some(Command::Verify {
+            config,
+            client_ip,
+            helo,
+            mail_from,
+            rcpt,
+            file,
+        }) => verify(config, client_ip, helo, mail_from, rcpt, file),
+        Some(Command::Challenge(cmd)) => challenge(cmd),
+    }
+}
+
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn serve(source: ConfigSource) -> ExitCode {
+    gatekeeper::daemon::logging::init();
+    let source = match source {
+        ConfigSource::File(path) => DaemonSource::File(path),
+        ConfigSource::Embedded => DaemonSource::Text {
+            text: EMBEDDED_CONFIG,
+            origin: EMBEDDED_ORIGIN,
+        },
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(gatekeeper::daemon::serve(source)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatekeeper: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load_config_or_exit(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn verify(
+    config: PathBuf,
+    client_ip: std::net::IpAddr,
+    helo: String,
+    mail_from: OsString,
+    rcpt: Option<OsString>,
+    file: PathBuf,
+) -> ExitCode {
+    let config = match load_config_or_exit(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let message = match std::fs::read(&file) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let args = VerifyArgs {
+        client_ip,
+        helo,
+        mail_from: mail_from.as_encoded_bytes().to_vec(),
+        rcpt: rcpt.map(|r| r.as_encoded_bytes().to_vec()),
+        message,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let verdict = rt.block_on(gatekeeper::daemon::cli::verify(&config, args));
+    let json = gatekeeper::daemon::cli::verdict_json(&verdict);
+    println!("{json:#}");
+    ExitCode::from(gatekeeper::daemon::cli::exit_code(&verdict))
+}
+
+fn challenge(cmd: ChallengeCommand) -> ExitCode {
+    let config_path = match &cmd {
+        ChallengeCommand::New { config, .. } | ChallengeCommand::Show { config, .. } => {
+            config.clone()
+        }
+    };
+    let config = match load_config_or_exit(&config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = rt.block_on(async {
+        match cmd {
+            ChallengeCommand::New { address, .. } => {
+                gatekeeper::app::cli_new(&config, address.as_encoded_bytes()).await
+            }
+            ChallengeCommand::Show { id, .. } => gatekeeper::app::cli_show(&config, &id).await,
+        }
+    });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if let Some(r) = e.reason {
+                println!("rejected {r}");
+            }
+            eprintln!("{}", e.message);
+            ExitCode::from(1)
         }
     }
 }
@@ -249,6 +433,7 @@ mod tests {
 
     #[test]
     fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
         Cli::command().debug_assert();
     }
 }

@@ -37,6 +37,8 @@ pub enum Reason {
     SmtpBadSequence,
     SmtpLineTooLong,
     SmtpTooManyErrors,
+    /// `smtp.max_transactions` MAIL transactions already ran in this session.
+    SmtpTooManyTransactions,
     SmtpTimeout,
     /// The daemon is shutting down and the session was not finished within the grace period.
     SmtpShutdown,
@@ -166,6 +168,7 @@ reasons! {
     SmtpBadSequence => "smtp.bad_sequence", 503, "5.5.1", "bad sequence of commands";
     SmtpLineTooLong => "smtp.line_too_long", 500, "5.5.6", "line too long";
     SmtpTooManyErrors => "smtp.too_many_errors", 421, "4.7.0", "too many errors, closing connection";
+    SmtpTooManyTransactions => "smtp.too_many_transactions", 421, "4.7.0", "too many transactions, closing connection";
     SmtpTimeout => "smtp.timeout", 421, "4.4.2", "timeout, closing connection";
     SmtpShutdown => "smtp.shutdown", 421, "4.3.0", "service shutting down, try again later";
     MessageTooLarge => "message.too_large", 552, "5.3.4", "message too large";

@@ -1,0 +1,250 @@
+//! One handler per SMTP verb and per backend answer. The dispatcher (`Session::on_line`) only
+//! dispatches; each handler checks the sequence, then the argument, then acts.
+
+use chrono::{DateTime, Utc};
+
+use super::state::{State, TxFacts};
+use super::{Output, Session, action_of};
+use crate::audit::Action;
+use crate::backend::{Decision, RcptOutcome, Transaction, Verdict};
+use crate::reason::Reason;
+use crate::smtp::command;
+use crate::smtp::data::DataReceiver;
+use crate::smtp::reply;
+
+impl Session {
+    /// EHLO / HELO (RFC 5321 §4.1.4: also resets any transaction).
+    pub(super) fn on_hello(&mut self, out: &mut Vec<Output>, name: String, extended: bool) {
+        self.info.helo = Some(name);
+        self.reset_transaction();
+        let s = &self.settings;
+        let text = if extended {
+            reply::ehlo(
+                &s.hostname,
+                s.max_message_bytes,
+                s.tls_offered && !self.in_tls,
+            )
+        } else {
+            reply::helo(&s.hostname)
+        };
+        out.push(Output::Reply(text));
+    }
+
+    pub(super) fn on_mail(&mut self, out: &mut Vec<Output>, arg: &[u8], now: DateTime<Utc>) {
+        if !matches!(self.state, State::Greeted) {
+            return self.refuse_counted(out, Reason::SmtpBadSequence, now);
+        }
+        self.tx = TxFacts {
+            mail_from: Some(String::from_utf8_lossy(arg).into_owned()),
+            ..TxFacts::default()
+        };
+        if self.settings.tls_required && !self.in_tls {
+            self.tx.refused = true;
+            return self.refuse_counted(out, Reason::TlsRequired, now);
+        }
+        if self.transactions >= self.settings.max_transactions {
+            self.refuse(out, Reason::SmtpTooManyTransactions, now);
+            return self.close(out);
+        }
+        let s = &self.settings;
+        let mail = command::parse_mail_from(arg, &s.parse, s.max_message_bytes)
+            .and_then(|m| s.domains.check(m.from.domain()).map(|()| m));
+        match mail {
+            Ok(mail) => {
+                self.tx.mail_from = Some(mail.from.to_string());
+                self.transactions += 1;
+                self.state = State::Mail { from: mail.from };
+                out.push(Output::Reply(reply::SENDER_OK.to_vec()));
+            }
+            Err(reason) => {
+                self.tx.refused = true;
+                self.refuse_counted(out, reason, now);
+            }
+        }
+    }
+
+    pub(super) fn on_rcpt(&mut self, out: &mut Vec<Output>, arg: &[u8], now: DateTime<Utc>) {
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        let parsed = command::parse_rcpt_to(arg, &self.settings.parse, &self.settings.confirm);
+        match (state, parsed) {
+            (State::Mail { from }, Ok(rcpt)) => {
+                self.tx.to = Some(self.redacted());
+                self.state = State::CheckingRcpt {
+                    from,
+                    rcpt: rcpt.clone(),
+                };
+                out.push(Output::CheckRecipient(rcpt));
+            }
+            (state @ (State::Mail { .. } | State::Rcpt { .. }), Err(reason)) => {
+                let first = matches!(state, State::Mail { .. });
+                self.state = state;
+                self.tx.refused |= first;
+                self.refuse_counted(out, reason, now);
+            }
+            (state @ State::Rcpt { .. }, Ok(_)) => {
+                self.state = state;
+                self.refuse_counted(out, Reason::RcptTooMany, now);
+            }
+            (state, _) => {
+                self.state = state;
+                self.refuse_sequence(out, now);
+            }
+        }
+    }
+
+    pub(super) fn on_rcpt_checked(
+        &mut self,
+        out: &mut Vec<Output>,
+        outcome: RcptOutcome,
+        now: DateTime<Utc>,
+    ) {
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        let State::CheckingRcpt { from, rcpt } = state else {
+            // Not waiting for one: a driver mistake; ignore it.
+            self.state = state;
+            return;
+        };
+        match outcome {
+            RcptOutcome::Accept { challenge_id } => {
+                self.tx.challenge_id = Some(challenge_id.clone());
+                self.tx.refused = false;
+                self.state = State::Rcpt {
+                    from,
+                    rcpt,
+                    challenge_id,
+                };
+                out.push(Output::Reply(reply::RECIPIENT_OK.to_vec()));
+            }
+            RcptOutcome::Refuse(reason) => {
+                self.state = State::Mail { from };
+                self.tx.refused = true;
+                self.refuse_counted(out, reason, now);
+                self.tx.to = None;
+            }
+        }
+    }
+
+    pub(super) fn on_data(&mut self, out: &mut Vec<Output>, now: DateTime<Utc>) {
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        match state {
+            State::Rcpt {
+                from,
+                rcpt,
+                challenge_id,
+            } => {
+                self.state = State::Data {
+                    from,
+                    rcpt,
+                    challenge_id,
+                    receiver: DataReceiver::new(self.settings.max_message_bytes),
+                };
+                out.push(Output::Reply(reply::START_DATA.to_vec()));
+            }
+            state => {
+                self.state = state;
+                self.refuse_sequence(out, now);
+            }
+        }
+    }
+
+    pub(super) fn on_data_end(
+        &mut self,
+        out: &mut Vec<Output>,
+        result: Result<Vec<u8>, Reason>,
+        now: DateTime<Utc>,
+    ) {
+        let state = std::mem::replace(&mut self.state, State::Greeted);
+        let State::Data {
+            from,
+            rcpt,
+            challenge_id,
+            ..
+        } = state
+        else {
+            self.state = state;
+            return;
+        };
+        match result {
+            Ok(message) => {
+                self.state = State::Delivering;
+                out.push(Output::Deliver(Box::new(Transaction {
+                    session: self.info.clone(),
+                    mail_from: from,
+                    rcpt,
+                    challenge_id,
+                    message,
+                    received_at: now,
+                })));
+            }
+            Err(reason) => {
+                self.refuse_counted(out, reason, now);
+                self.reset_transaction();
+            }
+        }
+    }
+
+    pub(super) fn on_verdict(
+        &mut self,
+        out: &mut Vec<Output>,
+        verdict: Verdict,
+        now: DateTime<Utc>,
+    ) {
+        if !matches!(self.state, State::Delivering) {
+            return;
+        }
+        self.state = State::Greeted;
+        let (reason, action, text) = match verdict.decision {
+            Decision::Accept => (
+                None,
+                Action::ConfirmationAccepted,
+                reply::CONFIRMED.to_vec(),
+            ),
+            Decision::Refuse(r) => (Some(r), action_of(r), reply::render(r.reply())),
+        };
+        let mut event = self.event_with(action, reason, now);
+        if reason.is_none() {
+            event.reply_code = Some(250);
+        }
+        event.from = verdict.from;
+        event.message_id = verdict.message_id;
+        event.challenge_id = verdict.challenge_id.or(event.challenge_id);
+        event.checks = verdict.checks;
+        out.push(Output::Reply(text));
+        out.push(Output::Audit(Box::new(event)));
+        self.reset_transaction();
+    }
+
+    pub(super) fn on_rset(&mut self, out: &mut Vec<Output>) {
+        self.reset_transaction();
+        out.push(Output::Reply(reply::OK.to_vec()));
+    }
+
+    pub(super) fn on_starttls(
+        &mut self,
+        out: &mut Vec<Output>,
+        pipelined: bool,
+        now: DateTime<Utc>,
+    ) {
+        if !self.settings.tls_offered || self.in_tls {
+            return self.refuse_counted(out, Reason::SmtpUnknownCommand, now);
+        }
+        if !matches!(self.state, State::Greeted) {
+            return self.refuse_counted(out, Reason::SmtpBadSequence, now);
+        }
+        if pipelined {
+            self.refuse(out, Reason::SmtpPipelinedStarttls, now);
+            return self.close(out);
+        }
+        self.state = State::TlsPending;
+        out.push(Output::Reply(reply::START_TLS.to_vec()));
+        out.push(Output::StartTls);
+    }
+
+    /// Forget the transaction; back to Greeted (or stay Fresh before EHLO).
+    pub(super) fn reset_transaction(&mut self) {
+        self.tx = TxFacts::default();
+        if self.info.helo.is_some() && !matches!(self.state, State::Closed | State::TlsPending) {
+            self.state = State::Greeted;
+        }
+    }
+}
