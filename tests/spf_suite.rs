@@ -115,12 +115,12 @@ const DEVIATIONS: &[(&str, &str, &str)] = &[
     (
         "ptr-match-implicit",
         "fail",
-        "refuses a sender the RFC passes (availability, not security)",
+        "refuses a sender the RFC passes (availability, not security): mail-auth compares the PTR name, trailing dot included, with the target, so a PTR name equal to the target (not a subdomain of it) never matches.",
     ),
     (
         "ptr-match-ip6",
         "fail",
-        "refuses a sender the RFC passes (availability, not security)",
+        "refuses a sender the RFC passes (availability, not security): mail-auth compares the PTR name, trailing dot included, with the target, so a PTR name equal to the target (not a subdomain of it) never matches.",
     ),
     ("a-bad-cidr4", "fail", "both refuse (neither is pass)"),
     ("a-bad-cidr6", "fail", "both refuse (neither is pass)"),
@@ -137,7 +137,7 @@ const DEVIATIONS: &[(&str, &str, &str)] = &[
     (
         "a-cidr6-0-ip4mapped",
         "pass",
-        "MATTERS (fail -> pass): an IPv4-mapped client address is matched as IPv6 against AAAA records. The SMTP listener must hand IPv4 peers over as IPv4 (`IpAddr::to_canonical`), never as ::ffff:a.b.c.d.",
+        "MATTERS in principle (fail -> pass): an IPv4-mapped client address (::ffff:a.b.c.d) is matched as IPv6 against AAAA records. It cannot reach the verifier: the SMTP server hands peers over canonical (`IpAddr::to_canonical` in `server::admit`), so an IPv4 client is always IPv4 here.",
     ),
     (
         "a-null",
@@ -185,7 +185,7 @@ const DEVIATIONS: &[(&str, &str, &str)] = &[
     (
         "mx-cidr6-0-ip4mapped",
         "pass",
-        "MATTERS (fail -> pass): as a-cidr6-0-ip4mapped, through MX.",
+        "MATTERS in principle (fail -> pass): an IPv4-mapped client address (::ffff:a.b.c.d) is matched as IPv6 against the AAAA records of MX hosts. It cannot reach the verifier: the SMTP server hands peers over canonical (`IpAddr::to_canonical` in `server::admit`), so an IPv4 client is always IPv4 here.",
     ),
     (
         "mx-null",
@@ -235,7 +235,7 @@ const DEVIATIONS: &[(&str, &str, &str)] = &[
     (
         "cidr6-ip4",
         "pass",
-        "MATTERS (neutral -> pass): as cidr6-0-ip4 for an IPv4-mapped client.",
+        "MATTERS in principle (neutral -> pass): as cidr6-0-ip4 for an IPv4-mapped client, which the SMTP server never hands over (see a-cidr6-0-ip4mapped).",
     ),
     ("cidr6-129", "neutral", "both refuse (neither is pass)"),
     (
