@@ -11,8 +11,14 @@
 //! fields are never evidence (nothing here looks at them).
 //!
 //! Decisions where the SPEC is silent:
-//! - When several aligned signatures pass, the binding is judged against the first one whose
-//!   signed content carries the token (any passing aligned signature proves that content).
+//! - When several aligned signatures pass, the binding is judged against the first one that
+//!   proves all of it (token, session code, freshness), else against the first whose signed
+//!   content carries the token (its gaps are then the reason), else the first. Any passing
+//!   aligned signature proves its content; two signatures' halves are never combined.
+//! - When no passing aligned signature proves the whole binding and another aligned signature
+//!   could not be judged (its key lookup failed temporarily), that one might have proved it:
+//!   the DKIM result is `temperror` and the signature-dependent checks are `skipped` (4xx,
+//!   SPEC I5), unless a certain refusal exists elsewhere.
 //! - For a domain whose override does not require DKIM and that has no passing aligned
 //!   signature, nothing is signed: the token, code and Date are looked for in the whole mail
 //!   (SPF pass and iprev are then mandatory, see `domains`).
@@ -83,6 +89,9 @@ struct Selected {
 struct DkimReport {
     result: Dkim,
     good: Vec<Selected>,
+    /// An aligned signature could not be judged for a temporary reason (its key lookup or
+    /// its verification failed temporarily): it might have proved what the good ones do not.
+    temp: bool,
 }
 
 impl Verifier {
@@ -193,6 +202,7 @@ impl Verifier {
         let mut session_code = Outcome::Skipped;
         let mut date = Outcome::Skipped;
         let mut chosen: Option<&Selected> = None;
+        let mut dkim_result = dkim_report.result;
         let unsigned_fallback = !req.dkim && dkim_report.result != Dkim::Pass;
         if dkim_report.result == Dkim::Pass || unsigned_fallback {
             let candidates: Vec<Option<&Selected>> = if unsigned_fallback {
@@ -215,19 +225,40 @@ impl Verifier {
                     binding::freshness(time, now, self.confirm.max_message_age),
                 )
             };
-            let mut results = candidates.iter().map(|s| (*s, judge(*s)));
-            let first = results.next();
-            let pick = match first {
-                Some((_, (Some(Outcome::Ok), _, _))) => first,
-                _ => results
-                    .find(|(_, (t, _, _))| *t == Some(Outcome::Ok))
-                    .or(first),
-            };
+            // The signature that proves the whole binding decides; failing that, the first
+            // that proves the token (its other gaps are then the reason), else the first.
+            let code_counts = self.confirm.require_session_code;
+            let proves_all =
+                |(token, code, fresh): &(Option<Outcome>, Option<Outcome>, Outcome)| {
+                    token.is_none_or(|t| t == Outcome::Ok)
+                        && (!code_counts || code.is_none_or(|c| c == Outcome::Ok))
+                        && *fresh != Outcome::Fail
+                };
+            let results: Vec<_> = candidates.iter().map(|s| (*s, judge(*s))).collect();
+            let pick = results
+                .iter()
+                .find(|(_, r)| proves_all(r))
+                .or_else(|| {
+                    results
+                        .iter()
+                        .find(|(_, (t, _, _))| *t == Some(Outcome::Ok))
+                })
+                .or_else(|| results.first());
             if let Some((sel, (token, code, fresh))) = pick {
-                chosen = sel;
+                chosen = *sel;
                 token_unsigned = token.unwrap_or(Outcome::Skipped);
                 session_code = code.unwrap_or(Outcome::Skipped);
-                date = fresh;
+                date = *fresh;
+                // An aligned signature whose key could not be fetched might prove what the
+                // good ones do not: the answer is not certain, so it is temporary (SPEC I5),
+                // and the checks that depend on the signature could not be judged.
+                if dkim_report.temp && !unsigned_fallback && !proves_all(&(*token, *code, *fresh)) {
+                    dkim_result = Dkim::TempError;
+                    chosen = None;
+                    token_unsigned = Outcome::Skipped;
+                    session_code = Outcome::Skipped;
+                    date = Outcome::Skipped;
+                }
             }
         }
         if !self.confirm.require_session_code {
@@ -251,7 +282,7 @@ impl Verifier {
             envelope_mismatch,
             domain_allowed,
             spf,
-            dkim: dkim_report.result,
+            dkim: dkim_result,
             iprev,
             date,
             binding_mismatch,
@@ -358,6 +389,7 @@ impl Verifier {
             return DkimReport {
                 result: Dkim::None,
                 good: Vec::new(),
+                temp: false,
             };
         }
         let is_aligned = |d: &str| -> bool {
@@ -376,6 +408,7 @@ impl Verifier {
             return DkimReport {
                 result: dkim::aggregate(sigs.len(), &[], any_pass),
                 good: Vec::new(),
+                temp: false,
             };
         }
         let work = async {
@@ -407,6 +440,7 @@ impl Verifier {
             DkimReport {
                 result: dkim::aggregate(sigs.len(), &statuses, false),
                 good,
+                temp: statuses.contains(&SigStatus::TempError),
             }
         };
         match tokio::time::timeout(self.dns_timeout, work).await {
@@ -414,6 +448,7 @@ impl Verifier {
             Err(_) => DkimReport {
                 result: Dkim::TempError,
                 good: Vec::new(),
+                temp: true,
             },
         }
     }
