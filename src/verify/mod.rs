@@ -326,24 +326,48 @@ impl Verifier {
     }
 
     /// SPF for MAIL FROM (RFC 7208), bounded by `dns.timeout`.
+    ///
+    /// mail-auth evaluates the first `v=spf1` record it finds where RFC 7208 §4.5 makes two
+    /// records a `permerror` (so its answer would depend on the order the DNS server lists
+    /// them in), and reads a control character as a term separator where §4.6.1 allows
+    /// spaces only. Both are checked here on the MAIL FROM domain's own record, through the
+    /// same cache; records reached by `include`/`redirect` remain mail-auth's reading.
     async fn spf(&self, tx: &Transaction) -> Spf {
         let helo = tx.session.helo.as_deref().unwrap_or("unknown");
         let sender = tx.mail_from.to_string();
         let host = self.confirm.domain.as_str();
         let params = SpfParameters::verify_mail_from(tx.session.client_ip, helo, host, &sender);
-        let Ok(out) = tokio::time::timeout(self.dns_timeout, self.auth.verify_spf(params)).await
-        else {
-            return Spf::TempError;
+        let check = async {
+            let result = match self.auth.verify_spf(params).await.result() {
+                SpfResult::Pass => Spf::Pass,
+                SpfResult::Fail => Spf::Fail,
+                SpfResult::SoftFail => Spf::SoftFail,
+                SpfResult::Neutral => Spf::Neutral,
+                SpfResult::None => Spf::None,
+                SpfResult::PermError => Spf::PermError,
+                SpfResult::TempError => Spf::TempError,
+            };
+            if matches!(result, Spf::TempError | Spf::None) {
+                return result;
+            }
+            match dns::txt_lookup(&self.auth, tx.mail_from.domain().as_str()).await {
+                Ok(records) => {
+                    let spf: Vec<&Vec<u8>> = records.iter().filter(|r| is_spf_record(r)).collect();
+                    let malformed = spf.iter().any(|r| r.iter().any(u8::is_ascii_control));
+                    if spf.len() > 1 || malformed {
+                        Spf::PermError
+                    } else {
+                        result
+                    }
+                }
+                // The pass cannot be confirmed now; a refusal stands whatever the record.
+                Err(LookupError::Temporary) if result == Spf::Pass => Spf::TempError,
+                Err(_) => result,
+            }
         };
-        match out.result() {
-            SpfResult::Pass => Spf::Pass,
-            SpfResult::Fail => Spf::Fail,
-            SpfResult::SoftFail => Spf::SoftFail,
-            SpfResult::Neutral => Spf::Neutral,
-            SpfResult::None => Spf::None,
-            SpfResult::PermError => Spf::PermError,
-            SpfResult::TempError => Spf::TempError,
-        }
+        tokio::time::timeout(self.dns_timeout, check)
+            .await
+            .unwrap_or(Spf::TempError)
     }
 
     /// Forward-confirmed reverse DNS, bounded by `dns.timeout`.
@@ -567,6 +591,14 @@ fn crypto_of(results: &[CryptoResult], sig: &SigInfo) -> Crypto {
         });
     }
     found.unwrap_or(Crypto::Fail)
+}
+
+/// RFC 7208 §4.5: a record is an SPF record when it is `v=spf1` alone or followed by a space
+/// (the version is case-insensitive).
+fn is_spf_record(txt: &[u8]) -> bool {
+    txt.get(..6)
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"v=spf1"))
+        && txt.get(6).is_none_or(|b| *b == b' ')
 }
 
 /// A selector must be a plain DNS label sequence: no way to make the key name leave `d=`.
