@@ -28,8 +28,10 @@ use crate::config::Alignment;
 use crate::policy::Dkim;
 use crate::verify::headers::HeaderBlock;
 
-/// How far in the future a signature's `t=` may be (clock skew between MTAs).
-pub const CLOCK_SKEW: u64 = 300;
+/// How far in the future a signature's `t=` may be (clock skew between MTAs): the hour SPEC §4
+/// allows for "the Date or `t=`" (`date.stale`), so that a ministry MTA whose clock runs a
+/// few minutes fast is not refused by one rule while the other accepts it.
+pub const CLOCK_SKEW: u64 = crate::verify::binding::MAX_FUTURE_SECS.unsigned_abs();
 
 /// Only the first (top-most) signatures are considered: a real mail carries two or three
 /// (ministry, provider); hundreds of fields would each cost a header hash over the whole
@@ -82,6 +84,16 @@ pub fn tag_list(value: &[u8]) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
+/// RFC 6376 §3.2: tag names are case-sensitive, so `D=` is not `d=`. mail-auth (and our
+/// `tag_list`) read them case-insensitively; a signature whose meaning depends on which
+/// reading is right is ambiguous, and refused.
+fn upper_case_tag_name(value: &[u8]) -> bool {
+    value.split(|b| *b == b';').any(|spec| {
+        let name = spec.split(|b| *b == b'=').next().unwrap_or_default();
+        spec.contains(&b'=') && name.iter().any(u8::is_ascii_uppercase)
+    })
+}
+
 fn strip_ws(s: &str) -> String {
     s.chars().filter(|c| !c.is_ascii_whitespace()).collect()
 }
@@ -98,6 +110,7 @@ impl SigInfo {
         let x = num("x");
         let h_len = get("h").map_or(0, |h| h.split(':').count());
         let invalid = invalid_list
+            || upper_case_tag_name(value)
             || h_len > MAX_SIGNED_NAMES
             || ["v", "a", "b", "bh", "d", "h", "s"]
                 .iter()
@@ -473,6 +486,9 @@ mod tests {
         assert!(sig(&format!("{BASE}; l=0")).has_l);
         assert!(sig(&format!("{BASE}; d=evil.example")).invalid);
         assert!(sig(&format!("{BASE}; t=soon")).invalid);
+        assert!(sig(&BASE.replace("d=", "D=")).invalid);
+        assert!(sig(&format!("{BASE}; L=5")).invalid);
+        assert!(!sig(&format!("{BASE}; z=From:X=3DY")).invalid);
         assert!(sig(&BASE.replace("v=1", "v=2")).invalid);
         assert!(sig(&BASE.replace("s=s2024; ", "")).invalid);
         let many = vec!["from"; MAX_SIGNED_NAMES + 1].join(":");
@@ -605,6 +621,11 @@ mod tests {
             ),
             SigStatus::Good
         );
+        // A clock up to an hour fast is tolerated, as for the Date (SPEC §4 `date.stale`).
+        for (ahead, want) in [(3000, SigStatus::Good), (3700, SigStatus::Fail)] {
+            let s = sig(&format!("{BASE}; t={}", now + ahead));
+            assert_eq!(j(&s, Crypto::Pass, &key(2048)), want, "t= {ahead}s ahead");
+        }
         assert_eq!(
             judge(
                 &good,
