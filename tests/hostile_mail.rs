@@ -1713,3 +1713,127 @@ fn header_parsers_agree_on_well_formed_blocks() {
         "only {checked} well-formed blocks generated"
     );
 }
+
+/// The best finds once more through the whole daemon over SMTP on loopback: the reply code,
+/// the audit event's reason, and the challenge's status are what the verifier promised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_finds_over_smtp() {
+    use common::e2e::{Api, Events, Layout, Settings, Smtp, send_mail};
+    use gatekeeper::daemon::{self, ConfigSource};
+
+    let world = World::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(tmp.path());
+    let config = layout.write_config(world.dns.addr, &Settings::default());
+    let running = daemon::start(ConfigSource::File(config))
+        .await
+        .expect("daemon starts");
+    let api = Api::new(running.api_addr, &layout.token_file);
+    let events = Events::new(&layout.events);
+    let server = running.smtp_addrs[0];
+
+    // A fresh challenge for Alice; the mail's placeholders take its real values.
+    let claim = |n: u32| {
+        let api = api.clone();
+        let layout = &layout;
+        async move {
+            let (status, body) = api.claim(ALICE).await;
+            assert_eq!(status, 201, "{body}");
+            let id = body["id"].as_str().expect("id").to_string();
+            let challenge = layout.challenge_mail(&id);
+            let now = Utc::now();
+            let mut vars = Vars::new(now, n);
+            vars.token = challenge.token.clone();
+            vars.challenge_msgid = challenge.message_id.clone();
+            vars.session_code = body["session_code"].as_str().expect("code").to_string();
+            (id, vars)
+        }
+    };
+    let send = |mail: Mail, vars: Vars| async move {
+        let message = prepare(&mail, &vars).build(&vars);
+        let ip: std::net::IpAddr = mail.client_ip.parse().expect("ip");
+        let mut smtp = Smtp::connect(ip, server).await.expect("connect");
+        let rcpt = format!("confirm+{}@verify.example.gouv.fr", vars.token);
+        let reply = send_mail(&mut smtp, &mail.helo, &mail.mail_from, &rcpt, &message)
+            .await
+            .expect("a final reply");
+        smtp.quit().await;
+        (reply, smtp.local)
+    };
+    let reason_for = |local: std::net::SocketAddr| {
+        let events = &events;
+        async move {
+            let evs = events
+                .wait_client(local.ip(), local.port(), Duration::from_secs(3), |evs| {
+                    !evs.is_empty()
+                })
+                .await;
+            evs.last().map(common::e2e::reason_of).unwrap_or_default()
+        }
+    };
+
+    // 1. Dual signature, the token-covering key unreachable: 451, dkim.temperror; the same
+    //    mail once DNS answers again: 250 and confirmed (the 4xx did not burn the token).
+    let dual = Mail::alice().sigs(vec![
+        Sig::gov(),
+        Sig::with(
+            "gov-ed25519",
+            "interieur.gouv.fr",
+            "ed2024",
+            "ed25519-sha256",
+        )
+        .h(&["from", "subject", "date"]),
+    ]);
+    let (id, vars) = claim(900).await;
+    world.dns.servfail("s2024._domainkey.interieur.gouv.fr");
+    let (reply, local) = send(dual.clone(), vars.clone()).await;
+    assert_eq!(reply.code, 451, "{reply}");
+    assert_eq!(reason_for(local).await, "dkim.temperror");
+    assert_eq!(api.show(&id).await["status"], "pending");
+    world.reset_dns();
+    let (reply, _) = send(dual, vars).await;
+    assert_eq!(reply.code, 250, "{reply}");
+    assert_eq!(api.show(&id).await["status"], "confirmed");
+
+    // 2. The code in the Subject only the second aligned signature covers: confirmed.
+    let (id, vars) = claim(901).await;
+    let split = Mail::alice()
+        .set("subject", "Subject: RE: Code {SESSION_CODE}")
+        .body("Oui.\r\n")
+        .sigs(vec![
+            Sig::gov().h(&["from", "to", "date", "references", "in-reply-to"]),
+            Sig::with(
+                "gov-ed25519",
+                "interieur.gouv.fr",
+                "ed2024",
+                "ed25519-sha256",
+            )
+            .h(&["from", "to", "subject", "date"]),
+        ]);
+    let (reply, _) = send(split, vars).await;
+    assert_eq!(reply.code, 250, "{reply}");
+    assert_eq!(api.show(&id).await["status"], "confirmed");
+
+    // 3. A delivery report nested in multipart/mixed: 550 message.report, still pending.
+    let (id, vars) = claim(902).await;
+    let nested = Mail::alice().set("content-type", MIXED).body(&mixed(&[
+        TEXT_CODE,
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=\"b2\"\r\n\r\n--b2\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n--b2--\r\n",
+    ]));
+    let (reply, local) = send(nested, vars).await;
+    assert_eq!(reply.code, 550, "{reply}");
+    assert_eq!(reason_for(local).await, "message.report");
+    assert_eq!(api.show(&id).await["status"], "pending");
+
+    // 4. The replay through the shared relay with the token only where unsigned: 550.
+    let (id, vars) = claim(903).await;
+    let replay = untokened(&[])
+        .via(SHARED.0, SHARED.1)
+        .push("Cc: <confirm+{TOKEN}@verify.example.gouv.fr>");
+    let (reply, local) = send(replay, vars).await;
+    assert_eq!(reply.code, 550, "{reply}");
+    assert_eq!(reason_for(local).await, "binding.token_unsigned");
+    assert_eq!(api.show(&id).await["status"], "pending");
+
+    running.stop().await;
+}
