@@ -15,6 +15,8 @@
 //!   not `*`/`email`, duplicate tags, `x=` expired or not after `t=`, `t=` in the future
 //!   beyond [`CLOCK_SKEW`] → the signature fails;
 //! - `h=` not covering the one From field → `dkim.from_unsigned`.
+//! - `i=` naming another address than From, or a domain outside `d=` → the signature fails
+//!   ([`identity_agrees`]).
 //!
 //! The signed header *instances* are computed here from our strict header split, bottom-up as
 //! RFC 6376 §5.4.2 says (a name listed more often than present signs "absent"). Our split and
@@ -23,7 +25,7 @@
 
 use std::collections::HashSet;
 
-use crate::address::{Domain, ParseOptions};
+use crate::address::{Domain, Mailbox, ParseOptions};
 use crate::config::Alignment;
 use crate::policy::Dkim;
 use crate::verify::headers::HeaderBlock;
@@ -56,6 +58,8 @@ pub struct SigInfo {
     /// `h=` names, lower-case, in order.
     pub h: Vec<String>,
     pub has_l: bool,
+    /// `i=` (the agent or user identifier) as written, whitespace removed.
+    pub i: Option<String>,
     pub t: Option<u64>,
     pub x: Option<u64>,
     /// `b=` with whitespace removed, to match mail-auth's output to this field.
@@ -136,6 +140,7 @@ impl SigInfo {
                 })
                 .unwrap_or_default(),
             has_l: get("l").is_some(),
+            i: get("i").map(strip_ws),
             t: t.flatten(),
             x: x.flatten(),
             b: get("b").map(strip_ws).unwrap_or_default(),
@@ -160,6 +165,47 @@ impl SigInfo {
         }
         taken
     }
+}
+
+/// The `i=` identity agrees with the From address: absent; `@domain` (no user) with the
+/// domain `d=` or below it (RFC 6376 §3.5); or a whole address equal to From. A signer that
+/// names another user than From (the MTA authenticated bob, the From says alice) is an
+/// insider writing as someone else (SPEC §1: every identity names the same address). An
+/// `i=` that does not read as one of these is refused. `=XX` (dkim-quoted-printable) is
+/// decoded first.
+pub fn identity_agrees(sig: &SigInfo, from: &Mailbox, opts: &ParseOptions) -> bool {
+    let Some(raw) = &sig.i else {
+        return true;
+    };
+    let Some(auid) = qp_decode(raw.as_bytes()) else {
+        return false;
+    };
+    match auid.split_first() {
+        // The domain-only form: the leading `@` is the whole local part (empty).
+        Some((b'@', domain)) => match (Domain::parse(domain, opts), &sig.domain) {
+            (Ok(i), Some(d)) => i.is_within(d),
+            _ => false,
+        },
+        _ => Mailbox::parse(&auid, opts).is_ok_and(|m| &m == from),
+    }
+}
+
+/// dkim-quoted-printable (RFC 6376 §2.11): `=XX` is the octet XX. `None` when malformed.
+fn qp_decode(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'=' {
+            let hex = tail.get(..2)?;
+            let text = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(text, 16).ok()?);
+            rest = tail.get(2..)?;
+        } else {
+            out.push(b);
+            rest = tail;
+        }
+    }
+    Some(out)
 }
 
 /// Is `d` aligned with the From domain?
@@ -500,6 +546,31 @@ mod tests {
             sig(&BASE.replace("interieur.gouv.fr", "interieur.gouv.fr'a.evil.example")).domain,
             None
         );
+    }
+
+    #[test]
+    fn identity_rows() {
+        let opts = ParseOptions::default();
+        let alice =
+            Mailbox::parse(b"alice@interieur.gouv.fr", &opts).unwrap_or_else(|e| panic!("{e}"));
+        let rows: &[(&str, bool)] = &[
+            ("", true),
+            ("; i=alice@interieur.gouv.fr", true),
+            ("; i=ALICE@Interieur.Gouv.Fr", true),
+            ("; i=alice=40interieur.gouv.fr", true),
+            ("; i=@interieur.gouv.fr", true),
+            ("; i=@dgsi.interieur.gouv.fr", true),
+            ("; i=bob@interieur.gouv.fr", false),
+            ("; i=@gouv.fr", false),
+            ("; i=@evil.example", false),
+            ("; i=alice@@interieur.gouv.fr", false),
+            ("; i=alice=4", false),
+            ("; i=\"alice\"@interieur.gouv.fr", false),
+        ];
+        for (tag, want) in rows {
+            let s = sig(&format!("{BASE}{tag}"));
+            assert_eq!(identity_agrees(&s, &alice, &opts), *want, "{tag}");
+        }
     }
 
     #[test]

@@ -444,15 +444,18 @@ impl Verifier {
             for sig in &aligned {
                 let key = self.key(sig).await;
                 let signed = sig.signed_fields(block);
-                let status = dkim::judge(
-                    sig,
-                    crypto_of(&results, sig),
-                    &key,
-                    &signed,
-                    from_field,
-                    min_bits,
-                    secs,
-                );
+                let status = match from {
+                    Some(f) if !dkim::identity_agrees(sig, f, &self.opts) => SigStatus::Fail,
+                    _ => dkim::judge(
+                        sig,
+                        crypto_of(&results, sig),
+                        &key,
+                        &signed,
+                        from_field,
+                        min_bits,
+                        secs,
+                    ),
+                };
                 if status == SigStatus::Good {
                     good.push(Selected {
                         info: (*sig).clone(),
