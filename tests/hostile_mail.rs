@@ -520,6 +520,33 @@ async fn dkim_tags_and_key_records() {
             Mail::alice().sigs(vec![Sig::gov().tag("i", "alice@evil.example")]),
             Some(Reason::DkimFail),
         ),
+        // The signer names the user it authenticated: another user than From is an insider
+        // writing as Alice (SPEC §1: every identity names the same address).
+        row(
+            "i= names another user of the ministry",
+            Mail::alice().sigs(vec![Sig::gov().tag("i", "bob@interieur.gouv.fr")]),
+            Some(Reason::DkimFail),
+        ),
+        row(
+            "i= names Alice",
+            Mail::alice().sigs(vec![Sig::gov().tag("i", "Alice@Interieur.gouv.fr")]),
+            None,
+        ),
+        row(
+            "i= names Alice quoted-printable",
+            Mail::alice().sigs(vec![Sig::gov().tag("i", "alice=40interieur.gouv.fr")]),
+            None,
+        ),
+        row(
+            "i= is the domain only",
+            Mail::alice().sigs(vec![Sig::gov().tag("i", "@interieur.gouv.fr")]),
+            None,
+        ),
+        row(
+            "i= is not an address",
+            Mail::alice().sigs(vec![Sig::gov().tag("i", "alice@@interieur.gouv.fr")]),
+            Some(Reason::DkimFail),
+        ),
         row(
             "i= in a sub-domain of d= (allowed by RFC 6376)",
             Mail::alice().sigs(vec![Sig::gov().tag("i", "@dgsi.interieur.gouv.fr")]),
