@@ -1329,6 +1329,21 @@ async fn automatic_and_report_markers() {
             report,
         ),
         row(
+            "text/calendar; method*=''REPLY (RFC 2231)",
+            Mail::alice().set("content-type", "Content-Type: text/calendar; method*=''REPLY"),
+            report,
+        ),
+        row(
+            "Auto-Submitted: comment before the keyword",
+            Mail::alice().push("Auto-Submitted: (manual?) auto-replied"),
+            auto,
+        ),
+        row(
+            "Auto-Submitted: no next to X-Autoreply",
+            Mail::alice().push("Auto-Submitted: no").push("X-Autoreply: yes"),
+            auto,
+        ),
+        row(
             "calendar reply inside multipart/alternative",
             Mail::alice()
                 .set("content-type", "Content-Type: multipart/alternative; boundary=\"b1\"")
