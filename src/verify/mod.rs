@@ -596,12 +596,14 @@ fn crypto_of(results: &[CryptoResult], sig: &SigInfo) -> Crypto {
     found.unwrap_or(Crypto::Fail)
 }
 
-/// RFC 7208 §4.5: a record is an SPF record when it is `v=spf1` alone or followed by a space
-/// (the version is case-insensitive).
+/// A record that is, or that some reader could take for, an SPF record: `v=spf1`
+/// (case-insensitive) alone or followed by anything but a letter or digit. RFC 7208 §4.5
+/// wants a space there; a TAB or CR is counted too, since mail-auth reads those as
+/// separators (such a record then also fails the control-character check).
 fn is_spf_record(txt: &[u8]) -> bool {
     txt.get(..6)
         .is_some_and(|v| v.eq_ignore_ascii_case(b"v=spf1"))
-        && txt.get(6).is_none_or(|b| *b == b' ')
+        && txt.get(6).is_none_or(|b| !b.is_ascii_alphanumeric())
 }
 
 /// A selector must be a plain DNS label sequence: no way to make the key name leave `d=`.
