@@ -1011,6 +1011,12 @@ async fn spf_games() {
             w.dns.replace("interieur.gouv.fr", "TXT", "v=spf1 ip4:127.0.0.25\r-all");
         }),
         row(
+            "a second record with a TAB after the version",
+            Mail::alice(),
+            Some(Reason::SpfPermerror),
+        )
+        .dns(|w| w.dns.add("interieur.gouv.fr", "TXT", "v=spf1\t+all")),
+        row(
             "v=spf10 is not SPF",
             Mail::alice(),
             Some(Reason::SpfNone),
