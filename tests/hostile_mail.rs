@@ -1560,6 +1560,63 @@ async fn dns_faults() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// iprev when required: the PTR or the forward A lookup failing temporarily is a 4xx, a
+/// definite mismatch a 5xx. The client is a documentation address (192.0.2.0/24), used only
+/// as data in DNS queries, never contacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iprev_faults() {
+    let mut world = World::start().await;
+    world.timeout = Duration::from_secs(2);
+    world.policy.require_iprev = true;
+    fn base(w: &World) {
+        w.dns
+            .add("25.2.0.192.in-addr.arpa", "PTR", "out.interieur.gouv.fr");
+        w.dns.add("out.interieur.gouv.fr", "A", "192.0.2.25");
+        w.dns
+            .replace("interieur.gouv.fr", "TXT", "v=spf1 ip4:192.0.2.25 -all");
+    }
+    let mail = || Mail::alice().via("192.0.2.25", "out.interieur.gouv.fr");
+    let rows = vec![
+        row("forward-confirmed", mail(), None).dns(base),
+        row("forward A SERVFAIL", mail(), Some(Reason::DnsTemperror)).dns(|w| {
+            base(w);
+            w.dns.servfail("out.interieur.gouv.fr");
+        }),
+        row(
+            "forward A never answered",
+            mail(),
+            Some(Reason::DnsTemperror),
+        )
+        .dns(|w| {
+            base(w);
+            w.dns.remove("out.interieur.gouv.fr", "A");
+            w.dns.timeout("out.interieur.gouv.fr");
+        }),
+        row("PTR never answered", mail(), Some(Reason::DnsTemperror)).dns(|w| {
+            base(w);
+            w.dns.remove("25.2.0.192.in-addr.arpa", "PTR");
+            w.dns.timeout("25.2.0.192.in-addr.arpa");
+        }),
+        row(
+            "PTR never answered, SPF fails (certain 5xx)",
+            mail(),
+            Some(Reason::SpfFail),
+        )
+        .dns(|w| {
+            base(w);
+            w.dns.replace("interieur.gouv.fr", "TXT", "v=spf1 -all");
+            w.dns.remove("25.2.0.192.in-addr.arpa", "PTR");
+            w.dns.timeout("25.2.0.192.in-addr.arpa");
+        }),
+        row("forward A elsewhere", mail(), Some(Reason::IprevFail)).dns(|w| {
+            base(w);
+            w.dns.replace("out.interieur.gouv.fr", "A", "192.0.2.26");
+        }),
+    ];
+    table(&world, rows).await;
+    world.reset_dns();
+}
+
 /// Two good aligned signatures that each prove part of the binding: the one that proves all
 /// of it decides (the first one's gaps are not a refusal when the second has none).
 #[tokio::test]
