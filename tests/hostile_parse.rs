@@ -570,3 +570,597 @@ async fn every_door_reads_every_hostile_address_the_same() {
     assert!(rows.len() > 1000, "{} rows", rows.len());
     w.running.stop_now().await;
 }
+
+// ------------------------------------------------------------------------------- From header
+
+/// Pieces of hostile From values: display-name words, separators, address shapes, trailers.
+const DISPLAY: &[&str] = &[
+    "",
+    "Alice",
+    "Alice Martin",
+    "\"Alice\"",
+    "\"Martin, Alice\"",
+    "\"a\\\"b\"",
+    "\"a\\\\\"",
+    "\"\\\\\"",
+    "\"\"",
+    "\"<x>\"",
+    "\"a;b\"",
+    "\"a:b\"",
+    "\"(x)\"",
+    "\"=?x?=\"",
+    "\"a\\",
+    "\\\"a",
+    "a.b",
+    "O'Neil",
+    "#$&",
+    "{x}",
+    "a|b",
+    "~",
+    "`",
+    "=",
+    "?",
+    "/",
+    "*",
+    "a\\b",
+    "=?utf-8?q?A?=",
+    "=?utf-8?b?QQ==?=",
+    "=?UTF-8?Q?Am=C3=A9lie?=",
+    "=?utf-8?q?=3Cevil=3E?=",
+    "=?utf-8?q?a=2Cb?=",
+    "=?utf-8?q?=22?=",
+    "=?utf-8?q?=5C?=",
+    "=?utf-8?q?=3A=3B?=",
+    "=?utf-8?q?a?=\"b\"",
+    "\"a\"=?utf-8?q?b?=",
+    "=?utf-8?q?a?==?utf-8?q?b?=",
+    "=?utf-8?q?a?= =?utf-8?q?b?=",
+    "=?utf-8?q?=E2=80=AE?=",
+    "=?utf-8?q?=E2=80=8B?=",
+    "=?utf-8?q?=EF=BC=A0?=",
+    "=?utf-8?q?=EF=B9=AB?=",
+    "=?utf-8?b?77yg?=",
+    "=?iso-8859-1?q?=40?=",
+    "=?utf-8?q?=C0=80?=",
+    "=?utf-8?q?a?",
+    "=?utf-8??a?=",
+    "=??q?a?=",
+    "=?utf-8*fr?q?a?=",
+];
+const SEPARATORS: &[&str] = &["", " ", "\t", "\r\n ", "\r\n\t", "  ", " \r\n "];
+const SHAPES: &[&str] = &[
+    "<alice@interieur.gouv.fr>",
+    "alice@interieur.gouv.fr",
+    "<Alice@Interieur.Gouv.Fr>",
+    "<alice#x@interieur.gouv.fr>",
+    "<a/b@interieur.gouv.fr>",
+    "<a=b@interieur.gouv.fr>",
+    "<a?b@interieur.gouv.fr>",
+    "<a|b@interieur.gouv.fr>",
+    "<a~b@interieur.gouv.fr>",
+    "<a*b@interieur.gouv.fr>",
+    "<a^b@interieur.gouv.fr>",
+    "<a$b@interieur.gouv.fr>",
+    "<a&b@interieur.gouv.fr>",
+];
+const TRAILERS: &[&str] = &[
+    "",
+    " ",
+    "\r\n ",
+    "\t",
+    " (c)",
+    ",",
+    ";",
+    ":",
+    " <attacker@evil.example>",
+    ", attacker@evil.example",
+    ">",
+    "\"",
+    "\\",
+];
+
+/// The hostile From values: every display × separator × shape × trailer, plus a leading space
+/// or fold.
+fn hostile_from_values() -> Vec<String> {
+    let mut out = Vec::new();
+    for d in DISPLAY {
+        for sep in SEPARATORS {
+            for shape in SHAPES {
+                for t in TRAILERS {
+                    for lead in ["", " ", "\r\n "] {
+                        if d.is_empty() && !sep.is_empty() {
+                            continue;
+                        }
+                        out.push(format!("{lead}{d}{sep}{shape}{t}"));
+                    }
+                }
+            }
+        }
+    }
+    // Groups, routes, several addresses, quoted-pair `@`, comments in every place.
+    for v in [
+        "x:;",
+        "x: alice@interieur.gouv.fr;",
+        "x:<alice@interieur.gouv.fr>;",
+        "undisclosed-recipients:;",
+        "<>",
+        "Alice <>",
+        "<><alice@interieur.gouv.fr>",
+        "<alice@interieur.gouv.fr><>",
+        "<<>alice@interieur.gouv.fr>",
+        "\"alice\\@interieur.gouv.fr\" <attacker@evil.example>",
+        "alice\\@interieur.gouv.fr <attacker@evil.example>",
+        "(alice@interieur.gouv.fr) <attacker@evil.example>",
+        "<alice@interieur.gouv.fr> (attacker@evil.example)",
+        "<attacker@evil.example> alice@interieur.gouv.fr",
+        "alice@interieur.gouv.fr <attacker@evil.example>",
+        "<@evil.example:alice@interieur.gouv.fr>",
+        "<alice@interieur.gouv.fr>\r\n",
+        "\r\n<alice@interieur.gouv.fr>",
+        "Alice\r\n\r\n <alice@interieur.gouv.fr>",
+        "Alice \r\n<alice@interieur.gouv.fr>",
+        "Alice\r\n<alice@interieur.gouv.fr>",
+        "<alice@interieur.gouv.fr\r\n >",
+        "<alice\r\n @interieur.gouv.fr>",
+        "<\r\n alice@interieur.gouv.fr>",
+        "Alice <alice@interieur.gouv.fr>\r\n attacker@evil.example",
+        "=?utf-8?q?alice=40interieur=2Egouv=2Efr?= <attacker@evil.example>",
+        "=?utf-8?b?YWxpY2VAaW50ZXJpZXVyLmdvdXYuZnI=?= <attacker@evil.example>",
+        "=?utf-8?q?=3Calice=40interieur.gouv.fr=3E?= <attacker@evil.example>",
+        "=?utf-8?q?x=0D=0ABcc=3A_a?= <alice@interieur.gouv.fr>",
+        "=?utf-8?q?=22?= <alice@interieur.gouv.fr>",
+        "\"=?utf-8?q?alice=40x?=\" <alice@interieur.gouv.fr>",
+        "=?utf-8?q?alice?=@interieur.gouv.fr",
+        "<=?utf-8?q?alice?=@interieur.gouv.fr>",
+    ] {
+        out.push(v.to_string());
+    }
+    out
+}
+
+/// What Python's `email` package reads in each value: `parseaddr`, `getaddresses` and
+/// `headerregistry` (policy.default), as lists of address specs. `None` when python3 is
+/// absent (the Rust-side checks still run).
+fn python_reads(values: &[String]) -> Option<Vec<[Vec<String>; 3]>> {
+    const SCRIPT: &str = r#"
+import sys, json, email, email.utils as u, email.policy as p
+out = []
+for v in json.load(sys.stdin):
+    a = [u.parseaddr(v)[1]]
+    b = [x[1] for x in u.getaddresses([v])]
+    try:
+        m = email.message_from_bytes(b"From: " + v.encode() + b"\r\n\r\n", policy=p.default)
+        c = [x.addr_spec for x in m["From"].addresses]
+    except Exception as e:
+        c = ["<error %s>" % type(e).__name__]
+    out.append([a, b, c])
+json.dump(out, sys.stdout)
+"#;
+    let mut child = match Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("python3 not available ({e}): Python differential not run");
+            return None;
+        }
+    };
+    let input = serde_json::to_vec(values).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("python3 output");
+    writer.join().unwrap().expect("write to python3");
+    assert!(out.status.success(), "python3 failed");
+    Some(serde_json::from_slice(&out.stdout).expect("python3 JSON"))
+}
+
+/// Every hostile From value we accept reads, to Python's three readers and to mail-parser, as
+/// exactly one address: ours. Display names never carry an `@` (raw, quoted-pair or decoded,
+/// look-alikes included).
+#[test]
+fn accepted_from_values_read_the_same_everywhere() {
+    let opts = ParseOptions {
+        local_part_extra_chars: gatekeeper::address::LOCAL_EXTRA_ALLOWED.into(),
+        allow_idna: false,
+    };
+    let values = hostile_from_values();
+    let accepted: Vec<(String, String)> = values
+        .iter()
+        .filter_map(|v| {
+            Mailbox::parse_header(v.as_bytes(), &opts)
+                .ok()
+                .map(|m| (v.clone(), m.to_string()))
+        })
+        .collect();
+    eprintln!(
+        "hostile From values: {} tried, {} accepted",
+        values.len(),
+        accepted.len()
+    );
+    assert!(values.len() > 30_000 && !accepted.is_empty());
+    for (v, ours) in &accepted {
+        // mail-parser (the verifier's own MIME reader) reads the same single address.
+        let raw = format!("From:{v}\r\n\r\n");
+        let msg = mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .expect("mail-parser parses");
+        let theirs: Vec<String> = match msg.from() {
+            Some(mail_parser::Address::List(l)) => l
+                .iter()
+                .map(|a| a.address.as_deref().unwrap_or("").to_ascii_lowercase())
+                .collect(),
+            other => panic!("mail-parser read {other:?} in {v:?}"),
+        };
+        assert_eq!(theirs, vec![ours.clone()], "mail-parser on From:{v:?}");
+    }
+    let just_values: Vec<String> = accepted.iter().map(|(v, _)| v.clone()).collect();
+    if let Some(reads) = python_reads(&just_values) {
+        for ((v, ours), read) in accepted.iter().zip(reads) {
+            for (which, list) in ["parseaddr", "getaddresses", "headerregistry"]
+                .iter()
+                .zip(read)
+            {
+                let lower: Vec<String> = list.iter().map(|a| a.to_ascii_lowercase()).collect();
+                assert_eq!(
+                    lower,
+                    vec![ours.clone()],
+                    "Python {which} reads another address in From:{v:?}"
+                );
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------- SMTP dialogue
+
+/// One session's transcript: the reply codes in order and the refusal reasons of its events.
+struct Dialogue {
+    codes: Vec<u16>,
+    reasons: Vec<String>,
+    all_events: Vec<Value>,
+}
+
+/// Connect from `src`, write each chunk (a pause between chunks so the server reads them
+/// separately), then read every reply until the server closes (bounded). SPEC I4 is checked
+/// on every session: one audit event per 4xx/5xx reply, its reply code from the reason table,
+/// in order.
+async fn dialogue(w: &World, src: IpAddr, chunks: &[Vec<u8>]) -> Dialogue {
+    let mut s = Smtp::connect(src, w.smtp).await.expect("connect");
+    for (i, c) in chunks.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        if s.write(c).await.is_err() {
+            break;
+        }
+    }
+    s.wait_closed(Duration::from_secs(20)).await;
+    assert!(s.closed, "the session did not end");
+    let codes: Vec<u16> = s.replies.iter().map(|r| r.code).collect();
+    let refusals = s.refusals();
+    let evs = w
+        .events
+        .wait_client(s.local.ip(), s.local.port(), Duration::from_secs(5), |evs| {
+            evs.iter().filter(|e| e2e::is_refusal(e)).count() >= refusals
+        })
+        .await;
+    // Give a stray extra event the time to show up.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let evs_now = w.events.of_client(s.local.ip(), s.local.port());
+    assert_eq!(evs.len(), evs_now.len(), "late events");
+    let refusal_events: Vec<&Value> = evs.iter().filter(|e| e2e::is_refusal(e)).collect();
+    let reasons: Vec<String> = refusal_events.iter().map(|e| e2e::reason_of(e)).collect();
+    let refusal_codes: Vec<u16> = s
+        .replies
+        .iter()
+        .filter(|r| r.is_refusal())
+        .map(|r| r.code)
+        .collect();
+    let event_codes: Vec<u16> = refusal_events
+        .iter()
+        .map(|e| e["event"]["code"].as_str().unwrap_or("0").parse().unwrap())
+        .collect();
+    assert_eq!(
+        refusal_codes, event_codes,
+        "one audit event per refusal, same code (reasons {reasons:?}, replies {codes:?})"
+    );
+    for r in &reasons {
+        let code = r.parse::<gatekeeper::reason::Reason>().unwrap().reply().code;
+        assert!(event_codes.contains(&code), "{r} with codes {event_codes:?}");
+    }
+    Dialogue {
+        codes,
+        reasons,
+        all_events: evs,
+    }
+}
+
+fn b(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+/// A challenge for alice, and its token (read from the challenge mail in the outbox).
+async fn token(w: &World) -> String {
+    let (status, body) = w.api.claim(BASE).await;
+    assert_eq!(status, 201, "{body}");
+    w.layout
+        .challenge_mail(body["id"].as_str().unwrap())
+        .token
+}
+
+const MESSAGE: &str = "From: Alice <alice@interieur.gouv.fr>\r\nTo: x@verify.example.gouv.fr\r\nSubject: hello\r\n\r\nbody\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_dialogues_over_the_real_daemon() {
+    let w = world().await;
+    let tok = token(&w).await;
+    let rcpt = format!("confirm+{tok}@verify.example.gouv.fr");
+    let src: IpAddr = "127.0.0.1".parse().unwrap();
+    let head = format!("EHLO client.example\r\nMAIL FROM:<{BASE}>\r\nRCPT TO:<{rcpt}>\r\n");
+    let delivered = |d: &Dialogue| {
+        d.all_events
+            .iter()
+            .filter(|e| {
+                e["event"]["action"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("confirmation-"))
+                    && e["email"]["from"].is_object()
+            })
+            .count()
+    };
+    let mut cases = 0;
+
+    // 1. The token in upper case is the same recipient (canonical lower case); a trailing
+    //    root dot, quotes, a route or a parameter are not.
+    let upper = rcpt.to_ascii_uppercase();
+    let d = dialogue(&w, src, &[b(&format!("EHLO c.example\r\nMAIL FROM:<{BASE}>\r\nRCPT TO:<{upper}>\r\nQUIT\r\n"))]).await;
+    assert_eq!(d.codes, [220, 250, 250, 250, 221], "upper-case token");
+    cases += 1;
+    for bad in [
+        format!("<{rcpt}.>"),
+        format!("<\"confirm+{tok}\"@verify.example.gouv.fr>"),
+        format!("<@relay.gouv.fr:{rcpt}>"),
+        format!("<{rcpt}> NOTIFY=NEVER"),
+        format!(" <{rcpt}>"),
+        format!("<{rcpt}"),
+        format!("{rcpt}"),
+        format!("<confirm+{tok}@VERIFY.example.gouv.fr.>"),
+        format!("<confirm+{tok}@verify.example.gouv.fr@evil.example>"),
+        format!("<confirm+{tok}%evil.example@verify.example.gouv.fr>"),
+        format!("<confirm+{tok}\u{ff20}verify.example.gouv.fr>"),
+        format!("<confirm+{}@verify.example.gouv.fr>", &tok[..tok.len() - 1]),
+        format!("<Confirm+{tok}+x@verify.example.gouv.fr>"),
+    ] {
+        let d = dialogue(&w, src, &[b(&format!("EHLO c.example\r\nMAIL FROM:<{BASE}>\r\nRCPT TO:{bad}\r\nQUIT\r\n"))]).await;
+        assert_eq!(d.codes, [220, 250, 250, 550, 221], "RCPT TO:{bad}");
+        assert!(
+            d.reasons == ["rcpt.unknown"] || d.reasons == ["token.unknown"],
+            "RCPT TO:{bad}: {:?}",
+            d.reasons
+        );
+        cases += 1;
+    }
+
+    // 2. The end of data split across reads at every position; the whole transaction in one
+    //    write with QUIT pipelined after the final dot (RFC 2920): exactly one verdict each.
+    let payload = format!("{head}DATA\r\n{MESSAGE}.\r\nQUIT\r\n");
+    let end = payload.find("\r\n.\r\n").unwrap();
+    let mut verdict_code = None;
+    for cut in end..=end + 5 {
+        let d = dialogue(&w, src, &[b(&payload[..cut]), b(&payload[cut..])]).await;
+        assert_eq!(d.codes.len(), 7, "cut at {cut}: {:?}", d.codes);
+        assert_eq!(&d.codes[..5], &[220, 250, 250, 250, 354], "cut at {cut}");
+        assert_eq!(d.codes[6], 221, "cut at {cut}");
+        assert!(
+            verdict_code.is_none_or(|c| c == d.codes[5]),
+            "same verdict whatever the split"
+        );
+        verdict_code = Some(d.codes[5]);
+        assert_eq!(delivered(&d), 1, "one verdict, cut at {cut}");
+        cases += 1;
+    }
+    // The same bytes split at every byte of the command part (one write per octet).
+    let commands = format!("{head}QUIT\r\n");
+    let d = dialogue(
+        &w,
+        src,
+        &commands.bytes().map(|c| vec![c]).collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(d.codes, [220, 250, 250, 250, 221], "octet by octet");
+    cases += 1;
+
+    // 3. Smuggling: ends that are not the end, with a second transaction hidden behind them.
+    //    Never a second transaction; one refusal for the whole message.
+    let hidden = format!("MAIL FROM:<{BASE}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n{MESSAGE}");
+    for (fake_end, reason) in [
+        ("\n.\n", "smtp.bare_lf"),
+        ("\n.\r\n", "smtp.bare_lf"),
+        ("\r.\r\n", "smtp.bare_cr"),
+        ("\r\n.\n", "smtp.bare_lf"),
+        ("\r\n\0.\r\n", "smtp.nul"),
+        ("\r\n.\r\r\n", "smtp.bare_cr"),
+    ] {
+        let raw = format!("{head}DATA\r\n{}{fake_end}{hidden}.\r\nQUIT\r\n", MESSAGE.trim_end());
+        let d = dialogue(&w, src, &[b(&raw)]).await;
+        let code = reason.parse::<gatekeeper::reason::Reason>().unwrap().reply().code;
+        assert_eq!(d.codes, [220, 250, 250, 250, 354, code, 221], "{fake_end:?}");
+        assert_eq!(d.reasons, [reason], "{fake_end:?}");
+        assert_eq!(delivered(&d), 0, "{fake_end:?}");
+        cases += 1;
+    }
+    // NUL in a header and NUL in the body: both smtp.nul.
+    for msg in [
+        "From: Alice <alice@interieur.gouv.fr>\r\nSubject: a\0b\r\n\r\nbody\r\n",
+        "From: Alice <alice@interieur.gouv.fr>\r\nSubject: ab\r\n\r\nbo\0dy\r\n",
+    ] {
+        let d = dialogue(&w, src, &[b(&format!("{head}DATA\r\n{msg}.\r\nQUIT\r\n"))]).await;
+        let code = gatekeeper::reason::Reason::SmtpNul.reply().code;
+        assert_eq!(d.codes, [220, 250, 250, 250, 354, code, 221]);
+        assert_eq!(d.reasons, ["smtp.nul"]);
+        cases += 1;
+    }
+    // "QUIT" and "MAIL FROM" as text inside the data are data.
+    let msg = format!("{MESSAGE}QUIT\r\nMAIL FROM:<attacker@evil.example>\r\n.QUIT\r\n");
+    let d = dialogue(&w, src, &[b(&format!("{head}DATA\r\n{msg}.\r\nNOOP\r\nQUIT\r\n"))]).await;
+    assert_eq!(d.codes.len(), 8, "{:?}", d.codes);
+    assert_eq!(&d.codes[..5], &[220, 250, 250, 250, 354]);
+    assert_eq!(&d.codes[6..], &[250, 221]);
+    assert_eq!(delivered(&d), 1);
+    cases += 1;
+
+    // 4. Size: exactly smtp.max_message_bytes (2 MiB by default) of unstuffed message, with
+    //    dot-stuffed lines, passes the size check; one octet more is message.too_large.
+    let max = 2 * 1024 * 1024;
+    for extra in [0usize, 1] {
+        let mut msg = MESSAGE.as_bytes().to_vec();
+        // Lines of 100 octets starting with a dot (sent as ".." + 97 + CRLF).
+        let line = format!(".{}\r\n", "d".repeat(97));
+        while msg.len() + line.len() <= max {
+            msg.extend_from_slice(line.as_bytes());
+        }
+        let fill = max - msg.len() + extra;
+        if fill >= 3 {
+            msg.extend_from_slice(format!("{}\r\n", "e".repeat(fill - 2)).as_bytes());
+        } else {
+            panic!("test arithmetic: fill {fill}");
+        }
+        assert_eq!(msg.len(), max + extra);
+        let mut raw = b(&format!("{head}DATA\r\n"));
+        raw.extend_from_slice(&e2e::data_payload(&msg));
+        raw.extend_from_slice(b"QUIT\r\n");
+        let d = dialogue(&w, src, &[raw]).await;
+        assert_eq!(d.codes.len(), 7, "{:?}", d.codes);
+        if extra == 0 {
+            assert!(
+                !d.reasons.iter().any(|r| r == "message.too_large"),
+                "exactly max: {:?}",
+                d.reasons
+            );
+            assert_eq!(delivered(&d), 1);
+        } else {
+            assert_eq!(d.reasons, ["message.too_large"]);
+            assert_eq!(d.codes[5], 552);
+        }
+        cases += 1;
+    }
+
+    // 5. Command-level edge cases, each its own session: (input, reply codes, reasons).
+    let long_helo = "h".repeat(600);
+    let mid_helo = "h".repeat(300);
+    let table: Vec<(Vec<u8>, Vec<u16>, Vec<&str>)> = vec![
+        (
+            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}> SIZE=999999999999999999999\r\nQUIT\r\n")),
+            vec![220, 250, 553, 221],
+            vec!["envelope.syntax"],
+        ),
+        (
+            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}> SIZE=99999999999999999999\r\nQUIT\r\n")),
+            vec![220, 250, 552, 221],
+            vec!["message.too_large"],
+        ),
+        (
+            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}> SIZE=1 SIZE=2\r\nQUIT\r\n")),
+            vec![220, 250, 553, 221],
+            vec!["envelope.syntax"],
+        ),
+        (
+            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}> BODY=BINARYMIME\r\nQUIT\r\n")),
+            vec![220, 250, 553, 221],
+            vec!["envelope.syntax"],
+        ),
+        (
+            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}> SMTPUTF8\r\nQUIT\r\n")),
+            vec![220, 250, 553, 221],
+            vec!["envelope.syntax"],
+        ),
+        (
+            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}>\r\nMAIL FROM:<{BASE}>\r\nQUIT\r\n")),
+            vec![220, 250, 250, 503, 221],
+            vec!["smtp.bad_sequence"],
+        ),
+        (
+            b(&format!("EHLO c\r\nMAIL FROM: <{BASE}>\r\nQUIT\r\n")),
+            vec![220, 250, 553, 221],
+            vec!["envelope.syntax"],
+        ),
+        (
+            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}>\tSIZE=1\r\nQUIT\r\n")),
+            vec![220, 250, 553, 221],
+            vec!["envelope.syntax"],
+        ),
+        (
+            b("EHLO c\r\nMAIL FROM:<>\r\nQUIT\r\n"),
+            vec![220, 250, 550, 221],
+            vec!["envelope.null_sender"],
+        ),
+        (
+            b(&format!("HELO c\r\nEHLO c\r\nMAIL FROM:<{BASE}>\r\nRCPT TO:<{rcpt}>\r\nRSET\r\nQUIT\r\n")),
+            vec![220, 250, 250, 250, 250, 250, 221],
+            vec![],
+        ),
+        (
+            b(&format!("MAIL FROM:<{BASE}>\r\nQUIT\r\n")),
+            vec![220, 503, 221],
+            vec!["smtp.bad_sequence"],
+        ),
+        (
+            b(&format!("EHLO {long_helo}\r\nQUIT\r\n")),
+            vec![220, 500, 221],
+            vec!["smtp.line_too_long"],
+        ),
+        (
+            b(&format!("EHLO {mid_helo}\r\nQUIT\r\n")),
+            vec![220, 501, 221],
+            vec!["smtp.syntax"],
+        ),
+        (
+            [&b"EHLO c\xe9.example\r\n"[..], b"QUIT\r\n"].concat(),
+            vec![220, 501, 221],
+            vec!["smtp.syntax"],
+        ),
+        (
+            [&b"EHLO c\r\nMAIL FROM:<al\xc3\xa9@interieur.gouv.fr>\r\n"[..], b"QUIT\r\n"].concat(),
+            vec![220, 250, 553, 221],
+            vec!["envelope.syntax"],
+        ),
+        (
+            [&b"\xff\xfe\r\n"[..], b"QUIT\r\n"].concat(),
+            vec![220, 500, 221],
+            vec!["smtp.unknown_command"],
+        ),
+        (
+            b("EHLO c\r\nSTARTTLS\r\nQUIT\r\n"),
+            vec![220, 250, 500, 221],
+            vec!["smtp.unknown_command"],
+        ),
+        (
+            b("EHLO c\r\nBDAT 10 LAST\r\nQUIT\r\n"),
+            vec![220, 250, 500, 221],
+            vec!["smtp.unknown_command"],
+        ),
+        (
+            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}>\nRCPT TO:<{rcpt}>\r\nQUIT\r\n")),
+            vec![220, 250, 554, 221],
+            vec!["smtp.bare_lf"],
+        ),
+        (
+            b("EHLO c\r\nQUIT \r\nQUIT\r\n"),
+            vec![220, 250, 501, 221],
+            vec!["smtp.syntax"],
+        ),
+    ];
+    for (input, codes, reasons) in &table {
+        // Early talker: every one of these is written before the greeting is read.
+        let d = dialogue(&w, src, std::slice::from_ref(input)).await;
+        assert_eq!(&d.codes, codes, "{}", show(input));
+        assert_eq!(&d.reasons, reasons, "{}", show(input));
+        cases += 1;
+    }
+    eprintln!("hostile dialogues: {cases} sessions");
+    w.running.stop_now().await;
+}
