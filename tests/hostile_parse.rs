@@ -1164,3 +1164,77 @@ async fn hostile_dialogues_over_the_real_daemon() {
     eprintln!("hostile dialogues: {cases} sessions");
     w.running.stop_now().await;
 }
+
+/// A claim body that JSON readers could read differently is refused, never interpreted:
+/// repeated keys (serde_json keeps the last, others the first), escaped spellings of the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_claim_bodies_are_refused() {
+    let w = world().await;
+    let token = std::fs::read_to_string(&w.layout.token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let rows: &[(&str, u16, &str)] = &[
+        (r#"{"address":"alice@interieur.gouv.fr"}"#, 201, ""),
+        (r#"{"addr\u0065ss":"alice@interieur.gouv.fr"}"#, 201, ""),
+        (
+            r#"{"address":"alice@interieur.gouv.fr","address":"attacker@evil.example"}"#,
+            400,
+            "api.bad_request",
+        ),
+        (
+            r#"{"address":"attacker@evil.example","address":"alice@interieur.gouv.fr"}"#,
+            400,
+            "api.bad_request",
+        ),
+        (
+            r#"{"address":"alice@interieur.gouv.fr","addr\u0065ss":"bob@interieur.gouv.fr"}"#,
+            400,
+            "api.bad_request",
+        ),
+        (
+            r#"{"address":"alice@interieur.gouv.fr","x":1}"#,
+            400,
+            "api.bad_request",
+        ),
+        (r#"["alice@interieur.gouv.fr"]"#, 400, "api.bad_request"),
+        (r#"{"address":["alice@interieur.gouv.fr"]}"#, 400, "api.bad_request"),
+        (r#"{"address":null}"#, 400, "api.bad_request"),
+        (r#"{}"#, 400, "api.bad_request"),
+        (r#"{"address":"alice@interieur.gouv.fr\ud800"}"#, 400, "api.bad_request"),
+        (
+            r#"{"address":"alice\u0040interieur.gouv.fr"}"#,
+            201,
+            "",
+        ),
+        (
+            r#"{"address":"alice\uff20interieur.gouv.fr"}"#,
+            422,
+            "envelope.syntax",
+        ),
+    ];
+    for (body, status, error) in rows {
+        let r = client
+            .post(format!("http://{}/v1/challenges", w.running.api_addr))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let got = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(got, *status, "{body}: {v}");
+        if *status == 201 {
+            assert_eq!(v["address"], BASE, "{body}: {v}");
+        } else {
+            assert_eq!(v["error"], *error, "{body}: {v}");
+        }
+    }
+    w.running.stop_now().await;
+}
