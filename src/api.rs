@@ -346,7 +346,10 @@ impl<'de> serde::Deserialize<'de> for Claim {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an object {\"address\": \"...\"}")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Claim, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Claim, A::Error> {
                 use serde::de::Error;
                 let mut address: Option<String> = None;
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
@@ -355,7 +358,9 @@ impl<'de> serde::Deserialize<'de> for Claim {
                     }
                     address = Some(map.next_value::<String>()?);
                 }
-                address.map(Claim).ok_or_else(|| A::Error::custom("no address"))
+                address
+                    .map(Claim)
+                    .ok_or_else(|| A::Error::custom("no address"))
             }
         }
         d.deserialize_map(Visitor)

@@ -63,10 +63,10 @@ const DOT_LIKES: &[char] = &[
 ];
 /// Invisible or direction-changing code points.
 const INVISIBLES: &[char] = &[
-    '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{00AD}', '\u{034F}',
-    '\u{180E}', '\u{200E}', '\u{200F}', '\u{061C}', '\u{202A}', '\u{202B}', '\u{202C}',
-    '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{00A0}',
-    '\u{2000}', '\u{3000}', '\u{0085}', '\u{2028}', '\u{2029}',
+    '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{00AD}', '\u{034F}', '\u{180E}',
+    '\u{200E}', '\u{200F}', '\u{061C}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}',
+    '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{00A0}', '\u{2000}', '\u{3000}', '\u{0085}',
+    '\u{2028}', '\u{2029}',
 ];
 /// Invalid UTF-8 (overlong `@`, `.`, NUL, surrogates, lone bytes).
 const BAD_UTF8: &[&[u8]] = &[
@@ -244,10 +244,16 @@ fn hostile_addresses() -> Vec<(&'static str, Vec<u8>)> {
     }
     // Length boundaries: 63/64 labels, 64/65 local, 253/254 domain, 254/255 whole.
     for n in [63, 64] {
-        add("label_length", format!("alice@{}.gouv.fr", label(n)).into_bytes());
+        add(
+            "label_length",
+            format!("alice@{}.gouv.fr", label(n)).into_bytes(),
+        );
     }
     for n in [64, 65] {
-        add("local_length", format!("{}@interieur.gouv.fr", label(n)).into_bytes());
+        add(
+            "local_length",
+            format!("{}@interieur.gouv.fr", label(n)).into_bytes(),
+        );
     }
     for total in [253usize, 254] {
         // labels of 63 + dots + "gouv.fr" tail
@@ -299,7 +305,10 @@ enum Verdict {
 fn oracle(input: &[u8], policy: &DomainPolicy) -> Verdict {
     match Mailbox::parse(input, &ParseOptions::default()) {
         // Our own confirmation domain is never a sender nor a claim (a loop to ourselves).
-        Ok(m) if m.domain().is_within(&common::domain("verify.example.gouv.fr")) => {
+        Ok(m)
+            if m.domain()
+                .is_within(&common::domain("verify.example.gouv.fr")) =>
+        {
             Verdict::No("domain.not_allowed".into(), None)
         }
         Ok(m) => match policy.check(m.domain()) {
@@ -312,7 +321,11 @@ fn oracle(input: &[u8], policy: &DomainPolicy) -> Verdict {
 
 fn show(input: &[u8]) -> String {
     let cut = input.get(..160).unwrap_or(input);
-    format!("{:?} ({} octets)", String::from_utf8_lossy(cut), input.len())
+    format!(
+        "{:?} ({} octets)",
+        String::from_utf8_lossy(cut),
+        input.len()
+    )
 }
 
 /// `gatekeeper check-address -c CONFIG ARG` with `stdin`.
@@ -844,9 +857,12 @@ async fn dialogue(w: &World, src: IpAddr, chunks: &[Vec<u8>]) -> Dialogue {
     let refusals = s.refusals();
     let evs = w
         .events
-        .wait_client(s.local.ip(), s.local.port(), Duration::from_secs(5), |evs| {
-            evs.iter().filter(|e| e2e::is_refusal(e)).count() >= refusals
-        })
+        .wait_client(
+            s.local.ip(),
+            s.local.port(),
+            Duration::from_secs(5),
+            |evs| evs.iter().filter(|e| e2e::is_refusal(e)).count() >= refusals,
+        )
         .await;
     // Give a stray extra event the time to show up.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -869,8 +885,15 @@ async fn dialogue(w: &World, src: IpAddr, chunks: &[Vec<u8>]) -> Dialogue {
         "one audit event per refusal, same code (reasons {reasons:?}, replies {codes:?})"
     );
     for r in &reasons {
-        let code = r.parse::<gatekeeper::reason::Reason>().unwrap().reply().code;
-        assert!(event_codes.contains(&code), "{r} with codes {event_codes:?}");
+        let code = r
+            .parse::<gatekeeper::reason::Reason>()
+            .unwrap()
+            .reply()
+            .code;
+        assert!(
+            event_codes.contains(&code),
+            "{r} with codes {event_codes:?}"
+        );
     }
     Dialogue {
         codes,
@@ -887,9 +910,7 @@ fn b(s: &str) -> Vec<u8> {
 async fn token(w: &World) -> String {
     let (status, body) = w.api.claim(BASE).await;
     assert_eq!(status, 201, "{body}");
-    w.layout
-        .challenge_mail(body["id"].as_str().unwrap())
-        .token
+    w.layout.challenge_mail(body["id"].as_str().unwrap()).token
 }
 
 const MESSAGE: &str = "From: Alice <alice@interieur.gouv.fr>\r\nTo: x@verify.example.gouv.fr\r\nSubject: hello\r\n\r\nbody\r\n";
@@ -917,7 +938,14 @@ async fn hostile_dialogues_over_the_real_daemon() {
     // 1. The token in upper case is the same recipient (canonical lower case); a trailing
     //    root dot, quotes, a route or a parameter are not.
     let upper = rcpt.to_ascii_uppercase();
-    let d = dialogue(&w, src, &[b(&format!("EHLO c.example\r\nMAIL FROM:<{BASE}>\r\nRCPT TO:<{upper}>\r\nQUIT\r\n"))]).await;
+    let d = dialogue(
+        &w,
+        src,
+        &[b(&format!(
+            "EHLO c.example\r\nMAIL FROM:<{BASE}>\r\nRCPT TO:<{upper}>\r\nQUIT\r\n"
+        ))],
+    )
+    .await;
     assert_eq!(d.codes, [220, 250, 250, 250, 221], "upper-case token");
     cases += 1;
     for bad in [
@@ -927,7 +955,7 @@ async fn hostile_dialogues_over_the_real_daemon() {
         format!("<{rcpt}> NOTIFY=NEVER"),
         format!(" <{rcpt}>"),
         format!("<{rcpt}"),
-        format!("{rcpt}"),
+        rcpt.clone(),
         format!("<confirm+{tok}@VERIFY.example.gouv.fr.>"),
         format!("<confirm+{tok}@verify.example.gouv.fr@evil.example>"),
         format!("<confirm+{tok}%evil.example@verify.example.gouv.fr>"),
@@ -935,7 +963,14 @@ async fn hostile_dialogues_over_the_real_daemon() {
         format!("<confirm+{}@verify.example.gouv.fr>", &tok[..tok.len() - 1]),
         format!("<Confirm+{tok}+x@verify.example.gouv.fr>"),
     ] {
-        let d = dialogue(&w, src, &[b(&format!("EHLO c.example\r\nMAIL FROM:<{BASE}>\r\nRCPT TO:{bad}\r\nQUIT\r\n"))]).await;
+        let d = dialogue(
+            &w,
+            src,
+            &[b(&format!(
+                "EHLO c.example\r\nMAIL FROM:<{BASE}>\r\nRCPT TO:{bad}\r\nQUIT\r\n"
+            ))],
+        )
+        .await;
         assert_eq!(d.codes, [220, 250, 250, 550, 221], "RCPT TO:{bad}");
         assert!(
             d.reasons == ["rcpt.unknown"] || d.reasons == ["token.unknown"],
@@ -985,10 +1020,21 @@ async fn hostile_dialogues_over_the_real_daemon() {
         ("\r\n\0.\r\n", "smtp.nul"),
         ("\r\n.\r\r\n", "smtp.bare_cr"),
     ] {
-        let raw = format!("{head}DATA\r\n{}{fake_end}{hidden}.\r\nQUIT\r\n", MESSAGE.trim_end());
+        let raw = format!(
+            "{head}DATA\r\n{}{fake_end}{hidden}.\r\nQUIT\r\n",
+            MESSAGE.trim_end()
+        );
         let d = dialogue(&w, src, &[b(&raw)]).await;
-        let code = reason.parse::<gatekeeper::reason::Reason>().unwrap().reply().code;
-        assert_eq!(d.codes, [220, 250, 250, 250, 354, code, 221], "{fake_end:?}");
+        let code = reason
+            .parse::<gatekeeper::reason::Reason>()
+            .unwrap()
+            .reply()
+            .code;
+        assert_eq!(
+            d.codes,
+            [220, 250, 250, 250, 354, code, 221],
+            "{fake_end:?}"
+        );
         assert_eq!(d.reasons, [reason], "{fake_end:?}");
         assert_eq!(delivered(&d), 0, "{fake_end:?}");
         cases += 1;
@@ -1006,7 +1052,12 @@ async fn hostile_dialogues_over_the_real_daemon() {
     }
     // "QUIT" and "MAIL FROM" as text inside the data are data.
     let msg = format!("{MESSAGE}QUIT\r\nMAIL FROM:<attacker@evil.example>\r\n.QUIT\r\n");
-    let d = dialogue(&w, src, &[b(&format!("{head}DATA\r\n{msg}.\r\nNOOP\r\nQUIT\r\n"))]).await;
+    let d = dialogue(
+        &w,
+        src,
+        &[b(&format!("{head}DATA\r\n{msg}.\r\nNOOP\r\nQUIT\r\n"))],
+    )
+    .await;
     assert_eq!(d.codes.len(), 8, "{:?}", d.codes);
     assert_eq!(&d.codes[..5], &[220, 250, 250, 250, 354]);
     assert_eq!(&d.codes[6..], &[250, 221]);
@@ -1054,32 +1105,44 @@ async fn hostile_dialogues_over_the_real_daemon() {
     let mid_helo = "h".repeat(300);
     let table: Vec<(Vec<u8>, Vec<u16>, Vec<&str>)> = vec![
         (
-            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}> SIZE=999999999999999999999\r\nQUIT\r\n")),
+            b(&format!(
+                "EHLO c\r\nMAIL FROM:<{BASE}> SIZE=999999999999999999999\r\nQUIT\r\n"
+            )),
             vec![220, 250, 553, 221],
             vec!["envelope.syntax"],
         ),
         (
-            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}> SIZE=99999999999999999999\r\nQUIT\r\n")),
+            b(&format!(
+                "EHLO c\r\nMAIL FROM:<{BASE}> SIZE=99999999999999999999\r\nQUIT\r\n"
+            )),
             vec![220, 250, 552, 221],
             vec!["message.too_large"],
         ),
         (
-            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}> SIZE=1 SIZE=2\r\nQUIT\r\n")),
+            b(&format!(
+                "EHLO c\r\nMAIL FROM:<{BASE}> SIZE=1 SIZE=2\r\nQUIT\r\n"
+            )),
             vec![220, 250, 553, 221],
             vec!["envelope.syntax"],
         ),
         (
-            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}> BODY=BINARYMIME\r\nQUIT\r\n")),
+            b(&format!(
+                "EHLO c\r\nMAIL FROM:<{BASE}> BODY=BINARYMIME\r\nQUIT\r\n"
+            )),
             vec![220, 250, 553, 221],
             vec!["envelope.syntax"],
         ),
         (
-            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}> SMTPUTF8\r\nQUIT\r\n")),
+            b(&format!(
+                "EHLO c\r\nMAIL FROM:<{BASE}> SMTPUTF8\r\nQUIT\r\n"
+            )),
             vec![220, 250, 553, 221],
             vec!["envelope.syntax"],
         ),
         (
-            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}>\r\nMAIL FROM:<{BASE}>\r\nQUIT\r\n")),
+            b(&format!(
+                "EHLO c\r\nMAIL FROM:<{BASE}>\r\nMAIL FROM:<{BASE}>\r\nQUIT\r\n"
+            )),
             vec![220, 250, 250, 503, 221],
             vec!["smtp.bad_sequence"],
         ),
@@ -1099,7 +1162,9 @@ async fn hostile_dialogues_over_the_real_daemon() {
             vec!["envelope.null_sender"],
         ),
         (
-            b(&format!("HELO c\r\nEHLO c\r\nMAIL FROM:<{BASE}>\r\nRCPT TO:<{rcpt}>\r\nRSET\r\nQUIT\r\n")),
+            b(&format!(
+                "HELO c\r\nEHLO c\r\nMAIL FROM:<{BASE}>\r\nRCPT TO:<{rcpt}>\r\nRSET\r\nQUIT\r\n"
+            )),
             vec![220, 250, 250, 250, 250, 250, 221],
             vec![],
         ),
@@ -1124,7 +1189,11 @@ async fn hostile_dialogues_over_the_real_daemon() {
             vec!["smtp.syntax"],
         ),
         (
-            [&b"EHLO c\r\nMAIL FROM:<al\xc3\xa9@interieur.gouv.fr>\r\n"[..], b"QUIT\r\n"].concat(),
+            [
+                &b"EHLO c\r\nMAIL FROM:<al\xc3\xa9@interieur.gouv.fr>\r\n"[..],
+                b"QUIT\r\n",
+            ]
+            .concat(),
             vec![220, 250, 553, 221],
             vec!["envelope.syntax"],
         ),
@@ -1144,7 +1213,9 @@ async fn hostile_dialogues_over_the_real_daemon() {
             vec!["smtp.unknown_command"],
         ),
         (
-            b(&format!("EHLO c\r\nMAIL FROM:<{BASE}>\nRCPT TO:<{rcpt}>\r\nQUIT\r\n")),
+            b(&format!(
+                "EHLO c\r\nMAIL FROM:<{BASE}>\nRCPT TO:<{rcpt}>\r\nQUIT\r\n"
+            )),
             vec![220, 250, 554, 221],
             vec!["smtp.bare_lf"],
         ),
@@ -1203,15 +1274,19 @@ async fn ambiguous_claim_bodies_are_refused() {
             "api.bad_request",
         ),
         (r#"["alice@interieur.gouv.fr"]"#, 400, "api.bad_request"),
-        (r#"{"address":["alice@interieur.gouv.fr"]}"#, 400, "api.bad_request"),
+        (
+            r#"{"address":["alice@interieur.gouv.fr"]}"#,
+            400,
+            "api.bad_request",
+        ),
         (r#"{"address":null}"#, 400, "api.bad_request"),
         (r#"{}"#, 400, "api.bad_request"),
-        (r#"{"address":"alice@interieur.gouv.fr\ud800"}"#, 400, "api.bad_request"),
         (
-            r#"{"address":"alice\u0040interieur.gouv.fr"}"#,
-            201,
-            "",
+            r#"{"address":"alice@interieur.gouv.fr\ud800"}"#,
+            400,
+            "api.bad_request",
         ),
+        (r#"{"address":"alice\u0040interieur.gouv.fr"}"#, 201, ""),
         (
             r#"{"address":"alice\uff20interieur.gouv.fr"}"#,
             422,
