@@ -207,17 +207,11 @@ impl IntoResponse for ApiError {
 
 async fn create_challenge<S: Store>(
     State(state): State<ApiState<S>>,
-    body: Result<Json<serde_json::Map<String, serde_json::Value>>, JsonRejection>,
+    body: Result<Json<Claim>, JsonRejection>,
 ) -> Response {
-    // Exactly `{"address": "<string>"}`: an object (not an array, which serde would map onto
-    // a struct), one known key, a string value.
     let address = match &body {
-        Ok(Json(map)) if map.len() == 1 => map.get("address").and_then(|v| v.as_str()),
-        Ok(_) => None,
+        Ok(Json(Claim(address))) => address.as_str(),
         Err(rejection) => return json_rejection(rejection).into_response(),
-    };
-    let Some(address) = address else {
-        return bad_request().into_response();
     };
     match state
         .challenges
@@ -335,6 +329,41 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
     } else {
         // Never echo the parser's message: it may quote the body.
         bad_request()
+    }
+}
+
+/// The body of `POST /v1/challenges`: exactly `{"address": "<string>"}`, an object (not an
+/// array, which serde would map onto a struct), one key, a string value. A repeated key is
+/// refused: JSON readers disagree on which of `{"address": A, "address": B}` counts (serde_json
+/// keeps the last, others the first), and the claimed address must be read one way (SPEC I2).
+struct Claim(String);
+
+impl<'de> serde::Deserialize<'de> for Claim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Claim;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object {\"address\": \"...\"}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Claim, A::Error> {
+                use serde::de::Error;
+                let mut address: Option<String> = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key != "address" || address.is_some() {
+                        return Err(A::Error::custom("unexpected or repeated key"));
+                    }
+                    address = Some(map.next_value::<String>()?);
+                }
+                address
+                    .map(Claim)
+                    .ok_or_else(|| A::Error::custom("no address"))
+            }
+        }
+        d.deserialize_map(Visitor)
     }
 }
 

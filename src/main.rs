@@ -26,9 +26,11 @@ const EMBEDDED_ORIGIN: &str = "<embedded conf/gatekeeper.toml>";
 const DEFAULT_CONFIG_PATH: &str = "conf/gatekeeper.toml";
 /// Environment variable naming the configuration file.
 const CONFIG_ENV: &str = "GATEKEEPER_CONFIG";
-/// Longest input `check-address -` reads from stdin: far above the 254-octet address limit,
-/// so anything truncated here is refused as too long anyway.
-const MAX_STDIN_ADDRESS: u64 = 4096;
+/// Longest input `check-address -` reads from stdin: one octet more than the parser's own
+/// input bound plus the newline, so a truncated input still reaches the parser as too long
+/// (`length`, the detail the API gives for the same bytes) and never as a shorter prefix read
+/// on its own merits.
+const MAX_STDIN_ADDRESS: u64 = gatekeeper::address::MAX_INPUT as u64 + 2;
 
 /// Confirms that a person owns a mailbox at an allowed domain by accepting their DKIM-signed,
 /// SPF-authorised reply to a one-time address.
@@ -348,6 +350,10 @@ fn check_address(address: OsString, config: Option<PathBuf>) -> ExitCode {
     let verdict = Mailbox::parse(&input, &opts)
         .map_err(|e| (e.reason(), Some(e.detail)))
         .and_then(|mailbox| match &config {
+            // The confirmation domain is never a claim nor a sender (as the API and MAIL say).
+            Some(c) if mailbox.domain().is_within(&c.confirm.domain) => {
+                Err((Reason::DomainNotAllowed, None))
+            }
             Some(c) if !domain_allowed(&c.policy, &mailbox) => {
                 Err((Reason::DomainNotAllowed, None))
             }
