@@ -49,7 +49,7 @@ struct Args {
     #[arg(long, default_value = "target/release/gatekeeper")]
     gatekeeper: PathBuf,
     /// Where the DNS server listens (UDP and TCP).
-    #[arg(long, default_value = "127.0.0.53:5354")]
+    #[arg(long, default_value = "127.0.0.53:53")]
     dns: SocketAddr,
     /// gatekeeper's SMTP listener.
     #[arg(long, default_value = "127.0.0.20:2525")]
@@ -60,6 +60,10 @@ struct Args {
     /// The Postfix + OpenDKIM peer (skipped when absent).
     #[arg(long)]
     peer: Option<SocketAddr>,
+    /// The peer's Postfix log: each message OpenDKIM verified logs `peer-dkim-pass` there
+    /// (milter_header_checks), so a fast 4xx from a broken milter is not counted as work.
+    #[arg(long)]
+    peer_log: Option<PathBuf>,
     /// Postfix's smtp-sink (skipped when absent).
     #[arg(long)]
     sink: Option<SocketAddr>,
@@ -300,8 +304,28 @@ async fn reject_phase(args: &Args, key: &Key, pid: u32, api: &Api, f: &mut Figur
     if let Some(peer) = args.peer {
         let warm = smtp_source(peer, &file, &from, &rcpt, args.sessions, 40)?;
         log(&format!("peer warm-up: 40 in {warm:.2} s"));
+        let verified0 = peer_verified(args.peer_log.as_deref());
         let secs = smtp_source(peer, &file, &from, &rcpt, args.sessions, args.reject)?;
         let rate = args.reject as f64 / secs;
+        if args.peer_log.is_some() {
+            let end = Instant::now() + Duration::from_secs(15);
+            let mut verified = peer_verified(args.peer_log.as_deref()) - verified0;
+            while verified < args.reject && Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                verified = peer_verified(args.peer_log.as_deref()) - verified0;
+            }
+            log(&format!(
+                "peer: OpenDKIM verified (dkim=pass) {verified}/{} messages",
+                args.reject
+            ));
+            if verified < args.reject {
+                return Err(format!(
+                    "peer phase: only {verified}/{} messages verified by OpenDKIM (see the peer maillog)",
+                    args.reject
+                )
+                .into());
+            }
+        }
         f.peer_rate = Some(rate);
         log(&format!(
             "peer postfix+opendkim: {} in {secs:.2} s = {rate:.0}/s",
@@ -351,6 +375,18 @@ fn smtp_source(
         .into());
     }
     Ok(secs)
+}
+
+/// Lines of the peer's log that say OpenDKIM verified a message (0 without a log).
+fn peer_verified(log: Option<&Path>) -> usize {
+    log.and_then(|p| std::fs::read(p).ok())
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| l.windows(14).any(|w| w == b"peer-dkim-pass"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Wait (bounded) until `want` events follow `offset` in the SIEM file; count their reasons.
