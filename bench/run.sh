@@ -4,7 +4,7 @@
 # Usage, as root, from anywhere in the repository:   bash bench/run.sh
 # Env (all optional): BENCH_ACCEPT (2000 confirmations), BENCH_REJECT (5000 messages per
 # smtp-source run), BENCH_SESSIONS (20), BENCH_IDLE (10000), BENCH_LORIS (1000),
-# BENCH_LORIS_SECS (20), BENCH_SKIP (accept,reject,idle,loris), BENCH_KEEP=1 keeps the temp dir.
+# BENCH_LORIS_SECS (20), BENCH_SKIP (any of accept,reject,peer,idle,loris), BENCH_KEEP=1 keeps the temp dir.
 #
 # What runs, loopback only, every process stopped by PID on exit:
 #   127.0.0.53:5354   the ministry's DNS, inside the load tool (TTL 1 h, RSA-2048 key it made)

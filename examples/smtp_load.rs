@@ -85,7 +85,7 @@ struct Args {
     /// How long the slow-loris phase lasts, seconds.
     #[arg(long, default_value_t = 20)]
     loris_secs: u64,
-    /// Skip phases: any of accept, reject, idle, loris (comma-separated).
+    /// Skip phases: any of accept, reject, peer, idle, loris (comma-separated).
     #[arg(long, default_value = "")]
     skip: String,
 }
@@ -237,7 +237,7 @@ async fn phases(
     }
 
     if !skip.contains(&"reject") {
-        reject_phase(args, key, pid, &api, &mut f).await?;
+        reject_phase(args, key, pid, &api, skip.contains(&"peer"), &mut f).await?;
     }
     if !skip.contains(&"idle") {
         idle_phase(args, pid, idle_probes, &mut f).await?;
@@ -252,7 +252,14 @@ async fn phases(
 // ---------------------------------------------------------------------------------------------
 // Reject path: smtp-source with one validly signed mail whose binding fails.
 
-async fn reject_phase(args: &Args, key: &Key, pid: u32, api: &Api, f: &mut Figures) -> Result<()> {
+async fn reject_phase(
+    args: &Args,
+    key: &Key,
+    pid: u32,
+    api: &Api,
+    skip_peer: bool,
+    f: &mut Figures,
+) -> Result<()> {
     // A live token issued for someone else: the RCPT passes, DATA runs every check and
     // ends on binding.mismatch (Alice's genuine, signed mail names another person's token).
     let target = api
@@ -301,7 +308,7 @@ async fn reject_phase(args: &Args, key: &Key, pid: u32, api: &Api, f: &mut Figur
         .into());
     }
 
-    if let Some(peer) = args.peer {
+    if let Some(peer) = args.peer.filter(|_| !skip_peer) {
         let warm = smtp_source(peer, &file, &from, &rcpt, args.sessions, 40)?;
         log(&format!("peer warm-up: 40 in {warm:.2} s"));
         let verified0 = peer_verified(args.peer_log.as_deref());
