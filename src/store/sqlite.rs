@@ -43,8 +43,10 @@ use crate::backend::Evidence;
 pub const MAX_BATCH: usize = 256;
 /// Queued write jobs before callers wait (back-pressure, bounded memory).
 const QUEUE_DEPTH: usize = 4096;
-/// Idle read connections kept open.
-const MAX_IDLE_READERS: usize = 4;
+/// Idle read connections kept open. Every RCPT and every DATA reads once; with four kept, 20
+/// concurrent sessions opened (and parsed the schema of) a new connection for most reads and
+/// closed it again (bench/run.sh profile). 32 covers the concurrency the blocking pool sees.
+const MAX_IDLE_READERS: usize = 32;
 
 /// Schema migrations, in order; index + 1 is the version they produce.
 const MIGRATIONS: &[&str] = &[
