@@ -23,8 +23,9 @@
 //! - **"Session ended"** is stored with the confirmation so that several instances sharing
 //!   one store agree: [`Backend::session_closed`] marks the confirmations of a session that
 //!   confirmed something. A confirmation older than `smtp.session_timeout` also counts as
-//!   ended (no session lives longer), so a crash between commit and close cannot make a
-//!   redelivery fail forever.
+//!   ended (no session lives longer), and the daemon marks every session ended when it
+//!   starts (`SqliteStore::end_open_sessions`: none of an earlier run is alive), so a crash
+//!   between commit and close cannot make a redelivery fail.
 //! - Evidence: the verifier's; if an accepting verifier gave none, the transaction's own
 //!   facts are kept (never an empty proof). The token is replaced by `[redacted]` in the
 //!   stored header block (it is quoted in To, Subject, In-Reply-To): the token is never in an

@@ -150,6 +150,9 @@ pub trait Backend: Send + Sync + 'static {
     /// durably stored (I3); a store failure is `Refuse(StoreUnavailable)`.
     fn deliver(&self, tx: Transaction) -> impl Future<Output = Verdict> + Send;
 
+    /// A session started (after the connection limits admitted it).
+    fn session_opened(&self, _session: &SessionInfo) {}
+
     /// The session ended (connection closed).
     fn session_closed(&self, _session_id: &str) {}
 }

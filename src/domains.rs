@@ -83,10 +83,14 @@ impl DomainPolicy {
 /// Validation the config loader runs on each `[policy.domains."<domain>"]` table.
 pub fn validate_override(o: &DomainOverride) -> Result<(), &'static str> {
     if !o.require_dkim && !o.require_spf {
-        return Err("an override cannot remove both DKIM and SPF");
+        return Err(
+            "an override cannot remove both DKIM and SPF (require_dkim and require_spf both false)",
+        );
     }
     if !o.require_dkim && !o.require_iprev {
-        return Err("a domain that does not require DKIM must require SPF and iprev");
+        return Err(
+            "require_dkim = false needs require_iprev = true (SPF pass and reverse DNS carry the proof)",
+        );
     }
     Ok(())
 }

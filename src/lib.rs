@@ -23,19 +23,28 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+#[cfg(feature = "daemon")]
 pub mod api;
+#[cfg(feature = "daemon")]
 pub mod app;
 pub mod audit;
 pub mod backend;
+#[cfg(feature = "daemon")]
 pub mod challenge;
 pub mod config;
+#[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "daemon")]
 pub mod dns;
 pub mod domains;
 pub mod policy;
 pub mod reason;
+#[cfg(feature = "daemon")]
 pub mod server;
+#[cfg(feature = "daemon")]
 pub mod siem;
 pub mod smtp;
+#[cfg(feature = "daemon")]
 pub mod store;
+#[cfg(feature = "daemon")]
 pub mod verify;

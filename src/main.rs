@@ -371,11 +371,11 @@ fn check_address(address: OsString, config: Option<PathBuf>) -> ExitCode {
 
 /// SPEC §3: the domain is inside an allowed domain on a label boundary, and not inside a
 /// denied one (denied wins).
-// TODO(domains): switch to `gatekeeper::domains::DomainPolicy` once it lands on main.
+/// The domain policy of the configuration (allowed, denied wins), as SMTP applies it.
 fn domain_allowed(policy: &PolicyConfig, mailbox: &Mailbox) -> bool {
-    let domain = mailbox.domain();
-    policy.allowed_domains.iter().any(|a| domain.is_within(a))
-        && !policy.denied_domains.iter().any(|d| domain.is_within(d))
+    gatekeeper::domains::DomainPolicy::new(policy)
+        .check(mailbox.domain())
+        .is_ok()
 }
 
 /// The raw bytes of standard input, bounded, with one trailing `\n` removed.

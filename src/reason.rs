@@ -250,6 +250,24 @@ mod tests {
         }
     }
 
+    /// The README's table of reason codes is the operators' reference: it must list every code
+    /// with the reply this table sends.
+    #[test]
+    fn readme_lists_every_reason_with_its_reply() {
+        let readme = include_str!("../README.md");
+        for r in Reason::ALL {
+            let reply = r.reply();
+            let row = format!(
+                "| `{}` | `{} {} {}` |",
+                r.as_str(),
+                reply.code,
+                reply.enhanced,
+                reply.text
+            );
+            assert!(readme.contains(&row), "README lacks: {row}");
+        }
+    }
+
     #[test]
     fn spec_table_rows() {
         let rows: &[(&str, u16, &str)] = &[

@@ -701,3 +701,36 @@ async fn purge_loop_removes_long_expired_challenges() {
         "expired 2 days ago: kept (retention 7 days)"
     );
 }
+
+/// At daemon start every confirming session of an earlier run is marked ended (none is
+/// alive), so a redelivery after a crash is accepted again at once; pending challenges and
+/// sessions already marked are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_open_sessions_marks_every_confirming_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let now = t0();
+    for (id, tok) in [("c1", "t1"), ("c2", "t2"), ("c3", "t3")] {
+        store
+            .create(
+                new_challenge(id, "alice@interieur.gouv.fr", tok, now, 3600),
+                LIMITS,
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    store.confirm(confirm_req("c1", "s1", now)).await.unwrap();
+    store.confirm(confirm_req("c2", "s2", now)).await.unwrap();
+    assert_eq!(store.session_ended("s2").await.unwrap(), 1);
+    // c1's session never closed (the daemon died): one row to mark.
+    assert_eq!(store.end_open_sessions().await.unwrap(), 1);
+    assert_eq!(store.end_open_sessions().await.unwrap(), 0);
+    for id in ["c1", "c2"] {
+        let conf = store.get(id).await.unwrap().unwrap().confirmation.unwrap();
+        assert!(conf.session_ended, "{id}");
+    }
+    let pending = store.get("c3").await.unwrap().unwrap();
+    assert!(pending.confirmation.is_none());
+    assert_eq!(pending.status(now), Status::Pending);
+}

@@ -63,7 +63,7 @@ impl Metrics {
         );
         registry.register(
             "gatekeeper_dns_lookup_seconds",
-            "DNS lookup latency",
+            "Latency of each DNS-bound check (SPF, DKIM key lookups, iprev)",
             dns_latency.clone(),
         );
         registry.register(

@@ -167,19 +167,10 @@ impl Check {
     }
 }
 
-// TODO(domains): use `crate::domains::validate_override` once it is on main.
 /// SPEC §4: an override may relax DKIM or SPF for a domain that cannot meet it, never both;
-/// a domain without DKIM is then held by SPF `pass` and forward-confirmed reverse DNS.
+/// the rule itself lives with the domain policy ([`crate::domains::validate_override`]).
 pub(super) fn check_override(o: &DomainOverride) -> Result<(), String> {
-    match (o.require_dkim, o.require_spf, o.require_iprev) {
-        (false, false, _) => {
-            Err("an override cannot remove both DKIM and SPF (require_dkim and require_spf both false)".to_owned())
-        }
-        (false, true, false) => {
-            Err("require_dkim = false needs require_iprev = true (SPF pass and reverse DNS carry the proof)".to_owned())
-        }
-        _ => Ok(()),
-    }
+    crate::domains::validate_override(o).map_err(str::to_owned)
 }
 
 /// A DKIM selector: dot-separated labels of letters, digits and hyphens (RFC 6376 §3.1).

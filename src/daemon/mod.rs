@@ -31,13 +31,18 @@ use tokio_util::sync::CancellationToken;
 use crate::api::Metrics;
 use crate::app::{self, App};
 use crate::audit::{Action, AuditEvent, AuditSink};
-use crate::backend::{ChallengeBinding, Transaction, Verdict, Verify};
+use crate::backend::{
+    Backend, ChallengeBinding, RcptOutcome, Recipient, SessionInfo, Transaction, Verdict, Verify,
+};
 use crate::config::{Config, ConfigError};
 use crate::server::{self, ServerSettings};
 use crate::siem::Siem;
 use crate::verify::Verifier;
 
 use self::systemd::Notifier;
+
+/// How often the status line and gauges are refreshed when there is no watchdog.
+const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long the SIEM may keep delivering queued events at exit.
 const SIEM_FLUSH_BOUND: Duration = Duration::from_secs(5);
@@ -130,6 +135,42 @@ impl Verify for SwapVerifier {
     }
 }
 
+fn metered_verifier(config: &Config, metrics: &Arc<Metrics>) -> Result<Verifier, DaemonError> {
+    let metrics = Arc::clone(metrics);
+    Ok(Verifier::new(config)?.with_dns_observer(Arc::new(move |d| metrics.dns_lookup(d))))
+}
+
+/// The production backend with session counts for `/metrics`.
+pub struct Metered<B> {
+    inner: B,
+    metrics: Arc<Metrics>,
+}
+
+impl<B: Backend> Backend for Metered<B> {
+    async fn check_recipient(
+        &self,
+        session: &SessionInfo,
+        rcpt: &Recipient,
+        now: DateTime<Utc>,
+    ) -> RcptOutcome {
+        self.inner.check_recipient(session, rcpt, now).await
+    }
+
+    async fn deliver(&self, tx: Transaction) -> Verdict {
+        self.inner.deliver(tx).await
+    }
+
+    fn session_opened(&self, session: &SessionInfo) {
+        self.metrics.session_opened();
+        self.inner.session_opened(session);
+    }
+
+    fn session_closed(&self, session_id: &str) {
+        self.metrics.session_closed();
+        self.inner.session_closed(session_id);
+    }
+}
+
 /// The audit sink the server writes to: counts outcomes for `/metrics` and the systemd
 /// status line, then hands the event to the SIEM.
 pub struct MeteredSink {
@@ -173,7 +214,8 @@ pub struct Running {
     pub smtp_addrs: Vec<SocketAddr>,
     pub api_addr: SocketAddr,
     shutdown: CancellationToken,
-    fast: watch::Sender<bool>,
+    /// Ends every session now, grace or not.
+    abort: CancellationToken,
     task: JoinHandle<()>,
     reload: tokio::sync::mpsc::Sender<()>,
 }
@@ -187,9 +229,23 @@ impl Running {
 
     /// Fast stop (SIGINT): no grace.
     pub async fn stop_now(self) {
-        let _ = self.fast.send(true);
+        self.abort.cancel();
         self.shutdown.cancel();
         let _ = self.task.await;
+    }
+
+    /// Graceful stop that turns fast if `hurry` resolves before the drain ends (SIGINT
+    /// during a SIGTERM drain).
+    pub async fn stop_unless(self, hurry: impl std::future::Future<Output = ()>) {
+        self.shutdown.cancel();
+        let mut task = self.task;
+        tokio::select! {
+            _ = &mut task => return,
+            () = hurry => {}
+        }
+        tracing::info!("stopping now: sessions get 421 without their grace");
+        self.abort.cancel();
+        let _ = task.await;
     }
 
     /// Ask for a reload (what SIGHUP does).
@@ -212,12 +268,21 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
     prepare_dirs(&config)?;
     let (siem, siem_handle) = Siem::start(&config.siem, &config.smtp.hostname)?;
     let parts = app::build(&config)?;
-    let verifier = SwapVerifier::new(Verifier::new(&config)?);
-    let backend = Arc::new(App::new(
-        &config,
-        Arc::clone(&parts.store),
-        verifier.clone(),
-    ));
+    // Sessions of an earlier run died with it: their confirmations count as delivered, so a
+    // redelivery after a crash gets its 250 again at once (SPEC §4).
+    match parts.store.end_open_sessions().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            confirmations = n,
+            "sessions of the previous run marked ended"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not mark the previous run's sessions ended"),
+    }
+    let verifier = SwapVerifier::new(metered_verifier(&config, &parts.metrics)?);
+    let backend = Arc::new(Metered {
+        inner: App::new(&config, Arc::clone(&parts.store), verifier.clone()),
+        metrics: Arc::clone(&parts.metrics),
+    });
     let sink = Arc::new(MeteredSink {
         siem: siem.clone(),
         metrics: Arc::clone(&parts.metrics),
@@ -247,15 +312,16 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
     let settings = ServerSettings::from_config(&config)?;
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let shutdown = CancellationToken::new();
-    let (fast_tx, fast_rx) = watch::channel(false);
+    let abort = CancellationToken::new();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
 
-    let smtp_task = tokio::spawn(server::run(
+    let smtp_task = tokio::spawn(server::run_until(
         smtp_listeners,
         settings_rx,
         Arc::clone(&backend),
         Arc::clone(&sink) as Arc<dyn AuditSink>,
         shutdown.clone(),
+        abort.clone(),
     ));
     let api_shutdown = shutdown.clone();
     let api_task = tokio::spawn(crate::api::serve(
@@ -288,7 +354,7 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
     };
     let main_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
-        control.run(main_shutdown.clone(), reload_rx, fast_rx).await;
+        control.run(main_shutdown.clone(), reload_rx).await;
         let _ = smtp_task.await;
         purge_task.abort();
         let _ = api_task.await;
@@ -305,7 +371,7 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
         smtp_addrs,
         api_addr,
         shutdown,
-        fast: fast_tx,
+        abort,
         task,
         reload: reload_tx,
     })
@@ -313,10 +379,12 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
 
 /// `gatekeeper serve`: start, then wait for signals until stopped.
 pub async fn serve(source: ConfigSource) -> Result<(), DaemonError> {
+    // Handlers before READY: until they exist SIGHUP and SIGTERM keep their default action,
+    // which kills the process (a `systemctl reload` right after start would restart it).
+    let mut signals = Signals::install();
     let running = start(source).await?;
-    let signals = wait_signals(&running).await;
-    match signals {
-        StopKind::Graceful => running.stop().await,
+    match signals.wait(&running).await {
+        StopKind::Graceful => running.stop_unless(signals.interrupt()).await,
         StopKind::Fast => running.stop_now().await,
     }
     Ok(())
@@ -327,26 +395,60 @@ enum StopKind {
     Fast,
 }
 
-/// SIGHUP → reload; SIGTERM → graceful; SIGINT → fast. Falls back to Ctrl-C only when the
-/// signal handlers cannot be installed.
-async fn wait_signals(running: &Running) -> StopKind {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; Ctrl-C only");
-        let _ = tokio::signal::ctrl_c().await;
-        return StopKind::Fast;
-    };
-    let stopped = running.cancel_token();
-    loop {
-        tokio::select! {
-            _ = hup.recv() => running.reload().await,
-            _ = term.recv() => return StopKind::Graceful,
-            _ = int.recv() => return StopKind::Fast,
-            _ = stopped.cancelled() => return StopKind::Graceful,
+/// SIGHUP → reload; SIGTERM → graceful; SIGINT → fast (also during a graceful drain).
+/// Falls back to Ctrl-C only when the handlers cannot be installed.
+struct Signals {
+    installed: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let installed = match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(hup), Ok(term), Ok(int)) => Some([hup, term, int]),
+            _ => {
+                tracing::warn!("cannot install signal handlers; Ctrl-C only");
+                None
+            }
+        };
+        Self { installed }
+    }
+
+    async fn wait(&mut self, running: &Running) -> StopKind {
+        let stopped = running.cancel_token();
+        let Some([hup, term, int]) = &mut self.installed else {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return StopKind::Fast,
+                _ = stopped.cancelled() => return StopKind::Graceful,
+            }
+        };
+        loop {
+            tokio::select! {
+                Some(()) = hup.recv() => running.reload().await,
+                Some(()) = term.recv() => return StopKind::Graceful,
+                Some(()) = int.recv() => return StopKind::Fast,
+                _ = stopped.cancelled() => return StopKind::Graceful,
+            }
+        }
+    }
+
+    /// Resolves on the next SIGINT; never without handlers.
+    async fn interrupt(&mut self) {
+        match &mut self.installed {
+            Some([_, _, int]) => {
+                if int.recv().await.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
         }
     }
 }
@@ -364,24 +466,21 @@ struct Control {
 }
 
 impl Control {
-    async fn run(
-        &self,
-        shutdown: CancellationToken,
-        mut reloads: tokio::sync::mpsc::Receiver<()>,
-        mut fast: watch::Receiver<bool>,
-    ) {
-        let interval = self
-            .notifier
-            .watchdog_interval()
-            .unwrap_or(Duration::from_secs(10));
-        let mut tick = tokio::time::interval(interval);
+    async fn run(&self, shutdown: CancellationToken, mut reloads: tokio::sync::mpsc::Receiver<()>) {
+        // The watchdog pings come from this loop, so a wedged runtime or a reload that hangs
+        // stops them and systemd restarts the service. The status line and the gauges ride
+        // on the same tick.
+        let watchdog = self.notifier.watchdog_interval();
+        let mut tick = tokio::time::interval(watchdog.unwrap_or(STATUS_INTERVAL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(()) = reloads.recv() => self.reload(),
                 _ = tick.tick() => {
-                    self.notifier.watchdog();
+                    if watchdog.is_some() {
+                        self.notifier.watchdog();
+                    }
                     self.notifier.status(&self.sink.status_line());
                     self.metrics.queue_depth("store_writes", crate::store::Store::queue_depth(&*self.store));
                     self.metrics.queue_depth("siem_lost", usize::try_from(self.siem.dropped()).unwrap_or(usize::MAX));
@@ -389,13 +488,6 @@ impl Control {
             }
         }
         self.notifier.stopping();
-        if *fast.borrow_and_update() {
-            self.settings_tx.send_modify(|s| {
-                let mut next = (**s).clone();
-                next.shutdown_grace = Duration::ZERO;
-                *s = Arc::new(next);
-            });
-        }
         tracing::info!("draining SMTP sessions");
     }
 
@@ -415,7 +507,7 @@ impl Control {
     fn try_reload(&self) -> Result<(), DaemonError> {
         let config = self.source.load()?;
         let settings = ServerSettings::from_config(&config)?;
-        let verifier = Verifier::new(&config)?;
+        let verifier = metered_verifier(&config, &self.metrics)?;
         self.settings_tx.send_replace(Arc::new(settings));
         self.verifier.replace(verifier);
         Ok(())

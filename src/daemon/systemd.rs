@@ -61,13 +61,26 @@ impl Notifier {
         self.send(&[NotifyState::Stopping, NotifyState::Status("draining")]);
     }
 
-    /// Half the watchdog interval the manager asked for, if any.
+    /// How often to ping: half the watchdog timeout the manager asked for (`WATCHDOG_USEC`,
+    /// for this process when `WATCHDOG_PID` is set), as sd_watchdog_enabled(3) advises.
+    /// `None` without a watchdog.
     pub fn watchdog_interval(&self) -> Option<Duration> {
         if !self.enabled {
             return None;
         }
-        sd_notify::watchdog_enabled().map(|d| d / 2)
+        ping_interval(sd_notify::watchdog_enabled())
     }
+}
+
+/// Shortest ping period: a timeout below 2 ms cannot be honoured by a loop that also serves,
+/// and a zero period would make the timer spin (tokio refuses it outright).
+const MIN_PING: Duration = Duration::from_millis(1);
+
+/// Half the timeout, at least [`MIN_PING`]; a zero timeout means no watchdog (systemd never
+/// sends one, but the variable is an input).
+fn ping_interval(timeout: Option<Duration>) -> Option<Duration> {
+    let timeout = timeout.filter(|t| !t.is_zero())?;
+    Some((timeout / 2).max(MIN_PING))
 }
 
 /// The TCP listeners systemd passed (`LISTEN_FDS`, `LISTEN_PID` checked by `listenfd`), in
@@ -90,4 +103,26 @@ pub fn inherited_listeners() -> io::Result<Vec<TcpListener>> {
         }
     }
     Ok(listeners)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_interval_is_half_the_timeout() {
+        let table: &[(Option<Duration>, Option<Duration>)] = &[
+            (None, None),
+            (Some(Duration::ZERO), None),
+            (Some(Duration::from_secs(30)), Some(Duration::from_secs(15))),
+            (Some(Duration::from_micros(1)), Some(MIN_PING)),
+            (
+                Some(Duration::from_millis(3)),
+                Some(Duration::from_micros(1500)),
+            ),
+        ];
+        for (timeout, want) in table {
+            assert_eq!(ping_interval(*timeout), *want, "{timeout:?}");
+        }
+    }
 }

@@ -49,6 +49,7 @@ pub(super) async fn serve<B: Backend>(
         tls_version: None,
     };
     let session_id = info.session_id.clone();
+    shared.backend.session_opened(&info);
     let session = Session::new(settings.session.clone(), info);
     let _ = stream.set_nodelay(true);
     drive(Conn::Plain(stream), session, &settings, shared).await;
@@ -138,6 +139,9 @@ async fn drive<B: Backend>(
                 grace_end = Some(Instant::now() + settings.shutdown_grace);
             }
             _ = grace_sleep, if grace_end.is_some() => {
+                queue.extend(session.handle(Input::Shutdown, Utc::now()));
+            }
+            _ = shared.abort.cancelled() => {
                 queue.extend(session.handle(Input::Shutdown, Utc::now()));
             }
             read = timeout_at(read_end, conn.read(&mut buf)) => match read {

@@ -12,6 +12,8 @@
 //! - Shutdown: when the token is cancelled the listeners stop accepting; idle sessions get
 //!   `421 smtp.shutdown` at once, busy ones may finish their transaction within
 //!   `smtp.shutdown_grace`, then get the 421. [`run`] returns when every session has ended.
+//!   [`run_until`] adds an `abort` token: every session gets the 421 at once, grace or not
+//!   (SIGINT, or a second signal during a drain).
 
 mod conn;
 
@@ -135,12 +137,36 @@ pub async fn run<B: Backend>(
     audit: Arc<dyn AuditSink>,
     shutdown: CancellationToken,
 ) {
+    run_until(
+        listeners,
+        settings,
+        backend,
+        audit,
+        shutdown,
+        CancellationToken::new(),
+    )
+    .await;
+}
+
+/// [`run`], plus `abort`: once cancelled, every session ends now with `421 smtp.shutdown`
+/// instead of finishing within its grace. Sessions capture their settings (the grace
+/// included) when they start, so a fast stop cannot go through the settings channel. Cancel
+/// `shutdown` too: `abort` alone does not stop the listeners.
+pub async fn run_until<B: Backend>(
+    listeners: Vec<TcpListener>,
+    settings: watch::Receiver<Arc<ServerSettings>>,
+    backend: Arc<B>,
+    audit: Arc<dyn AuditSink>,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+) {
     let tracker = TaskTracker::new();
     let shared = Arc::new(Shared {
         settings,
         backend,
         audit,
         shutdown,
+        abort,
         counts: Arc::new(ConnCounts::default()),
         tracker: tracker.clone(),
     });
@@ -157,6 +183,8 @@ struct Shared<B> {
     backend: Arc<B>,
     audit: Arc<dyn AuditSink>,
     shutdown: CancellationToken,
+    /// Ends every session at once (see [`run_until`]).
+    abort: CancellationToken,
     counts: Arc<ConnCounts>,
     /// Sessions are tracked so that `run` returns only after the last one.
     tracker: TaskTracker,

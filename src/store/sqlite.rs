@@ -162,6 +162,29 @@ impl SqliteStore {
         self.inner.commits.load(Ordering::Relaxed)
     }
 
+    /// Mark every confirming session as ended. The daemon calls it once at start: no SMTP
+    /// session of an earlier run is alive any more (a crash or SIGKILL never reached
+    /// `session_ended`), and without this mark the same message delivered again after its
+    /// lost `250` would get `token.used` (a permanent 5xx) until `smtp.session_timeout`
+    /// passed, instead of `250` (SPEC §4). With several instances on one store this also
+    /// marks another instance's live sessions; the only effect is that a simultaneous
+    /// duplicate of that very message (same Message-ID, From and token) is accepted again
+    /// rather than refused, which is the idempotent answer anyway. Returns how many rows.
+    pub fn end_open_sessions(
+        &self,
+    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send + 'static {
+        self.write(|conn| {
+            let n = conn
+                .execute(
+                    "UPDATE challenges SET confirm_session_ended = 1 \
+                     WHERE confirm_session IS NOT NULL AND confirm_session_ended = 0",
+                    [],
+                )
+                .map_err(db)?;
+            Ok(n as u64)
+        })
+    }
+
     /// Jobs waiting for the writer (for `/metrics`).
     pub fn queue_depth(&self) -> usize {
         QUEUE_DEPTH.saturating_sub(self.writer.capacity())

@@ -67,7 +67,12 @@ pub struct Verifier {
     domains: DomainPolicy,
     dns_timeout: Duration,
     opts: ParseOptions,
+    /// Told how long each DNS-bound check (SPF, DKIM, iprev) took, for `/metrics`.
+    dns_observer: Option<DnsObserver>,
 }
+
+/// Receives the duration of each DNS-bound check.
+pub type DnsObserver = std::sync::Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// A signature that passed every rule, with what it covers.
 struct Selected {
@@ -110,7 +115,24 @@ impl Verifier {
             policy,
             dns_timeout,
             opts,
+            dns_observer: None,
         }
+    }
+
+    /// Report the latency of every DNS-bound check to `observer`.
+    pub fn with_dns_observer(mut self, observer: DnsObserver) -> Self {
+        self.dns_observer = Some(observer);
+        self
+    }
+
+    /// Run a DNS-bound check and report how long it took.
+    async fn timed<F: Future>(&self, check: F) -> F::Output {
+        let started = std::time::Instant::now();
+        let out = check.await;
+        if let Some(observe) = &self.dns_observer {
+            observe(started.elapsed());
+        }
+        out
     }
 
     /// The whole decision on one transaction. `challenge = None` (the CLI without a recipient)
@@ -160,9 +182,9 @@ impl Verifier {
             .next()
             .filter(|_| block.count("from") == 1);
         let (spf, dkim_report, iprev) = tokio::join!(
-            self.spf(tx),
-            self.dkim(message, &block, from.as_ref(), from_field, now),
-            self.iprev(tx.session.client_ip),
+            self.timed(self.spf(tx)),
+            self.timed(self.dkim(message, &block, from.as_ref(), from_field, now)),
+            self.timed(self.iprev(tx.session.client_ip)),
         );
 
         // Binding: against a passing aligned signature, or against the whole mail for a

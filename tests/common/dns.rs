@@ -7,7 +7,8 @@
 //!   `(`, `'` or `"` in a label are served like any other.
 //! - TXT values are split into strings of at most 255 octets (RSA-2048 keys need it).
 //! - `servfail(name)` answers SERVFAIL for the name and every name below it; `drop(name)`
-//!   never answers them (the resolver times out).
+//!   never answers them (the resolver times out). `timeout(name)` never answers a query for
+//!   exactly that name and a type it has no record of (the SPF suite's `TIMEOUT` marker).
 //! - A UDP answer larger than the client's payload size is sent truncated (TC), so the client
 //!   retries over TCP, as with a real server.
 //!
@@ -51,6 +52,7 @@ struct State {
     records: Vec<Rec>,
     servfail: Vec<String>,
     drop: Vec<String>,
+    timeout: Vec<String>,
     queries: u64,
     tcp_queries: u64,
     /// TTL of every answer record (0 unless [`TestDns::set_ttl`] changed it).
@@ -147,6 +149,7 @@ impl TestDns {
             s.records = records;
             s.servfail.clear();
             s.drop.clear();
+            s.timeout.clear();
         });
     }
 
@@ -180,6 +183,11 @@ impl TestDns {
     /// measure with caching, as against a real zone; tests keep 0 to see every change).
     pub fn set_ttl(&self, ttl: u32) {
         self.with(|s| s.ttl = ttl);
+    }
+
+    /// Never answer a query for exactly `name` and a type it has no record of.
+    pub fn timeout(&self, name: &str) {
+        self.with(|s| s.timeout.push(lower(name)));
     }
 
     /// Queries received so far (both transports).
@@ -309,6 +317,9 @@ fn answer(state: &Mutex<State>, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
             if let Some(data) = rdata(rec) {
                 resp.add_answer(Record::from_rdata(q.name().clone(), st.ttl, data));
             }
+        }
+        if resp.answers.is_empty() && st.timeout.contains(&key) {
+            return None;
         }
         if resp.answers.is_empty() {
             let exists = st.records.iter().any(|r| within(&lower(&r.name), &key));

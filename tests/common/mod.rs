@@ -9,6 +9,7 @@
 pub mod corpus;
 pub mod dkim;
 pub mod dns;
+pub mod e2e;
 pub mod keys;
 pub mod mail;
 
