@@ -15,6 +15,10 @@
 //! Server CPU is read from `/proc/<pid>/stat`, memory from `/proc/<pid>/status`. Every loop
 //! is bounded in count and time; every address is on loopback.
 
+// The test helpers it includes panic on setup failures, as tests do: this is a bench tool,
+// never the daemon.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/common/dkim.rs"]
 mod dkim;
 #[path = "../tests/common/dns.rs"]
