@@ -111,6 +111,8 @@ const STD_H: &[&str] = &[
     "in-reply-to",
     "references",
 ];
+/// smtp-source runs against gatekeeper and against smtp-sink, alternated.
+const REJECT_ROUNDS: usize = 3;
 /// Bound on one SMTP read or write, and on one API call.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -286,31 +288,49 @@ async fn reject_phase(
     let events = args.dir.join("events.jsonl");
     let warm = smtp_source(args.smtp, &file, &from, &rcpt, args.sessions, 40)?;
     log(&format!("reject warm-up: 40 in {warm:.2} s"));
-    let offset = std::fs::metadata(&events).map(|m| m.len()).unwrap_or(0);
-    let cpu0 = cpu_ticks(pid)?;
-    let secs = smtp_source(args.smtp, &file, &from, &rcpt, args.sessions, args.reject)?;
-    let cpu = ticks_to_ms(cpu_ticks(pid)? - cpu0);
-    let rate = args.reject as f64 / secs;
-    f.reject_rate = Some(rate);
-    f.reject_cpu_ms = Some(cpu / args.reject as f64);
-    let reasons = wait_reasons(&events, offset, args.reject).await?;
-    log(&format!(
-        "reject: {} in {secs:.2} s = {rate:.0}/s; server CPU {:.3} ms/msg; SIEM reasons {reasons:?}",
-        args.reject,
-        cpu / args.reject as f64
-    ));
-    let mismatch = reasons
-        .iter()
-        .find(|(r, _)| r == "binding.mismatch")
-        .map(|(_, n)| *n)
-        .unwrap_or(0);
-    if mismatch != args.reject {
-        return Err(format!(
-            "reject phase: expected {} binding.mismatch events, saw {reasons:?}",
-            args.reject
-        )
-        .into());
+    if let Some(sink) = args.sink {
+        let _ = smtp_source(sink, &file, &from, &rcpt, args.sessions, 40)?;
     }
+    // Rounds alternate gatekeeper and smtp-sink, so that neither is always measured on a
+    // quieter (or busier) machine; each reports its best rate, CPU is the mean.
+    let mut cpu_total = 0.0;
+    for round in 1..=REJECT_ROUNDS {
+        let offset = std::fs::metadata(&events).map(|m| m.len()).unwrap_or(0);
+        let cpu0 = cpu_ticks(pid)?;
+        let secs = smtp_source(args.smtp, &file, &from, &rcpt, args.sessions, args.reject)?;
+        let cpu = ticks_to_ms(cpu_ticks(pid)? - cpu0);
+        cpu_total += cpu;
+        let rate = args.reject as f64 / secs;
+        f.reject_rate = Some(f.reject_rate.unwrap_or(0.0).max(rate));
+        let reasons = wait_reasons(&events, offset, args.reject).await?;
+        log(&format!(
+            "reject round {round}: {} in {secs:.2} s = {rate:.0}/s; server CPU {:.3} ms/msg; SIEM reasons {reasons:?}",
+            args.reject,
+            cpu / args.reject as f64
+        ));
+        let mismatch = reasons
+            .iter()
+            .find(|(r, _)| r == "binding.mismatch")
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        if mismatch != args.reject {
+            return Err(format!(
+                "reject phase: expected {} binding.mismatch events, saw {reasons:?}",
+                args.reject
+            )
+            .into());
+        }
+        if let Some(sink) = args.sink {
+            let secs = smtp_source(sink, &file, &from, &rcpt, args.sessions, args.reject)?;
+            let rate = args.reject as f64 / secs;
+            f.sink_rate = Some(f.sink_rate.unwrap_or(0.0).max(rate));
+            log(&format!(
+                "smtp-sink round {round}: {} in {secs:.2} s = {rate:.0}/s",
+                args.reject
+            ));
+        }
+    }
+    f.reject_cpu_ms = Some(cpu_total / (REJECT_ROUNDS * args.reject) as f64);
 
     if let Some(peer) = args.peer.filter(|_| !skip_peer) {
         let warm = smtp_source(peer, &file, &from, &rcpt, args.sessions, 40)?;
@@ -340,16 +360,6 @@ async fn reject_phase(
         f.peer_rate = Some(rate);
         log(&format!(
             "peer postfix+opendkim: {} in {secs:.2} s = {rate:.0}/s",
-            args.reject
-        ));
-    }
-    if let Some(sink) = args.sink {
-        let _ = smtp_source(sink, &file, &from, &rcpt, args.sessions, 40)?;
-        let secs = smtp_source(sink, &file, &from, &rcpt, args.sessions, args.reject)?;
-        let rate = args.reject as f64 / secs;
-        f.sink_rate = Some(rate);
-        log(&format!(
-            "smtp-sink: {} in {secs:.2} s = {rate:.0}/s",
             args.reject
         ));
     }
