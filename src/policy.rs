@@ -14,7 +14,8 @@
 //! the DKIM signature chosen (`binding.token_unsigned`, the signed-Subject part of
 //! `binding.session_code`, `date.stale` from `t=`) are `Skipped` when DKIM could not be
 //! resolved, and the DKIM aggregate is `TempError` whenever a temporarily failed aligned
-//! signature might still have passed. So the order is:
+//! signature might still have passed — or might have proved the binding that the passing
+//! ones do not (then those checks are `Skipped` too). So the order is:
 //!
 //! 1. Structure of the message, independent of DNS, in this order: `header.malformed`,
 //!    `header.from_count`, `header.from_syntax`, `header.duplicate`, `header.resent`,

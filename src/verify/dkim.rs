@@ -15,6 +15,8 @@
 //!   not `*`/`email`, duplicate tags, `x=` expired or not after `t=`, `t=` in the future
 //!   beyond [`CLOCK_SKEW`] → the signature fails;
 //! - `h=` not covering the one From field → `dkim.from_unsigned`.
+//! - `i=` naming another address than From, or a domain outside `d=` → the signature fails
+//!   ([`identity_agrees`]).
 //!
 //! The signed header *instances* are computed here from our strict header split, bottom-up as
 //! RFC 6376 §5.4.2 says (a name listed more often than present signs "absent"). Our split and
@@ -23,13 +25,15 @@
 
 use std::collections::HashSet;
 
-use crate::address::{Domain, ParseOptions};
+use crate::address::{Domain, Mailbox, ParseOptions};
 use crate::config::Alignment;
 use crate::policy::Dkim;
 use crate::verify::headers::HeaderBlock;
 
-/// How far in the future a signature's `t=` may be (clock skew between MTAs).
-pub const CLOCK_SKEW: u64 = 300;
+/// How far in the future a signature's `t=` may be (clock skew between MTAs): the hour SPEC §4
+/// allows for "the Date or `t=`" (`date.stale`), so that a ministry MTA whose clock runs a
+/// few minutes fast is not refused by one rule while the other accepts it.
+pub const CLOCK_SKEW: u64 = crate::verify::binding::MAX_FUTURE_SECS.unsigned_abs();
 
 /// Only the first (top-most) signatures are considered: a real mail carries two or three
 /// (ministry, provider); hundreds of fields would each cost a header hash over the whole
@@ -54,6 +58,8 @@ pub struct SigInfo {
     /// `h=` names, lower-case, in order.
     pub h: Vec<String>,
     pub has_l: bool,
+    /// `i=` (the agent or user identifier) as written, whitespace removed.
+    pub i: Option<String>,
     pub t: Option<u64>,
     pub x: Option<u64>,
     /// `b=` with whitespace removed, to match mail-auth's output to this field.
@@ -82,6 +88,16 @@ pub fn tag_list(value: &[u8]) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
+/// RFC 6376 §3.2: tag names are case-sensitive, so `D=` is not `d=`. mail-auth (and our
+/// `tag_list`) read them case-insensitively; a signature whose meaning depends on which
+/// reading is right is ambiguous, and refused.
+fn upper_case_tag_name(value: &[u8]) -> bool {
+    value.split(|b| *b == b';').any(|spec| {
+        let name = spec.split(|b| *b == b'=').next().unwrap_or_default();
+        spec.contains(&b'=') && name.iter().any(u8::is_ascii_uppercase)
+    })
+}
+
 fn strip_ws(s: &str) -> String {
     s.chars().filter(|c| !c.is_ascii_whitespace()).collect()
 }
@@ -98,6 +114,7 @@ impl SigInfo {
         let x = num("x");
         let h_len = get("h").map_or(0, |h| h.split(':').count());
         let invalid = invalid_list
+            || upper_case_tag_name(value)
             || h_len > MAX_SIGNED_NAMES
             || ["v", "a", "b", "bh", "d", "h", "s"]
                 .iter()
@@ -123,6 +140,7 @@ impl SigInfo {
                 })
                 .unwrap_or_default(),
             has_l: get("l").is_some(),
+            i: get("i").map(strip_ws),
             t: t.flatten(),
             x: x.flatten(),
             b: get("b").map(strip_ws).unwrap_or_default(),
@@ -147,6 +165,47 @@ impl SigInfo {
         }
         taken
     }
+}
+
+/// The `i=` identity agrees with the From address: absent; `@domain` (no user) with the
+/// domain `d=` or below it (RFC 6376 §3.5); or a whole address equal to From. A signer that
+/// names another user than From (the MTA authenticated bob, the From says alice) is an
+/// insider writing as someone else (SPEC §1: every identity names the same address). An
+/// `i=` that does not read as one of these is refused. `=XX` (dkim-quoted-printable) is
+/// decoded first.
+pub fn identity_agrees(sig: &SigInfo, from: &Mailbox, opts: &ParseOptions) -> bool {
+    let Some(raw) = &sig.i else {
+        return true;
+    };
+    let Some(auid) = qp_decode(raw.as_bytes()) else {
+        return false;
+    };
+    match auid.split_first() {
+        // The domain-only form: the leading `@` is the whole local part (empty).
+        Some((b'@', domain)) => match (Domain::parse(domain, opts), &sig.domain) {
+            (Ok(i), Some(d)) => i.is_within(d),
+            _ => false,
+        },
+        _ => Mailbox::parse(&auid, opts).is_ok_and(|m| &m == from),
+    }
+}
+
+/// dkim-quoted-printable (RFC 6376 §2.11): `=XX` is the octet XX. `None` when malformed.
+fn qp_decode(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'=' {
+            let hex = tail.get(..2)?;
+            let text = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(text, 16).ok()?);
+            rest = tail.get(2..)?;
+        } else {
+            out.push(b);
+            rest = tail;
+        }
+    }
+    Some(out)
 }
 
 /// Is `d` aligned with the From domain?
@@ -473,6 +532,9 @@ mod tests {
         assert!(sig(&format!("{BASE}; l=0")).has_l);
         assert!(sig(&format!("{BASE}; d=evil.example")).invalid);
         assert!(sig(&format!("{BASE}; t=soon")).invalid);
+        assert!(sig(&BASE.replace("d=", "D=")).invalid);
+        assert!(sig(&format!("{BASE}; L=5")).invalid);
+        assert!(!sig(&format!("{BASE}; z=From:X=3DY")).invalid);
         assert!(sig(&BASE.replace("v=1", "v=2")).invalid);
         assert!(sig(&BASE.replace("s=s2024; ", "")).invalid);
         let many = vec!["from"; MAX_SIGNED_NAMES + 1].join(":");
@@ -484,6 +546,31 @@ mod tests {
             sig(&BASE.replace("interieur.gouv.fr", "interieur.gouv.fr'a.evil.example")).domain,
             None
         );
+    }
+
+    #[test]
+    fn identity_rows() {
+        let opts = ParseOptions::default();
+        let alice =
+            Mailbox::parse(b"alice@interieur.gouv.fr", &opts).unwrap_or_else(|e| panic!("{e}"));
+        let rows: &[(&str, bool)] = &[
+            ("", true),
+            ("; i=alice@interieur.gouv.fr", true),
+            ("; i=ALICE@Interieur.Gouv.Fr", true),
+            ("; i=alice=40interieur.gouv.fr", true),
+            ("; i=@interieur.gouv.fr", true),
+            ("; i=@dgsi.interieur.gouv.fr", true),
+            ("; i=bob@interieur.gouv.fr", false),
+            ("; i=@gouv.fr", false),
+            ("; i=@evil.example", false),
+            ("; i=alice@@interieur.gouv.fr", false),
+            ("; i=alice=4", false),
+            ("; i=\"alice\"@interieur.gouv.fr", false),
+        ];
+        for (tag, want) in rows {
+            let s = sig(&format!("{BASE}{tag}"));
+            assert_eq!(identity_agrees(&s, &alice, &opts), *want, "{tag}");
+        }
     }
 
     #[test]
@@ -605,6 +692,11 @@ mod tests {
             ),
             SigStatus::Good
         );
+        // A clock up to an hour fast is tolerated, as for the Date (SPEC §4 `date.stale`).
+        for (ahead, want) in [(3000, SigStatus::Good), (3700, SigStatus::Fail)] {
+            let s = sig(&format!("{BASE}; t={}", now + ahead));
+            assert_eq!(j(&s, Crypto::Pass, &key(2048)), want, "t= {ahead}s ahead");
+        }
         assert_eq!(
             judge(
                 &good,

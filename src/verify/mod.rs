@@ -11,8 +11,14 @@
 //! fields are never evidence (nothing here looks at them).
 //!
 //! Decisions where the SPEC is silent:
-//! - When several aligned signatures pass, the binding is judged against the first one whose
-//!   signed content carries the token (any passing aligned signature proves that content).
+//! - When several aligned signatures pass, the binding is judged against the first one that
+//!   proves all of it (token, session code, freshness), else against the first whose signed
+//!   content carries the token (its gaps are then the reason), else the first. Any passing
+//!   aligned signature proves its content; two signatures' halves are never combined.
+//! - When no passing aligned signature proves the whole binding and another aligned signature
+//!   could not be judged (its key lookup failed temporarily), that one might have proved it:
+//!   the DKIM result is `temperror` and the signature-dependent checks are `skipped` (4xx,
+//!   SPEC I5), unless a certain refusal exists elsewhere.
 //! - For a domain whose override does not require DKIM and that has no passing aligned
 //!   signature, nothing is signed: the token, code and Date are looked for in the whole mail
 //!   (SPF pass and iprev are then mandatory, see `domains`).
@@ -83,6 +89,9 @@ struct Selected {
 struct DkimReport {
     result: Dkim,
     good: Vec<Selected>,
+    /// An aligned signature could not be judged for a temporary reason (its key lookup or
+    /// its verification failed temporarily): it might have proved what the good ones do not.
+    temp: bool,
 }
 
 impl Verifier {
@@ -193,6 +202,7 @@ impl Verifier {
         let mut session_code = Outcome::Skipped;
         let mut date = Outcome::Skipped;
         let mut chosen: Option<&Selected> = None;
+        let mut dkim_result = dkim_report.result;
         let unsigned_fallback = !req.dkim && dkim_report.result != Dkim::Pass;
         if dkim_report.result == Dkim::Pass || unsigned_fallback {
             let candidates: Vec<Option<&Selected>> = if unsigned_fallback {
@@ -215,19 +225,40 @@ impl Verifier {
                     binding::freshness(time, now, self.confirm.max_message_age),
                 )
             };
-            let mut results = candidates.iter().map(|s| (*s, judge(*s)));
-            let first = results.next();
-            let pick = match first {
-                Some((_, (Some(Outcome::Ok), _, _))) => first,
-                _ => results
-                    .find(|(_, (t, _, _))| *t == Some(Outcome::Ok))
-                    .or(first),
-            };
+            // The signature that proves the whole binding decides; failing that, the first
+            // that proves the token (its other gaps are then the reason), else the first.
+            let code_counts = self.confirm.require_session_code;
+            let proves_all =
+                |(token, code, fresh): &(Option<Outcome>, Option<Outcome>, Outcome)| {
+                    token.is_none_or(|t| t == Outcome::Ok)
+                        && (!code_counts || code.is_none_or(|c| c == Outcome::Ok))
+                        && *fresh != Outcome::Fail
+                };
+            let results: Vec<_> = candidates.iter().map(|s| (*s, judge(*s))).collect();
+            let pick = results
+                .iter()
+                .find(|(_, r)| proves_all(r))
+                .or_else(|| {
+                    results
+                        .iter()
+                        .find(|(_, (t, _, _))| *t == Some(Outcome::Ok))
+                })
+                .or_else(|| results.first());
             if let Some((sel, (token, code, fresh))) = pick {
-                chosen = sel;
+                chosen = *sel;
                 token_unsigned = token.unwrap_or(Outcome::Skipped);
                 session_code = code.unwrap_or(Outcome::Skipped);
-                date = fresh;
+                date = *fresh;
+                // An aligned signature whose key could not be fetched might prove what the
+                // good ones do not: the answer is not certain, so it is temporary (SPEC I5),
+                // and the checks that depend on the signature could not be judged.
+                if dkim_report.temp && !unsigned_fallback && !proves_all(&(*token, *code, *fresh)) {
+                    dkim_result = Dkim::TempError;
+                    chosen = None;
+                    token_unsigned = Outcome::Skipped;
+                    session_code = Outcome::Skipped;
+                    date = Outcome::Skipped;
+                }
             }
         }
         if !self.confirm.require_session_code {
@@ -251,7 +282,7 @@ impl Verifier {
             envelope_mismatch,
             domain_allowed,
             spf,
-            dkim: dkim_report.result,
+            dkim: dkim_result,
             iprev,
             date,
             binding_mismatch,
@@ -295,24 +326,48 @@ impl Verifier {
     }
 
     /// SPF for MAIL FROM (RFC 7208), bounded by `dns.timeout`.
+    ///
+    /// mail-auth evaluates the first `v=spf1` record it finds where RFC 7208 §4.5 makes two
+    /// records a `permerror` (so its answer would depend on the order the DNS server lists
+    /// them in), and reads a control character as a term separator where §4.6.1 allows
+    /// spaces only. Both are checked here on the MAIL FROM domain's own record, through the
+    /// same cache; records reached by `include`/`redirect` remain mail-auth's reading.
     async fn spf(&self, tx: &Transaction) -> Spf {
         let helo = tx.session.helo.as_deref().unwrap_or("unknown");
         let sender = tx.mail_from.to_string();
         let host = self.confirm.domain.as_str();
         let params = SpfParameters::verify_mail_from(tx.session.client_ip, helo, host, &sender);
-        let Ok(out) = tokio::time::timeout(self.dns_timeout, self.auth.verify_spf(params)).await
-        else {
-            return Spf::TempError;
+        let check = async {
+            let result = match self.auth.verify_spf(params).await.result() {
+                SpfResult::Pass => Spf::Pass,
+                SpfResult::Fail => Spf::Fail,
+                SpfResult::SoftFail => Spf::SoftFail,
+                SpfResult::Neutral => Spf::Neutral,
+                SpfResult::None => Spf::None,
+                SpfResult::PermError => Spf::PermError,
+                SpfResult::TempError => Spf::TempError,
+            };
+            if matches!(result, Spf::TempError | Spf::None) {
+                return result;
+            }
+            match dns::txt_lookup(&self.auth, tx.mail_from.domain().as_str()).await {
+                Ok(records) => {
+                    let spf: Vec<&Vec<u8>> = records.iter().filter(|r| is_spf_record(r)).collect();
+                    let malformed = spf.iter().any(|r| r.iter().any(u8::is_ascii_control));
+                    if spf.len() > 1 || malformed {
+                        Spf::PermError
+                    } else {
+                        result
+                    }
+                }
+                // The pass cannot be confirmed now; a refusal stands whatever the record.
+                Err(LookupError::Temporary) if result == Spf::Pass => Spf::TempError,
+                Err(_) => result,
+            }
         };
-        match out.result() {
-            SpfResult::Pass => Spf::Pass,
-            SpfResult::Fail => Spf::Fail,
-            SpfResult::SoftFail => Spf::SoftFail,
-            SpfResult::Neutral => Spf::Neutral,
-            SpfResult::None => Spf::None,
-            SpfResult::PermError => Spf::PermError,
-            SpfResult::TempError => Spf::TempError,
-        }
+        tokio::time::timeout(self.dns_timeout, check)
+            .await
+            .unwrap_or(Spf::TempError)
     }
 
     /// Forward-confirmed reverse DNS, bounded by `dns.timeout`.
@@ -358,6 +413,7 @@ impl Verifier {
             return DkimReport {
                 result: Dkim::None,
                 good: Vec::new(),
+                temp: false,
             };
         }
         let is_aligned = |d: &str| -> bool {
@@ -376,6 +432,7 @@ impl Verifier {
             return DkimReport {
                 result: dkim::aggregate(sigs.len(), &[], any_pass),
                 good: Vec::new(),
+                temp: false,
             };
         }
         let work = async {
@@ -387,15 +444,18 @@ impl Verifier {
             for sig in &aligned {
                 let key = self.key(sig).await;
                 let signed = sig.signed_fields(block);
-                let status = dkim::judge(
-                    sig,
-                    crypto_of(&results, sig),
-                    &key,
-                    &signed,
-                    from_field,
-                    min_bits,
-                    secs,
-                );
+                let status = match from {
+                    Some(f) if !dkim::identity_agrees(sig, f, &self.opts) => SigStatus::Fail,
+                    _ => dkim::judge(
+                        sig,
+                        crypto_of(&results, sig),
+                        &key,
+                        &signed,
+                        from_field,
+                        min_bits,
+                        secs,
+                    ),
+                };
                 if status == SigStatus::Good {
                     good.push(Selected {
                         info: (*sig).clone(),
@@ -407,6 +467,7 @@ impl Verifier {
             DkimReport {
                 result: dkim::aggregate(sigs.len(), &statuses, false),
                 good,
+                temp: statuses.contains(&SigStatus::TempError),
             }
         };
         match tokio::time::timeout(self.dns_timeout, work).await {
@@ -414,6 +475,7 @@ impl Verifier {
             Err(_) => DkimReport {
                 result: Dkim::TempError,
                 good: Vec::new(),
+                temp: true,
             },
         }
     }
@@ -532,6 +594,16 @@ fn crypto_of(results: &[CryptoResult], sig: &SigInfo) -> Crypto {
         });
     }
     found.unwrap_or(Crypto::Fail)
+}
+
+/// A record that is, or that some reader could take for, an SPF record: `v=spf1`
+/// (case-insensitive) alone or followed by anything but a letter or digit. RFC 7208 §4.5
+/// wants a space there; a TAB or CR is counted too, since mail-auth reads those as
+/// separators (such a record then also fails the control-character check).
+fn is_spf_record(txt: &[u8]) -> bool {
+    txt.get(..6)
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"v=spf1"))
+        && txt.get(6).is_none_or(|b| !b.is_ascii_alphanumeric())
 }
 
 /// A selector must be a plain DNS label sequence: no way to make the key name leave `d=`.
