@@ -43,8 +43,10 @@ use crate::backend::Evidence;
 pub const MAX_BATCH: usize = 256;
 /// Queued write jobs before callers wait (back-pressure, bounded memory).
 const QUEUE_DEPTH: usize = 4096;
-/// Idle read connections kept open.
-const MAX_IDLE_READERS: usize = 4;
+/// Idle read connections kept open. Every RCPT and every DATA reads once; with four kept, 20
+/// concurrent sessions opened (and parsed the schema of) a new connection for most reads and
+/// closed it again (bench/run.sh profile). 32 covers the concurrency the blocking pool sees.
+const MAX_IDLE_READERS: usize = 32;
 
 /// Schema migrations, in order; index + 1 is the version they produce.
 const MIGRATIONS: &[&str] = &[
@@ -278,7 +280,8 @@ impl Store for SqliteStore {
             if pending >= limits.max_pending || last_hour >= limits.max_per_hour {
                 return Ok(CreateOutcome::RateLimited { pending, last_hour });
             }
-            conn.execute(
+            exec(
+                conn,
                 "INSERT INTO challenges (id, address, token_hash, session_code, message_id_tail, status, created_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)",
                 params![
@@ -320,9 +323,7 @@ impl Store for SqliteStore {
     ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send {
         let id = id.to_owned();
         self.write(move |conn| {
-            let n = conn
-                .execute("DELETE FROM challenges WHERE id = ?1", params![id])
-                .map_err(db)?;
+            let n = exec(conn, "DELETE FROM challenges WHERE id = ?1", params![id]).map_err(db)?;
             Ok(n > 0)
         })
     }
@@ -334,9 +335,9 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let c = &req.confirmation;
             let evidence = serde_json::to_string(&c.evidence).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let changed = conn
-                .execute(
-                    "UPDATE challenges SET status = 'confirmed', confirmed_at = ?1, evidence = ?2,
+            let changed = exec(
+                conn,
+                "UPDATE challenges SET status = 'confirmed', confirmed_at = ?1, evidence = ?2,
                         confirm_message_id = ?3, confirm_from = ?4, confirm_session = ?5, confirm_session_ended = 0
                      WHERE id = ?6 AND status = 'pending' AND expires_at > ?7",
                     params![
@@ -372,7 +373,8 @@ impl Store for SqliteStore {
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         let id = id.to_owned();
         self.write(move |conn| {
-            conn.execute(
+            exec(
+                conn,
                 "UPDATE challenges SET rejections = rejections + 1 WHERE id = ?1 AND status = 'pending'",
                 params![id],
             )
@@ -387,12 +389,12 @@ impl Store for SqliteStore {
     ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
         let sid = session_id.to_owned();
         self.write(move |conn| {
-            let n = conn
-                .execute(
-                    "UPDATE challenges SET confirm_session_ended = 1 WHERE confirm_session = ?1",
-                    params![sid],
-                )
-                .map_err(db)?;
+            let n = exec(
+                conn,
+                "UPDATE challenges SET confirm_session_ended = 1 WHERE confirm_session = ?1",
+                params![sid],
+            )
+            .map_err(db)?;
             Ok(n as u64)
         })
     }
@@ -402,12 +404,12 @@ impl Store for SqliteStore {
         cutoff: DateTime<Utc>,
     ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
         self.write(move |conn| {
-            let n = conn
-                .execute(
-                    "DELETE FROM challenges WHERE expires_at < ?1",
-                    params![cutoff.timestamp_millis()],
-                )
-                .map_err(db)?;
+            let n = exec(
+                conn,
+                "DELETE FROM challenges WHERE expires_at < ?1",
+                params![cutoff.timestamp_millis()],
+            )
+            .map_err(db)?;
             Ok(n as u64)
         })
     }
@@ -455,7 +457,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, commits: Arc<Atomi
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE", []) {
             let err = db(e);
             tracing::warn!(error = %err, jobs = batch.len(), "store: cannot begin a write transaction");
             for job in batch {
@@ -465,14 +467,14 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, commits: Arc<Atomi
         }
         let mut done = Vec::with_capacity(batch.len());
         for job in batch {
-            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            if let Err(e) = exec(&conn, "SAVEPOINT job", []) {
                 fail_unrun(job, db(e));
                 continue;
             }
             done.push(run_in_savepoint(job, &conn));
         }
-        let commit_error = match conn.execute_batch("COMMIT") {
-            Ok(()) => {
+        let commit_error = match exec(&conn, "COMMIT", []) {
+            Ok(_) => {
                 commits.fetch_add(1, Ordering::Relaxed);
                 None
             }
@@ -498,7 +500,12 @@ fn run_in_savepoint(job: Job, conn: &Connection) -> Done {
     } else {
         "ROLLBACK TO job; RELEASE job"
     };
-    match conn.execute_batch(end) {
+    let ended = if ok {
+        exec(conn, end, []).map(|_| ())
+    } else {
+        conn.execute_batch(end)
+    };
+    match ended {
         Ok(()) => done,
         Err(e) => {
             let err = db(e);
@@ -526,6 +533,8 @@ fn open_connection(
     }
     let conn = Connection::open_with_flags(path, flags).map_err(db)?;
     conn.busy_timeout(options.busy_timeout).map_err(db)?;
+    // Room for every statement of this module (see `exec`).
+    conn.set_prepared_statement_cache_capacity(32);
     if writer && !options.read_only {
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -619,9 +628,17 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Run one statement through the connection's prepared-statement cache: the same few
+/// statements run for every message, and parsing them again each time cost more CPU than
+/// executing them (profiled under bench/run.sh).
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 fn count(conn: &Connection, sql: &str, address: &str, at_ms: i64) -> Result<u32, StoreError> {
     let n: i64 = conn
-        .query_row(sql, params![address, at_ms], |r| r.get(0))
+        .prepare_cached(sql)
+        .and_then(|mut st| st.query_row(params![address, at_ms], |r| r.get(0)))
         .map_err(db)?;
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
@@ -636,8 +653,8 @@ fn select_one(
 ) -> Result<Option<ChallengeRecord>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM challenges {clause}");
     let raw = conn
-        .query_row(&sql, [key], RawRow::from_row)
-        .optional()
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.query_row([key], RawRow::from_row).optional())
         .map_err(db)?;
     raw.map(RawRow::into_record).transpose()
 }

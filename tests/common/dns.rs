@@ -1,7 +1,7 @@
 //! An in-process authoritative DNS server on 127.0.0.1 (UDP and TCP, same ephemeral port)
 //! serving the test world, changeable while it runs.
 //!
-//! - Every record has TTL 0; negative answers carry an SOA whose TTL and minimum are 0, so a
+//! - Every record has TTL 0 (unless `set_ttl` says otherwise); negative answers carry an SOA whose TTL and minimum are 0, so a
 //!   change is seen by the next query.
 //! - Names are compared label by label on raw octets (ASCII case-insensitive), so names with
 //!   `(`, `'` or `"` in a label are served like any other.
@@ -55,6 +55,8 @@ struct State {
     timeout: Vec<String>,
     queries: u64,
     tcp_queries: u64,
+    /// TTL of every answer record (0 unless [`TestDns::set_ttl`] changed it).
+    ttl: u32,
 }
 
 /// The running server. Dropping it stops it.
@@ -85,6 +87,18 @@ impl TestDns {
     /// Start serving `records` on 127.0.0.1, UDP and TCP on one ephemeral port.
     pub async fn start(records: Vec<Rec>) -> TestDns {
         let (udp, tcp) = bind_pair().await;
+        Self::serve(udp, tcp, records)
+    }
+
+    /// Start serving `records` on `addr`, UDP and TCP (a fixed address another program,
+    /// configured beforehand, can be pointed at).
+    pub async fn start_on(addr: SocketAddr, records: Vec<Rec>) -> std::io::Result<TestDns> {
+        let udp = UdpSocket::bind(addr).await?;
+        let tcp = TcpListener::bind(addr).await?;
+        Ok(Self::serve(udp, tcp, records))
+    }
+
+    fn serve(udp: UdpSocket, tcp: TcpListener, records: Vec<Rec>) -> TestDns {
         let addr = udp.local_addr().expect("udp addr");
         let state = Arc::new(Mutex::new(State {
             records,
@@ -163,6 +177,12 @@ impl TestDns {
     /// Never answer `name` and below (`""`: every name).
     pub fn drop_name(&self, name: &str) {
         self.with(|s| s.drop.push(lower(name)));
+    }
+
+    /// Give answer records this TTL from now on, so a resolver may cache them (benchmarks
+    /// measure with caching, as against a real zone; tests keep 0 to see every change).
+    pub fn set_ttl(&self, ttl: u32) {
+        self.with(|s| s.ttl = ttl);
     }
 
     /// Never answer a query for exactly `name` and a type it has no record of.
@@ -295,7 +315,7 @@ fn answer(state: &Mutex<State>, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
             .collect();
         for rec in &matching {
             if let Some(data) = rdata(rec) {
-                resp.add_answer(Record::from_rdata(q.name().clone(), 0, data));
+                resp.add_answer(Record::from_rdata(q.name().clone(), st.ttl, data));
             }
         }
         if resp.answers.is_empty() && st.timeout.contains(&key) {
