@@ -9,6 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -364,6 +365,9 @@ impl std::fmt::Display for Reply {
 }
 
 /// A plain SMTP client that sends from a chosen loopback address and records every reply.
+/// Next client source port (see [`Smtp::connect`]).
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
 pub struct Smtp {
     stream: TcpStream,
     buf: Vec<u8>,
@@ -380,7 +384,24 @@ impl Smtp {
             IpAddr::V4(_) => TcpSocket::new_v4()?,
             IpAddr::V6(_) => TcpSocket::new_v6()?,
         };
-        socket.bind(SocketAddr::new(source, 0))?;
+        // Audit events are matched to their session by source address and port: a port the
+        // kernel hands out again to a later session of the same test would mix two sessions.
+        // Ports come from a per-process counter instead, skipping any in use.
+        let mut bound = None;
+        for _ in 0..2000 {
+            let port = 20000 + (NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 30000) as u16;
+            match socket.bind(SocketAddr::new(source, port)) {
+                Ok(()) => {
+                    bound = Some(port);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if bound.is_none() {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
         let stream = tokio::time::timeout(REPLY_TIMEOUT, socket.connect(server))
             .await
             .map_err(|_| std::io::Error::other("connect timed out"))??;
