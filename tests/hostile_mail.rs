@@ -71,19 +71,6 @@ async fn verify_as(world: &World, mail: &Mail, claimed: &str, n: u32) -> Verdict
     .expect("verification finished within dns.timeout plus a margin")
 }
 
-fn show(v: &Verdict) -> String {
-    format!(
-        "{:?} [{}]",
-        v.decision,
-        v.checks
-            .iter()
-            .filter(|c| c.result != "ok" && c.result != "pass")
-            .map(|c| format!("{}={}", c.name, c.result))
-            .collect::<Vec<_>>()
-            .join(" ")
-    )
-}
-
 /// One hostile mail and what it must get.
 struct Row {
     name: String,
@@ -132,7 +119,11 @@ async fn table(world: &World, rows: Vec<Row>) {
             None => Decision::Accept,
         };
         if v.decision != want {
-            failures.push(format!("{}: want {want:?}, got {}", r.name, show(&v)));
+            failures.push(format!(
+                "{}: want {want:?}, got {}",
+                r.name,
+                common::show_verdict(&v)
+            ));
         }
         assert_eq!(
             v.checks.len(),
@@ -890,7 +881,12 @@ async fn rsa_key_sizes() {
             .verify(&tx, &challenge(ALICE, &vars), now)
             .await;
         let expected = want.map_or(Decision::Accept, Decision::Refuse);
-        assert_eq!(v.decision, expected, "rsa {bits}: {}", show(&v));
+        assert_eq!(
+            v.decision,
+            expected,
+            "rsa {bits}: {}",
+            common::show_verdict(&v)
+        );
     }
     world.reset_dns();
 }
@@ -1550,7 +1546,12 @@ async fn dns_faults() {
             Decision::Accept => None,
         };
         if got != r.want {
-            failures.push(format!("{}: want {:?}, got {}", r.name, r.want, show(&v)));
+            failures.push(format!(
+                "{}: want {:?}, got {}",
+                r.name,
+                r.want,
+                common::show_verdict(&v)
+            ));
         }
         if temporary(r.want) {
             assert!(temporary(got) || got != r.want, "row is consistent");

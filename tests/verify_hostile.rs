@@ -32,19 +32,6 @@ async fn run(world: &World, mail: &Mail, n: u32) -> Verdict {
         .await
 }
 
-fn show(v: &Verdict) -> String {
-    format!(
-        "{:?} [{}]",
-        v.decision,
-        v.checks
-            .iter()
-            .filter(|c| c.result != "ok" && c.result != "pass")
-            .map(|c| format!("{}={}", c.name, c.result))
-            .collect::<Vec<_>>()
-            .join(" ")
-    )
-}
-
 /// Run rows; every row must give its expected decision.
 async fn table(world: &World, rows: Vec<(&str, Mail, Option<Reason>)>) {
     let mut failures = Vec::new();
@@ -55,7 +42,10 @@ async fn table(world: &World, rows: Vec<(&str, Mail, Option<Reason>)>) {
             None => Decision::Accept,
         };
         if v.decision != want {
-            failures.push(format!("{name}: want {want:?}, got {}", show(&v)));
+            failures.push(format!(
+                "{name}: want {want:?}, got {}",
+                common::show_verdict(&v)
+            ));
         }
         assert_eq!(
             v.checks.len(),
@@ -807,7 +797,12 @@ async fn replays_and_spf() {
             world.dns.add("interieur.gouv.fr", "TXT", r);
         }
         let v = run(&world, &Mail::alice(), 100 + n as u32).await;
-        assert_eq!(v.decision, Decision::Refuse(want), "{name}: {}", show(&v));
+        assert_eq!(
+            v.decision,
+            Decision::Refuse(want),
+            "{name}: {}",
+            common::show_verdict(&v)
+        );
     }
     world.reset_dns();
 }
@@ -863,7 +858,7 @@ async fn configuration_changes_the_rules() {
         .without("references")
         .body("Oui.\r\n");
     let v = run(&world, &bare, 5).await;
-    assert_eq!(v.decision, Decision::Accept, "{}", show(&v));
+    assert_eq!(v.decision, Decision::Accept, "{}", common::show_verdict(&v));
     assert!(
         v.checks
             .iter()
@@ -894,7 +889,7 @@ async fn configuration_changes_the_rules() {
         v.decision,
         Decision::Refuse(Reason::IprevFail),
         "{}",
-        show(&v)
+        common::show_verdict(&v)
     );
     world.policy.require_iprev = false;
 
@@ -905,7 +900,7 @@ async fn configuration_changes_the_rules() {
         v.decision,
         Decision::Refuse(Reason::DomainNotAllowed),
         "{}",
-        show(&v)
+        common::show_verdict(&v)
     );
     world.policy.denied_domains.clear();
 
@@ -922,7 +917,7 @@ async fn configuration_changes_the_rules() {
         v.decision,
         Decision::Refuse(Reason::IprevFail),
         "{}",
-        show(&v)
+        common::show_verdict(&v)
     );
     world.policy.domains.clear();
     assert_eq!(
@@ -949,7 +944,7 @@ async fn iprev_through_the_test_server() {
 
     setup(&world);
     let v = run(&world, &mail, 1).await;
-    assert_eq!(v.decision, Decision::Accept, "{}", show(&v));
+    assert_eq!(v.decision, Decision::Accept, "{}", common::show_verdict(&v));
     assert!(
         v.checks
             .iter()
@@ -966,7 +961,7 @@ async fn iprev_through_the_test_server() {
         v.decision,
         Decision::Refuse(Reason::IprevFail),
         "{}",
-        show(&v)
+        common::show_verdict(&v)
     );
 
     // No PTR at all.
@@ -977,7 +972,7 @@ async fn iprev_through_the_test_server() {
         v.decision,
         Decision::Refuse(Reason::IprevFail),
         "{}",
-        show(&v)
+        common::show_verdict(&v)
     );
 
     // SERVFAIL on the reverse zone: temporary.
@@ -988,13 +983,13 @@ async fn iprev_through_the_test_server() {
         v.decision,
         Decision::Refuse(Reason::DnsTemperror),
         "{}",
-        show(&v)
+        common::show_verdict(&v)
     );
 
     // Not required: the same SERVFAIL does not matter.
     world.policy.require_iprev = false;
     let v = run(&world, &mail, 5).await;
-    assert_eq!(v.decision, Decision::Accept, "{}", show(&v));
+    assert_eq!(v.decision, Decision::Accept, "{}", common::show_verdict(&v));
     assert!(
         v.checks
             .iter()
@@ -1009,7 +1004,7 @@ async fn without_a_challenge_bindings_are_skipped() {
     let vars = Vars::new(now, 1);
     let tx = Mail::alice().transaction(&vars, now);
     let v = world.verifier().verify_message(&tx, None, now).await;
-    assert_eq!(v.decision, Decision::Accept, "{}", show(&v));
+    assert_eq!(v.decision, Decision::Accept, "{}", common::show_verdict(&v));
     for name in [
         "binding.mismatch",
         "binding.token_unsigned",
@@ -1072,7 +1067,7 @@ async fn signature_count_and_h_length_are_bounded() {
     let mut sigs = vec![Sig::gov()];
     sigs.extend((0..MAX_SIGNATURES + 4).map(|_| junk()));
     let v = run(&world, &Mail::alice().sigs(sigs), 1).await;
-    assert_eq!(v.decision, Decision::Accept, "{}", show(&v));
+    assert_eq!(v.decision, Decision::Accept, "{}", common::show_verdict(&v));
 
     // 200 junk fields on top push the genuine one out of consideration.
     let mut sigs: Vec<Sig> = (0..200).map(|_| junk()).collect();
@@ -1083,7 +1078,7 @@ async fn signature_count_and_h_length_are_bounded() {
         v.decision,
         Decision::Refuse(Reason::DkimFail),
         "{}",
-        show(&v)
+        common::show_verdict(&v)
     );
     eprintln!("200 signatures decided in {:?}", started.elapsed());
 
@@ -1095,7 +1090,7 @@ async fn signature_count_and_h_length_are_bounded() {
         v.decision,
         Decision::Refuse(Reason::DkimFail),
         "{}",
-        show(&v)
+        common::show_verdict(&v)
     );
 }
 
@@ -1117,7 +1112,7 @@ async fn two_key_records_at_one_selector_are_refused() {
         v.decision,
         Decision::Refuse(Reason::DkimFail),
         "{}",
-        show(&v)
+        common::show_verdict(&v)
     );
     // A record that is not a key next to the key is harmless.
     world.reset_dns();
@@ -1208,7 +1203,7 @@ async fn verifier_from_the_shipped_config() {
             now,
         )
         .await;
-    assert_eq!(v.decision, Decision::Accept, "{}", show(&v));
+    assert_eq!(v.decision, Decision::Accept, "{}", common::show_verdict(&v));
     let tx = Mail::alice().body("Oui.\r\n").transaction(&vars, now);
     let v = verifier.verify(&tx, &alice_challenge(&vars), now).await;
     assert_eq!(v.decision, Decision::Refuse(Reason::BindingSessionCode));

@@ -199,3 +199,18 @@ pub fn challenge(address: &str, vars: &Vars) -> ChallengeBinding {
         message_id: vars.challenge_msgid.clone(),
     }
 }
+
+/// A verdict in one line for assertion messages: the decision and every check that did not
+/// pass.
+pub fn show_verdict(v: &gatekeeper::backend::Verdict) -> String {
+    format!(
+        "{:?} [{}]",
+        v.decision,
+        v.checks
+            .iter()
+            .filter(|c| c.result != "ok" && c.result != "pass")
+            .map(|c| format!("{}={}", c.name, c.result))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
