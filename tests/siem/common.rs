@@ -190,12 +190,17 @@ pub fn config(format: SiemFormat, sinks: Vec<SiemSink>, spool: &Path, max: usize
     }
 }
 
+/// The complete lines of a file another process is appending to: a last line without its
+/// newline is still being written (a read can land between two `write`s) and is left for the
+/// next poll. A line split or forged by the writer still shows as complete lines that fail to
+/// parse.
 pub fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    complete.lines().map(str::to_owned).collect()
 }
 
 /// Polls `f` until it returns true or `timeout` passes; returns its last answer.

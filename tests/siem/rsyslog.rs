@@ -158,11 +158,7 @@ ruleset(name="udp") {{ action(type="omfile" file="{d}/udp.log" template="raw") }
     }
 
     pub fn lines(&self, which: &str) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join(format!("{which}.log")))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        super::common::read_lines(&self.dir.path().join(format!("{which}.log")))
     }
 
     pub fn output(&self) -> String {
