@@ -13,7 +13,16 @@
 //!     returned only after COMMIT (I3). A store failure → `store.unavailable`.
 //!   - the verifier refuses → its verdict is returned; a *permanent* refusal of a pending
 //!     challenge counts one rejection (`rejections`), a temporary one (DNS, store) does not:
-//!     it says nothing about the reply. The token is not used up.
+//!     it says nothing about the reply. The token is not used up. The count is queued, not
+//!     awaited ([`Store::count_rejection`]): the `550` does not wait for a counter, and the
+//!     next `GET` sees it.
+//! - **One read per message**: the record read at RCPT is kept for the session's DATA (by
+//!   session; dropped at DATA, at the next RCPT, at close), so DATA does not read it again.
+//!   What could change in between is decided where it must be: expiry from `expires_at` and
+//!   the DATA time, "already confirmed" by the conditional commit itself. The one effect of a
+//!   confirmation by another session in between is which reason a refused reply gets (its
+//!   own rather than `token.used`). Without a kept record (a backend driven without RCPT)
+//!   DATA reads the store.
 //!   - the challenge is already confirmed: if the stored confirmation has the same
 //!     Message-ID and the same From (the token is the same by construction: it names the
 //!     challenge) **and** its delivering session has ended → `Accept` again (idempotent
@@ -31,7 +40,7 @@
 //!   stored header block (it is quoted in To, Subject, In-Reply-To): the token is never in an
 //!   API answer, and the store never holds it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,6 +74,9 @@ pub struct App<S: Store, V: Verify> {
     session_timeout: Duration,
     /// Open sessions that committed a confirmation: `session_closed` marks them in the store.
     confirming: Mutex<HashSet<String>>,
+    /// The record each open session's accepted RCPT read, for its DATA (at most one per
+    /// session: bounded by the connection cap).
+    at_rcpt: Mutex<HashMap<String, ChallengeRecord>>,
 }
 
 impl<S: Store, V: Verify> App<S, V> {
@@ -75,6 +87,7 @@ impl<S: Store, V: Verify> App<S, V> {
             parse: parse_options(config),
             session_timeout: config.smtp.session_timeout,
             confirming: Mutex::new(HashSet::new()),
+            at_rcpt: Mutex::new(HashMap::new()),
         }
     }
 
@@ -123,10 +136,8 @@ impl<S: Store, V: Verify> App<S, V> {
             if status == Status::Confirmed {
                 return refuse(verdict, Reason::TokenUsed);
             }
-            if reason.class() == Class::Permanent
-                && let Err(e) = self.store.record_rejection(&id).await
-            {
-                tracing::warn!(challenge_id = %id, error = %e, "could not count a rejection");
+            if reason.class() == Class::Permanent {
+                self.store.count_rejection(&id);
             }
             return verdict;
         }
@@ -158,9 +169,7 @@ impl<S: Store, V: Verify> App<S, V> {
                 refuse(verdict, e.reason())
             }
             Ok(ConfirmOutcome::Confirmed) => {
-                if let Ok(mut open) = self.confirming.lock() {
-                    open.insert(tx.session.session_id.clone());
-                }
+                lock(&self.confirming).insert(tx.session.session_id.clone());
                 verdict
             }
             Ok(ConfirmOutcome::AlreadyConfirmed(previous)) => {
@@ -183,7 +192,7 @@ impl<S: Store, V: Verify> App<S, V> {
 impl<S: Store, V: Verify> Backend for App<S, V> {
     async fn check_recipient(
         &self,
-        _session: &SessionInfo,
+        session: &SessionInfo,
         rcpt: &Recipient,
         now: DateTime<Utc>,
     ) -> RcptOutcome {
@@ -199,22 +208,30 @@ impl<S: Store, V: Verify> Backend for App<S, V> {
             }
             Ok(Some(record)) => match record.status(now) {
                 Status::Expired => RcptOutcome::Refuse(Reason::TokenExpired),
-                Status::Pending | Status::Confirmed => RcptOutcome::Accept {
-                    challenge_id: record.id,
-                },
+                Status::Pending | Status::Confirmed => {
+                    let challenge_id = record.id.clone();
+                    lock(&self.at_rcpt).insert(session.session_id.clone(), record);
+                    RcptOutcome::Accept { challenge_id }
+                }
             },
         }
     }
 
     async fn deliver(&self, tx: Transaction) -> Verdict {
         let id = tx.challenge_id.clone();
-        let record = match self.store.get(&id).await {
-            Err(e) => {
-                tracing::warn!(challenge_id = %id, error = %e, "store lookup failed at DATA");
-                return with_id(Verdict::refuse(e.reason()), &id);
-            }
-            Ok(None) => return with_id(Verdict::refuse(Reason::TokenUnknown), &id),
-            Ok(Some(r)) => r,
+        let kept = lock(&self.at_rcpt)
+            .remove(&tx.session.session_id)
+            .filter(|r| r.id == id);
+        let record = match kept {
+            Some(r) => r,
+            None => match self.store.get(&id).await {
+                Err(e) => {
+                    tracing::warn!(challenge_id = %id, error = %e, "store lookup failed at DATA");
+                    return with_id(Verdict::refuse(e.reason()), &id);
+                }
+                Ok(None) => return with_id(Verdict::refuse(Reason::TokenUnknown), &id),
+                Ok(Some(r)) => r,
+            },
         };
         // Defence in depth: the challenge must be the one the RCPT token names.
         if !hashes_equal(&record.token_hash, &hash_token(&tx.rcpt.token)) {
@@ -224,10 +241,8 @@ impl<S: Store, V: Verify> Backend for App<S, V> {
     }
 
     fn session_closed(&self, session_id: &str) {
-        let confirmed_here = match self.confirming.lock() {
-            Ok(mut open) => open.remove(session_id),
-            Err(p) => p.into_inner().remove(session_id),
-        };
+        lock(&self.at_rcpt).remove(session_id);
+        let confirmed_here = lock(&self.confirming).remove(session_id);
         if !confirmed_here {
             return;
         }
@@ -242,6 +257,11 @@ impl<S: Store, V: Verify> Backend for App<S, V> {
             }
         });
     }
+}
+
+/// A mutex's guard, poisoned or not (the maps hold no invariant a panic could break).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn with_id(mut v: Verdict, id: &str) -> Verdict {

@@ -592,3 +592,146 @@ async fn unreadable_store_is_store_unavailable_at_rcpt_and_data() {
     assert_eq!(v.decision, Decision::Refuse(Reason::StoreUnavailable));
     assert_eq!(v.challenge_id.as_deref(), Some("c1"));
 }
+
+/// A store that counts the reads of the SMTP path and passes everything to SQLite.
+struct CountingStore {
+    inner: SqliteStore,
+    reads: AtomicUsize,
+}
+
+impl Store for CountingStore {
+    async fn create(
+        &self,
+        c: gatekeeper::store::NewChallenge,
+        l: RateLimits,
+        now: DateTime<Utc>,
+    ) -> Result<CreateOutcome, gatekeeper::store::StoreError> {
+        self.inner.create(c, l, now).await
+    }
+    async fn get(
+        &self,
+        id: &str,
+    ) -> Result<Option<gatekeeper::store::ChallengeRecord>, gatekeeper::store::StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(id).await
+    }
+    async fn find_by_token_hash(
+        &self,
+        h: &gatekeeper::store::TokenHash,
+    ) -> Result<Option<gatekeeper::store::ChallengeRecord>, gatekeeper::store::StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_by_token_hash(h).await
+    }
+    async fn delete(&self, id: &str) -> Result<bool, gatekeeper::store::StoreError> {
+        self.inner.delete(id).await
+    }
+    async fn confirm(
+        &self,
+        r: gatekeeper::store::ConfirmRequest,
+    ) -> Result<gatekeeper::store::ConfirmOutcome, gatekeeper::store::StoreError> {
+        self.inner.confirm(r).await
+    }
+    async fn record_rejection(&self, id: &str) -> Result<(), gatekeeper::store::StoreError> {
+        self.inner.record_rejection(id).await
+    }
+    fn count_rejection(&self, id: &str) {
+        self.inner.count_rejection(id)
+    }
+    async fn session_ended(&self, s: &str) -> Result<u64, gatekeeper::store::StoreError> {
+        self.inner.session_ended(s).await
+    }
+    async fn purge(&self, c: DateTime<Utc>) -> Result<u64, gatekeeper::store::StoreError> {
+        self.inner.purge(c).await
+    }
+    async fn pending_count(
+        &self,
+        a: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u32, gatekeeper::store::StoreError> {
+        self.inner.pending_count(a, now).await
+    }
+    async fn created_since(
+        &self,
+        a: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u32, gatekeeper::store::StoreError> {
+        self.inner.created_since(a, since).await
+    }
+}
+
+/// One store read per message: DATA uses the record its session's RCPT read. Without one
+/// (no RCPT in this session, the session closed, another challenge) DATA reads the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_uses_the_record_read_at_rcpt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let store = Arc::new(CountingStore {
+        inner: SqliteStore::open(&cfg.store.path, SqliteOptions::default()).unwrap(),
+        reads: AtomicUsize::new(0),
+    });
+    let app = App::new(&cfg, Arc::clone(&store), ScriptedVerifier::default());
+    for (id, tok) in [("c1", "tok1"), ("c2", "tok2"), ("c3", "tok3")] {
+        add(&store.inner, id, tok, 3600).await;
+    }
+    let now = t0() + chrono::Duration::seconds(5);
+    let reads = || store.reads.load(Ordering::SeqCst);
+
+    // RCPT then DATA in one session: one read; the refusal is counted.
+    let id = accept_id(&app, "s1", "tok1", now).await;
+    assert_eq!(reads(), 1);
+    let v = app
+        .deliver(tx(
+            "s1",
+            "tok1",
+            &id,
+            message("m1@interieur.gouv.fr", "REFUSE:spf.fail"),
+            now,
+        ))
+        .await;
+    assert_eq!(v.decision, Decision::Refuse(Reason::SpfFail));
+    assert_eq!(reads(), 1, "DATA did not read the store again");
+    assert_eq!(store.get("c1").await.unwrap().unwrap().rejections, 1);
+    let after_get = reads();
+
+    // The kept record was used up: the same session's next DATA reads.
+    let v = app
+        .deliver(tx(
+            "s1",
+            "tok1",
+            &id,
+            message("m2@interieur.gouv.fr", ""),
+            now,
+        ))
+        .await;
+    assert_eq!(v.decision, Decision::Accept);
+    assert_eq!(reads(), after_get + 1);
+
+    // Session closed between RCPT and DATA: its record is dropped.
+    let id2 = accept_id(&app, "s2", "tok2", now).await;
+    app.session_closed("s2");
+    let before = reads();
+    app.deliver(tx(
+        "s2",
+        "tok2",
+        &id2,
+        message("m3@interieur.gouv.fr", ""),
+        now,
+    ))
+    .await;
+    assert_eq!(reads(), before + 1);
+
+    // A transaction naming another challenge than the kept record: read, and judged on its own.
+    accept_id(&app, "s3", "tok3", now).await;
+    let before = reads();
+    let v = app
+        .deliver(tx(
+            "s3",
+            "tok2",
+            "c2",
+            message("m4@interieur.gouv.fr", ""),
+            now,
+        ))
+        .await;
+    assert_eq!(reads(), before + 1);
+    assert_eq!(v.challenge_id.as_deref(), Some("c2"));
+}

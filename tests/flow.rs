@@ -359,5 +359,20 @@ async fn confirmation_flow() {
         "{metrics}"
     );
 
+    // 9. A refusal counted just before a stop: the count is not awaited by the session, the
+    //    stop writes it (read from the file, not through the API's read-your-writes).
+    let (id4, vars4) = f.challenge("alice@interieur.gouv.fr", 4).await;
+    let (smtp, reply) = f.deliver(&no_code, &vars4).await;
+    f.assert_refused(&smtp, reply.as_ref(), "binding.session_code")
+        .await;
     f.running.stop().await;
+    let db = rusqlite::Connection::open(&f.layout.store).unwrap();
+    let counted: i64 = db
+        .query_row(
+            "SELECT rejections FROM challenges WHERE id = ?1",
+            [&id4],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(counted, 1, "the stop wrote the gathered count");
 }

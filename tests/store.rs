@@ -734,3 +734,110 @@ async fn end_open_sessions_marks_every_confirming_session() {
     assert!(pending.confirmation.is_none());
     assert_eq!(pending.status(now), Status::Pending);
 }
+
+/// Rejections counted without waiting: gathered, written by one job a little later, and seen
+/// by the very next `get` (read-your-writes) whatever the timer; a flood costs a handful of
+/// commits, not one per count; a confirmed challenge counts none; the counts are on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counted_rejections_are_gathered_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for (id, tok) in [("r1", "tokr1"), ("r2", "tokr2")] {
+        let c = new_challenge(id, "alice@interieur.gouv.fr", tok, t0(), 3600);
+        store.create(c, LIMITS, t0()).await.unwrap();
+    }
+    let before = store.commits();
+    for _ in 0..500 {
+        store.count_rejection("r1");
+    }
+    store.count_rejection("r2");
+    store.count_rejection("nope");
+    // Read at once: the timer has not fired, the read still sees every count.
+    assert_eq!(store.get("r1").await.unwrap().unwrap().rejections, 500);
+    assert_eq!(store.get("r2").await.unwrap().unwrap().rejections, 1);
+    let commits = store.commits() - before;
+    assert!(
+        (1..=3).contains(&commits),
+        "501 counts in {commits} commits"
+    );
+
+    // Without a read, the timer writes them.
+    store.count_rejection("r2");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let on_disk = |path: &std::path::Path| -> i64 {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.query_row(
+            "SELECT rejections FROM challenges WHERE id = 'r2'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let path = dir.path().join("sub/dir/gk.db");
+    while on_disk(&path) != 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(on_disk(&path), 2, "written by the flush timer");
+
+    // Confirmed: no longer counted.
+    store.confirm(confirm_req("r1", "s", t0())).await.unwrap();
+    store.count_rejection("r1");
+    assert_eq!(store.get("r1").await.unwrap().unwrap().rejections, 500);
+}
+
+/// The SMTP path's point reads run on the calling task and do not wait for a writer: another
+/// process holding the write lock (`BEGIN EXCLUSIVE`, WAL mode) past the busy timeout does
+/// not delay them, while a write meanwhile fails as `store.unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_reads_are_not_blocked_by_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gk.db");
+    let store = SqliteStore::open(
+        &path,
+        SqliteOptions {
+            busy_timeout: Duration::from_millis(1500),
+            read_only: false,
+        },
+    )
+    .unwrap();
+    let c = new_challenge("pr", "alice@interieur.gouv.fr", "tokpr", t0(), 3600);
+    store.create(c.clone(), LIMITS, t0()).await.unwrap();
+
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch(
+            "BEGIN EXCLUSIVE; UPDATE challenges SET address = 'bob@interieur.gouv.fr' WHERE id = 'pr';",
+        )
+        .unwrap();
+    let started = std::time::Instant::now();
+    let found = store
+        .find_by_token_hash(&c.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        found.address, "alice@interieur.gouv.fr",
+        "the committed row"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "read without waiting ({:?})",
+        started.elapsed()
+    );
+    let err = store
+        .confirm(confirm_req("pr", "s", t0()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Busy(_)), "{err:?}");
+    assert_eq!(err.reason(), Reason::StoreUnavailable);
+    other.execute_batch("COMMIT").unwrap();
+    let found = store
+        .find_by_token_hash(&c.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        found.address, "bob@interieur.gouv.fr",
+        "the new commit is seen"
+    );
+}

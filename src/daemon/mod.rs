@@ -353,9 +353,12 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
         store: Arc::clone(&parts.store),
     };
     let main_shutdown = shutdown.clone();
+    let last_store = Arc::clone(&parts.store);
     let task = tokio::spawn(async move {
         control.run(main_shutdown.clone(), reload_rx).await;
         let _ = smtp_task.await;
+        // Rejection counts still gathering (not awaited by the sessions) are written now.
+        last_store.flush_rejections().await;
         purge_task.abort();
         let _ = api_task.await;
         // The SIEM's last flush blocks (files, SQLite, sockets): off the runtime threads.

@@ -175,6 +175,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store writer has stopped")]
     Closed,
+    /// The database was locked and the operation did not wait (or waited its busy timeout).
+    #[error("database busy: {0}")]
+    Busy(String),
 }
 
 impl StoreError {
@@ -216,8 +219,15 @@ pub trait Store: Send + Sync + 'static {
         request: ConfirmRequest,
     ) -> impl Future<Output = Result<ConfirmOutcome, StoreError>> + Send;
 
-    /// Count one more refused reply for a pending challenge.
+    /// Count one more refused reply for a pending challenge; resolves after COMMIT.
     fn record_rejection(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Count one more refused reply for a pending challenge **without waiting**: queued now,
+    /// committed with the next group commit, seen by every later [`Store::get`]. Used on the
+    /// SMTP path, where the `550` need not wait for a counter: the count is informational (a
+    /// crash may lose the last ones), the refusal's audit event is the record (I4). A failure
+    /// is logged.
+    fn count_rejection(&self, id: &str);
 
     /// Mark the confirmations delivered by this SMTP session as "session ended". Returns the
     /// number of challenges marked.

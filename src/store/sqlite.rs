@@ -15,8 +15,29 @@
 //! past the busy timeout), the transaction is rolled back and every job of the batch gets the
 //! error: nobody is told "confirmed" unless the commit succeeded.
 //!
-//! Reads run on tokio's blocking pool, over a small pool of connections marked
-//! `query_only`; WAL lets them proceed while the writer commits.
+//! Reads use a small pool of connections marked `query_only`; WAL lets them proceed while
+//! the writer commits. The two point reads of the SMTP path ([`Store::get`] by primary key,
+//! [`Store::find_by_token_hash`] by a unique index) run **on the calling task**: from
+//! SQLite's page cache they take a few microseconds (`cargo run --release --example
+//! store_throughput`), less than the two thread hand-offs of the blocking pool, which were
+//! the largest item of the reject path's profile (README, "Performance"). They never wait
+//! for a lock: in WAL mode a reader is not blocked by a writer, not even another process's
+//! `BEGIN EXCLUSIVE` (tested); the rare cases that do lock readers out (another process
+//! recovering the WAL after a crash, or in exclusive locking mode) meet connections without
+//! a busy timeout and fail at once as `store.unavailable`, a `4xx` the sender retries,
+//! rather than holding a runtime thread. The other reads (counts for the rate limits) run on
+//! the blocking pool with the configured busy timeout.
+//!
+//! Rejection counts ([`Store::count_rejection`]) are not awaited by the SMTP path and are
+//! gathered in memory: the first count after a flush schedules one flush job
+//! [`REJECTION_FLUSH`] later, which adds up every count gathered by then in one write. So a
+//! flood of refused replies costs a commit every [`REJECTION_FLUSH`], not one per reply (the
+//! reject path's profile, README "Performance"); a crash loses at most that much of an
+//! informational counter (the audit events are the record, I4).
+//!
+//! Read-your-writes: [`Store::get`] first queues the gathered counts and waits for every
+//! write queued before it (an empty job through the writer), so a count shows in the next
+//! `get`.
 //!
 //! # Schema
 //!
@@ -24,6 +45,7 @@
 //! own transaction. A database written by a newer program (higher version) is refused.
 //! Times are stored as Unix milliseconds (UTC).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +69,8 @@ const QUEUE_DEPTH: usize = 4096;
 /// concurrent sessions opened (and parsed the schema of) a new connection for most reads and
 /// closed it again (bench/run.sh profile). 32 covers the concurrency the blocking pool sees.
 const MAX_IDLE_READERS: usize = 32;
+/// How long rejection counts gather before one job writes them (module docs).
+pub const REJECTION_FLUSH: Duration = Duration::from_secs(1);
 
 /// Schema migrations, in order; index + 1 is the version they produce.
 const MIGRATIONS: &[&str] = &[
@@ -94,6 +118,14 @@ impl Default for SqliteOptions {
     }
 }
 
+/// Rejection counts gathering for the next flush.
+#[derive(Default)]
+struct Gathered {
+    counts: HashMap<String, u32>,
+    /// A flush is scheduled and has not yet been handed to the writer.
+    scheduled: bool,
+}
+
 type Done = Box<dyn FnOnce(Option<StoreError>) + Send>;
 /// A write job: run on the writer's connection (or told it cannot run) and give back whether
 /// it succeeded plus the answer to send once the commit outcome is known.
@@ -102,7 +134,12 @@ type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> (bool, Done) + Sen
 struct Inner {
     path: PathBuf,
     options: SqliteOptions,
+    /// Read connections for the blocking pool (busy timeout as configured).
     readers: Mutex<Vec<Connection>>,
+    /// Read connections for point reads on the calling task (no busy timeout).
+    inline_readers: Mutex<Vec<Connection>>,
+    /// Rejection counts not yet handed to the writer, by challenge id.
+    rejections: Mutex<Gathered>,
     commits: Arc<AtomicU64>,
 }
 
@@ -151,6 +188,8 @@ impl SqliteStore {
                 path: path.to_owned(),
                 options,
                 readers: Mutex::new(Vec::new()),
+                inline_readers: Mutex::new(Vec::new()),
+                rejections: Mutex::new(Gathered::default()),
                 commits,
             }),
             writer: tx,
@@ -194,6 +233,32 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// Hand the gathered rejection counts to the writer (one job for all of them) and wait
+    /// for their commit. A failure is logged: the counts are lost.
+    pub fn flush_rejections(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // From here, a new count schedules a new flush; what this job does not take (it
+        // could not run) waits for that one or for the next `get`.
+        lock(&self.inner.rejections).scheduled = false;
+        let inner = Arc::clone(&self.inner);
+        let write = self.write(move |conn| {
+            let pending = std::mem::take(&mut lock(&inner.rejections).counts);
+            for (id, n) in &pending {
+                exec(
+                    conn,
+                    "UPDATE challenges SET rejections = rejections + ?1 WHERE id = ?2 AND status = 'pending'",
+                    params![n, id],
+                )
+                .map_err(db)?;
+            }
+            Ok(pending.len())
+        });
+        async move {
+            if let Err(e) = write.await {
+                tracing::warn!(error = %e, "could not count rejections");
+            }
+        }
+    }
+
     /// Run `f` inside the next group commit; resolves after COMMIT.
     fn write<R: Send + 'static>(
         &self,
@@ -221,6 +286,29 @@ impl SqliteStore {
         }
     }
 
+    /// A point read on the calling task, never waiting for a lock (see the module docs).
+    fn read_point<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<R, StoreError>> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        async move {
+            let conn = match pop(&inner.inline_readers) {
+                Some(c) => c,
+                None => {
+                    let no_wait = SqliteOptions {
+                        busy_timeout: Duration::ZERO,
+                        ..inner.options.clone()
+                    };
+                    open_connection(&inner.path, &no_wait, false)?
+                }
+            };
+            let result = f(&conn);
+            push(&inner.inline_readers, conn);
+            result
+        }
+    }
+
     /// Run `f` on a pooled read connection on the blocking pool.
     fn read<R: Send + 'static>(
         &self,
@@ -229,25 +317,35 @@ impl SqliteStore {
         let inner = Arc::clone(&self.inner);
         async move {
             tokio::task::spawn_blocking(move || {
-                let pooled = match inner.readers.lock() {
-                    Ok(mut pool) => pool.pop(),
-                    Err(poisoned) => poisoned.into_inner().pop(),
-                };
-                let conn = match pooled {
+                let conn = match pop(&inner.readers) {
                     Some(c) => c,
                     None => open_connection(&inner.path, &inner.options, false)?,
                 };
                 let result = f(&conn);
-                if let Ok(mut pool) = inner.readers.lock()
-                    && pool.len() < MAX_IDLE_READERS
-                {
-                    pool.push(conn);
-                }
+                push(&inner.readers, conn);
                 result
             })
             .await
             .map_err(|e| StoreError::Io(format!("read task: {e}")))?
         }
+    }
+}
+
+/// A mutex's guard, poisoned or not (nothing here holds an invariant a panic could break).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An idle read connection from `pool`, if any.
+fn pop(pool: &Mutex<Vec<Connection>>) -> Option<Connection> {
+    lock(pool).pop()
+}
+
+/// Give a read connection back to `pool` (closed when the pool is full).
+fn push(pool: &Mutex<Vec<Connection>>, conn: Connection) {
+    let mut pool = lock(pool);
+    if pool.len() < MAX_IDLE_READERS {
+        pool.push(conn);
     }
 }
 
@@ -304,7 +402,16 @@ impl Store for SqliteStore {
         id: &str,
     ) -> impl std::future::Future<Output = Result<Option<ChallengeRecord>, StoreError>> + Send {
         let id = id.to_owned();
-        self.read(move |conn| select_one(conn, "WHERE id = ?1", &id as &dyn rusqlite::ToSql))
+        // Read-your-writes: the gathered counts and what was queued before this call are
+        // committed first. A failed barrier (read-only store, writer gone) is not an error
+        // for a read.
+        let barrier = self.flush_rejections();
+        let read = self
+            .read_point(move |conn| select_one(conn, "WHERE id = ?1", &id as &dyn rusqlite::ToSql));
+        async move {
+            barrier.await;
+            read.await
+        }
     }
 
     fn find_by_token_hash(
@@ -312,7 +419,7 @@ impl Store for SqliteStore {
         hash: &TokenHash,
     ) -> impl std::future::Future<Output = Result<Option<ChallengeRecord>, StoreError>> + Send {
         let hash = hash.to_vec();
-        self.read(move |conn| {
+        self.read_point(move |conn| {
             select_one(conn, "WHERE token_hash = ?1", &hash as &dyn rusqlite::ToSql)
         })
     }
@@ -381,6 +488,26 @@ impl Store for SqliteStore {
             .map_err(db)?;
             Ok(())
         })
+    }
+
+    fn count_rejection(&self, id: &str) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(challenge_id = %id, "rejection not counted: no runtime to write it");
+            return;
+        };
+        {
+            let mut gathered = lock(&self.inner.rejections);
+            *gathered.counts.entry(id.to_owned()).or_insert(0) += 1;
+            if gathered.scheduled {
+                return;
+            }
+            gathered.scheduled = true;
+        }
+        let store = self.clone();
+        handle.spawn(async move {
+            tokio::time::sleep(REJECTION_FLUSH).await;
+            store.flush_rejections().await;
+        });
     }
 
     fn session_ended(
@@ -743,5 +870,10 @@ fn millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Busy(e.to_string())
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
 }

@@ -114,6 +114,7 @@ impl Store for DownStore {
     async fn record_rejection(&self, _: &str) -> Result<(), StoreError> {
         down()
     }
+    fn count_rejection(&self, _: &str) {}
     async fn session_ended(&self, _: &str) -> Result<u64, StoreError> {
         down()
     }
