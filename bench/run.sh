@@ -187,7 +187,8 @@ timeout 30 postfix -c "$PD" start >>"$PD/postfix.out" 2>&1 || { cat "$PD/postfix
 wait_tcp "$PEER_IP" "$PEER_PORT" 15 || { cat "$PD/postfix.out" "$PD/maillog" >&2; die "peer postfix did not listen"; }
 
 smtp-sink -u postfix "$SINK_ADDR" 1024 >"$T/smtp-sink.out" 2>&1 &
-PIDS+=("$!")
+SINK_PID=$!
+PIDS+=("$SINK_PID")
 wait_tcp "${SINK_ADDR%:*}" "${SINK_ADDR##*:}" 10 || die "smtp-sink did not listen"
 
 # --- the run ------------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ set +e
 timeout 900 target/release/examples/smtp_load \
     --dir "$T" --gatekeeper target/release/gatekeeper \
     --dns "$DNS_ADDR" --smtp "$GK_SMTP" --api "$GK_API" \
-    --peer "$PEER_IP:$PEER_PORT" --peer-log "$PD/maillog" --sink "$SINK_ADDR" \
+    --peer "$PEER_IP:$PEER_PORT" --peer-log "$PD/maillog" --sink "$SINK_ADDR" --sink-pid "$SINK_PID" \
     --accept "${BENCH_ACCEPT:-2000}" --reject "${BENCH_REJECT:-5000}" \
     --sessions "${BENCH_SESSIONS:-20}" --idle "${BENCH_IDLE:-10000}" \
     --loris "${BENCH_LORIS:-1000}" --loris-secs "${BENCH_LORIS_SECS:-20}" \

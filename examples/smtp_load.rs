@@ -71,6 +71,9 @@ struct Args {
     /// Postfix's smtp-sink (skipped when absent).
     #[arg(long)]
     sink: Option<SocketAddr>,
+    /// smtp-sink's process, for its CPU per message.
+    #[arg(long)]
+    sink_pid: Option<u32>,
     /// Confirmations in the accept phase.
     #[arg(long, default_value_t = 2000)]
     accept: usize,
@@ -145,6 +148,11 @@ struct Figures {
     reject_cpu_ms: Option<f64>,
     peer_rate: Option<f64>,
     sink_rate: Option<f64>,
+    /// smtp-source's own CPU per message against gatekeeper and against smtp-sink (means).
+    source_cpu_ms: Option<f64>,
+    sink_source_cpu_ms: Option<f64>,
+    /// smtp-sink's CPU per message (mean).
+    sink_cpu_ms: Option<f64>,
     idle_rss_mib: Option<f64>,
     idle_p99: Option<f64>,
     loris: Option<String>,
@@ -286,7 +294,7 @@ async fn reject_phase(
     let rcpt = format!("confirm+{}@{CONFIRM_DOMAIN}", target.token);
 
     let events = args.dir.join("events.jsonl");
-    let warm = smtp_source(args.smtp, &file, &from, &rcpt, args.sessions, 40)?;
+    let warm = smtp_source(args.smtp, &file, &from, &rcpt, args.sessions, 40)?.secs;
     log(&format!("reject warm-up: 40 in {warm:.2} s"));
     if let Some(sink) = args.sink {
         let _ = smtp_source(sink, &file, &from, &rcpt, args.sessions, 40)?;
@@ -294,19 +302,26 @@ async fn reject_phase(
     // Rounds alternate gatekeeper and smtp-sink, so that neither is always measured on a
     // quieter (or busier) machine; each reports its best rate, CPU is the mean.
     let mut cpu_total = 0.0;
+    let mut source_total = 0.0;
+    let mut sink_total = 0.0;
+    let mut sink_source_total = 0.0;
+    let per_msg = |ms: f64| ms / args.reject as f64;
     for round in 1..=REJECT_ROUNDS {
         let offset = std::fs::metadata(&events).map(|m| m.len()).unwrap_or(0);
         let cpu0 = cpu_ticks(pid)?;
-        let secs = smtp_source(args.smtp, &file, &from, &rcpt, args.sessions, args.reject)?;
+        let run = smtp_source(args.smtp, &file, &from, &rcpt, args.sessions, args.reject)?;
+        let secs = run.secs;
         let cpu = ticks_to_ms(cpu_ticks(pid)? - cpu0);
         cpu_total += cpu;
+        source_total += run.client_cpu_ms;
         let rate = args.reject as f64 / secs;
         f.reject_rate = Some(f.reject_rate.unwrap_or(0.0).max(rate));
         let reasons = wait_reasons(&events, offset, args.reject).await?;
         log(&format!(
-            "reject round {round}: {} in {secs:.2} s = {rate:.0}/s; server CPU {:.3} ms/msg; SIEM reasons {reasons:?}",
+            "reject round {round}: {} in {secs:.2} s = {rate:.0}/s; server CPU {:.3} ms/msg; smtp-source CPU {:.3} ms/msg; SIEM reasons {reasons:?}",
             args.reject,
-            cpu / args.reject as f64
+            per_msg(cpu),
+            per_msg(run.client_cpu_ms),
         ));
         let mismatch = reasons
             .iter()
@@ -321,22 +336,40 @@ async fn reject_phase(
             .into());
         }
         if let Some(sink) = args.sink {
-            let secs = smtp_source(sink, &file, &from, &rcpt, args.sessions, args.reject)?;
-            let rate = args.reject as f64 / secs;
+            let sink0 = args.sink_pid.map(cpu_ticks).transpose()?;
+            let run = smtp_source(sink, &file, &from, &rcpt, args.sessions, args.reject)?;
+            let sink_cpu = match (args.sink_pid, sink0) {
+                (Some(p), Some(t0)) => Some(ticks_to_ms(cpu_ticks(p)? - t0)),
+                _ => None,
+            };
+            sink_total += sink_cpu.unwrap_or(0.0);
+            sink_source_total += run.client_cpu_ms;
+            let rate = args.reject as f64 / run.secs;
             f.sink_rate = Some(f.sink_rate.unwrap_or(0.0).max(rate));
             log(&format!(
-                "smtp-sink round {round}: {} in {secs:.2} s = {rate:.0}/s",
-                args.reject
+                "smtp-sink round {round}: {} in {:.2} s = {rate:.0}/s; smtp-sink CPU {} ms/msg; smtp-source CPU {:.3} ms/msg",
+                args.reject,
+                run.secs,
+                sink_cpu
+                    .map(|c| format!("{:.3}", per_msg(c)))
+                    .unwrap_or("-".into()),
+                per_msg(run.client_cpu_ms),
             ));
         }
     }
-    f.reject_cpu_ms = Some(cpu_total / (REJECT_ROUNDS * args.reject) as f64);
+    let all = (REJECT_ROUNDS * args.reject) as f64;
+    f.reject_cpu_ms = Some(cpu_total / all);
+    f.source_cpu_ms = Some(source_total / all);
+    if args.sink.is_some() {
+        f.sink_source_cpu_ms = Some(sink_source_total / all);
+        f.sink_cpu_ms = args.sink_pid.map(|_| sink_total / all);
+    }
 
     if let Some(peer) = args.peer.filter(|_| !skip_peer) {
-        let warm = smtp_source(peer, &file, &from, &rcpt, args.sessions, 40)?;
+        let warm = smtp_source(peer, &file, &from, &rcpt, args.sessions, 40)?.secs;
         log(&format!("peer warm-up: 40 in {warm:.2} s"));
         let verified0 = peer_verified(args.peer_log.as_deref());
-        let secs = smtp_source(peer, &file, &from, &rcpt, args.sessions, args.reject)?;
+        let secs = smtp_source(peer, &file, &from, &rcpt, args.sessions, args.reject)?.secs;
         let rate = args.reject as f64 / secs;
         if args.peer_log.is_some() {
             let end = Instant::now() + Duration::from_secs(15);
@@ -367,6 +400,14 @@ async fn reject_phase(
 }
 
 /// Run `smtp-source -A -s S -m N -f FROM -t TO -F FILE HOST:PORT`; returns the wall time.
+/// One smtp-source run: its wall time and its own CPU (user + system).
+struct Run {
+    secs: f64,
+    client_cpu_ms: f64,
+}
+
+/// Run smtp-source under bash's `time` (its CPU is part of what the machine spends per
+/// message: the README's reading of the smtp-sink ratio).
 fn smtp_source(
     target: SocketAddr,
     file: &Path,
@@ -374,10 +415,18 @@ fn smtp_source(
     rcpt: &str,
     sessions: usize,
     count: usize,
-) -> Result<f64> {
+) -> Result<Run> {
     let t = Instant::now();
-    let out = Command::new("smtp-source")
-        .args(["-A", "-M", "smtp.interieur.gouv.fr", "-s"])
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            "TIMEFORMAT='%3U %3S'; time smtp-source \"$@\"",
+            "smtp-source",
+            "-A",
+            "-M",
+            "smtp.interieur.gouv.fr",
+            "-s",
+        ])
         .arg(sessions.to_string())
         .arg("-m")
         .arg(count.to_string())
@@ -387,15 +436,28 @@ fn smtp_source(
         .stdin(Stdio::null())
         .output()?;
     let secs = t.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return Err(format!(
-            "smtp-source against {target} failed: {}{}",
+            "smtp-source against {target} failed: {}{stderr}",
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
         )
         .into());
     }
-    Ok(secs)
+    let times: Vec<f64> = stderr
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let [user, system] = times[..] else {
+        return Err(format!("smtp-source: no CPU times in {stderr:?}").into());
+    };
+    Ok(Run {
+        secs,
+        client_cpu_ms: (user + system) * 1000.0,
+    })
 }
 
 /// Lines of the peer's log that say OpenDKIM verified a message (0 without a log).
@@ -1105,15 +1167,18 @@ fn print_summary(f: &Figures) {
         _ => String::new(),
     };
     println!(
-        "gatekeeper accept: {}/s ({} ms CPU/msg, p50 {} ms, p99 {} ms); reject: {}/s ({} ms CPU/msg){sink_share}; peer postfix+opendkim: {}/s; ratio {ratio}; smtp-sink floor: {}/s; 10k idle: {} MiB (confirmation p99 {} ms); loris: {}; peak RSS {} MiB",
+        "gatekeeper accept: {}/s ({} ms CPU/msg, p50 {} ms, p99 {} ms); reject: {}/s ({} ms CPU/msg; smtp-source {} ms/msg){sink_share}; peer postfix+opendkim: {}/s; ratio {ratio}; smtp-sink floor: {}/s (sink {} ms CPU/msg; smtp-source {} ms/msg); 10k idle: {} MiB (confirmation p99 {} ms); loris: {}; peak RSS {} MiB",
         num(f.accept_rate, 0),
         num(f.accept_cpu_ms, 3),
         num(f.accept_p50, 1),
         num(f.accept_p99, 1),
         num(f.reject_rate, 0),
         num(f.reject_cpu_ms, 3),
+        num(f.source_cpu_ms, 3),
         num(f.peer_rate, 0),
         num(f.sink_rate, 0),
+        num(f.sink_cpu_ms, 3),
+        num(f.sink_source_cpu_ms, 3),
         num(f.idle_rss_mib, 1),
         num(f.idle_p99, 1),
         f.loris.as_deref().unwrap_or("-"),

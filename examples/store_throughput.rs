@@ -1,5 +1,6 @@
-//! Benchmark: confirmations per second of the SQLite store, one at a time versus many
-//! concurrent callers sharing group commits (`synchronous=FULL`: every commit is an fsync).
+//! Benchmark: the time of a point read (the SMTP path's, run on the calling task), then
+//! confirmations per second of the SQLite store, one at a time versus many concurrent
+//! callers sharing group commits (`synchronous=FULL`: every commit is an fsync).
 //!
 //! `cargo run --release --example store_throughput -- [N] [CONCURRENCY] [DIR]`
 //! (DIR: where the database goes, default a temporary directory; put it on the disk you
@@ -60,6 +61,27 @@ async fn main() -> Result<(), Error> {
     for c in creations {
         c.await??;
     }
+
+    // Point reads as the SMTP path does them (by token hash, on the calling task): the time
+    // one takes is the time it holds a runtime thread.
+    let reads = 2 * n;
+    let mut slowest = std::time::Duration::ZERO;
+    let start = Instant::now();
+    for i in 0..reads {
+        let hash = gatekeeper::challenge::hash_token(&format!("token{i}"));
+        let one = Instant::now();
+        let found = store.find_by_token_hash(&hash).await?;
+        slowest = slowest.max(one.elapsed());
+        if found.is_none() {
+            return Err(format!("challenge c{i} not found").into());
+        }
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "point reads: {reads}, {:.1} µs each on average, slowest {:.1} µs",
+        elapsed.as_secs_f64() * 1e6 / reads as f64,
+        slowest.as_secs_f64() * 1e6
+    );
 
     let request = move |i: usize| ConfirmRequest {
         id: format!("c{i}"),

@@ -18,9 +18,10 @@
 //! Reads use a small pool of connections marked `query_only`; WAL lets them proceed while
 //! the writer commits. The two point reads of the SMTP path ([`Store::get`] by primary key,
 //! [`Store::find_by_token_hash`] by a unique index) run **on the calling task**: from
-//! SQLite's page cache they take a few microseconds (`cargo run --release --example
-//! store_throughput`), less than the two thread hand-offs of the blocking pool, which were
-//! the largest item of the reject path's profile (README, "Performance"). They never wait
+//! SQLite's page cache they take about 5 µs (`cargo run --release --example
+//! store_throughput` prints the mean and the slowest), less than the two thread hand-offs
+//! of the blocking pool, which were the largest item of the reject path's profile (README,
+//! "Performance"). They never wait
 //! for a lock: in WAL mode a reader is not blocked by a writer, not even another process's
 //! `BEGIN EXCLUSIVE` (tested); the rare cases that do lock readers out (another process
 //! recovering the WAL after a crash, or in exclusive locking mode) meet connections without
