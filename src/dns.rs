@@ -15,8 +15,11 @@
 //!   ([`LookupError::Temporary`]; mail-auth reports it as TempError); only NXDOMAIN / NODATA
 //!   mean "no record". A temporary fault must end in a 4xx, never in "none"/"fail" (SPEC I5).
 //! - **DNSSEC.** `dns.dnssec = true` turns on hickory's validation (`ResolverOpts::validate`)
-//!   with its built-in root trust anchor. Unsigned zones still resolve (insecure); a bogus
-//!   answer is an error and therefore temporary.
+//!   with its built-in root trust anchor. A zone the chain from the root proves unsigned
+//!   still resolves (insecure); a bogus answer, or one that cannot be proven either way (no
+//!   chain of trust: `tests/verify_dns.rs` against the loopback test server), is an error
+//!   and therefore temporary. Validating against a signed zone is not tested: the test DNS
+//!   server does not sign.
 //! - hickory answers `localhost.` and `*.127.in-addr.arpa` itself without asking the server;
 //!   this matters only for tests on loopback (the reverse of 127.0.0.x is always `localhost.`).
 

@@ -241,3 +241,35 @@ async fn resolver_adapter_against_the_test_server() {
     );
     assert!(world.dns.queries() > 0);
 }
+
+/// `dns.dnssec = true`: an answer hickory cannot validate is a temporary error, never a pass
+/// and never a "none"/"fail" (SPEC I5). The test server holds no chain of trust from the
+/// root (no signed root, no DS or its denial), so nothing it serves can be proven secure or
+/// insecure: the genuine mail that the same world accepts with validation off gets a 451.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnssec_answers_without_a_chain_of_trust_are_temporary() {
+    let world = World::start().await;
+    let now = Utc::now();
+    let vars = Vars::new(now, 1);
+    let tx = Mail::alice().transaction(&vars, now);
+
+    let plain = world.verifier();
+    let v = plain.verify(&tx, &alice_challenge(&vars), now).await;
+    assert_eq!(v.decision, Decision::Accept, "control: validation off");
+
+    let mut cfg = common::dns_config(world.dns.addr, world.timeout);
+    cfg.dnssec = true;
+    let validating = gatekeeper::verify::Verifier::with_authenticator(
+        gatekeeper::dns::build(&cfg).expect("resolver"),
+        world.confirm.clone(),
+        world.policy.clone(),
+        world.timeout,
+    );
+    let bound = world.timeout * 4 + Duration::from_secs(5);
+    let v = tokio::time::timeout(bound, validating.verify(&tx, &alice_challenge(&vars), now))
+        .await
+        .expect("verification finished within dns.timeout plus a margin");
+    check("dnssec, no chain of trust", &v, &TEMP);
+    assert_eq!(result_of(&v, "spf"), "temperror");
+    assert_eq!(result_of(&v, "dkim"), "temperror");
+}

@@ -239,7 +239,11 @@ impl SqliteStore {
     pub fn flush_rejections(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         // From here, a new count schedules a new flush; what this job does not take (it
         // could not run) waits for that one or for the next `get`.
-        lock(&self.inner.rejections).scheduled = false;
+        let counted = {
+            let mut gathered = lock(&self.inner.rejections);
+            gathered.scheduled = false;
+            !gathered.counts.is_empty()
+        };
         let inner = Arc::clone(&self.inner);
         let write = self.write(move |conn| {
             let pending = std::mem::take(&mut lock(&inner.rejections).counts);
@@ -254,7 +258,11 @@ impl SqliteStore {
             Ok(pending.len())
         });
         async move {
-            if let Err(e) = write.await {
+            // With nothing counted this was only a barrier: its failure (a read-only store)
+            // is not worth a warning.
+            if let Err(e) = write.await
+                && counted
+            {
                 tracing::warn!(error = %e, "could not count rejections");
             }
         }
@@ -406,11 +414,13 @@ impl Store for SqliteStore {
         // Read-your-writes: the gathered counts and what was queued before this call are
         // committed first. A failed barrier (read-only store, writer gone) is not an error
         // for a read.
-        let barrier = self.flush_rejections();
+        let barrier = (!self.inner.options.read_only).then(|| self.flush_rejections());
         let read = self
             .read_point(move |conn| select_one(conn, "WHERE id = ?1", &id as &dyn rusqlite::ToSql));
         async move {
-            barrier.await;
+            if let Some(barrier) = barrier {
+                barrier.await;
+            }
             read.await
         }
     }
