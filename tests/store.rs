@@ -37,6 +37,18 @@ fn open(dir: &std::path::Path) -> SqliteStore {
     SqliteStore::open(&dir.join("sub/dir/gk.db"), SqliteOptions::default()).unwrap()
 }
 
+/// A writable store whose statements wait `busy_timeout` for a lock.
+fn open_waiting(path: &std::path::Path, busy_timeout: Duration) -> SqliteStore {
+    SqliteStore::open(
+        path,
+        SqliteOptions {
+            busy_timeout,
+            read_only: false,
+        },
+    )
+    .unwrap()
+}
+
 fn confirmation(session: &str, msgid: &str, at: DateTime<Utc>) -> Confirmation {
     Confirmation {
         confirmed_at: at,
@@ -507,14 +519,7 @@ async fn read_only_store_cannot_commit() {
 async fn lock_held_past_busy_timeout_fails_then_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gk.db");
-    let store = SqliteStore::open(
-        &path,
-        SqliteOptions {
-            busy_timeout: Duration::from_millis(200),
-            read_only: false,
-        },
-    )
-    .unwrap();
+    let store = open_waiting(&path, Duration::from_millis(200));
     store
         .create(
             new_challenge("lk", "alice@interieur.gouv.fr", "t", t0(), 3600),
@@ -792,14 +797,7 @@ async fn counted_rejections_are_gathered_and_read_back() {
 async fn point_reads_are_not_blocked_by_a_writer() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gk.db");
-    let store = SqliteStore::open(
-        &path,
-        SqliteOptions {
-            busy_timeout: Duration::from_millis(1500),
-            read_only: false,
-        },
-    )
-    .unwrap();
+    let store = open_waiting(&path, Duration::from_millis(1500));
     let c = new_challenge("pr", "alice@interieur.gouv.fr", "tokpr", t0(), 3600);
     store.create(c.clone(), LIMITS, t0()).await.unwrap();
 
@@ -809,14 +807,14 @@ async fn point_reads_are_not_blocked_by_a_writer() {
             "BEGIN EXCLUSIVE; UPDATE challenges SET address = 'bob@interieur.gouv.fr' WHERE id = 'pr';",
         )
         .unwrap();
+    let address_now = || async {
+        let found = store.find_by_token_hash(&c.token_hash).await.unwrap();
+        found.unwrap().address
+    };
     let started = std::time::Instant::now();
-    let found = store
-        .find_by_token_hash(&c.token_hash)
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        found.address, "alice@interieur.gouv.fr",
+        address_now().await,
+        "alice@interieur.gouv.fr",
         "the committed row"
     );
     assert!(
@@ -831,13 +829,9 @@ async fn point_reads_are_not_blocked_by_a_writer() {
     assert!(matches!(err, StoreError::Busy(_)), "{err:?}");
     assert_eq!(err.reason(), Reason::StoreUnavailable);
     other.execute_batch("COMMIT").unwrap();
-    let found = store
-        .find_by_token_hash(&c.token_hash)
-        .await
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        found.address, "bob@interieur.gouv.fr",
+        address_now().await,
+        "bob@interieur.gouv.fr",
         "the new commit is seen"
     );
 }

@@ -302,19 +302,11 @@ impl SqliteStore {
     ) -> impl std::future::Future<Output = Result<R, StoreError>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         async move {
-            let conn = match pop(&inner.inline_readers) {
-                Some(c) => c,
-                None => {
-                    let no_wait = SqliteOptions {
-                        busy_timeout: Duration::ZERO,
-                        ..inner.options.clone()
-                    };
-                    open_connection(&inner.path, &no_wait, false)?
-                }
+            let no_wait = SqliteOptions {
+                busy_timeout: Duration::ZERO,
+                ..inner.options.clone()
             };
-            let result = f(&conn);
-            push(&inner.inline_readers, conn);
-            result
+            with_pooled(&inner.inline_readers, &inner.path, &no_wait, f)
         }
     }
 
@@ -326,13 +318,7 @@ impl SqliteStore {
         let inner = Arc::clone(&self.inner);
         async move {
             tokio::task::spawn_blocking(move || {
-                let conn = match pop(&inner.readers) {
-                    Some(c) => c,
-                    None => open_connection(&inner.path, &inner.options, false)?,
-                };
-                let result = f(&conn);
-                push(&inner.readers, conn);
-                result
+                with_pooled(&inner.readers, &inner.path, &inner.options, f)
             })
             .await
             .map_err(|e| StoreError::Io(format!("read task: {e}")))?
@@ -343,6 +329,23 @@ impl SqliteStore {
 /// A mutex's guard, poisoned or not (nothing here holds an invariant a panic could break).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Run `f` on a read connection from `pool` (a new one opened with `options` when the pool
+/// is empty), then give it back.
+fn with_pooled<R>(
+    pool: &Mutex<Vec<Connection>>,
+    path: &Path,
+    options: &SqliteOptions,
+    f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    let conn = match pop(pool) {
+        Some(c) => c,
+        None => open_connection(path, options, false)?,
+    };
+    let result = f(&conn);
+    push(pool, conn);
+    result
 }
 
 /// An idle read connection from `pool`, if any.
