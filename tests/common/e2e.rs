@@ -257,40 +257,67 @@ impl Api {
     }
 }
 
-/// The SIEM file: JSON lines, read from an offset so that a test sees what came after.
+/// The SIEM file: JSON lines. Read incrementally: each call parses only the lines appended
+/// since the last one (a suite that waits for thousands of sessions' events would otherwise
+/// parse the whole file again at every poll).
 pub struct Events {
     pub path: PathBuf,
+    seen: std::sync::Mutex<Seen>,
+}
+
+/// What has been read of the file so far.
+#[derive(Default)]
+struct Seen {
+    /// Bytes of complete lines consumed.
+    offset: u64,
+    events: Vec<Value>,
 }
 
 impl Events {
     pub fn new(path: &Path) -> Events {
         Events {
             path: path.to_path_buf(),
+            seen: std::sync::Mutex::new(Seen::default()),
         }
     }
 
     /// Complete lines so far, parsed (a line still being written is left for later).
     pub fn all(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-        let complete = match text.rfind('\n') {
-            Some(i) => &text[..=i],
-            None => "",
-        };
-        complete
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("event line not JSON ({e}): {l}"))
-            })
-            .collect()
+        self.matching(|_| true)
+    }
+
+    /// The events so far for which `keep` holds.
+    fn matching(&self, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut new = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&self.path) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < seen.offset {
+                // Replaced or truncated: read it again from the start.
+                *seen = Seen::default();
+            }
+            if f.seek(SeekFrom::Start(seen.offset)).is_ok() {
+                let _ = f.read_to_end(&mut new);
+            }
+        }
+        let complete = new.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        for line in new[..complete].split(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(line);
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("event line not JSON ({e}): {line}"));
+            seen.events.push(v);
+        }
+        seen.offset += complete as u64;
+        seen.events.iter().filter(|e| keep(e)).cloned().collect()
     }
 
     /// Events of one client socket (source ip and port).
     pub fn of_client(&self, ip: IpAddr, port: u16) -> Vec<Value> {
-        self.all()
-            .into_iter()
-            .filter(|e| is_from(e, ip, port))
-            .collect()
+        self.matching(|e| is_from(e, ip, port))
     }
 
     /// Wait (bounded) until `pred` holds on the events of one client; return them.
@@ -307,7 +334,7 @@ impl Events {
             if pred(&evs) || start.elapsed() > within {
                 return evs;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
