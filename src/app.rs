@@ -16,19 +16,19 @@
 //!     it says nothing about the reply. The token is not used up. The count is queued, not
 //!     awaited ([`Store::count_rejection`]): the `550` does not wait for a counter, and the
 //!     next `GET` sees it.
-//! - **One read per message**: the record read at RCPT is kept for the session's DATA (by
-//!   session; dropped at DATA, at the next RCPT, at close), so DATA does not read it again.
-//!   What could change in between is decided where it must be: expiry from `expires_at` and
-//!   the DATA time, "already confirmed" by the conditional commit itself. The one effect of a
-//!   confirmation by another session in between is which reason a refused reply gets (its
-//!   own rather than `token.used`). Without a kept record (a backend driven without RCPT)
-//!   DATA reads the store.
 //!   - the challenge is already confirmed: if the stored confirmation has the same
 //!     Message-ID and the same From (the token is the same by construction: it names the
 //!     challenge) **and** its delivering session has ended → `Accept` again (idempotent
 //!     redelivery); otherwise → `token.used`. So two simultaneous deliveries of one message
 //!     give exactly one `250` (corpus TOKEN-12), whichever instance they reach.
 //!   - expired between RCPT and DATA → `token.expired`.
+//! - **One read per message**: the record read at RCPT is kept for the session's DATA (by
+//!   session; used up by DATA, replaced by the next RCPT, dropped at close), so DATA does
+//!   not read it again. What could change in between is decided where it must be: expiry
+//!   from `expires_at` and the DATA time, "already confirmed" by the conditional commit
+//!   itself. The one effect of a confirmation by another session in between is which reason
+//!   a refused reply gets (its own rather than `token.used`). Without a kept record (a
+//!   backend driven without RCPT) DATA reads the store.
 //! - **"Session ended"** is stored with the confirmation so that several instances sharing
 //!   one store agree: [`Backend::session_closed`] marks the confirmations of a session that
 //!   confirmed something. A confirmation older than `smtp.session_timeout` also counts as

@@ -21,13 +21,13 @@
 //! SQLite's page cache they take about 5 µs (`cargo run --release --example
 //! store_throughput` prints the mean and the slowest), less than the two thread hand-offs
 //! of the blocking pool, which were the largest item of the reject path's profile (README,
-//! "Performance"). They never wait
-//! for a lock: in WAL mode a reader is not blocked by a writer, not even another process's
-//! `BEGIN EXCLUSIVE` (tested); the rare cases that do lock readers out (another process
-//! recovering the WAL after a crash, or in exclusive locking mode) meet connections without
-//! a busy timeout and fail at once as `store.unavailable`, a `4xx` the sender retries,
-//! rather than holding a runtime thread. The other reads (counts for the rate limits) run on
-//! the blocking pool with the configured busy timeout.
+//! "Performance"). They never wait for a lock: in WAL mode a reader is not blocked by a
+//! writer, not even another process's `BEGIN EXCLUSIVE` (tested); the rare cases that do
+//! lock readers out (another process recovering the WAL after a crash, or in exclusive
+//! locking mode) meet connections without a busy timeout and fail at once as
+//! `store.unavailable` (a `4xx` the sender retries; `503` on the API) rather than hold a
+//! runtime thread. The other reads (counts for the rate limits) run on the blocking pool
+//! with the configured busy timeout.
 //!
 //! Rejection counts ([`Store::count_rejection`]) are not awaited by the SMTP path and are
 //! gathered in memory: the first count after a flush schedules one flush job
