@@ -790,6 +790,31 @@ async fn counted_rejections_are_gathered_and_read_back() {
     assert_eq!(store.get("r1").await.unwrap().unwrap().rejections, 500);
 }
 
+/// A flush that cannot begin (another process holds the write lock past the busy timeout)
+/// leaves the gathered counts for the next one: nothing is lost to a passing lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gathered_rejections_survive_a_locked_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gk.db");
+    let store = open_waiting(&path, Duration::from_millis(200));
+    let c = new_challenge("lf", "alice@interieur.gouv.fr", "toklf", t0(), 3600);
+    store.create(c, LIMITS, t0()).await.unwrap();
+    for _ in 0..3 {
+        store.count_rejection("lf");
+    }
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let before = store.commits();
+    store.flush_rejections().await;
+    assert_eq!(
+        store.commits(),
+        before,
+        "the locked flush committed nothing"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(store.get("lf").await.unwrap().unwrap().rejections, 3);
+}
+
 /// The SMTP path's point reads run on the calling task and do not wait for a writer: another
 /// process holding the write lock (`BEGIN EXCLUSIVE`, WAL mode) past the busy timeout does
 /// not delay them, while a write meanwhile fails as `store.unavailable`.

@@ -235,7 +235,9 @@ impl SqliteStore {
     }
 
     /// Hand the gathered rejection counts to the writer (one job for all of them) and wait
-    /// for their commit. A failure is logged: the counts are lost.
+    /// for their commit. If the write transaction cannot begin (a lock held past the busy
+    /// timeout) the job never takes them: they stay gathered for the next flush. If it fails
+    /// after taking them (the commit fails: a full disk), they are lost, and logged.
     pub fn flush_rejections(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         // From here, a new count schedules a new flush; what this job does not take (it
         // could not run) waits for that one or for the next `get`.
