@@ -56,6 +56,7 @@ use crate::challenge::{
     format_time, hash_token, hashes_equal, parse_options,
 };
 use crate::config::Config;
+use crate::lock;
 use crate::reason::{Class, Reason};
 use crate::store::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, Confirmation, SqliteOptions, SqliteStore,
@@ -257,11 +258,6 @@ impl<S: Store, V: Verify> Backend for App<S, V> {
             }
         });
     }
-}
-
-/// A mutex's guard, poisoned or not (the maps hold no invariant a panic could break).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn with_id(mut v: Verdict, id: &str) -> Verdict {

@@ -48,3 +48,11 @@ pub mod smtp;
 pub mod store;
 #[cfg(feature = "daemon")]
 pub mod verify;
+
+/// A mutex's guard whether or not a thread panicked while holding it: what the daemon keeps
+/// behind its mutexes (maps, counters, connection pools, deadlines) holds no invariant a
+/// panic half-way could break, and one panicked session must not stop the others.
+#[cfg(feature = "daemon")]
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -21,13 +21,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use chrono::Utc;
-use gatekeeper::daemon::{self, ConfigSource};
 use gatekeeper::reason::Reason;
 use serde_json::Value;
 
 use common::corpus::{self, Case};
 use common::e2e::{
-    self, Api, Events, Layout, Reply, Settings, Smtp, data_payload, raw_payload, reason_of,
+    self, Api, Events, Instance, Layout, Reply, Settings, Smtp, data_payload, raw_payload,
+    reason_of,
 };
 use common::{Vars, World};
 
@@ -602,19 +602,19 @@ async fn token_12(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_corpus_case_over_smtp() {
     let world = World::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let layout = Layout::new(tmp.path());
-    let config = layout.write_config(world.dns.addr, &Settings::default());
-    let running = daemon::start(ConfigSource::File(config))
-        .await
-        .expect("daemon starts");
-    let api = Api::new(running.api_addr, &layout.token_file);
-    let events = Events::new(&layout.events);
+    let Instance {
+        tmp: _tmp,
+        layout,
+        running,
+        api,
+        events,
+        smtp,
+    } = Instance::start(world.dns.addr, &Settings::default()).await;
     let h = Harness {
         world,
         api,
         events,
-        smtp: running.smtp_addrs[0],
+        smtp,
         layout,
     };
 

@@ -20,10 +20,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
-use gatekeeper::daemon::{self, ConfigSource, Running};
+use gatekeeper::daemon::Running;
 use serde_json::Value;
 
-use common::e2e::{self, Api, Events, Layout, Reply, Settings, Smtp, reason_of, send_mail};
+use common::e2e::{
+    self, Api, Events, Instance, Layout, Reply, Settings, Smtp, reason_of, send_mail,
+};
 use common::mail::{Mail, Sig};
 use common::{Vars, World};
 
@@ -40,16 +42,18 @@ struct Flow {
 impl Flow {
     async fn start() -> Flow {
         let world = World::start().await;
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let layout = Layout::new(tmp.path());
-        let config = layout.write_config(world.dns.addr, &Settings::default());
-        let running = daemon::start(ConfigSource::File(config))
-            .await
-            .expect("daemon starts");
+        let Instance {
+            tmp,
+            layout,
+            running,
+            api,
+            events,
+            smtp,
+        } = Instance::start(world.dns.addr, &Settings::default()).await;
         Flow {
-            api: Api::new(running.api_addr, &layout.token_file),
-            events: Events::new(&layout.events),
-            smtp: running.smtp_addrs[0],
+            api,
+            events,
+            smtp,
             world,
             layout,
             running,

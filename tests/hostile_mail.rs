@@ -1899,19 +1899,17 @@ fn signed_instances_agree_with_mail_auth() {
 /// the audit event's reason, and the challenge's status are what the verifier promised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn best_finds_over_smtp() {
-    use common::e2e::{Api, Events, Layout, Settings, Smtp, send_mail};
-    use gatekeeper::daemon::{self, ConfigSource};
+    use common::e2e::{Instance, Settings, Smtp, send_mail};
 
     let world = World::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let layout = Layout::new(tmp.path());
-    let config = layout.write_config(world.dns.addr, &Settings::default());
-    let running = daemon::start(ConfigSource::File(config))
-        .await
-        .expect("daemon starts");
-    let api = Api::new(running.api_addr, &layout.token_file);
-    let events = Events::new(&layout.events);
-    let server = running.smtp_addrs[0];
+    let Instance {
+        tmp: _tmp,
+        layout,
+        running,
+        api,
+        events,
+        smtp: server,
+    } = Instance::start(world.dns.addr, &Settings::default()).await;
 
     // A fresh challenge for Alice; the mail's placeholders take its real values.
     let claim = |n: u32| {

@@ -31,11 +31,11 @@ use std::time::Duration;
 
 use gatekeeper::address::{Mailbox, ParseOptions};
 use gatekeeper::config::Config;
-use gatekeeper::daemon::{self, ConfigSource, Running};
+use gatekeeper::daemon::Running;
 use gatekeeper::domains::DomainPolicy;
 use serde_json::Value;
 
-use common::e2e::{self, Api, Events, Layout, Settings, Smtp};
+use common::e2e::{self, Api, Events, Instance, Layout, Settings, Smtp};
 
 const BASE: &str = "alice@interieur.gouv.fr";
 
@@ -378,22 +378,19 @@ struct World {
 
 async fn world() -> World {
     let dns = common::TestDns::start(common::corpus::zone_records()).await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let layout = Layout::new(tmp.path());
-    let settings = Settings {
-        max_pending: 100,
-        max_per_hour: 1000,
-        ..Settings::default()
-    };
-    let config_path = layout.write_config(dns.addr, &settings);
-    let running = daemon::start(ConfigSource::File(config_path.clone()))
-        .await
-        .expect("daemon starts");
-    let config = Config::load(&config_path).expect("config loads");
+    let Instance {
+        tmp,
+        layout,
+        running,
+        api,
+        events,
+        smtp,
+    } = Instance::start(dns.addr, &Settings::default()).await;
+    let config = Config::load(&layout.config).expect("config loads");
     World {
-        api: Api::new(running.api_addr, &layout.token_file),
-        events: Events::new(&layout.events),
-        smtp: running.smtp_addrs[0],
+        api,
+        events,
+        smtp,
         policy: DomainPolicy::new(&config.policy),
         _dns: dns,
         _tmp: tmp,

@@ -275,7 +275,7 @@ impl ConnCounts {
         ip: IpAddr,
         (max_total, max_per_ip): (usize, usize),
     ) -> Option<ConnPermit> {
-        let mut guard = counts.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = crate::lock(&counts.inner);
         let (total, per_ip) = &mut *guard;
         let mine = per_ip.get(&ip).copied().unwrap_or(0);
         if *total >= max_total || mine >= max_per_ip {
@@ -292,7 +292,7 @@ impl ConnCounts {
 
 impl Drop for ConnPermit {
     fn drop(&mut self) {
-        let mut guard = self.counts.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = crate::lock(&self.counts.inner);
         let (total, per_ip) = &mut *guard;
         *total = total.saturating_sub(1);
         if let Some(n) = per_ip.get_mut(&self.ip) {

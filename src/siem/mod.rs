@@ -313,14 +313,14 @@ impl Shared {
     }
 
     fn stop(&self, deadline: Instant) {
-        let mut d = self.stop_deadline.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = crate::lock(&self.stop_deadline);
         *d = Some(d.map_or(deadline, |old| old.min(deadline)));
         drop(d);
         self.spooled.notify();
     }
 
     fn stop_deadline(&self) -> Option<Instant> {
-        *self.stop_deadline.lock().unwrap_or_else(|p| p.into_inner())
+        *crate::lock(&self.stop_deadline)
     }
 }
 
@@ -334,7 +334,7 @@ pub struct Signal {
 
 impl Signal {
     fn notify(&self) {
-        let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seq = crate::lock(&self.seq);
         *seq = seq.wrapping_add(1);
         drop(seq);
         self.cv.notify_all();
@@ -343,7 +343,7 @@ impl Signal {
     /// Waits until the sequence differs from `seen` or `timeout` passes; returns the current
     /// sequence.
     fn wait(&self, seen: u64, timeout: Duration) -> u64 {
-        let seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = crate::lock(&self.seq);
         if *seq != seen {
             return *seq;
         }

@@ -61,6 +61,7 @@ use super::{
     RateLimits, Store, StoreError, TokenHash,
 };
 use crate::backend::Evidence;
+use crate::lock;
 
 /// At most this many jobs share one transaction (bounds the latency of the first one).
 pub const MAX_BATCH: usize = 256;
@@ -137,8 +138,10 @@ struct Inner {
     options: SqliteOptions,
     /// Read connections for the blocking pool (busy timeout as configured).
     readers: Mutex<Vec<Connection>>,
-    /// Read connections for point reads on the calling task (no busy timeout).
+    /// Read connections for point reads on the calling task, and the options they are
+    /// opened with (`options` without a busy timeout).
     inline_readers: Mutex<Vec<Connection>>,
+    inline_options: SqliteOptions,
     /// Rejection counts not yet handed to the writer, by challenge id.
     rejections: Mutex<Gathered>,
     commits: Arc<AtomicU64>,
@@ -187,6 +190,10 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
+                inline_options: SqliteOptions {
+                    busy_timeout: Duration::ZERO,
+                    ..options.clone()
+                },
                 options,
                 readers: Mutex::new(Vec::new()),
                 inline_readers: Mutex::new(Vec::new()),
@@ -303,13 +310,7 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<R, StoreError>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
-        async move {
-            let no_wait = SqliteOptions {
-                busy_timeout: Duration::ZERO,
-                ..inner.options.clone()
-            };
-            with_pooled(&inner.inline_readers, &inner.path, &no_wait, f)
-        }
+        async move { with_pooled(&inner.inline_readers, &inner.path, &inner.inline_options, f) }
     }
 
     /// Run `f` on a pooled read connection on the blocking pool.
@@ -326,11 +327,6 @@ impl SqliteStore {
             .map_err(|e| StoreError::Io(format!("read task: {e}")))?
         }
     }
-}
-
-/// A mutex's guard, poisoned or not (nothing here holds an invariant a panic could break).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Run `f` on a read connection from `pool` (a new one opened with `options` when the pool

@@ -48,6 +48,38 @@ impl Default for Settings {
     }
 }
 
+/// A daemon started in-process (`daemon::start`) on a fresh layout under a temporary
+/// directory, with its API client, its SIEM file and its SMTP address. Keep `tmp` as long as
+/// the daemon runs.
+pub struct Instance {
+    pub tmp: tempfile::TempDir,
+    pub layout: Layout,
+    pub running: gatekeeper::daemon::Running,
+    pub api: Api,
+    pub events: Events,
+    pub smtp: SocketAddr,
+}
+
+impl Instance {
+    /// Write the configuration (DNS at `dns`, `settings`) and start the daemon on it.
+    pub async fn start(dns: SocketAddr, settings: &Settings) -> Instance {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::new(tmp.path());
+        let config = layout.write_config(dns, settings);
+        let running = gatekeeper::daemon::start(gatekeeper::daemon::ConfigSource::File(config))
+            .await
+            .expect("daemon starts");
+        Instance {
+            api: Api::new(running.api_addr, &layout.token_file),
+            events: Events::new(&layout.events),
+            smtp: running.smtp_addrs[0],
+            tmp,
+            layout,
+            running,
+        }
+    }
+}
+
 /// The files of one daemon instance under a temporary directory.
 pub struct Layout {
     pub dir: PathBuf,
