@@ -790,6 +790,19 @@ async fn counted_rejections_are_gathered_and_read_back() {
     assert_eq!(store.get("r1").await.unwrap().unwrap().rejections, 500);
 }
 
+/// A count made outside any runtime (no flush timer can run) is kept for the next read.
+#[test]
+fn a_count_outside_a_runtime_waits_for_the_next_read() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let c = new_challenge("nr", "alice@interieur.gouv.fr", "toknr", t0(), 3600);
+    rt.block_on(store.create(c, LIMITS, t0())).unwrap();
+    store.count_rejection("nr");
+    let record = rt.block_on(store.get("nr")).unwrap().unwrap();
+    assert_eq!(record.rejections, 1);
+}
+
 /// A flush that cannot begin (another process holds the write lock past the busy timeout)
 /// leaves the gathered counts for the next one: nothing is lost to a passing lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

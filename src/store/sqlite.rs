@@ -503,18 +503,19 @@ impl Store for SqliteStore {
     }
 
     fn count_rejection(&self, id: &str) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(challenge_id = %id, "rejection not counted: no runtime to write it");
-            return;
-        };
-        {
+        let handle = {
             let mut gathered = lock(&self.inner.rejections);
             *gathered.counts.entry(id.to_owned()).or_insert(0) += 1;
             if gathered.scheduled {
                 return;
             }
+            // Outside a runtime no timer can run: the next `get` or flush writes the count.
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
             gathered.scheduled = true;
-        }
+            handle
+        };
         let store = self.clone();
         handle.spawn(async move {
             tokio::time::sleep(REJECTION_FLUSH).await;
