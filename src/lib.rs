@@ -19,6 +19,7 @@
 //! - [`server`]: listeners, limits, timeouts, STARTTLS, drain: drives `smtp` over sockets.
 //! - [`verify`]: header checks, SPF, DKIM, alignment, binding; [`policy`] picks the verdict.
 //! - [`store`], [`challenge`], [`api`], [`app`]: challenges, confirmations and the HTTP API.
+//! - [`oidc`]: the OpenID Provider (SPEC §9): sign-in for relying parties through the reply flow.
 //! - [`audit`], [`siem`]: the audit trail.
 #![forbid(unsafe_code)]
 
@@ -37,6 +38,8 @@ pub mod daemon;
 #[cfg(feature = "daemon")]
 pub mod dns;
 pub mod domains;
+#[cfg(feature = "daemon")]
+pub mod oidc;
 pub mod policy;
 pub mod reason;
 #[cfg(feature = "daemon")]

@@ -92,6 +92,8 @@ pub enum DaemonError {
     },
     #[error("inherited listeners: {0}")]
     Inherited(std::io::Error),
+    #[error("{0}")]
+    Oidc(#[from] crate::oidc::StartError),
 }
 
 /// The verifier behind a lock so that SIGHUP can swap it while sessions run: each
@@ -213,6 +215,8 @@ impl AuditSink for MeteredSink {
 pub struct Running {
     pub smtp_addrs: Vec<SocketAddr>,
     pub api_addr: SocketAddr,
+    /// The OpenID Provider's listener, when `[oidc]` is configured.
+    pub oidc_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     /// Ends every session now, grace or not.
     abort: CancellationToken,
@@ -329,6 +333,24 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
         parts.router.clone(),
         async move { api_shutdown.cancelled().await },
     ));
+    let oidc = match &config.oidc {
+        Some(oidc) => {
+            let stop = shutdown.clone();
+            Some(
+                crate::oidc::start(
+                    &config,
+                    oidc,
+                    Arc::clone(&parts.challenges),
+                    Arc::clone(&sink) as Arc<dyn AuditSink>,
+                    Arc::clone(&parts.metrics),
+                    async move { stop.cancelled().await },
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+    let oidc_addr = oidc.as_ref().map(|o| o.addr);
     let purge_task = tokio::spawn(app::purge_loop(
         Arc::clone(&parts.store),
         config.store.purge_interval,
@@ -361,6 +383,10 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
         last_store.flush_rejections().await;
         purge_task.abort();
         let _ = api_task.await;
+        if let Some(oidc) = oidc {
+            oidc.purge.abort();
+            let _ = oidc.server.await;
+        }
         // The SIEM's last flush blocks (files, SQLite, sockets): off the runtime threads.
         let stats =
             tokio::task::spawn_blocking(move || siem_handle.shutdown(SIEM_FLUSH_BOUND)).await;
@@ -373,6 +399,7 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
     Ok(Running {
         smtp_addrs,
         api_addr,
+        oidc_addr,
         shutdown,
         abort,
         task,

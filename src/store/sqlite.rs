@@ -63,6 +63,8 @@ use super::{
 use crate::backend::Evidence;
 use crate::lock;
 
+mod oidc;
+
 /// At most this many jobs share one transaction (bounds the latency of the first one).
 pub const MAX_BATCH: usize = 256;
 /// Queued write jobs before callers wait (back-pressure, bounded memory).
@@ -97,6 +99,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX challenges_by_address ON challenges (address, created_at);
     CREATE INDEX challenges_by_expiry ON challenges (expires_at);
     CREATE INDEX challenges_by_session ON challenges (confirm_session) WHERE confirm_session IS NOT NULL;",
+    // 2: the OpenID Provider's sign-in flows and codes.
+    oidc::MIGRATION,
 ];
 
 /// Opening options.
@@ -362,6 +366,42 @@ fn push(pool: &Mutex<Vec<Connection>>, conn: Connection) {
 impl Store for SqliteStore {
     fn queue_depth(&self) -> usize {
         SqliteStore::queue_depth(self)
+    }
+
+    fn save_flow(
+        &self,
+        flow: super::oidc::FlowRecord,
+    ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send {
+        self.oidc_save_flow(flow)
+    }
+
+    fn get_flow(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<super::oidc::FlowRecord>, StoreError>> + Send
+    {
+        self.oidc_get_flow(id)
+    }
+
+    fn insert_code(
+        &self,
+        code: super::oidc::CodeRecord,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.oidc_insert_code(code)
+    }
+
+    fn take_code(
+        &self,
+        hash: [u8; 32],
+    ) -> impl std::future::Future<Output = Result<super::oidc::CodeTake, StoreError>> + Send {
+        self.oidc_take_code(hash)
+    }
+
+    fn purge_oidc(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
+        self.oidc_purge(cutoff)
     }
 
     fn create(
