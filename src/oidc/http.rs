@@ -687,15 +687,12 @@ async fn status<S: Store>(
                 .into_response();
         }
     };
-    let challenge = match challenge_of(&p, &flow).await {
-        Ok(c) => c,
-        Err(_) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({"status": "unavailable"})),
-            )
-                .into_response();
-        }
+    let Ok(challenge) = challenge_of(&p, &flow).await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable"})),
+        )
+            .into_response();
     };
     let v = flow::view(&flow, challenge.as_ref(), Utc::now());
     Json(serde_json::json!({ "status": v.status() })).into_response()
@@ -954,9 +951,11 @@ fn verify_access<S: Store>(p: &Provider<S>, token: &str) -> Option<AccessToken> 
 mod tests {
     use super::with_query;
 
+    type Row<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
     #[test]
     fn redirect_query_table() {
-        let rows: &[(&str, &[(&str, &str)], &str)] = &[
+        let rows: &[Row<'_>] = &[
             (
                 "https://rp.example/cb",
                 &[("code", "c")],
