@@ -409,6 +409,30 @@ mod tests {
     }
 
     #[test]
+    fn rotation_publishes_the_previous_key_and_signs_with_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.pem");
+        let new = dir.path().join("new.pem");
+        let sub = dir.path().join("s");
+        let before = Keys::load(&old, SigningAlg::EdDsa, &[], &sub).unwrap();
+        let after = Keys::load(&new, SigningAlg::EdDsa, std::slice::from_ref(&old), &sub).unwrap();
+        let kids: Vec<String> = after
+            .jwks()
+            .keys
+            .iter()
+            .filter_map(|k| k.common.key_id.clone())
+            .collect();
+        assert_eq!(
+            kids,
+            vec![after.current.kid.clone(), before.current.kid.clone()]
+        );
+        assert_ne!(after.current.kid, before.current.kid);
+        // Tokens of the old key still verify; the subject does not change.
+        assert!(after.verifier(&before.current.kid).is_some());
+        assert_eq!(after.subject("a@x.gouv.fr"), before.subject("a@x.gouv.fr"));
+    }
+
+    #[test]
     fn ed25519_key_is_created_once_with_mode_0600() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
