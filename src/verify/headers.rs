@@ -10,7 +10,7 @@
 use mail_parser::{Message, MimeHeaders};
 
 use crate::address::{Mailbox, ParseOptions};
-use crate::verify::Outcome;
+use crate::policy::{HeaderChecks, Outcome};
 
 /// RFC 5322 §2.1.1: a line is at most 998 octets without its CRLF.
 pub const MAX_LINE: usize = 998;
@@ -185,14 +185,8 @@ pub const SINGLE: &[&str] = &[
 /// The results of the header checks, and the From address when it parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderResults {
-    pub malformed: Outcome,
-    pub from_count: Outcome,
-    pub from_syntax: Outcome,
-    pub duplicate: Outcome,
-    pub sender_mismatch: Outcome,
-    pub resent: Outcome,
-    pub auto_submitted: Outcome,
-    pub report: Outcome,
+    /// The outcomes, as [`CheckResults`](crate::policy::CheckResults) embeds them.
+    pub checks: HeaderChecks,
     /// The one From address, canonical, when there is exactly one and it parsed.
     pub from: Option<Mailbox>,
     /// The raw From value (lossy) for the audit event when it did not parse.
@@ -244,14 +238,16 @@ pub fn check(
     let report = Outcome::from_ok(!is_report(parsed) && !top_level_report(block));
 
     HeaderResults {
-        malformed,
-        from_count,
-        from_syntax,
-        duplicate,
-        sender_mismatch,
-        resent,
-        auto_submitted,
-        report,
+        checks: HeaderChecks {
+            malformed,
+            from_count,
+            from_syntax,
+            duplicate,
+            sender_mismatch,
+            resent,
+            auto_submitted,
+            report,
+        },
         from,
         from_raw,
     }
@@ -381,10 +377,10 @@ mod tests {
         assert_eq!(block("From: a\r\n\r\n\0\u{e9}").malformed, None);
     }
 
-    fn results(text: &str) -> HeaderResults {
+    fn results(text: &str) -> HeaderChecks {
         let b = HeaderBlock::parse(text.as_bytes());
         let parsed = mail_parser::MessageParser::default().parse(text.as_bytes());
-        check(&b, parsed.as_ref(), &ParseOptions::default())
+        check(&b, parsed.as_ref(), &ParseOptions::default()).checks
     }
 
     #[test]
@@ -424,7 +420,7 @@ mod tests {
         // Recognised on the raw field whatever the MIME parser makes of the body.
         let b = HeaderBlock::parse(b"From: a@b.fr\r\nContent-Type: Multipart/Report ; x=y\r\n\r\n");
         let r = check(&b, None, &ParseOptions::default());
-        assert_eq!(r.report, Outcome::Fail);
+        assert_eq!(r.checks.report, Outcome::Fail);
     }
 
     #[test]
