@@ -93,8 +93,11 @@ pub fn tag_list(value: &[u8]) -> Option<Vec<(String, String)>> {
 /// reading is right is ambiguous, and refused.
 fn upper_case_tag_name(value: &[u8]) -> bool {
     value.split(|b| *b == b';').any(|spec| {
-        let name = spec.split(|b| *b == b'=').next().unwrap_or_default();
-        spec.contains(&b'=') && name.iter().any(u8::is_ascii_uppercase)
+        spec.contains(&b'=')
+            && spec
+                .iter()
+                .take_while(|b| **b != b'=')
+                .any(u8::is_ascii_uppercase)
     })
 }
 

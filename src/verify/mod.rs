@@ -84,6 +84,35 @@ struct Selected {
     signed: HashSet<usize>,
 }
 
+/// The proof kept with an accepted confirmation (SPEC §6 `evidence`).
+fn evidence(
+    tx: &Transaction,
+    from: &Mailbox,
+    block: &HeaderBlock<'_>,
+    chosen: Option<&Selected>,
+    spf: policy::Spf,
+    message_id: Option<String>,
+) -> Evidence {
+    Evidence {
+        client_ip: tx.session.client_ip.to_string(),
+        helo: tx.session.helo.clone(),
+        tls_version: tx.session.tls_version.clone(),
+        mail_from: tx.mail_from.to_string(),
+        from: from.to_string(),
+        // No chosen signature: a domain that does not require DKIM, confirmed unsigned.
+        dkim_domain: chosen
+            .and_then(|s| s.info.domain.as_ref())
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        dkim_selector: chosen.map(|s| s.info.selector.clone()).unwrap_or_default(),
+        dkim_algorithm: chosen.map(|s| s.info.algorithm.clone()).unwrap_or_default(),
+        spf: spf.as_str().to_string(),
+        message_id,
+        date: block.named("date").next().map(|(_, f)| f.unfolded()),
+        headers: String::from_utf8_lossy(block.raw).into_owned(),
+    }
+}
+
 /// The signature-bound checks and the DKIM result they leave.
 struct Bound<'r> {
     dkim: Dkim,
@@ -109,6 +138,17 @@ struct DkimReport {
     /// An aligned signature could not be judged for a temporary reason (its key lookup or
     /// its verification failed temporarily): it might have proved what the good ones do not.
     temp: bool,
+}
+
+impl DkimReport {
+    /// A result with no passing aligned signature.
+    fn without_good(result: Dkim, temp: bool) -> Self {
+        Self {
+            result,
+            good: Vec::new(),
+            temp,
+        }
+    }
 }
 
 impl Verifier {
@@ -220,31 +260,14 @@ impl Verifier {
 
         let message_id = block.named("message-id").next().map(|(_, f)| f.unfolded());
         let evidence = match (&decision, &from) {
-            (Decision::Accept, Some(f)) => Some(Evidence {
-                client_ip: tx.session.client_ip.to_string(),
-                helo: tx.session.helo.clone(),
-                tls_version: tx.session.tls_version.clone(),
-                mail_from: tx.mail_from.to_string(),
-                from: f.to_string(),
-                // No chosen signature: a domain that does not require DKIM, confirmed unsigned.
-                dkim_domain: bound
-                    .chosen
-                    .and_then(|s| s.info.domain.as_ref())
-                    .map(|d| d.to_string())
-                    .unwrap_or_default(),
-                dkim_selector: bound
-                    .chosen
-                    .map(|s| s.info.selector.clone())
-                    .unwrap_or_default(),
-                dkim_algorithm: bound
-                    .chosen
-                    .map(|s| s.info.algorithm.clone())
-                    .unwrap_or_default(),
-                spf: spf.as_str().to_string(),
-                message_id: message_id.clone(),
-                date: block.named("date").next().map(|(_, f)| f.unfolded()),
-                headers: String::from_utf8_lossy(block.raw).into_owned(),
-            }),
+            (Decision::Accept, Some(f)) => Some(evidence(
+                tx,
+                f,
+                &block,
+                bound.chosen,
+                spf,
+                message_id.clone(),
+            )),
             _ => None,
         };
         Verdict {
@@ -363,11 +386,7 @@ impl Verifier {
             .filter_map(|s| data_encoding::BASE64.decode(s.b.as_bytes()).ok())
             .collect();
         if sigs.is_empty() {
-            return DkimReport {
-                result: Dkim::None,
-                good: Vec::new(),
-                temp: false,
-            };
+            return DkimReport::without_good(Dkim::None, false);
         }
         let is_aligned = |d: &str| -> bool {
             match (Domain::parse(d.as_bytes(), &self.opts), from) {
@@ -382,11 +401,7 @@ impl Verifier {
                 Ok(results) => sigs.iter().any(|s| crypto_of(&results, s) == Crypto::Pass),
                 Err(_) => false,
             };
-            return DkimReport {
-                result: dkim::aggregate(sigs.len(), &[], any_pass),
-                good: Vec::new(),
-                temp: false,
-            };
+            return DkimReport::without_good(dkim::aggregate(sigs.len(), &[], any_pass), false);
         }
         let work = async {
             let results = self
@@ -417,11 +432,7 @@ impl Verifier {
         };
         match tokio::time::timeout(self.dns_timeout, work).await {
             Ok(report) => report,
-            Err(_) => DkimReport {
-                result: Dkim::TempError,
-                good: Vec::new(),
-                temp: true,
-            },
+            Err(_) => DkimReport::without_good(Dkim::TempError, true),
         }
     }
 
