@@ -116,7 +116,9 @@ impl<S: Store, V: Verify> App<S, V> {
         if verdict.challenge_id.is_none() {
             verdict.challenge_id = Some(id.clone());
         }
-        match challenge::before_commit(record.status(now), verdict.decision.clone()) {
+        // The challenge's half of the verdict is decided in `policy::challenge` (pure); this
+        // body only reads and writes the store around its two steps.
+        match challenge::before_commit(record.status(now), &verdict.decision) {
             Step::Keep => return verdict,
             Step::KeepAndCount => {
                 self.store.count_rejection(&id);

@@ -38,7 +38,7 @@ pub enum Step {
 }
 
 /// Step 1: the challenge's state (at the DATA time) against the message's decision.
-pub fn before_commit(status: Status, message: Decision) -> Step {
+pub fn before_commit(status: Status, message: &Decision) -> Step {
     match (status, message) {
         (Status::Expired, _) => Step::Refuse(Reason::TokenExpired),
         (Status::Confirmed, Decision::Refuse(_)) => Step::Refuse(Reason::TokenUsed),
@@ -158,7 +158,7 @@ mod tests {
         ];
         for (status, decision, want) in rows {
             assert_eq!(
-                before_commit(*status, decision.clone()),
+                before_commit(*status, decision),
                 *want,
                 "{status:?} {decision:?}"
             );

@@ -2,7 +2,11 @@
 //!
 //! [`decide`] is pure (no I/O, no clock): the verifier runs every check that can run
 //! (SPEC §4, last paragraph) and hands the results here; the same results always give the
-//! same decision, which the table tests below pin down.
+//! same decision, which the table tests (`policy/tests.rs`) pin down.
+//!
+//! The other half of every verdict, what the challenge's state (expired, used, redelivered)
+//! does to this decision, is [`challenge`], just as pure; the backend only reads and writes
+//! the store around it.
 //!
 //! # Precedence
 //!

@@ -260,102 +260,123 @@ fn several_failures() {
     }
 }
 
+/// Requirements turned off, and required checks that could not run (fail closed):
+/// (requirements, results, decision).
 #[test]
 fn requirements_and_fail_closed() {
+    let strict = Requirements::strict();
     // Reply and session code turned off: their failures do not count.
-    let req = Requirements {
+    let no_reply = Requirements {
         reply: false,
         session_code: false,
-        ..Requirements::strict()
+        ..strict
     };
-    let r = CheckResults {
-        not_a_reply: Outcome::NotRequired,
-        session_code: Outcome::NotRequired,
-        ..CheckResults::all_pass()
-    };
-    assert_eq!(decide(&r, &req).0, Decision::Accept);
-    // Required but skipped never accepts.
-    let r = CheckResults {
-        token_unsigned: Outcome::Skipped,
-        ..CheckResults::all_pass()
-    };
-    assert_eq!(
-        decide(&r, &Requirements::strict()).0,
-        refuse(Reason::BindingTokenUnsigned)
-    );
-    let r = CheckResults {
-        binding_mismatch: Outcome::Skipped,
-        ..CheckResults::all_pass()
-    };
-    assert_eq!(
-        decide(&r, &Requirements::strict()).0,
-        refuse(Reason::BindingMismatch)
-    );
-    let r = CheckResults {
-        spf: Spf::Skipped,
-        ..CheckResults::all_pass()
-    };
-    assert_eq!(
-        decide(&r, &Requirements::strict()).0,
-        refuse(Reason::SpfNone)
-    );
-    let r = CheckResults {
-        dkim: Dkim::Skipped,
-        ..CheckResults::all_pass()
-    };
-    assert_eq!(
-        decide(&r, &Requirements::strict()).0,
-        refuse(Reason::DkimNone)
-    );
-    // Date not measurable: not a refusal by itself.
-    let r = CheckResults {
-        date: Outcome::Skipped,
-        ..CheckResults::all_pass()
-    };
-    assert_eq!(decide(&r, &Requirements::strict()).0, Decision::Accept);
     // A domain override without DKIM: DKIM results ignored, SPF and iprev decide.
     let no_dkim = Requirements {
         dkim: false,
         iprev: true,
-        ..Requirements::strict()
+        ..strict
     };
-    let r = CheckResults {
-        dkim: Dkim::None,
-        ..CheckResults::all_pass()
-    };
-    assert_eq!(decide(&r, &no_dkim).0, Decision::Accept);
-    let r = CheckResults {
-        dkim: Dkim::None,
-        iprev: Iprev::Fail,
-        ..CheckResults::all_pass()
-    };
-    assert_eq!(decide(&r, &no_dkim).0, refuse(Reason::IprevFail));
     let no_spf = Requirements {
         spf: false,
-        ..Requirements::strict()
+        ..strict
     };
-    let r = CheckResults {
-        spf: Spf::Fail,
-        ..CheckResults::all_pass()
-    };
-    assert_eq!(decide(&r, &no_spf).0, Decision::Accept);
     // No challenge (`gatekeeper verify` without a recipient): bindings skipped, ignored.
     let no_binding = Requirements {
         binding: false,
-        ..Requirements::strict()
+        ..strict
     };
-    let r = CheckResults {
+    let pass = CheckResults::all_pass;
+    let bindings_skipped = CheckResults {
         binding_mismatch: Outcome::Skipped,
         token_unsigned: Outcome::Skipped,
         not_a_reply: Outcome::Skipped,
         session_code: Outcome::Skipped,
-        ..CheckResults::all_pass()
+        ..pass()
     };
-    assert_eq!(decide(&r, &no_binding).0, Decision::Accept);
-    assert_eq!(
-        decide(&r, &Requirements::strict()).0,
-        refuse(Reason::BindingMismatch)
-    );
+    let rows: Vec<(Requirements, CheckResults, Decision)> = vec![
+        (
+            no_reply,
+            CheckResults {
+                not_a_reply: Outcome::NotRequired,
+                session_code: Outcome::NotRequired,
+                ..pass()
+            },
+            Decision::Accept,
+        ),
+        // Required but skipped never accepts.
+        (
+            strict,
+            CheckResults {
+                token_unsigned: Outcome::Skipped,
+                ..pass()
+            },
+            refuse(Reason::BindingTokenUnsigned),
+        ),
+        (
+            strict,
+            CheckResults {
+                binding_mismatch: Outcome::Skipped,
+                ..pass()
+            },
+            refuse(Reason::BindingMismatch),
+        ),
+        (
+            strict,
+            CheckResults {
+                spf: Spf::Skipped,
+                ..pass()
+            },
+            refuse(Reason::SpfNone),
+        ),
+        (
+            strict,
+            CheckResults {
+                dkim: Dkim::Skipped,
+                ..pass()
+            },
+            refuse(Reason::DkimNone),
+        ),
+        // Date not measurable: not a refusal by itself.
+        (
+            strict,
+            CheckResults {
+                date: Outcome::Skipped,
+                ..pass()
+            },
+            Decision::Accept,
+        ),
+        (
+            no_dkim,
+            CheckResults {
+                dkim: Dkim::None,
+                ..pass()
+            },
+            Decision::Accept,
+        ),
+        (
+            no_dkim,
+            CheckResults {
+                dkim: Dkim::None,
+                iprev: Iprev::Fail,
+                ..pass()
+            },
+            refuse(Reason::IprevFail),
+        ),
+        (
+            no_spf,
+            CheckResults {
+                spf: Spf::Fail,
+                ..pass()
+            },
+            Decision::Accept,
+        ),
+        (no_binding, bindings_skipped.clone(), Decision::Accept),
+        (strict, bindings_skipped, refuse(Reason::BindingMismatch)),
+    ];
+    for (req, r, want) in rows {
+        assert_eq!(decide(&r, &req).0, want, "{req:?} {r:?}");
+    }
 }
 
 #[test]

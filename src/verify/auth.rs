@@ -166,7 +166,8 @@ impl Auth {
     }
 }
 
-/// What mail-auth read in a signature and what it concluded.
+/// What mail-auth read in a signature and what it concluded (compared field by field with
+/// our own reading in [`crypto_of`]).
 pub struct CryptoResult {
     b: Vec<u8>,
     d: String,
@@ -188,6 +189,7 @@ pub fn crypto_of(results: &[CryptoResult], sig: &SigInfo) -> Crypto {
     };
     let mut found: Option<Crypto> = None;
     for r in results.iter().filter(|r| r.b == b) {
+        // mail-auth writes an absent `t=` / `x=` as 0.
         let agrees = r.d == sig.d_raw.to_ascii_lowercase()
             && r.s == sig.selector.to_ascii_lowercase()
             && r.algorithm == sig.algorithm

@@ -7,6 +7,9 @@
 //! `dns.timeout` (a lookup that does not finish in time is a temporary error, never "none").
 //! iprev always runs and is reported, but decides only where required.
 //!
+//! This file is orchestration only: mail-auth is reached through [`auth`] alone, the rules
+//! live in [`headers`], [`dkim`], [`binding`] and [`policy`](crate::policy).
+//!
 //! Only the top-level header block is read; Authentication-Results, Received-SPF and ARC-*
 //! fields are never evidence (nothing here looks at them).
 //!
@@ -14,7 +17,8 @@
 //! - When several aligned signatures pass, the binding is judged against the first one that
 //!   proves all of it (token, session code, freshness), else against the first whose signed
 //!   content carries the token (its gaps are then the reason), else the first. Any passing
-//!   aligned signature proves its content; two signatures' halves are never combined.
+//!   aligned signature proves its content; two signatures' halves are never combined
+//!   ([`binding::choose`], a table-tested pure function).
 //! - When no passing aligned signature proves the whole binding and another aligned signature
 //!   could not be judged (its key lookup failed temporarily), that one might have proved it:
 //!   the DKIM result is `temperror` and the signature-dependent checks are `skipped` (4xx,
