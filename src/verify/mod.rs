@@ -8,7 +8,7 @@
 //! iprev always runs and is reported, but decides only where required.
 //!
 //! This file is orchestration only: mail-auth is reached through [`auth`] alone, the rules
-//! live in [`headers`], [`dkim`], [`binding`] and [`policy`](crate::policy).
+//! live in [`headers`], [`dkim`], [`binding`] and [`policy`].
 //!
 //! Only the top-level header block is read; Authentication-Results, Received-SPF and ARC-*
 //! fields are never evidence (nothing here looks at them).
