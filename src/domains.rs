@@ -11,13 +11,9 @@ use crate::address::Domain;
 use crate::config::{DomainOverride, PolicyConfig};
 use crate::reason::Reason;
 
-/// What a sender domain must prove.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Requirements {
-    pub dkim: bool,
-    pub spf: bool,
-    pub iprev: bool,
-}
+/// What a sender domain must prove: the DKIM, SPF and iprev fields of the one requirements
+/// type (the others keep their defaults; the verifier sets them from `[confirm]`).
+pub use crate::policy::Requirements;
 
 /// The allowed/denied lists and overrides of `[policy]`, ready to query.
 #[derive(Clone, Debug)]
@@ -65,11 +61,11 @@ impl DomainPolicy {
                 dkim: o.require_dkim,
                 spf: o.require_spf,
                 iprev: o.require_iprev,
+                ..Requirements::strict()
             },
             None => Requirements {
-                dkim: true,
-                spf: true,
                 iprev: self.require_iprev,
+                ..Requirements::strict()
             },
         };
         if !req.dkim {
@@ -198,6 +194,7 @@ mod tests {
             dkim: true,
             spf: true,
             iprev: false,
+            ..Requirements::strict()
         };
         let rows: &[(&str, Requirements)] = &[
             ("interieur.gouv.fr", full),
@@ -207,6 +204,7 @@ mod tests {
                     dkim: false,
                     spf: true,
                     iprev: true,
+                    ..Requirements::strict()
                 },
             ),
             (
@@ -215,6 +213,7 @@ mod tests {
                     dkim: false,
                     spf: true,
                     iprev: true,
+                    ..Requirements::strict()
                 },
             ),
             ("musees.culture.gouv.fr", full),
@@ -225,6 +224,7 @@ mod tests {
                     dkim: true,
                     spf: false,
                     iprev: false,
+                    ..Requirements::strict()
                 },
             ),
             ("transport.gouv.fr", full),
@@ -243,7 +243,8 @@ mod tests {
             Requirements {
                 dkim: true,
                 spf: true,
-                iprev: true
+                iprev: true,
+                ..Requirements::strict()
             }
         );
     }
@@ -261,7 +262,8 @@ mod tests {
             Requirements {
                 dkim: false,
                 spf: true,
-                iprev: true
+                iprev: true,
+                ..Requirements::strict()
             }
         );
     }
