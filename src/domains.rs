@@ -80,21 +80,6 @@ impl DomainPolicy {
     }
 }
 
-/// Validation the config loader runs on each `[policy.domains."<domain>"]` table.
-pub fn validate_override(o: &DomainOverride) -> Result<(), &'static str> {
-    if !o.require_dkim && !o.require_spf {
-        return Err(
-            "an override cannot remove both DKIM and SPF (require_dkim and require_spf both false)",
-        );
-    }
-    if !o.require_dkim && !o.require_iprev {
-        return Err(
-            "require_dkim = false needs require_iprev = true (SPF pass and reverse DNS carry the proof)",
-        );
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,15 +249,5 @@ mod tests {
                 iprev: true
             }
         );
-    }
-
-    #[test]
-    fn validate_override_table() {
-        assert!(validate_override(&ov("a.gouv.fr", true, true, true)).is_ok());
-        assert!(validate_override(&ov("a.gouv.fr", true, false, false)).is_ok());
-        assert!(validate_override(&ov("a.gouv.fr", false, true, true)).is_ok());
-        assert!(validate_override(&ov("a.gouv.fr", false, false, true)).is_err());
-        assert!(validate_override(&ov("a.gouv.fr", false, false, false)).is_err());
-        assert!(validate_override(&ov("a.gouv.fr", false, true, false)).is_err());
     }
 }
