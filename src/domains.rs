@@ -51,6 +51,19 @@ impl DomainPolicy {
         }
     }
 
+    /// [`check`](Self::check) for an address that claims to be a user's, as a claim (`POST
+    /// /v1/challenges`, `gatekeeper check-address`) or as a sender (MAIL FROM): our own
+    /// `confirmation` domain (`confirm.domain`, and its subdomains) is never one. Only
+    /// gatekeeper could send from it (a loop of its own challenge mail, or a forgery), and a
+    /// challenge to it would come back to gatekeeper itself; the API, MAIL and
+    /// `check-address` all ask here so that they agree (SPEC I2).
+    pub fn check_claim(&self, domain: &Domain, confirmation: &Domain) -> Result<(), Reason> {
+        if domain.is_within(confirmation) {
+            return Err(Reason::DomainNotAllowed);
+        }
+        self.check(domain)
+    }
+
     /// The requirements for `domain`: DKIM and SPF always, iprev from `policy.require_iprev`,
     /// unless the most specific override (longest matching domain) says otherwise. Without
     /// DKIM, SPF and iprev are forced on whatever the override says.
@@ -149,6 +162,23 @@ mod tests {
             } else {
                 assert_eq!(got, Err(Reason::DomainNotAllowed), "{name}");
             }
+        }
+    }
+
+    /// The confirmation domain and its subdomains are refused even when allowed.
+    #[test]
+    fn confirmation_domain_is_never_a_claim() {
+        let p = policy(&["gouv.fr"], &[], false, Vec::new());
+        let confirm = d("confirm.gouv.fr");
+        let rows: &[(&str, Result<(), Reason>)] = &[
+            ("interieur.gouv.fr", Ok(())),
+            ("confirm.gouv.fr", Err(Reason::DomainNotAllowed)),
+            ("x.confirm.gouv.fr", Err(Reason::DomainNotAllowed)),
+            ("notconfirm.gouv.fr", Ok(())),
+            ("evil.example", Err(Reason::DomainNotAllowed)),
+        ];
+        for (name, want) in rows {
+            assert_eq!(p.check_claim(&d(name), &confirm), *want, "{name}");
         }
     }
 
