@@ -169,7 +169,7 @@ impl Check {
 
 /// SPEC §4: an override may relax DKIM or SPF for a domain that cannot meet it, never both,
 /// and a domain without DKIM must prove itself by SPF and reverse DNS. The domain policy
-/// (`crate::domains`) forces SPF and iprev on without DKIM whatever an override says, so a
+/// (`DomainPolicy::requirements`) forces SPF and iprev on without DKIM whatever an override says, so a
 /// hand-built override cannot weaken it either; here the loader refuses such a table.
 pub(super) fn check_override(o: &DomainOverride) -> Result<(), &'static str> {
     if !o.require_dkim && !o.require_spf {
