@@ -59,8 +59,7 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<ApiToken> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             use std::os::unix::fs::OpenOptionsExt;
-            let token = random_base32(&SystemRandom::new(), 20)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let token = random_base32(&SystemRandom::new(), 20).map_err(std::io::Error::other)?;
             if let Some(parent) = path.parent()
                 && !parent.as_os_str().is_empty()
             {
