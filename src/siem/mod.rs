@@ -9,7 +9,7 @@
 //!                                                    (durable)         sink, cursor per sink
 //! ```
 //!
-//! - Where things are: [`format`] holds what the serialisers share and [`encode`] picks one;
+//! - Where things are: [`mod@format`] holds what the serialisers share and [`encode`] picks one;
 //!   `writer` is the writer thread; every local sink is one type behind
 //!   [`sink_local::LocalSink`] (a new one is that type plus its arm in [`sink_local::open`]);
 //!   network sinks are [`sink_net`] threads reading the [`spool`].
