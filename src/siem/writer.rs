@@ -161,3 +161,96 @@ fn overflow_event(count: u64, stage: LossStage) -> AuditEvent {
     });
     ev
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Mutex;
+    use std::sync::mpsc::sync_channel;
+
+    use super::*;
+    use crate::config::SiemFormat;
+    use crate::siem::sink_local::SinkFailure;
+
+    /// A local sink the writer knows only through the trait: records what it was given and
+    /// fails as told.
+    struct Fake {
+        seen: Arc<Mutex<Vec<String>>>,
+        counter: ErrorCounter,
+        fails: u64,
+    }
+
+    impl LocalSink for Fake {
+        fn name(&self) -> String {
+            "fake".to_owned()
+        }
+
+        fn counter(&self) -> ErrorCounter {
+            self.counter
+        }
+
+        fn write_batch(&mut self, batch: Batch<'_>) -> Result<(), SinkFailure> {
+            assert_eq!(batch.events.len(), batch.lines.len());
+            crate::lock(&self.seen).extend(batch.lines.iter().cloned());
+            match self.fails {
+                0 => Ok(()),
+                count => Err(SinkFailure {
+                    count,
+                    error: io::Error::other("fake failure"),
+                }),
+            }
+        }
+    }
+
+    /// Every local sink gets every rendered line; a failure goes to the sink's own counter,
+    /// by the count the sink reports, and does not keep the next sink from its batch.
+    #[test]
+    fn every_local_sink_gets_the_batch_and_failures_are_counted_per_counter() {
+        let rows: &[(ErrorCounter, u64, u64, u64)] = &[
+            // (counter, failures reported, local_errors, udp_errors)
+            (ErrorCounter::Local, 0, 0, 0),
+            (ErrorCounter::Local, 1, 1, 0),
+            (ErrorCounter::Udp, 3, 0, 3),
+        ];
+        for &(counter, fails, want_local, want_udp) in rows {
+            let (_tx, rx) = sync_channel(1);
+            let first = Arc::new(Mutex::new(Vec::new()));
+            let second = Arc::new(Mutex::new(Vec::new()));
+            let mut writer = Writer {
+                rx,
+                shared: Arc::new(Shared::default()),
+                opts: FormatOptions::new(SiemFormat::Ecs, "gk.test"),
+                locals: vec![
+                    Box::new(Fake {
+                        seen: Arc::clone(&first),
+                        counter,
+                        fails,
+                    }),
+                    Box::new(Fake {
+                        seen: Arc::clone(&second),
+                        counter: ErrorCounter::Local,
+                        fails: 0,
+                    }),
+                ],
+                spool: None,
+                queue_reported: 0,
+            };
+            let batch: Vec<AuditEvent> = (0..3)
+                .map(|i| overflow_event(i + 1, LossStage::Queue))
+                .collect();
+            writer.write(&batch);
+            let want: Vec<String> = batch
+                .iter()
+                .map(|ev| writer.opts.render_within(ev, LINE_MAX_OCTETS))
+                .collect();
+            assert_eq!(*crate::lock(&first), want, "{counter:?} {fails}");
+            assert_eq!(*crate::lock(&second), want, "{counter:?} {fails}");
+            let stats = writer.shared.stats();
+            assert_eq!(
+                (stats.local_errors, stats.udp_errors),
+                (want_local, want_udp),
+                "{counter:?} {fails}"
+            );
+        }
+    }
+}
