@@ -52,7 +52,7 @@ impl Writer {
                 self.queue_reported = lost;
             }
             if self.shared.reopen.swap(false, Ordering::SeqCst) {
-                self.reopen_files();
+                self.reopen_sinks();
             }
             let idle = batch.is_empty();
             if !idle {
@@ -132,7 +132,7 @@ impl Writer {
         }
     }
 
-    fn reopen_files(&mut self) {
+    fn reopen_sinks(&mut self) {
         for sink in &mut self.locals {
             if let Err(e) = sink.reopen() {
                 self.shared.local_errors.fetch_add(1, Ordering::Relaxed);
