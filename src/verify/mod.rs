@@ -174,10 +174,7 @@ impl Verifier {
         policy: PolicyConfig,
         dns_timeout: Duration,
     ) -> Self {
-        let opts = ParseOptions {
-            local_part_extra_chars: policy.local_part_extra_chars.clone(),
-            allow_idna: policy.allow_idna,
-        };
+        let opts = policy.parse_options();
         Self {
             auth: Auth::new(auth, dns_timeout),
             domains: DomainPolicy::new(&policy),
