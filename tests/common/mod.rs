@@ -12,6 +12,7 @@ pub mod dns;
 pub mod e2e;
 pub mod keys;
 pub mod mail;
+pub mod transcript;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
