@@ -5,7 +5,7 @@
 //! store failures → `store.unavailable`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod challenge_support;
+mod common;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use gatekeeper::backend::{
 use gatekeeper::reason::Reason;
 use gatekeeper::store::{CreateOutcome, RateLimits, SqliteOptions, SqliteStore, Status, Store};
 
-use challenge_support::{DownStore, config, new_challenge};
+use common::challenge::{DownStore, config, new_challenge};
 use gatekeeper::app::App;
 
 const LIMITS: RateLimits = RateLimits {

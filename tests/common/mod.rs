@@ -6,12 +6,15 @@
 
 #![allow(dead_code)]
 
+pub mod challenge;
 pub mod corpus;
 pub mod dkim;
 pub mod dns;
 pub mod e2e;
 pub mod keys;
 pub mod mail;
+pub mod server;
+pub mod siem;
 pub mod transcript;
 
 use std::net::{IpAddr, SocketAddr};
