@@ -273,7 +273,11 @@ async fn create_writes_the_challenge_mail_and_never_returns_the_token() {
         "the check above looks at the file the challenge is in"
     );
 
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Log lines are written as they happen; poll (bounded) rather than guess a delay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !log_text().contains(&id) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let logs = log_text();
     assert!(
         logs.contains(&id),
