@@ -9,8 +9,6 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 
-#[cfg(test)]
-use super::SessionSettings;
 use super::{Input, Output, Session};
 
 /// The I/O side of a synchronous driver.
@@ -35,6 +33,7 @@ pub fn run(session: &mut Session, input: Input<'_>, now: DateTime<Utc>, io: &mut
 /// Scripts run through [`run`] with a performer that answers like a backend would: the
 /// answers reach the session (the replies after them show it) and nothing is left unperformed.
 #[cfg(test)]
+#[allow(clippy::expect_used)] // tests: a failed expect is a failed test
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
     use std::sync::Arc;
