@@ -57,10 +57,11 @@ use crate::challenge::{
 };
 use crate::config::Config;
 use crate::lock;
-use crate::reason::{Class, Reason};
+use crate::policy::challenge::{self, Committed, Step};
+use crate::reason::Reason;
 use crate::store::{
-    ChallengeRecord, ConfirmOutcome, ConfirmRequest, Confirmation, SqliteOptions, SqliteStore,
-    Status, Store, StoreError,
+    ChallengeRecord, ConfirmRequest, Confirmation, SqliteOptions, SqliteStore, Status, Store,
+    StoreError,
 };
 
 /// How long challenges are kept after they expire before [`purge_cutoff`] removes them:
@@ -96,16 +97,6 @@ impl<S: Store, V: Verify> App<S, V> {
         &self.store
     }
 
-    fn session_over(&self, previous: &Confirmation, now: DateTime<Utc>) -> bool {
-        if previous.session_ended {
-            return true;
-        }
-        let age = now.signed_duration_since(previous.confirmed_at);
-        age.to_std()
-            .map(|a| a > self.session_timeout)
-            .unwrap_or(false)
-    }
-
     async fn decide(&self, tx: &Transaction, record: ChallengeRecord) -> Verdict {
         let now = tx.received_at;
         let id = record.id.clone();
@@ -125,22 +116,16 @@ impl<S: Store, V: Verify> App<S, V> {
         if verdict.challenge_id.is_none() {
             verdict.challenge_id = Some(id.clone());
         }
-        let status = record.status(now);
-        if status == Status::Expired {
-            return refuse(verdict, Reason::TokenExpired);
-        }
-        let reason = match verdict.decision {
-            Decision::Accept => None,
-            Decision::Refuse(r) => Some(r),
-        };
-        if let Some(reason) = reason {
-            if status == Status::Confirmed {
-                return refuse(verdict, Reason::TokenUsed);
-            }
-            if reason.class() == Class::Permanent {
+        // The challenge's half of the verdict is decided in `policy::challenge` (pure); this
+        // body only reads and writes the store around its two steps.
+        match challenge::before_commit(record.status(now), &verdict.decision) {
+            Step::Keep => return verdict,
+            Step::KeepAndCount => {
                 self.store.count_rejection(&id);
+                return verdict;
             }
-            return verdict;
+            Step::Refuse(reason) => return refuse(verdict, reason),
+            Step::Commit => {}
         }
 
         let mut evidence = verdict
@@ -164,28 +149,21 @@ impl<S: Store, V: Verify> App<S, V> {
             confirmation: confirmation.clone(),
             now,
         };
-        match self.store.confirm(request).await {
-            Err(e) => {
-                tracing::warn!(challenge_id = %id, error = %e, "confirmation not committed");
-                refuse(verdict, e.reason())
-            }
-            Ok(ConfirmOutcome::Confirmed) => {
+        let outcome = self.store.confirm(request).await;
+        if let Err(e) = &outcome {
+            tracing::warn!(challenge_id = %id, error = %e, "confirmation not committed");
+        }
+        let outcome = outcome.as_ref().map_err(StoreError::reason);
+        match challenge::after_commit(outcome, &confirmation, self.session_timeout, now) {
+            Committed::Confirmed => {
                 lock(&self.confirming).insert(tx.session.session_id.clone());
                 verdict
             }
-            Ok(ConfirmOutcome::AlreadyConfirmed(previous)) => {
-                let same_message = previous.message_id.is_some()
-                    && previous.message_id == confirmation.message_id
-                    && previous.from == confirmation.from;
-                if same_message && self.session_over(&previous, now) {
-                    tracing::info!(challenge_id = %id, "same confirmation delivered again: accepted again");
-                    verdict
-                } else {
-                    refuse(verdict, Reason::TokenUsed)
-                }
+            Committed::Redelivered => {
+                tracing::info!(challenge_id = %id, "same confirmation delivered again: accepted again");
+                verdict
             }
-            Ok(ConfirmOutcome::Expired) => refuse(verdict, Reason::TokenExpired),
-            Ok(ConfirmOutcome::NotFound) => refuse(verdict, Reason::TokenUnknown),
+            Committed::Refuse(reason) => refuse(verdict, reason),
         }
     }
 }

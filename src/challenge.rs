@@ -263,16 +263,8 @@ impl<S: Store> ChallengeService<S> {
             reason: e.reason(),
             detail: Some(e.detail),
         })?;
-        // Our own confirmation domain is never a claim: the challenge mail would come back
-        // to gatekeeper itself.
-        if mailbox.domain().is_within(&self.confirm.domain) {
-            return Err(CreateError::Refused {
-                reason: Reason::DomainNotAllowed,
-                detail: None,
-            });
-        }
         self.domains
-            .check(mailbox.domain())
+            .check_claim(mailbox.domain(), &self.confirm.domain)
             .map_err(|reason| CreateError::Refused {
                 reason,
                 detail: None,

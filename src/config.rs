@@ -48,10 +48,24 @@ impl Config {
 
     /// The address parser options `[policy]` sets.
     pub fn parse_options(&self) -> ParseOptions {
-        ParseOptions {
-            local_part_extra_chars: self.policy.local_part_extra_chars.clone(),
-            allow_idna: self.policy.allow_idna,
-        }
+        self.policy.parse_options()
+    }
+}
+
+impl PolicyConfig {
+    /// The address parser options this policy sets.
+    pub fn parse_options(&self) -> ParseOptions {
+        parse_options(&self.local_part_extra_chars, self.allow_idna)
+    }
+}
+
+/// The one constructor of the parser options from configuration values: validation needs
+/// them (to parse the domain lists) before a [`PolicyConfig`] exists, everything else asks
+/// [`PolicyConfig::parse_options`].
+fn parse_options(local_part_extra_chars: &str, allow_idna: bool) -> ParseOptions {
+    ParseOptions {
+        local_part_extra_chars: local_part_extra_chars.to_owned(),
+        allow_idna,
     }
 }
 

@@ -11,13 +11,9 @@ use crate::address::Domain;
 use crate::config::{DomainOverride, PolicyConfig};
 use crate::reason::Reason;
 
-/// What a sender domain must prove.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Requirements {
-    pub dkim: bool,
-    pub spf: bool,
-    pub iprev: bool,
-}
+/// What a sender domain must prove: the DKIM, SPF and iprev fields of the one requirements
+/// type (the others keep their defaults; the verifier sets them from `[confirm]`).
+pub use crate::policy::Requirements;
 
 /// The allowed/denied lists and overrides of `[policy]`, ready to query.
 #[derive(Clone, Debug)]
@@ -51,6 +47,19 @@ impl DomainPolicy {
         }
     }
 
+    /// [`check`](Self::check) for an address that claims to be a user's, as a claim (`POST
+    /// /v1/challenges`, `gatekeeper check-address`) or as a sender (MAIL FROM): our own
+    /// `confirmation` domain (`confirm.domain`, and its subdomains) is never one. Only
+    /// gatekeeper could send from it (a loop of its own challenge mail, or a forgery), and a
+    /// challenge to it would come back to gatekeeper itself; the API, MAIL and
+    /// `check-address` all ask here so that they agree (SPEC I2).
+    pub fn check_claim(&self, domain: &Domain, confirmation: &Domain) -> Result<(), Reason> {
+        if domain.is_within(confirmation) {
+            return Err(Reason::DomainNotAllowed);
+        }
+        self.check(domain)
+    }
+
     /// The requirements for `domain`: DKIM and SPF always, iprev from `policy.require_iprev`,
     /// unless the most specific override (longest matching domain) says otherwise. Without
     /// DKIM, SPF and iprev are forced on whatever the override says.
@@ -65,11 +74,11 @@ impl DomainPolicy {
                 dkim: o.require_dkim,
                 spf: o.require_spf,
                 iprev: o.require_iprev,
+                ..Requirements::strict()
             },
             None => Requirements {
-                dkim: true,
-                spf: true,
                 iprev: self.require_iprev,
+                ..Requirements::strict()
             },
         };
         if !req.dkim {
@@ -78,21 +87,6 @@ impl DomainPolicy {
         }
         req
     }
-}
-
-/// Validation the config loader runs on each `[policy.domains."<domain>"]` table.
-pub fn validate_override(o: &DomainOverride) -> Result<(), &'static str> {
-    if !o.require_dkim && !o.require_spf {
-        return Err(
-            "an override cannot remove both DKIM and SPF (require_dkim and require_spf both false)",
-        );
-    }
-    if !o.require_dkim && !o.require_iprev {
-        return Err(
-            "require_dkim = false needs require_iprev = true (SPF pass and reverse DNS carry the proof)",
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -167,6 +161,23 @@ mod tests {
         }
     }
 
+    /// The confirmation domain and its subdomains are refused even when allowed.
+    #[test]
+    fn confirmation_domain_is_never_a_claim() {
+        let p = policy(&["gouv.fr"], &[], false, Vec::new());
+        let confirm = d("confirm.gouv.fr");
+        let rows: &[(&str, Result<(), Reason>)] = &[
+            ("interieur.gouv.fr", Ok(())),
+            ("confirm.gouv.fr", Err(Reason::DomainNotAllowed)),
+            ("x.confirm.gouv.fr", Err(Reason::DomainNotAllowed)),
+            ("notconfirm.gouv.fr", Ok(())),
+            ("evil.example", Err(Reason::DomainNotAllowed)),
+        ];
+        for (name, want) in rows {
+            assert_eq!(p.check_claim(&d(name), &confirm), *want, "{name}");
+        }
+    }
+
     #[test]
     fn denied_wins_over_allowed() {
         let p = policy(&["interieur.gouv.fr"], &["gouv.fr"], false, Vec::new());
@@ -198,6 +209,7 @@ mod tests {
             dkim: true,
             spf: true,
             iprev: false,
+            ..Requirements::strict()
         };
         let rows: &[(&str, Requirements)] = &[
             ("interieur.gouv.fr", full),
@@ -207,6 +219,7 @@ mod tests {
                     dkim: false,
                     spf: true,
                     iprev: true,
+                    ..Requirements::strict()
                 },
             ),
             (
@@ -215,6 +228,7 @@ mod tests {
                     dkim: false,
                     spf: true,
                     iprev: true,
+                    ..Requirements::strict()
                 },
             ),
             ("musees.culture.gouv.fr", full),
@@ -225,6 +239,7 @@ mod tests {
                     dkim: true,
                     spf: false,
                     iprev: false,
+                    ..Requirements::strict()
                 },
             ),
             ("transport.gouv.fr", full),
@@ -243,7 +258,8 @@ mod tests {
             Requirements {
                 dkim: true,
                 spf: true,
-                iprev: true
+                iprev: true,
+                ..Requirements::strict()
             }
         );
     }
@@ -261,18 +277,9 @@ mod tests {
             Requirements {
                 dkim: false,
                 spf: true,
-                iprev: true
+                iprev: true,
+                ..Requirements::strict()
             }
         );
-    }
-
-    #[test]
-    fn validate_override_table() {
-        assert!(validate_override(&ov("a.gouv.fr", true, true, true)).is_ok());
-        assert!(validate_override(&ov("a.gouv.fr", true, false, false)).is_ok());
-        assert!(validate_override(&ov("a.gouv.fr", false, true, true)).is_ok());
-        assert!(validate_override(&ov("a.gouv.fr", false, false, true)).is_err());
-        assert!(validate_override(&ov("a.gouv.fr", false, false, false)).is_err());
-        assert!(validate_override(&ov("a.gouv.fr", false, true, false)).is_err());
     }
 }

@@ -21,6 +21,24 @@
 //! - [`store`], [`challenge`], [`api`], [`app`]: challenges, confirmations and the HTTP API.
 //! - [`oidc`]: the OpenID Provider (SPEC §9): sign-in for relying parties through the reply flow.
 //! - [`audit`], [`siem`]: the audit trail.
+//! - [`backend`]: the seam types between the SMTP engine and what answers it.
+//!
+//! # Data-flow order
+//!
+//! Modules in layers, top first. A module uses modules of its own layer or of the layers
+//! below it, never one above, and no two modules import each other (directly or around a
+//! loop); `tests/architecture.rs` checks both on the source.
+//!
+//! ```text
+//!  main                                        clap and dispatch (the binary)
+//!  daemon                                      assembly, start-up, signals, CLI bodies
+//!  app   api   server                          backend, HTTP front doors, SMTP listener
+//!  smtp   verify   challenge                   engines: SMTP session, mail checks, tokens
+//!  policy  store  siem  dns  domains  backend  decisions, storage, sinks, resolver, seams
+//!  config                                      the validated configuration
+//!  address   audit                             the address grammar, audit events
+//!  reason                                      reason codes and their replies
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod address;

@@ -12,10 +12,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use gatekeeper::address::{Mailbox, ParseOptions};
-use gatekeeper::config::{Config, ConfigError, PolicyConfig};
+use gatekeeper::config::{Config, ConfigError};
 use gatekeeper::daemon::ConfigSource as DaemonSource;
 use gatekeeper::daemon::cli::VerifyArgs;
-use gatekeeper::reason::Reason;
 
 /// The configuration compiled into the binary: used when no file is named or found, so that
 /// `gatekeeper` runs on a fresh machine.
@@ -350,14 +349,11 @@ fn check_address(address: OsString, config: Option<PathBuf>) -> ExitCode {
     let verdict = Mailbox::parse(&input, &opts)
         .map_err(|e| (e.reason(), Some(e.detail)))
         .and_then(|mailbox| match &config {
-            // The confirmation domain is never a claim nor a sender (as the API and MAIL say).
-            Some(c) if mailbox.domain().is_within(&c.confirm.domain) => {
-                Err((Reason::DomainNotAllowed, None))
-            }
-            Some(c) if !domain_allowed(&c.policy, &mailbox) => {
-                Err((Reason::DomainNotAllowed, None))
-            }
-            _ => Ok(mailbox),
+            Some(c) => gatekeeper::domains::DomainPolicy::new(&c.policy)
+                .check_claim(mailbox.domain(), &c.confirm.domain)
+                .map(|()| mailbox)
+                .map_err(|reason| (reason, None)),
+            None => Ok(mailbox),
         });
     let mut out = io::stdout().lock();
     match verdict {
@@ -373,15 +369,6 @@ fn check_address(address: OsString, config: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// SPEC §3: the domain is inside an allowed domain on a label boundary, and not inside a
-/// denied one (denied wins).
-/// The domain policy of the configuration (allowed, denied wins), as SMTP applies it.
-fn domain_allowed(policy: &PolicyConfig, mailbox: &Mailbox) -> bool {
-    gatekeeper::domains::DomainPolicy::new(policy)
-        .check(mailbox.domain())
-        .is_ok()
 }
 
 /// The raw bytes of standard input, bounded, with one trailing `\n` removed.

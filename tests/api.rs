@@ -4,7 +4,7 @@
 //! the CLI functions, and that no answer and no log line carries a challenge token.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod challenge_support;
+mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use challenge_support::config;
+use common::challenge::config;
 
 // ---------------------------------------------------------------- log capture
 
@@ -273,7 +273,11 @@ async fn create_writes_the_challenge_mail_and_never_returns_the_token() {
         "the check above looks at the file the challenge is in"
     );
 
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Log lines are written as they happen; poll (bounded) rather than guess a delay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !log_text().contains(&id) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let logs = log_text();
     assert!(
         logs.contains(&id),
@@ -863,7 +867,7 @@ async fn store_down_is_503_store_unavailable() {
     let cfg = config(dir.path());
     let service = ChallengeService::new(
         &cfg,
-        Arc::new(challenge_support::DownStore),
+        Arc::new(common::challenge::DownStore),
         Outbound::from_target(&cfg.outbound.target).unwrap(),
         MailBuilder::new(&cfg).unwrap(),
     );
@@ -1056,7 +1060,7 @@ async fn signed_challenge_mail(key_path: &Path, selector: &str) -> Vec<u8> {
     let selector = selector.to_owned();
     let s = Server::start(move |c| {
         c.outbound.dkim = Some(gatekeeper::config::OutboundDkim {
-            domain: challenge_support::domain("verify.example.gouv.fr"),
+            domain: common::domain("verify.example.gouv.fr"),
             selector,
             private_key: key_path,
         })
@@ -1138,7 +1142,7 @@ async fn outbound_dkim_ed25519_signature_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.outbound.dkim = Some(gatekeeper::config::OutboundDkim {
-        domain: challenge_support::domain("verify.example.gouv.fr"),
+        domain: common::domain("verify.example.gouv.fr"),
         selector: "gk2026".into(),
         private_key: key_path.clone(),
     });

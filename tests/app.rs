@@ -5,7 +5,7 @@
 //! store failures → `store.unavailable`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod challenge_support;
+mod common;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use gatekeeper::address::{Mailbox, ParseOptions};
 use gatekeeper::backend::{
     Backend, ChallengeBinding, Decision, Evidence, RcptOutcome, Recipient, SessionInfo,
     Transaction, Verdict, Verify,
@@ -21,7 +20,8 @@ use gatekeeper::backend::{
 use gatekeeper::reason::Reason;
 use gatekeeper::store::{CreateOutcome, RateLimits, SqliteOptions, SqliteStore, Status, Store};
 
-use challenge_support::{DownStore, config, new_challenge};
+use common::challenge::{DownStore, config, new_challenge};
+use common::mailbox;
 use gatekeeper::app::App;
 
 const LIMITS: RateLimits = RateLimits {
@@ -115,10 +115,6 @@ fn world() -> World {
         store,
         app,
     }
-}
-
-fn mailbox(s: &str) -> Mailbox {
-    Mailbox::parse(s.as_bytes(), &ParseOptions::default()).unwrap()
 }
 
 fn session(id: &str) -> SessionInfo {

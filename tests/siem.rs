@@ -6,7 +6,6 @@
 
 #[path = "siem/cef_parser.rs"]
 mod cef_parser;
-#[path = "siem/common.rs"]
 mod common;
 
 use std::collections::BTreeSet;
@@ -14,7 +13,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::*;
+use common::siem::*;
 use gatekeeper::audit::{Action, AuditEvent, AuditSink};
 use gatekeeper::config::{SiemFormat, SiemSink};
 use gatekeeper::siem::Siem;

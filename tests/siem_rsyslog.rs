@@ -7,7 +7,6 @@
 
 #[path = "siem/cef_parser.rs"]
 mod cef_parser;
-#[path = "siem/common.rs"]
 mod common;
 #[path = "siem/rsyslog.rs"]
 mod rsyslog;
@@ -16,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use common::siem::*;
 use gatekeeper::audit::AuditSink;
 use gatekeeper::config::{SiemFormat, SiemSink, SyslogTransport};
 use gatekeeper::siem::Siem;

@@ -4,79 +4,27 @@
 //! durations; tests assert outcomes (reply classes, audit events), never timings.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio::net::{TcpSocket, TcpStream};
 
-use gatekeeper::address::{Domain, ParseOptions};
-use gatekeeper::audit::{Action, AuditEvent, MemorySink};
-use gatekeeper::backend::{
-    Backend, Decision, RcptOutcome, Recipient, SessionInfo, Transaction, Verdict,
-};
+use gatekeeper::audit::{Action, AuditEvent};
 use gatekeeper::config::{Config, TlsConfig};
 use gatekeeper::reason::Reason;
-use gatekeeper::server::{self, ServerSettings};
+use gatekeeper::server::ServerSettings;
+
+use common::domain;
+use common::server::start;
 
 /// Every socket wait in these tests is bounded by this.
 const WAIT: Duration = Duration::from_secs(10);
 const GOOD: &str = "confirm+good@verify.example.gouv.fr";
-
-/// Accepts the token `good`; accepts any delivered message that has a From header.
-#[derive(Default)]
-struct TestBackend {
-    delivered: Mutex<Vec<Transaction>>,
-    closed: Mutex<Vec<String>>,
-}
-
-impl Backend for TestBackend {
-    async fn check_recipient(
-        &self,
-        _s: &SessionInfo,
-        rcpt: &Recipient,
-        _now: DateTime<Utc>,
-    ) -> RcptOutcome {
-        if rcpt.token == "good" {
-            RcptOutcome::Accept {
-                challenge_id: "ch-good".into(),
-            }
-        } else {
-            RcptOutcome::Refuse(Reason::TokenUnknown)
-        }
-    }
-
-    async fn deliver(&self, tx: Transaction) -> Verdict {
-        let has_from = tx
-            .message
-            .windows(5)
-            .any(|w| w.eq_ignore_ascii_case(b"from:"));
-        let decision = if has_from {
-            Decision::Accept
-        } else {
-            Decision::Refuse(Reason::HeaderFromCount)
-        };
-        self.delivered.lock().unwrap().push(tx);
-        Verdict {
-            decision,
-            ..Verdict::refuse(Reason::DkimNone)
-        }
-    }
-
-    fn session_closed(&self, session_id: &str) {
-        self.closed.lock().unwrap().push(session_id.to_owned());
-    }
-}
-
-fn domain(s: &str) -> Domain {
-    Domain::parse(s.as_bytes(), &ParseOptions::default()).unwrap()
-}
 
 /// The shipped configuration with test-sized limits.
 fn config() -> Config {
@@ -123,40 +71,6 @@ fn with_tls(
     let settings = ServerSettings::from_config(&config).unwrap();
     assert!(settings.session.tls_offered);
     (settings, ck.cert.der().clone(), ck.cert.pem(), dir)
-}
-
-struct Server {
-    addr: SocketAddr,
-    sink: Arc<MemorySink>,
-    backend: Arc<TestBackend>,
-    shutdown: CancellationToken,
-    handle: JoinHandle<()>,
-    /// The reload side of the settings channel (also keeps it open).
-    settings_tx: watch::Sender<Arc<ServerSettings>>,
-}
-
-async fn start(settings: ServerSettings) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = watch::channel(Arc::new(settings));
-    let sink = Arc::new(MemorySink::default());
-    let backend = Arc::new(TestBackend::default());
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(server::run(
-        vec![listener],
-        rx,
-        backend.clone(),
-        sink.clone(),
-        shutdown.clone(),
-    ));
-    Server {
-        addr,
-        sink,
-        backend,
-        shutdown,
-        handle,
-        settings_tx: tx,
-    }
 }
 
 /// A raw SMTP client over any stream.

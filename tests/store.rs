@@ -7,7 +7,7 @@
 //! write lock, and a tiny tmpfs filled up (needs `mount`, i.e. root: CI runs as root).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod challenge_support;
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use gatekeeper::store::{
     SqliteStore, Status, Store, StoreError,
 };
 
-use challenge_support::new_challenge;
+use common::challenge::new_challenge;
 
 const LIMITS: RateLimits = RateLimits {
     max_pending: 100,

@@ -1,5 +1,6 @@
 //! The pure SMTP session on arbitrary bytes, fed in two chunks split at an arbitrary point, with
-//! fixed backend answers: never panics, every 4xx/5xx reply is followed by exactly one audit
+//! fixed backend answers, through the driver loop every synchronous driver shares
+//! (`smtp::drive`): never panics, every 4xx/5xx reply is followed by exactly one audit
 //! event, nothing comes out after Close, and output and delivered messages stay bounded.
 #![no_main]
 
@@ -10,6 +11,7 @@ use chrono::{TimeZone, Utc};
 use gatekeeper::backend::{Decision, RcptOutcome, SessionInfo, Verdict};
 use gatekeeper::config::Config;
 use gatekeeper::reason::Reason;
+use gatekeeper::smtp::drive::{self, Perform};
 use gatekeeper::smtp::{Input, Output, Session, SessionSettings, TimeoutKind};
 use libfuzzer_sys::fuzz_target;
 
@@ -54,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
     let mut driver = Driver {
         closed: false,
         reply_bytes: 0,
+        needs_audit: false,
     };
     driver.run(&mut session, Input::Connected, now);
     driver.run(&mut session, Input::Bytes(a), now);
@@ -68,61 +71,68 @@ fuzz_target!(|data: &[u8]| {
     assert!(driver.reply_bytes <= 1024 * (input.len() + 4));
 });
 
+/// The fuzz target's side of `smtp::drive`: fixed backend answers, and the checks on every
+/// output.
 struct Driver {
     closed: bool,
     reply_bytes: usize,
+    /// A 4xx/5xx reply was just performed: the next output must be its audit event.
+    needs_audit: bool,
 }
 
 impl Driver {
     fn run(&mut self, session: &mut Session, input: Input<'_>, now: chrono::DateTime<Utc>) {
-        let mut queue: std::collections::VecDeque<Output> = session.handle(input, now).into();
-        let mut needs_audit = false;
-        while let Some(output) = queue.pop_front() {
-            assert!(!self.closed, "output after Close: {output:?}");
-            if needs_audit {
-                assert!(matches!(output, Output::Audit(_)), "refusal without audit");
-                needs_audit = false;
-                continue;
+        drive::run(session, input, now, self);
+        assert!(!self.needs_audit, "refusal without audit at the end");
+    }
+}
+
+impl Perform for Driver {
+    fn perform(&mut self, output: Output) -> Option<Input<'static>> {
+        assert!(!self.closed, "output after Close: {output:?}");
+        if self.needs_audit {
+            assert!(matches!(output, Output::Audit(_)), "refusal without audit");
+            self.needs_audit = false;
+            return None;
+        }
+        match output {
+            Output::Reply(bytes) => {
+                self.reply_bytes += bytes.len();
+                assert!(bytes.ends_with(b"\r\n"));
+                self.needs_audit = matches!(bytes.first(), Some(b'4' | b'5'));
+                None
             }
-            match output {
-                Output::Reply(bytes) => {
-                    self.reply_bytes += bytes.len();
-                    assert!(bytes.ends_with(b"\r\n"));
-                    needs_audit = matches!(bytes.first(), Some(b'4' | b'5'));
-                }
-                Output::Audit(_) => {}
-                Output::CheckRecipient(rcpt) => {
-                    let answer = if rcpt.token.len() % 2 == 0 {
-                        RcptOutcome::Accept {
-                            challenge_id: "c".into(),
-                        }
-                    } else {
-                        RcptOutcome::Refuse(Reason::TokenUnknown)
-                    };
-                    queue.extend(session.handle(Input::RcptChecked(answer), now));
-                }
-                Output::Deliver(tx) => {
-                    assert!(tx.message.len() <= MAX_MESSAGE);
-                    let decision = if tx.message.len() % 2 == 0 {
-                        Decision::Accept
-                    } else {
-                        Decision::Refuse(Reason::DkimFail)
-                    };
-                    let verdict = Verdict {
-                        decision,
-                        ..Verdict::refuse(Reason::DkimFail)
-                    };
-                    queue.extend(session.handle(Input::Verdict(Box::new(verdict)), now));
-                }
-                Output::StartTls => {
-                    let input = Input::TlsEstablished {
-                        version: "1.3".into(),
-                    };
-                    queue.extend(session.handle(input, now));
-                }
-                Output::Close => self.closed = true,
+            Output::Audit(_) => None,
+            Output::CheckRecipient(rcpt) => {
+                let answer = if rcpt.token.len() % 2 == 0 {
+                    RcptOutcome::Accept {
+                        challenge_id: "c".into(),
+                    }
+                } else {
+                    RcptOutcome::Refuse(Reason::TokenUnknown)
+                };
+                Some(Input::RcptChecked(answer))
+            }
+            Output::Deliver(tx) => {
+                assert!(tx.message.len() <= MAX_MESSAGE);
+                let decision = if tx.message.len() % 2 == 0 {
+                    Decision::Accept
+                } else {
+                    Decision::Refuse(Reason::DkimFail)
+                };
+                let verdict = Verdict {
+                    decision,
+                    ..Verdict::refuse(Reason::DkimFail)
+                };
+                Some(Input::Verdict(Box::new(verdict)))
+            }
+            Output::StartTls => Some(Input::TlsEstablished {
+                version: "1.3".into(),
+            }),
+            Output::Close => {
+                self.closed = true;
+                None
             }
         }
-        assert!(!needs_audit, "refusal without audit at the end");
     }
 }

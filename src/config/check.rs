@@ -167,10 +167,22 @@ impl Check {
     }
 }
 
-/// SPEC §4: an override may relax DKIM or SPF for a domain that cannot meet it, never both;
-/// the rule itself lives with the domain policy ([`crate::domains::validate_override`]).
-pub(super) fn check_override(o: &DomainOverride) -> Result<(), String> {
-    crate::domains::validate_override(o).map_err(str::to_owned)
+/// SPEC §4: an override may relax DKIM or SPF for a domain that cannot meet it, never both,
+/// and a domain without DKIM must prove itself by SPF and reverse DNS. The domain policy
+/// (`DomainPolicy::requirements`) forces SPF and iprev on without DKIM whatever an override says, so a
+/// hand-built override cannot weaken it either; here the loader refuses such a table.
+pub(super) fn check_override(o: &DomainOverride) -> Result<(), &'static str> {
+    if !o.require_dkim && !o.require_spf {
+        return Err(
+            "an override cannot remove both DKIM and SPF (require_dkim and require_spf both false)",
+        );
+    }
+    if !o.require_dkim && !o.require_iprev {
+        return Err(
+            "require_dkim = false needs require_iprev = true (SPF pass and reverse DNS carry the proof)",
+        );
+    }
+    Ok(())
 }
 
 /// A DKIM selector: dot-separated labels of letters, digits and hyphens (RFC 6376 §3.1).
@@ -209,6 +221,7 @@ mod tests {
         };
         // (dkim, spf, iprev, accepted)
         let table = [
+            (true, true, true, true),
             (true, true, false, true),
             (true, false, false, true),
             (false, true, true, true),

@@ -8,16 +8,14 @@ use std::time::Duration;
 
 use super::check::{Check, check_override, is_selector, to_u32, to_usize};
 use super::error::KeyPath;
-use super::raw::{
-    RawAlignment, RawConfig, RawConfirm, RawDns, RawOutbound, RawPolicy, RawSiem, RawSiemFormat,
-    RawSink, RawSinkKind, RawSmtp, RawTransport,
-};
+use super::raw::{RawAlignment, RawConfig, RawConfirm, RawDns, RawOutbound, RawPolicy, RawSmtp};
 use super::{
     Alignment, ApiConfig, Config, ConfirmConfig, DnsConfig, DomainOverride, OutboundConfig,
-    OutboundDkim, OutboundTarget, PolicyConfig, SiemConfig, SiemFormat, SiemSink, SmtpConfig,
-    StoreConfig, SyslogTransport, TlsConfig,
+    OutboundDkim, OutboundTarget, PolicyConfig, SmtpConfig, StoreConfig, TlsConfig,
 };
 use crate::address::{Mailbox, ParseOptions};
+
+mod siem;
 
 /// Characters `policy.local_part_extra_chars` may add: RFC 5322 §3.2.3 atext minus what the
 /// strict parser refuses on purpose — `%` and `!` (old source routing), `'` and `` ` ``
@@ -240,10 +238,7 @@ impl Check {
                 ),
             );
         }
-        let opts = ParseOptions {
-            local_part_extra_chars: raw.local_part_extra_chars.clone(),
-            allow_idna: raw.allow_idna,
-        };
+        let opts = super::parse_options(&raw.local_part_extra_chars, raw.allow_idna);
         let allowed = self.domains(&at.key("allowed_domains"), &raw.allowed_domains, &opts);
         if raw.allowed_domains.is_empty() {
             self.fail(
@@ -404,112 +399,8 @@ impl Check {
             dkim,
         })
     }
-
-    fn siem(&mut self, raw: &RawSiem) -> Option<SiemConfig> {
-        let at = KeyPath::of(&["siem"]);
-        if raw.sink.is_empty() {
-            self.fail(
-                &at.key("sink"),
-                "at least one sink is needed: every refusal is an audit event",
-            );
-        }
-        let sinks = raw
-            .sink
-            .iter()
-            .enumerate()
-            .filter_map(|(i, sink)| self.sink(&at.key("sink").index(i), sink))
-            .collect();
-        Some(SiemConfig {
-            format: match raw.format {
-                RawSiemFormat::Ecs => SiemFormat::Ecs,
-                RawSiemFormat::Cef => SiemFormat::Cef,
-            },
-            sinks,
-            spool_max_events: to_usize(self.range(
-                &at.key("spool_max_events"),
-                raw.spool_max_events,
-                1,
-                10_000_000,
-            )),
-            spool_path: self.path(&at.key("spool_path"), &raw.spool_path),
-        })
-    }
-
-    fn sink(&mut self, at: &KeyPath, raw: &RawSink) -> Option<SiemSink> {
-        // Keys that belong to another kind of sink are refused rather than ignored.
-        let used: [(&str, bool, bool); 5] = [
-            ("path", raw.path.is_some(), raw.kind == RawSinkKind::File),
-            (
-                "address",
-                raw.address.is_some(),
-                raw.kind == RawSinkKind::Syslog,
-            ),
-            (
-                "transport",
-                raw.transport.is_some(),
-                raw.kind == RawSinkKind::Syslog,
-            ),
-            (
-                "ca_file",
-                raw.ca_file.is_some(),
-                raw.transport == Some(RawTransport::Tls),
-            ),
-            (
-                "server_name",
-                raw.server_name.is_some(),
-                raw.transport == Some(RawTransport::Tls),
-            ),
-        ];
-        for (key, present, fits) in used {
-            if present && !fits {
-                self.fail(
-                    &at.key(key),
-                    "does not apply to this sink type or transport",
-                );
-            }
-        }
-        match raw.kind {
-            RawSinkKind::Stdout => Some(SiemSink::Stdout),
-            RawSinkKind::File => {
-                let Some(path) = &raw.path else {
-                    self.fail(&at.key("path"), "a file sink needs a path");
-                    return None;
-                };
-                Some(SiemSink::File {
-                    path: self.path(&at.key("path"), path),
-                })
-            }
-            RawSinkKind::Syslog => {
-                let Some(address) = &raw.address else {
-                    self.fail(
-                        &at.key("address"),
-                        "a syslog sink needs an address \"ip:port\"",
-                    );
-                    return None;
-                };
-                let address = self.socket(&at.key("address"), address)?;
-                let server_name = raw.server_name.as_ref().and_then(|name| {
-                    let domain =
-                        self.domain(&at.key("server_name"), name, &ParseOptions::default());
-                    domain.map(|d| d.as_str().to_owned())
-                });
-                Some(SiemSink::Syslog {
-                    address,
-                    transport: match raw.transport.unwrap_or(RawTransport::Udp) {
-                        RawTransport::Udp => SyslogTransport::Udp,
-                        RawTransport::Tcp => SyslogTransport::Tcp,
-                        RawTransport::Tls => SyslogTransport::Tls,
-                    },
-                    ca_file: raw
-                        .ca_file
-                        .as_ref()
-                        .map(|p| self.path(&at.key("ca_file"), p)),
-                    server_name,
-                })
-            }
-        }
-    }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,17 +9,15 @@
 //! the back-pressure on a pipelining client.
 
 use std::collections::VecDeque;
-use std::io;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use chrono::Utc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 
 use super::{ServerSettings, Shared, new_session_id};
 use crate::backend::{Backend, SessionInfo};
@@ -52,201 +50,238 @@ pub(super) async fn serve<B: Backend>(
     shared.backend.session_opened(&info);
     let session = Session::new(settings.session.clone(), info);
     let _ = stream.set_nodelay(true);
-    drive(Conn::Plain(stream), session, &settings, shared).await;
+    Driver::new(Either::Left(stream), session, &settings, shared)
+        .run()
+        .await;
     shared.backend.session_closed(&session_id);
 }
 
-/// The session loop. Returns when the session closes, the peer goes away or I/O fails.
-async fn drive<B: Backend>(
-    mut conn: Conn,
-    mut session: Session,
-    settings: &ServerSettings,
-    shared: &Shared<B>,
-) {
-    let deadline = Instant::now() + settings.session_timeout;
-    let write_timeout = settings.command_timeout;
-    let mut queue: VecDeque<Output> = session.handle(Input::Connected, Utc::now()).into();
-    let mut out: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; FIRST_READ_CHUNK];
-    let mut grace_end: Option<Instant> = None;
-    loop {
-        while let Some(output) = queue.pop_front() {
-            match output {
-                Output::Reply(bytes) => out.extend_from_slice(&bytes),
-                Output::Audit(event) => shared.audit.emit(*event),
-                // The backend and TLS futures are boxed: inline, the largest of them (the
-                // whole verification) sized every session's task, idle or not — about 9 KiB
-                // each (bench/run.sh, 10,000 idle sessions). One allocation per call instead.
-                Output::CheckRecipient(rcpt) => {
-                    if flush(&mut conn, &mut out, write_timeout).await.is_err() {
-                        return;
+/// The connection before (`Left`) and after (`Right`) STARTTLS.
+type Conn = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+
+/// Why [`Driver::step`] returns early.
+enum Break {
+    /// The session closed, the peer went away or I/O failed: the connection ends. The session
+    /// has already audited whatever it refused; there is nothing more to report.
+    End,
+    /// The session asked for STARTTLS: the stream moves into the handshake, which takes the
+    /// driver by value ([`Driver::start_tls`]).
+    StartTls,
+}
+
+/// One connection's session and the I/O state around it. [`Driver::run`] repeats three steps:
+/// perform the session's outputs ([`Driver::perform`]), get the next input from the socket
+/// or the clock ([`Driver::next_input`]), feed it to the session.
+struct Driver<'a, B> {
+    conn: Conn,
+    session: Session,
+    /// Outputs the session asked for and the driver has not performed yet, in order.
+    pending: VecDeque<Output>,
+    /// Replies gathered since the last write: pipelined answers leave in one write.
+    out: Vec<u8>,
+    /// The read buffer: [`FIRST_READ_CHUNK`], grown to [`READ_CHUNK`] once a read fills it.
+    buf: Vec<u8>,
+    /// End of `smtp.session_timeout`.
+    deadline: Instant,
+    /// End of `smtp.shutdown_grace`, once a shutdown has begun.
+    grace_end: Option<Instant>,
+    settings: &'a ServerSettings,
+    shared: &'a Shared<B>,
+}
+
+/// What the driver got while waiting for the client.
+enum Event {
+    /// `n` octets read into the buffer.
+    Read(usize),
+    /// A timer or shutdown input for the session.
+    Input(Input<'static>),
+    /// Nothing for the session (a shutdown began): wait again.
+    Nothing,
+}
+
+impl<'a, B: Backend> Driver<'a, B> {
+    fn new(
+        conn: Conn,
+        session: Session,
+        settings: &'a ServerSettings,
+        shared: &'a Shared<B>,
+    ) -> Self {
+        Self {
+            conn,
+            session,
+            pending: VecDeque::new(),
+            out: Vec::new(),
+            buf: vec![0u8; FIRST_READ_CHUNK],
+            deadline: Instant::now() + settings.session_timeout,
+            grace_end: None,
+            settings,
+            shared,
+        }
+    }
+
+    /// The session loop. Returns when the session closes, the peer goes away or I/O fails.
+    async fn run(mut self) {
+        self.feed(Input::Connected);
+        loop {
+            match self.step().await {
+                Ok(()) => {}
+                Err(Break::End) => return,
+                Err(Break::StartTls) => match Box::pin(self.start_tls()).await {
+                    Some((upgraded, version)) => {
+                        self = upgraded;
+                        self.feed(Input::TlsEstablished { version });
                     }
-                    let answer = Box::pin(shared.backend.check_recipient(
-                        session.info(),
-                        &rcpt,
-                        Utc::now(),
-                    ))
-                    .await;
-                    queue.extend(session.handle(Input::RcptChecked(answer), Utc::now()));
-                }
-                Output::Deliver(tx) => {
-                    if flush(&mut conn, &mut out, write_timeout).await.is_err() {
-                        return;
-                    }
-                    let verdict = Box::pin(shared.backend.deliver(*tx)).await;
-                    queue.extend(session.handle(Input::Verdict(Box::new(verdict)), Utc::now()));
-                }
-                Output::StartTls => {
-                    if flush(&mut conn, &mut out, write_timeout).await.is_err() {
-                        return;
-                    }
-                    let Some((upgraded, version)) =
-                        Box::pin(start_tls(conn, settings, write_timeout)).await
-                    else {
-                        return;
-                    };
-                    conn = upgraded;
-                    queue.extend(session.handle(Input::TlsEstablished { version }, Utc::now()));
-                }
-                Output::Close => {
-                    let _ = flush(&mut conn, &mut out, write_timeout).await;
-                    let _ = timeout(write_timeout, conn.shutdown()).await;
-                    return;
-                }
+                    None => return,
+                },
             }
         }
-        if flush(&mut conn, &mut out, write_timeout).await.is_err() || session.is_closed() {
-            return;
+    }
+
+    /// Perform what is pending, then wait for the next input and feed it.
+    async fn step(&mut self) -> Result<(), Break> {
+        while let Some(output) = self.pending.pop_front() {
+            if let Some(answer) = self.perform(output).await? {
+                self.feed(answer);
+            }
         }
+        self.flush().await?;
+        if self.session.is_closed() {
+            return Err(Break::End);
+        }
+        match self.next_input().await? {
+            Event::Read(n) => {
+                let bytes = self.buf.get(..n).unwrap_or_default();
+                let outputs = self.session.handle(Input::Bytes(bytes), Utc::now());
+                self.pending.extend(outputs);
+                if n == self.buf.len() && self.buf.len() < READ_CHUNK {
+                    self.buf.resize(READ_CHUNK, 0);
+                }
+            }
+            Event::Input(input) => self.feed(input),
+            Event::Nothing => {}
+        }
+        Ok(())
+    }
+
+    fn feed(&mut self, input: Input<'_>) {
+        let outputs = self.session.handle(input, Utc::now());
+        self.pending.extend(outputs);
+    }
+
+    /// Perform one output; the answer it calls for, if any, is the session's next input.
+    async fn perform(&mut self, output: Output) -> Result<Option<Input<'static>>, Break> {
+        let shared = self.shared;
+        // The backend and TLS futures are boxed: inline, the largest of them (the whole
+        // verification) sized every session's task, idle or not — about 9 KiB each
+        // (bench/run.sh, 10,000 idle sessions). One allocation per call instead.
+        Ok(match output {
+            Output::Reply(bytes) => {
+                self.out.extend_from_slice(&bytes);
+                None
+            }
+            Output::Audit(event) => {
+                shared.audit.emit(*event);
+                None
+            }
+            Output::CheckRecipient(rcpt) => {
+                self.flush().await?;
+                let info = self.session.info();
+                let check = shared.backend.check_recipient(info, &rcpt, Utc::now());
+                Some(Input::RcptChecked(Box::pin(check).await))
+            }
+            Output::Deliver(tx) => {
+                self.flush().await?;
+                let verdict = Box::pin(shared.backend.deliver(*tx)).await;
+                Some(Input::Verdict(Box::new(verdict)))
+            }
+            Output::StartTls => {
+                self.flush().await?;
+                return Err(Break::StartTls);
+            }
+            Output::Close => {
+                let _ = self.flush().await;
+                let _ = timeout(self.settings.command_timeout, self.conn.shutdown()).await;
+                return Err(Break::End);
+            }
+        })
+    }
+
+    /// Wait for octets, a timeout or a shutdown, whichever comes first.
+    async fn next_input(&mut self) -> Result<Event, Break> {
         // Draining: an idle session gets its 421 now rather than at the end of the grace.
-        if grace_end.is_some() && session.is_idle() {
-            queue.extend(session.handle(Input::Shutdown, Utc::now()));
-            continue;
+        if self.grace_end.is_some() && self.session.is_idle() {
+            return Ok(Event::Input(Input::Shutdown));
         }
-        let (phase_timeout, kind) = match session.phase() {
+        let settings = self.settings;
+        let (phase_timeout, kind) = match self.session.phase() {
             Phase::Command => (settings.command_timeout, TimeoutKind::Command),
             Phase::Data => (settings.data_timeout, TimeoutKind::Data),
         };
         let read_end = Instant::now() + phase_timeout;
-        let (read_end, kind) = if read_end >= deadline {
-            (deadline, TimeoutKind::Session)
+        let (read_end, kind) = if read_end >= self.deadline {
+            (self.deadline, TimeoutKind::Session)
         } else {
             (read_end, kind)
         };
-        let grace_sleep = tokio::time::sleep_until(grace_end.unwrap_or(deadline));
-        tokio::select! {
-            _ = shared.shutdown.cancelled(), if grace_end.is_none() => {
-                grace_end = Some(Instant::now() + settings.shutdown_grace);
+        let grace_sleep = tokio::time::sleep_until(self.grace_end.unwrap_or(self.deadline));
+        let shared = self.shared;
+        Ok(tokio::select! {
+            _ = shared.shutdown.cancelled(), if self.grace_end.is_none() => {
+                self.grace_end = Some(Instant::now() + settings.shutdown_grace);
+                Event::Nothing
             }
-            _ = grace_sleep, if grace_end.is_some() => {
-                queue.extend(session.handle(Input::Shutdown, Utc::now()));
-            }
-            _ = shared.abort.cancelled() => {
-                queue.extend(session.handle(Input::Shutdown, Utc::now()));
-            }
-            read = timeout_at(read_end, conn.read(&mut buf)) => match read {
-                Err(_elapsed) => queue.extend(session.handle(Input::Timeout(kind), Utc::now())),
-                Ok(Ok(0)) | Ok(Err(_)) => return,
-                Ok(Ok(n)) => {
-                    let bytes = buf.get(..n).unwrap_or_default();
-                    queue.extend(session.handle(Input::Bytes(bytes), Utc::now()));
-                    if n == buf.len() && buf.len() < READ_CHUNK {
-                        buf.resize(READ_CHUNK, 0);
-                    }
-                }
+            _ = grace_sleep, if self.grace_end.is_some() => Event::Input(Input::Shutdown),
+            _ = shared.abort.cancelled() => Event::Input(Input::Shutdown),
+            read = timeout_at(read_end, self.conn.read(&mut self.buf)) => match read {
+                Err(_elapsed) => Event::Input(Input::Timeout(kind)),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(Break::End),
+                Ok(Ok(n)) => Event::Read(n),
             },
-        }
+        })
     }
-}
 
-/// Write what the session answered, under the write timeout.
-async fn flush(conn: &mut Conn, out: &mut Vec<u8>, limit: Duration) -> io::Result<()> {
-    if out.is_empty() {
-        return Ok(());
-    }
-    let result = timeout(limit, async {
-        conn.write_all(out).await?;
-        conn.flush().await
-    })
-    .await;
-    out.clear();
-    match result {
-        Ok(r) => r,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-    }
-}
-
-/// The TLS handshake (RFC 3207) under a timeout; `None` when it fails or TLS is unavailable.
-async fn start_tls(
-    conn: Conn,
-    settings: &ServerSettings,
-    limit: Duration,
-) -> Option<(Conn, String)> {
-    let (Conn::Plain(tcp), Some(acceptor)) = (conn, settings.tls.as_ref()) else {
-        return None;
-    };
-    match timeout(limit, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => {
-            let version = match tls.get_ref().1.protocol_version() {
-                Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
-                Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
-                _ => "unknown",
-            };
-            Some((Conn::Tls(Box::new(tls)), version.to_owned()))
+    /// Write what the session answered, under `smtp.command_timeout`.
+    async fn flush(&mut self) -> Result<(), Break> {
+        if self.out.is_empty() {
+            return Ok(());
         }
-        Ok(Err(error)) => {
-            tracing::info!(%error, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::info!("TLS handshake timed out");
-            None
-        }
-    }
-}
-
-/// The connection before and after STARTTLS.
-enum Conn {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        let (conn, out) = (&mut self.conn, &self.out);
+        let result = timeout(self.settings.command_timeout, async {
+            conn.write_all(out).await?;
+            conn.flush().await
+        })
+        .await;
+        self.out.clear();
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(Break::End),
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+    /// The TLS handshake (RFC 3207) under `smtp.command_timeout`: the upgraded driver and the
+    /// negotiated version, or `None` when it fails or TLS is unavailable.
+    async fn start_tls(self) -> Option<(Self, String)> {
+        let (Either::Left(tcp), Some(acceptor)) = (self.conn, self.settings.tls.as_ref()) else {
+            return None;
+        };
+        match timeout(self.settings.command_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                let version = match tls.get_ref().1.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+                    Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+                    _ => "unknown",
+                };
+                let conn = Either::Right(Box::new(tls));
+                Some((Self { conn, ..self }, version.to_owned()))
+            }
+            Ok(Err(error)) => {
+                tracing::info!(%error, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::info!("TLS handshake timed out");
+                None
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! What both serialisers share: the truncation bound for attacker-controlled values, the
-//! severity scale, and the choice between ECS and CEF. No I/O here.
+//! severity scale and the options a rendering applies. No I/O here, and no serialiser:
+//! choosing ECS or CEF is [`super::encode`]'s job (the serialisers import this module, so
+//! this module must not import them).
 //!
 //! Every string of an [`AuditEvent`] may carry peer bytes (HELO, MAIL FROM, From, Message-ID,
 //! ...). They arrive here as valid UTF-8 (invalid bytes were turned into U+FFFD upstream) of
@@ -35,7 +37,8 @@ pub const REASON_SPOOL_OVERFLOW: &str = "siem.spool_overflow";
 /// An event was dropped because the in-memory queue in front of the writer was full.
 pub const REASON_QUEUE_OVERFLOW: &str = "siem.queue_overflow";
 
-/// How an event is rendered: the format and the bounds it applies.
+/// How an event is rendered: the format and the bounds it applies (`render` and
+/// `render_within` are in [`super::encode`]).
 #[derive(Clone, Debug)]
 pub struct FormatOptions {
     pub format: SiemFormat,
@@ -52,37 +55,6 @@ impl FormatOptions {
             hostname: hostname.into(),
             field_max_chars: FIELD_MAX_CHARS,
         }
-    }
-
-    /// The event as one line (no line terminator) in the configured format, each field cut
-    /// to `field_max_chars`.
-    pub fn render(&self, event: &AuditEvent) -> String {
-        match self.format {
-            SiemFormat::Ecs => super::ecs::to_line(event, self),
-            SiemFormat::Cef => super::cef::to_line(event, self),
-        }
-    }
-
-    /// [`render`](Self::render), then again with the tighter [`FIELD_BOUNDS`] while the line
-    /// is longer than `max_octets`. The result stays one parseable event; only if even the
-    /// tightest bound does not fit (not reachable with the product's events: the fixed part is
-    /// well under 2 KiB) is it longer than `max_octets`.
-    pub fn render_within(&self, event: &AuditEvent, max_octets: usize) -> String {
-        let mut line = self.render(event);
-        for bound in FIELD_BOUNDS
-            .into_iter()
-            .filter(|b| *b < self.field_max_chars)
-        {
-            if line.len() <= max_octets {
-                break;
-            }
-            let tighter = FormatOptions {
-                field_max_chars: bound,
-                ..self.clone()
-            };
-            line = tighter.render(event);
-        }
-        line
     }
 }
 

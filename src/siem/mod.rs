@@ -9,6 +9,10 @@
 //!                                                    (durable)         sink, cursor per sink
 //! ```
 //!
+//! - Where things are: [`mod@format`] holds what the serialisers share and [`encode`] picks one;
+//!   `writer` is the writer thread; every local sink is one type behind
+//!   [`sink_local::LocalSink`] (a new one is that type plus its arm in [`sink_local::open`]);
+//!   network sinks are [`sink_net`] threads reading the [`spool`].
 //! - Formats: [`ecs`] and [`cef`] are the only serialisers; attacker-controlled values are
 //!   cut to [`format::FIELD_MAX_CHARS`] (512) characters with a `…[truncated]` marker and
 //!   escaped so that no byte can add a field or split a line or frame. A whole event stays
@@ -49,30 +53,28 @@
 
 pub mod cef;
 pub mod ecs;
+pub mod encode;
 pub mod format;
 pub mod sink_local;
 pub mod sink_net;
 pub mod spool;
 pub mod syslog;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{
-    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
-};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-
-use self::format::{FormatOptions, LINE_MAX_OCTETS, syslog_severity};
-use self::sink_local::{FileSink, StdoutSink, UdpSink};
-use self::sink_net::NetSink;
-use self::spool::{Cursor, Record, Spool};
+use self::format::FormatOptions;
+use self::sink_net::{NetSink, TlsCaError};
+use self::spool::{Cursor, Spool, SpoolError};
 use self::syslog::Header;
-use crate::audit::{Action, AuditEvent, AuditSink, Loss, LossStage};
-use crate::config::{SiemConfig, SiemSink, SyslogTransport};
+use self::writer::Writer;
+use crate::audit::{AuditEvent, AuditSink};
+use crate::config::{SiemConfig, SiemSink};
 
 /// Events the in-memory queue between `emit` and the writer holds. At a few hundred bytes an
 /// event this bounds the queue to a few MiB; the writer empties it in batches of 512.
@@ -96,11 +98,11 @@ pub enum SiemError {
     #[error("siem UDP sink {0}: {1}")]
     Udp(std::net::SocketAddr, #[source] std::io::Error),
     #[error("siem spool {0}: {1}")]
-    Spool(PathBuf, #[source] rusqlite::Error),
+    Spool(PathBuf, #[source] SpoolError),
     #[error("siem TLS sink {0}: a CA file (ca_file) is required")]
     TlsCaMissing(std::net::SocketAddr),
     #[error("siem TLS CA file {0}: {1}")]
-    TlsCa(PathBuf, String),
+    TlsCa(PathBuf, #[source] TlsCaError),
     #[error("siem TLS server_name {0:?} is not a valid DNS name or IP address")]
     TlsServerName(String),
     #[error("siem thread: {0}")]
@@ -143,32 +145,24 @@ impl Siem {
     pub fn start(config: &SiemConfig, hostname: &str) -> Result<(Siem, SiemHandle), SiemError> {
         let opts = FormatOptions::new(config.format.clone(), hostname);
         let header = Header::new(hostname, std::process::id());
-        let mut locals = Locals::default();
+        let mut locals = Vec::new();
         let mut nets = Vec::new();
         for sink in &config.sinks {
-            match sink {
-                SiemSink::Stdout => locals.stdout = Some(StdoutSink),
-                SiemSink::File { path } => locals
-                    .files
-                    .push(FileSink::open(path).map_err(|e| SiemError::File(path.clone(), e))?),
-                SiemSink::Syslog {
-                    address,
-                    transport: SyslogTransport::Udp,
-                    ..
-                } => locals
-                    .udp
-                    .push(UdpSink::connect(*address).map_err(|e| SiemError::Udp(*address, e))?),
-                SiemSink::Syslog {
-                    address,
-                    transport,
-                    ca_file,
-                    server_name,
-                } => nets.push(NetSink::new(
+            if let Some(local) = sink_local::open(sink, &header, &opts)? {
+                locals.push(local);
+            } else if let SiemSink::Syslog {
+                address,
+                transport,
+                ca_file,
+                server_name,
+            } = sink
+            {
+                nets.push(NetSink::new(
                     *address,
                     transport,
                     ca_file.as_deref(),
                     server_name.as_deref(),
-                )?),
+                )?);
             }
         }
         let shared = Arc::new(Shared::default());
@@ -177,12 +171,8 @@ impl Siem {
         } else {
             let path = &config.spool_path;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    SiemError::Spool(
-                        path.clone(),
-                        rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-                    )
-                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| SiemError::Spool(path.clone(), SpoolError::Io(e)))?;
             }
             let keys: Vec<String> = nets.iter().map(|n| n.key.clone()).collect();
             Some(
@@ -206,7 +196,6 @@ impl Siem {
             rx,
             shared: Arc::clone(&shared),
             opts,
-            header,
             locals,
             spool,
             queue_reported: 0,
@@ -352,162 +341,4 @@ impl Signal {
             Err(p) => *p.into_inner().0,
         }
     }
-}
-
-#[derive(Default)]
-struct Locals {
-    stdout: Option<StdoutSink>,
-    files: Vec<FileSink>,
-    udp: Vec<UdpSink>,
-}
-
-/// The writer thread: renders each event once, writes the local sinks, spools for the
-/// network sinks.
-struct Writer {
-    rx: Receiver<AuditEvent>,
-    shared: Arc<Shared>,
-    opts: FormatOptions,
-    header: Header,
-    locals: Locals,
-    spool: Option<Spool>,
-    /// Queue losses already reported by an overflow event.
-    queue_reported: u64,
-}
-
-impl Writer {
-    fn run(mut self) {
-        loop {
-            let mut batch = Vec::new();
-            let mut disconnected = false;
-            match self.rx.recv_timeout(WRITER_TICK) {
-                Ok(ev) => {
-                    batch.push(ev);
-                    std::thread::sleep(LINGER);
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => disconnected = true,
-            }
-            while !disconnected && batch.len() < BATCH {
-                match self.rx.try_recv() {
-                    Ok(ev) => batch.push(ev),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => disconnected = true,
-                }
-            }
-            let lost = self.shared.queue_dropped.load(Ordering::Relaxed);
-            if lost > self.queue_reported {
-                batch.push(overflow_event(lost - self.queue_reported, LossStage::Queue));
-                self.queue_reported = lost;
-            }
-            if self.shared.reopen.swap(false, Ordering::SeqCst) {
-                self.reopen_files();
-            }
-            let idle = batch.is_empty();
-            if !idle {
-                self.write(&batch);
-            }
-            if idle && (disconnected || self.shared.closing.load(Ordering::SeqCst)) {
-                break;
-            }
-        }
-    }
-
-    fn write(&mut self, batch: &[AuditEvent]) {
-        let lines: Vec<String> = batch
-            .iter()
-            .map(|ev| self.opts.render_within(ev, LINE_MAX_OCTETS))
-            .collect();
-        self.write_local(batch, &lines);
-        let Some(spool) = self.spool.as_mut() else {
-            return;
-        };
-        let records: Vec<Record> = batch
-            .iter()
-            .zip(&lines)
-            .map(|(ev, line)| record(ev, line))
-            .collect();
-        match spool.append(&records) {
-            Ok(0) => {}
-            Ok(dropped) => {
-                self.shared
-                    .spool_dropped
-                    .fetch_add(dropped, Ordering::Relaxed);
-                tracing::error!(
-                    dropped,
-                    "siem spool full: oldest undelivered events dropped"
-                );
-                let ev = overflow_event(dropped, LossStage::Spool);
-                let line = self.opts.render_within(&ev, LINE_MAX_OCTETS);
-                self.write_local(std::slice::from_ref(&ev), std::slice::from_ref(&line));
-                if let Some(spool) = self.spool.as_mut()
-                    && let Err(e) = spool.append(&[record(&ev, &line)])
-                {
-                    self.shared.spool_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "siem spool write failed");
-                }
-            }
-            Err(e) => {
-                self.shared
-                    .spool_failed
-                    .fetch_add(records.len() as u64, Ordering::Relaxed);
-                tracing::error!(error = %e, events = records.len(), "siem spool write failed: events lost to network sinks");
-            }
-        }
-        if let Some(spool) = self.spool.as_mut()
-            && let Err(e) = spool.gc()
-        {
-            tracing::warn!(error = %e, "siem spool cleanup failed");
-        }
-        self.shared.spooled.notify();
-    }
-
-    fn write_local(&mut self, batch: &[AuditEvent], lines: &[String]) {
-        if let Some(out) = &self.locals.stdout
-            && out.write_batch(lines).is_err()
-        {
-            self.shared.local_errors.fetch_add(1, Ordering::Relaxed);
-        }
-        for file in &mut self.locals.files {
-            if let Err(e) = file.write_batch(lines) {
-                self.shared.local_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(path = %file.path().display(), error = %e, "siem file write failed");
-            }
-        }
-        for udp in &self.locals.udp {
-            for ev in batch {
-                if udp.send(&self.header, &self.opts, ev).is_err() {
-                    self.shared.udp_errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-
-    fn reopen_files(&mut self) {
-        for file in &mut self.locals.files {
-            if let Err(e) = file.reopen() {
-                self.shared.local_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(path = %file.path().display(), error = %e, "siem file reopen failed");
-            }
-        }
-    }
-}
-
-fn record(event: &AuditEvent, line: &str) -> Record {
-    Record {
-        timestamp: event.timestamp,
-        severity: syslog_severity(event),
-        msgid: event.action.as_str().to_owned(),
-        body: line.to_owned(),
-    }
-}
-
-/// The event the trail emits about its own losses.
-fn overflow_event(count: u64, stage: LossStage) -> AuditEvent {
-    let mut ev = AuditEvent::new(Utc::now(), Action::SiemOverflow, None, "siem");
-    ev.lost = Some(Loss { count, stage });
-    ev.message = Some(match stage {
-        LossStage::Queue => format!("{count} audit events dropped: in-memory queue full"),
-        LossStage::Spool => format!("{count} undelivered audit events dropped: spool full"),
-    });
-    ev
 }

@@ -434,21 +434,34 @@ impl Conn {
     }
 }
 
+/// What is wrong with a TLS sink's `ca_file`; each keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsCaError {
+    /// Unreadable, or not PEM.
+    #[error(transparent)]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    /// A certificate rustls refuses, or no protocol version the provider supports.
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+    #[error("no certificate in file")]
+    Empty,
+}
+
 /// A rustls client config (ring provider) trusting only the CAs in `ca_file`.
 fn tls_config(ca_file: &Path) -> Result<Arc<ClientConfig>, super::SiemError> {
-    let ca_err = |e: String| super::SiemError::TlsCa(ca_file.to_owned(), e);
+    let ca_err = |e: TlsCaError| super::SiemError::TlsCa(ca_file.to_owned(), e);
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| ca_err(e.to_string()))? {
-        let cert = cert.map_err(|e| ca_err(e.to_string()))?;
-        roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| ca_err(e.into()))? {
+        let cert = cert.map_err(|e| ca_err(e.into()))?;
+        roots.add(cert).map_err(|e| ca_err(e.into()))?;
     }
     if roots.is_empty() {
-        return Err(ca_err("no certificate in file".into()));
+        return Err(ca_err(TlsCaError::Empty));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ca_err(e.to_string()))?
+        .map_err(|e| ca_err(e.into()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))

@@ -22,6 +22,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// Why the spool could not be opened or written: its file (creating it or its directory) or
+/// SQLite. Both keep their cause.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+}
+
 /// How long a connection waits for another's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -52,7 +62,7 @@ pub struct Spool {
 
 impl Spool {
     /// Opens (creating if needed) the spool and aligns the cursor table with `sinks`.
-    pub fn open(path: &Path, max_events: usize, sinks: &[String]) -> rusqlite::Result<Self> {
+    pub fn open(path: &Path, max_events: usize, sinks: &[String]) -> Result<Self, SpoolError> {
         let conn = open_conn(path)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS outbox (
@@ -158,7 +168,7 @@ pub struct Cursor {
 
 impl Cursor {
     /// Opens a reader for `sink`. [`Spool::open`] must have created the schema and cursor.
-    pub fn open(path: &Path, sink: &str) -> rusqlite::Result<Self> {
+    pub fn open(path: &Path, sink: &str) -> Result<Self, SpoolError> {
         Ok(Self {
             conn: open_conn(path)?,
             sink: sink.to_owned(),
@@ -222,7 +232,7 @@ impl Cursor {
     }
 }
 
-fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+fn open_conn(path: &Path) -> Result<Connection, SpoolError> {
     // The spool holds addresses and client IPs: create it readable by the daemon only (SQLite
     // gives its -wal and -shm files the database file's permissions).
     if !path.exists() {
@@ -231,8 +241,7 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .open(path)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            .open(path)?;
     }
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -258,9 +267,8 @@ mod tests {
     }
 
     #[test]
-    fn append_fetch_commit_gc_and_resume() -> rusqlite::Result<()> {
-        let dir = tempfile::tempdir()
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    fn append_fetch_commit_gc_and_resume() -> Result<(), SpoolError> {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("spool.db");
         let sinks = vec!["tcp://a".to_owned(), "tls://b".to_owned()];
         let mut spool = Spool::open(&path, 100, &sinks)?;
@@ -299,9 +307,8 @@ mod tests {
     }
 
     #[test]
-    fn overflow_drops_oldest_and_leaves_one_slot() -> rusqlite::Result<()> {
-        let dir = tempfile::tempdir()
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    fn overflow_drops_oldest_and_leaves_one_slot() -> Result<(), SpoolError> {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("spool.db");
         let mut spool = Spool::open(&path, 4, &["tcp://a".to_owned()])?;
         assert_eq!(spool.append(&(0..3).map(rec).collect::<Vec<_>>())?, 0);
@@ -321,9 +328,8 @@ mod tests {
     }
 
     #[test]
-    fn new_sink_starts_at_the_end_and_removed_sink_releases_rows() -> rusqlite::Result<()> {
-        let dir = tempfile::tempdir()
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    fn new_sink_starts_at_the_end_and_removed_sink_releases_rows() -> Result<(), SpoolError> {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("spool.db");
         let mut spool = Spool::open(&path, 100, &["tcp://old".to_owned()])?;
         spool.append(&(0..3).map(rec).collect::<Vec<_>>())?;

@@ -7,9 +7,11 @@
 //! - [`data`]: DATA receiver (dot-unstuffing, the one true end, size and line limits, smuggling).
 //! - [`reply`]: reply rendering; refusals come from `crate::reason` only.
 //! - [`session`]: the state machine tying them together; [`settings`]: its plain-data settings.
+//! - [`drive`]: the driver loop (feed, perform, feed the answer) for synchronous drivers.
 
 pub mod command;
 pub mod data;
+pub mod drive;
 pub mod line;
 pub mod reply;
 pub mod session;

@@ -168,138 +168,59 @@ pub fn freshness(
     Outcome::from_ok(ts >= now.saturating_sub(max_age) && ts <= now.saturating_add(MAX_FUTURE_SECS))
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
+/// What one candidate (a passing aligned signature, or the whole mail for a domain that does
+/// not require DKIM) proves of the binding. `None` = no challenge to compare with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proof {
+    pub token: Option<Outcome>,
+    pub code: Option<Outcome>,
+    pub fresh: Outcome,
+}
 
-    use super::*;
-
-    const MSG: &str = "From: a@b.fr\r\nTo: <confirm+TOKENX@v.fr>\r\nSubject: =?utf-8?q?Code_ABC-123?=\r\nDate: Thu, 26 Nov 2026 06:00:00 +0000\r\nIn-Reply-To: <Chal-1@v.fr>\r\nCc: x@y.fr\r\n\r\nhello\r\n";
-
-    fn with<R>(msg: &str, signed: Option<&[usize]>, f: impl FnOnce(&Content<'_, '_>) -> R) -> R {
-        let block = HeaderBlock::parse(msg.as_bytes());
-        let parsed = mail_parser::MessageParser::default().parse(msg.as_bytes());
-        let set: Option<HashSet<usize>> = signed.map(|s| s.iter().copied().collect());
-        let c = Content {
-            block: &block,
-            parsed: parsed.as_ref(),
-            signed: set.as_ref(),
-        };
-        f(&c)
-    }
-
-    #[test]
-    fn token_only_counts_when_signed() {
-        assert_eq!(
-            with(MSG, Some(&[0, 1]), |c| token_signed(c, "tokenx")),
-            Outcome::Ok
-        );
-        assert_eq!(
-            with(MSG, Some(&[0, 2]), |c| token_signed(c, "tokenx")),
-            Outcome::Fail
-        );
-        assert_eq!(with(MSG, None, |c| token_signed(c, "TOKENX")), Outcome::Ok);
-        assert_eq!(
-            with(MSG, Some(&[0]), |c| token_signed(c, "hello")),
-            Outcome::Ok,
-            "body is signed"
-        );
-        assert_eq!(
-            with(MSG, Some(&[0]), |c| token_signed(c, "")),
-            Outcome::Fail
-        );
-    }
-
-    #[test]
-    fn session_code_in_signed_subject_or_body() {
-        assert_eq!(
-            with(MSG, Some(&[2]), |c| session_code(c, "abc-123")),
-            Outcome::Ok
-        );
-        assert_eq!(
-            with(MSG, Some(&[0]), |c| session_code(c, "abc-123")),
-            Outcome::Fail
-        );
-        let qp = "From: a@b.fr\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCode : AB=\r\nC-123\r\n";
-        assert_eq!(
-            with(qp, Some(&[0]), |c| session_code(c, "ABC-123")),
-            Outcome::Ok
-        );
-        let b64 = "From: a@b.fr\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nQ29kZSA6IEFCQy0xMjM=\r\n";
-        assert_eq!(
-            with(b64, Some(&[0]), |c| session_code(c, "abc-123")),
-            Outcome::Ok
-        );
-    }
-
-    #[test]
-    fn session_code_is_a_whole_word() {
-        let msg = |body: &str| format!("From: a@b.fr\r\n\r\n{body}\r\n");
-        let rows: &[(&str, Outcome)] = &[
-            ("Code : 482913", Outcome::Ok),
-            ("code:482913.", Outcome::Ok),
-            ("(482913)", Outcome::Ok),
-            ("482913", Outcome::Ok),
-            ("tel 0148291377", Outcome::Fail),
-            ("1482913", Outcome::Fail),
-            ("4829130", Outcome::Fail),
-            ("x482913", Outcome::Fail),
-            ("48291", Outcome::Fail),
-            ("1482913 and 482913", Outcome::Ok),
-        ];
-        for (body, want) in rows {
-            assert_eq!(
-                with(&msg(body), Some(&[0]), |c| session_code(c, "482913")),
-                *want,
-                "{body}"
-            );
-        }
-        assert_eq!(
-            with(&msg("x"), Some(&[0]), |c| session_code(c, "  ")),
-            Outcome::Fail
-        );
-    }
-
-    #[test]
-    fn reply_detection() {
-        let block = HeaderBlock::parse(MSG.as_bytes());
-        assert_eq!(is_reply(&block, "chal-1@v.fr"), Outcome::Ok);
-        assert_eq!(is_reply(&block, "<Chal-1@v.fr>"), Outcome::Ok);
-        assert_eq!(is_reply(&block, "chal-2@v.fr"), Outcome::Fail);
-        assert_eq!(is_reply(&block, "hal-1@v.fr"), Outcome::Fail);
-        assert_eq!(is_reply(&block, ""), Outcome::Fail);
-    }
-
-    #[test]
-    fn freshness_window() {
-        let now = DateTime::parse_from_rfc3339("2026-11-26T06:10:00Z")
-            .map(|d| d.with_timezone(&Utc))
-            .unwrap_or_default();
-        let age = Duration::from_secs(48 * 3600);
-        let t = with(MSG, Some(&[3]), |c| message_time(c, None));
-        assert_eq!(t, Ok(Some(now.timestamp() - 600)));
-        assert_eq!(freshness(t, now, age), Outcome::Ok);
-        assert_eq!(freshness(t, now, Duration::from_secs(60)), Outcome::Fail);
-        // Unsigned Date: t= is used instead; neither: skipped.
-        assert_eq!(
-            with(MSG, Some(&[0]), |c| message_time(c, Some(5))),
-            Ok(Some(5))
-        );
-        assert_eq!(freshness(Ok(Some(5)), now, age), Outcome::Fail);
-        assert_eq!(freshness(Ok(None), now, age), Outcome::Skipped);
-        assert_eq!(
-            freshness(Ok(Some(now.timestamp() + 3601)), now, age),
-            Outcome::Fail
-        );
-        assert_eq!(
-            freshness(Ok(Some(now.timestamp() + 3500)), now, age),
-            Outcome::Ok
-        );
-        let bad = "From: a@b.fr\r\nDate: yesterday\r\n\r\n";
-        assert_eq!(
-            with(bad, Some(&[1]), |c| message_time(c, None)),
-            Err(UnreadableDate)
-        );
-        assert_eq!(freshness(Err(UnreadableDate), now, age), Outcome::Fail);
+impl Proof {
+    /// Token, session code (when `code_counts`) and freshness all proved (or not judged for
+    /// want of a challenge). An unmeasurable freshness (`Skipped`) does not disprove.
+    pub fn proves_all(&self, code_counts: bool) -> bool {
+        self.token.is_none_or(|t| t == Outcome::Ok)
+            && (!code_counts || self.code.is_none_or(|c| c == Outcome::Ok))
+            && self.fresh != Outcome::Fail
     }
 }
+
+/// Which candidate the binding checks are judged against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice<T> {
+    /// This candidate decides; its proof gives the binding checks.
+    Chosen(T, Proof),
+    /// No candidate at all: the binding checks could not run (`skipped`).
+    Nothing,
+    /// No candidate proves the whole binding, and an aligned signature that could not be
+    /// judged (temporary failure) might have: DKIM is `temperror`, the binding `skipped`.
+    Unsure,
+}
+
+/// The signature that proves the binding (pure): the first candidate that proves all of
+/// it; failing that, the first that proves the token (its other gaps are then the reason);
+/// else the first. Two candidates' halves are never combined. `unjudged` = another aligned
+/// signature could not be judged for a temporary reason.
+pub fn choose<T>(candidates: Vec<(T, Proof)>, code_counts: bool, unjudged: bool) -> Choice<T> {
+    let all = candidates
+        .iter()
+        .position(|(_, p)| p.proves_all(code_counts));
+    let token = || {
+        candidates
+            .iter()
+            .position(|(_, p)| p.token == Some(Outcome::Ok))
+    };
+    let pick = all.or_else(token).unwrap_or(0);
+    let Some((item, proof)) = candidates.into_iter().nth(pick) else {
+        return Choice::Nothing;
+    };
+    if unjudged && !proof.proves_all(code_counts) {
+        return Choice::Unsure;
+    }
+    Choice::Chosen(item, proof)
+}
+
+#[cfg(test)]
+mod tests;

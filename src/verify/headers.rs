@@ -10,7 +10,7 @@
 use mail_parser::{Message, MimeHeaders};
 
 use crate::address::{Mailbox, ParseOptions};
-use crate::verify::Outcome;
+use crate::policy::{HeaderChecks, Outcome};
 
 /// RFC 5322 §2.1.1: a line is at most 998 octets without its CRLF.
 pub const MAX_LINE: usize = 998;
@@ -54,88 +54,61 @@ pub struct HeaderBlock<'a> {
     pub malformed: Option<&'static str>,
 }
 
+/// The detail given when the splitter's own offsets do not fit the bytes (a bug, never a
+/// property of the input): the block is refused as malformed rather than read with pieces
+/// silently missing.
+const INTERNAL: &str = "internal";
+
 impl<'a> HeaderBlock<'a> {
     /// Split `message` (CRLF line endings, dot-unstuffed) at the first empty line.
     pub fn parse(message: &'a [u8]) -> Self {
-        let mut fields: Vec<Field<'a>> = Vec::new();
-        let mut malformed: Option<&'static str> = None;
-        let flag = |m: &mut Option<&'static str>, why: &'static str| {
-            if m.is_none() {
-                *m = Some(why);
-            }
+        let mut s = Splitter {
+            message,
+            fields: Vec::new(),
+            malformed: None,
+            current: None,
+            field_end: 0,
         };
-        // Current field: start offset of the name line, offset of the colon.
-        let mut current: Option<(usize, usize)> = None;
         let mut pos = 0usize;
         let mut header_end = message.len();
         let mut body_start = message.len();
-        let mut field_end = 0usize;
         while pos < message.len() {
-            let rest = message.get(pos..).unwrap_or_default();
+            let Some(rest) = message.get(pos..) else {
+                s.flag(INTERNAL);
+                break;
+            };
             let (line, next, terminated) = match find_crlf(rest) {
-                Some(i) => (rest.get(..i).unwrap_or_default(), pos + i + 2, true),
-                None => (rest, message.len(), false),
+                Some(i) => (rest.get(..i), pos + i + 2, true),
+                None => (Some(rest), message.len(), false),
+            };
+            let Some(line) = line else {
+                s.flag(INTERNAL);
+                break;
             };
             if line.is_empty() && terminated {
                 header_end = pos;
                 body_start = next;
                 break;
             }
-            if line.len() > MAX_LINE {
-                flag(&mut malformed, "line_too_long");
-            }
-            if line.contains(&0) {
-                flag(&mut malformed, "nul");
-            }
-            if line.iter().any(|b| *b >= 0x80) {
-                flag(&mut malformed, "8bit");
-            }
-            if line.iter().any(|b| *b == b'\r' || *b == b'\n') {
-                flag(&mut malformed, "bare_cr_lf");
-            }
-            let first = line.first().copied();
-            if matches!(first, Some(b' ') | Some(b'\t')) {
-                // Continuation line.
-                if line.iter().all(|b| *b == b' ' || *b == b'\t') {
-                    flag(&mut malformed, "whitespace_line");
-                }
-                if current.is_none() {
-                    flag(&mut malformed, "leading_continuation");
-                }
-                field_end = pos + line.len();
-            } else {
-                if let Some((start, colon)) = current.take() {
-                    push_field(&mut fields, message, start, colon, field_end);
-                }
-                match line.iter().position(|b| *b == b':') {
-                    None => flag(&mut malformed, "no_colon"),
-                    Some(0) => flag(&mut malformed, "empty_name"),
-                    Some(c) => {
-                        let name = line.get(..c).unwrap_or_default();
-                        if name.iter().any(|b| *b == b' ' || *b == b'\t') {
-                            flag(&mut malformed, "space_before_colon");
-                        } else if !name.iter().all(|b| (33..=126).contains(b)) {
-                            flag(&mut malformed, "bad_name");
-                        } else {
-                            current = Some((pos, pos + c));
-                        }
-                    }
-                }
-                field_end = pos + line.len();
-            }
+            s.line(pos, line);
             pos = next;
         }
-        if let Some((start, colon)) = current.take() {
-            push_field(&mut fields, message, start, colon, field_end);
+        s.finish_field();
+        if s.fields.is_empty() {
+            s.flag("empty");
         }
-        if fields.is_empty() {
-            flag(&mut malformed, "empty");
-        }
+        let (raw, body) = match (message.get(..header_end), message.get(body_start..)) {
+            (Some(raw), Some(body)) => (raw, body),
+            _ => {
+                s.flag(INTERNAL);
+                (message, &[][..])
+            }
+        };
         HeaderBlock {
-            fields,
-            raw: message.get(..header_end).unwrap_or_default(),
-            body: message.get(body_start..).unwrap_or_default(),
-            malformed,
+            fields: s.fields,
+            raw,
+            body,
+            malformed: s.malformed,
         }
     }
 
@@ -152,17 +125,79 @@ impl<'a> HeaderBlock<'a> {
     }
 }
 
-fn push_field<'a>(
-    fields: &mut Vec<Field<'a>>,
+/// The state of [`HeaderBlock::parse`] between lines.
+struct Splitter<'a> {
     message: &'a [u8],
-    start: usize,
-    colon: usize,
-    end: usize,
-) {
-    fields.push(Field {
-        name: message.get(start..colon).unwrap_or_default(),
-        value: message.get(colon + 1..end).unwrap_or_default(),
-    });
+    fields: Vec<Field<'a>>,
+    malformed: Option<&'static str>,
+    /// Current field: start offset of the name line, offset of the colon.
+    current: Option<(usize, usize)>,
+    /// Where the current field's last line ends (before its CRLF).
+    field_end: usize,
+}
+
+impl<'a> Splitter<'a> {
+    /// Keep the first fault found.
+    fn flag(&mut self, why: &'static str) {
+        if self.malformed.is_none() {
+            self.malformed = Some(why);
+        }
+    }
+
+    /// One line of the block (without its CRLF) starting at offset `pos`.
+    fn line(&mut self, pos: usize, line: &[u8]) {
+        if line.len() > MAX_LINE {
+            self.flag("line_too_long");
+        }
+        if line.contains(&0) {
+            self.flag("nul");
+        }
+        if line.iter().any(|b| *b >= 0x80) {
+            self.flag("8bit");
+        }
+        if line.iter().any(|b| *b == b'\r' || *b == b'\n') {
+            self.flag("bare_cr_lf");
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            // Continuation line.
+            if line.iter().all(|b| *b == b' ' || *b == b'\t') {
+                self.flag("whitespace_line");
+            }
+            if self.current.is_none() {
+                self.flag("leading_continuation");
+            }
+        } else {
+            self.finish_field();
+            match line.iter().position(|b| *b == b':') {
+                None => self.flag("no_colon"),
+                Some(0) => self.flag("empty_name"),
+                Some(c) => match line.get(..c) {
+                    None => self.flag(INTERNAL),
+                    Some(name) if name.iter().any(|b| *b == b' ' || *b == b'\t') => {
+                        self.flag("space_before_colon")
+                    }
+                    Some(name) if !name.iter().all(|b| (33..=126).contains(b)) => {
+                        self.flag("bad_name")
+                    }
+                    Some(_) => self.current = Some((pos, pos + c)),
+                },
+            }
+        }
+        self.field_end = pos + line.len();
+    }
+
+    /// Close the current field, if any: its name and its value up to `field_end`.
+    fn finish_field(&mut self) {
+        let Some((start, colon)) = self.current.take() else {
+            return;
+        };
+        let name = self.message.get(start..colon);
+        let value = self.message.get(colon + 1..self.field_end);
+        match (name, value) {
+            (Some(name), Some(value)) => self.fields.push(Field { name, value }),
+            _ => self.flag(INTERNAL),
+        }
+    }
 }
 
 fn find_crlf(bytes: &[u8]) -> Option<usize> {
@@ -185,14 +220,8 @@ pub const SINGLE: &[&str] = &[
 /// The results of the header checks, and the From address when it parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderResults {
-    pub malformed: Outcome,
-    pub from_count: Outcome,
-    pub from_syntax: Outcome,
-    pub duplicate: Outcome,
-    pub sender_mismatch: Outcome,
-    pub resent: Outcome,
-    pub auto_submitted: Outcome,
-    pub report: Outcome,
+    /// The outcomes, as [`CheckResults`](crate::policy::CheckResults) embeds them.
+    pub checks: HeaderChecks,
     /// The one From address, canonical, when there is exactly one and it parsed.
     pub from: Option<Mailbox>,
     /// The raw From value (lossy) for the audit event when it did not parse.
@@ -244,14 +273,16 @@ pub fn check(
     let report = Outcome::from_ok(!is_report(parsed) && !top_level_report(block));
 
     HeaderResults {
-        malformed,
-        from_count,
-        from_syntax,
-        duplicate,
-        sender_mismatch,
-        resent,
-        auto_submitted,
-        report,
+        checks: HeaderChecks {
+            malformed,
+            from_count,
+            from_syntax,
+            duplicate,
+            sender_mismatch,
+            resent,
+            auto_submitted,
+            report,
+        },
         from,
         from_raw,
     }
@@ -330,168 +361,4 @@ fn is_report(parsed: Option<&Message<'_>>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn block(text: &str) -> HeaderBlock<'_> {
-        HeaderBlock::parse(text.as_bytes())
-    }
-
-    #[test]
-    fn splits_fields_and_body() {
-        let b = block("From: a@b.fr\r\nSubject: x\r\n y\r\n\r\nbody\r\n");
-        assert_eq!(b.malformed, None);
-        assert_eq!(b.fields.len(), 2);
-        assert_eq!(b.fields[1].name, b"Subject");
-        assert_eq!(b.fields[1].value, b" x\r\n y");
-        assert_eq!(b.body, b"body\r\n");
-        assert_eq!(b.raw, b"From: a@b.fr\r\nSubject: x\r\n y\r\n");
-    }
-
-    #[test]
-    fn malformed_table() {
-        let long = format!("Subject: {}\r\n\r\n", "a".repeat(990));
-        let rows: &[(&str, Option<&str>)] = &[
-            ("From: a\r\n\r\n", None),
-            ("From : a\r\n\r\n", Some("space_before_colon")),
-            ("From\t: a\r\n\r\n", Some("space_before_colon")),
-            ("From\r\n : a\r\n\r\n", Some("no_colon")),
-            ("From: a\r\n \r\nTo: b\r\n\r\n", Some("whitespace_line")),
-            ("From: a\r\n\t\t\r\n\r\n", Some("whitespace_line")),
-            (" From: a\r\n\r\n", Some("leading_continuation")),
-            ("From: a\0b\r\n\r\n", Some("nul")),
-            ("From: \u{e9}\r\n\r\n", Some("8bit")),
-            ("From: a\nTo: b\r\n\r\n", Some("bare_cr_lf")),
-            ("From: a\rTo: b\r\n\r\n", Some("bare_cr_lf")),
-            ("NoColonHere\r\n\r\n", Some("no_colon")),
-            (": value\r\n\r\n", Some("empty_name")),
-            ("\r\nbody", Some("empty")),
-            (long.as_str(), Some("line_too_long")),
-        ];
-        for (text, want) in rows {
-            assert_eq!(block(text).malformed, *want, "{text:?}");
-        }
-        // 998 octets exactly is allowed.
-        let ok = format!("Subject: {}\r\n\r\n", "a".repeat(998 - 9));
-        assert_eq!(block(&ok).malformed, None);
-    }
-
-    #[test]
-    fn body_nul_is_not_a_header_fault() {
-        assert_eq!(block("From: a\r\n\r\n\0\u{e9}").malformed, None);
-    }
-
-    fn results(text: &str) -> HeaderResults {
-        let b = HeaderBlock::parse(text.as_bytes());
-        let parsed = mail_parser::MessageParser::default().parse(text.as_bytes());
-        check(&b, parsed.as_ref(), &ParseOptions::default())
-    }
-
-    #[test]
-    fn automatic_markers() {
-        let rows: &[(&str, Outcome)] = &[
-            ("Auto-Submitted: no\r\n", Outcome::Ok),
-            ("Auto-Submitted: No (manual)\r\n", Outcome::Ok),
-            ("Auto-Submitted: auto-replied\r\n", Outcome::Fail),
-            ("auto-submitted: auto-generated\r\n", Outcome::Fail),
-            ("X-Autoreply: yes\r\n", Outcome::Fail),
-            ("X-Autorespond: x\r\n", Outcome::Fail),
-            ("X-Auto-Response-Suppress: All\r\n", Outcome::Fail),
-            ("Precedence: bulk\r\n", Outcome::Fail),
-            ("Precedence: junk\r\n", Outcome::Fail),
-            ("Precedence: list\r\n", Outcome::Fail),
-            ("Precedence: auto_reply\r\n", Outcome::Fail),
-            ("Precedence: first-class\r\n", Outcome::Ok),
-        ];
-        for (h, want) in rows {
-            let r = results(&format!("From: a@b.fr\r\n{h}\r\nx\r\n"));
-            assert_eq!(r.auto_submitted, *want, "{h}");
-        }
-    }
-
-    #[test]
-    fn report_markers() {
-        let rep = "From: a@b.fr\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n";
-        assert_eq!(results(rep).report, Outcome::Fail);
-        let mdn = "From: a@b.fr\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b\r\nContent-Type: message/disposition-notification\r\n\r\nReporting-UA: x\r\n--b--\r\n";
-        assert_eq!(results(mdn).report, Outcome::Fail);
-        let cal =
-            "From: a@b.fr\r\nContent-Type: text/calendar; method=REPLY\r\n\r\nBEGIN:VCALENDAR\r\n";
-        assert_eq!(results(cal).report, Outcome::Fail);
-        let req = "From: a@b.fr\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\n";
-        assert_eq!(results(req).report, Outcome::Ok);
-        assert_eq!(results("From: a@b.fr\r\n\r\nx").report, Outcome::Ok);
-        // Recognised on the raw field whatever the MIME parser makes of the body.
-        let b = HeaderBlock::parse(b"From: a@b.fr\r\nContent-Type: Multipart/Report ; x=y\r\n\r\n");
-        let r = check(&b, None, &ParseOptions::default());
-        assert_eq!(r.report, Outcome::Fail);
-    }
-
-    #[test]
-    fn duplicates_and_resent() {
-        for name in SINGLE {
-            let r = results(&format!(
-                "From: a@b.fr\r\n{name}: 1\r\n{}: 2\r\n\r\n",
-                name.to_ascii_uppercase()
-            ));
-            assert_eq!(r.duplicate, Outcome::Fail, "{name}");
-        }
-        assert_eq!(
-            results("From: a@b.fr\r\nReceived: a\r\nReceived: b\r\n\r\n").duplicate,
-            Outcome::Ok
-        );
-        assert_eq!(
-            results("From: a@b.fr\r\nResent-From: c@d.fr\r\n\r\n").resent,
-            Outcome::Fail
-        );
-        assert_eq!(
-            results("From: a@b.fr\r\nRESENT-date: x\r\n\r\n").resent,
-            Outcome::Fail
-        );
-        assert_eq!(results("From: a@b.fr\r\n\r\n").resent, Outcome::Ok);
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
-        /// Any bytes: no panic, and every field found lies inside the header block.
-        #[test]
-        fn any_bytes_split_safely(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
-            let b = HeaderBlock::parse(&bytes);
-            for f in &b.fields {
-                proptest::prop_assert!(!f.name.is_empty());
-                proptest::prop_assert!(f.name.len() + f.value.len() < bytes.len());
-            }
-            let parsed = mail_parser::MessageParser::default().parse(&bytes);
-            let _ = check(&b, parsed.as_ref(), &ParseOptions::default());
-        }
-
-        /// Header-like soups: the split agrees with the wire (name, colon, value, CRLF).
-        #[test]
-        fn soups_split_safely(lines in proptest::collection::vec("[A-Za-z-]{0,6}[: \t]{0,2}[ -~]{0,20}", 0..12)) {
-            let text = format!("{}\r\n\r\nbody", lines.join("\r\n"));
-            let b = HeaderBlock::parse(text.as_bytes());
-            if b.malformed.is_none() {
-                for f in &b.fields {
-                    let rebuilt = format!("{}:{}", String::from_utf8_lossy(f.name), String::from_utf8_lossy(f.value));
-                    proptest::prop_assert!(text.contains(&rebuilt));
-                }
-                // An empty generated line ends the block early: the rest is body.
-                if !lines.iter().any(String::is_empty) {
-                    proptest::prop_assert_eq!(b.body, b"body");
-                } else {
-                    proptest::prop_assert!(b.body.ends_with(b"body"));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn from_count_is_case_insensitive() {
-        assert_eq!(
-            results("From: a@b.fr\r\nFROM: c@d.fr\r\n\r\n").from_count,
-            Outcome::Fail
-        );
-        assert_eq!(results("Subject: x\r\n\r\n").from_count, Outcome::Fail);
-        assert_eq!(results("fRoM: a@b.fr\r\n\r\n").from_count, Outcome::Ok);
-    }
-}
+mod tests;

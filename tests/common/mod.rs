@@ -1,17 +1,25 @@
-//! Shared test support: an in-process DNS server for the test world ([`dns`]), DKIM keys
-//! ([`keys`]), an independent DKIM signer ([`dkim`]), the public corpus ([`corpus`]), and the
-//! glue to build the configuration, a verifier, a transaction and a challenge ([`World`]).
+//! Shared test support, one harness for every integration test: an in-process DNS server for
+//! the test world ([`dns`]), DKIM keys ([`keys`]), an independent DKIM signer ([`dkim`]), the
+//! public corpus ([`corpus`]), the in-process daemon and its clients ([`e2e`]), the SMTP
+//! transcript helper over the pure session ([`transcript`]), the SMTP server with a fake
+//! backend ([`server`]), the challenge tests' config and store doubles ([`challenge`]), the
+//! SIEM tests' builders and decoders ([`siem`]), and the glue to build the configuration, a
+//! verifier, a transaction and a challenge ([`World`]).
 //!
 //! Use from an integration test with `mod common;`.
 
 #![allow(dead_code)]
 
+pub mod challenge;
 pub mod corpus;
 pub mod dkim;
 pub mod dns;
 pub mod e2e;
 pub mod keys;
 pub mod mail;
+pub mod server;
+pub mod siem;
+pub mod transcript;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

@@ -158,7 +158,7 @@ ruleset(name="udp") {{ action(type="omfile" file="{d}/udp.log" template="raw") }
     }
 
     pub fn lines(&self, which: &str) -> Vec<String> {
-        super::common::read_lines(&self.dir.path().join(format!("{which}.log")))
+        super::common::siem::read_lines(&self.dir.path().join(format!("{which}.log")))
     }
 
     pub fn output(&self) -> String {

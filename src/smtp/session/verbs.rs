@@ -47,14 +47,10 @@ impl Session {
             return self.close(out);
         }
         let s = &self.settings;
-        // Our own confirmation domain is never a sender: only gatekeeper could send from it
-        // (a loop of its own challenge mail, or a forgery), and the API refuses it as a claim
-        // for the same reason, so MAIL, the API and `check-address` agree (SPEC I2).
         let mail = command::parse_mail_from(arg, &s.parse, s.max_message_bytes).and_then(|m| {
-            if m.from.domain().is_within(&s.confirm.domain) {
-                return Err(Reason::DomainNotAllowed);
-            }
-            s.domains.check(m.from.domain()).map(|()| m)
+            s.domains
+                .check_claim(m.from.domain(), &s.confirm.domain)
+                .map(|()| m)
         });
         match mail {
             Ok(mail) => {

@@ -1,8 +1,6 @@
-//! Shared by the SIEM tests: event builders, the hostile payload table, the expected value of
+//! Shared by the SIEM tests (`tests/siem.rs`, `tests/siem_rsyslog.rs`): event builders, the hostile payload table, the expected value of
 //! a field after truncation, and decoders for syslog frames (written from the RFCs, not
 //! from the code under test).
-
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

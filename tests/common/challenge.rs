@@ -1,20 +1,15 @@
-//! Shared helpers of the challenge tests (`tests/store.rs`, `tests/api.rs`, `tests/app.rs`):
-//! a complete `Config` for the corpus test world, built directly (every field explicit).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! Helpers of the challenge tests (`tests/store.rs`, `tests/api.rs`, `tests/app.rs`): a
+//! complete `Config` for the corpus test world, a challenge row, and a store that is down.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use gatekeeper::address::{Domain, ParseOptions};
 use gatekeeper::config::Config;
 use gatekeeper::store::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, RateLimits,
     Store, StoreError, TokenHash,
 };
-
-pub fn domain(s: &str) -> Domain {
-    Domain::parse(s.as_bytes(), &ParseOptions::default()).expect("test domain parses")
-}
 
 /// The corpus world: confirm domain `verify.example.gouv.fr`, allowed `gouv.fr` (with
 /// `denied.gouv.fr` denied), service `Tchap`, store, API token and outbox under `dir`.

@@ -1,0 +1,150 @@
+//! The HTTP API (SPEC §6), axum 0.8.
+//!
+//! | route | auth | answer |
+//! |---|---|---|
+//! | `POST /v1/challenges` `{"address"}` | bearer | 201 `{id, address, session_code, expires_at, status}` |
+//! | `GET /v1/challenges/{id}` | bearer | 200 `{id, address, status, created_at, expires_at, confirmed_at, rejections, evidence}` |
+//! | `GET /metrics` | bearer | Prometheus/OpenMetrics text |
+//! | `GET /healthz` | open | 200 `{"status":"ok"}` |
+//!
+//! # Decisions
+//!
+//! - **Auth**: `Authorization: Bearer <token>`, the token read from `api.token_file` (created
+//!   with a fresh random token, mode 0600, when missing; its path is logged, never its
+//!   content). Compared in constant time over SHA-256 digests (no length leak). `/healthz`
+//!   is open (a liveness probe carries no data); `/metrics` needs the token, since refusal
+//!   rates by reason are useful to an attacker probing the policy.
+//! - **Layout**: this file is the router; [`auth`] the bearer token, [`error`] the one
+//!   table of error answers, `v1` the `/v1` handlers, [`metrics`] `/metrics`. A new front
+//!   door (OpenID Provider, probes) is a module beside `v1` with its own `routes`.
+//! - **Errors are JSON everywhere** (the table is [`ApiErrorKind::entry`]):
+//!   `{"error": "<code>", "message": "..."}`. Product refusals
+//!   use their reason code (`envelope.syntax`, `domain.not_allowed`,
+//!   `challenge.rate_limited` 429, `outbound.unavailable` 502, `store.unavailable` 503); the
+//!   HTTP-level ones use codes of their own: `api.unauthorized` 401, `api.not_found` 404
+//!   (also `challenge.not_found` for an unknown id), `api.method_not_allowed` 405,
+//!   `api.body_too_large` 413, `api.bad_request` 400 (bad JSON, missing/unknown field).
+//! - **Bodies** are bounded by [`MAX_BODY_BYTES`].
+//! - The challenge token never appears in an answer or a log line (it is not even known
+//!   here: [`crate::challenge::Created`] has no token field).
+//! - Times are RFC 3339 UTC with whole seconds.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::challenge::ChallengeService;
+use crate::store::Store;
+
+pub mod auth;
+pub mod error;
+pub mod metrics;
+mod v1;
+
+pub use auth::{ApiToken, load_or_create_token};
+pub use error::{ApiError, ApiErrorKind};
+pub use metrics::Metrics;
+
+/// Upper bound on a request body (a claim is one address of at most 254 octets).
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// What the handlers share.
+pub struct ApiState<S: Store> {
+    challenges: Arc<ChallengeService<S>>,
+    metrics: Arc<Metrics>,
+    token: ApiToken,
+}
+
+impl<S: Store> Clone for ApiState<S> {
+    fn clone(&self) -> Self {
+        Self {
+            challenges: Arc::clone(&self.challenges),
+            metrics: Arc::clone(&self.metrics),
+            token: self.token.clone(),
+        }
+    }
+}
+
+impl<S: Store> ApiState<S> {
+    pub fn new(
+        challenges: Arc<ChallengeService<S>>,
+        metrics: Arc<Metrics>,
+        token: ApiToken,
+    ) -> Self {
+        Self {
+            challenges,
+            metrics,
+            token,
+        }
+    }
+}
+
+/// Serve the API on an already bound listener (`api.listen`) until `shutdown` resolves;
+/// requests in flight are finished first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The API router (serve with [`serve`]).
+pub fn router<S: Store>(state: ApiState<S>) -> Router {
+    let protected = v1::routes::<S>()
+        .route("/metrics", get(metrics_text::<S>))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize::<S>,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn metrics_text<S: Store>(State(state): State<ApiState<S>>) -> Response {
+    state
+        .metrics
+        .queue_depth("store", state.challenges.store().queue_depth());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiErrorKind::EndpointNotFound.into()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiErrorKind::MethodNotAllowed.into()
+}
+
+/// One log line per request: method, path, status. Never headers or bodies.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    tracing::info!(%method, %path, status = response.status().as_u16(), "api request");
+    response
+}

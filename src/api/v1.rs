@@ -1,0 +1,112 @@
+//! The `/v1` handlers: `POST /v1/challenges` (issue a challenge for a claimed address) and
+//! `GET /v1/challenges/{id}` (its state). Errors go through the one table in
+//! [`super::error`]. The challenge token never appears here: [`crate::challenge::Created`]
+//! has no token field.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+
+use super::ApiState;
+use super::error::{ApiError, ApiErrorKind};
+use crate::challenge::CreateError;
+use crate::store::Store;
+
+/// The `/v1` routes; the router puts them behind the bearer token.
+pub(super) fn routes<S: Store>() -> Router<ApiState<S>> {
+    Router::new()
+        .route("/v1/challenges", post(create_challenge::<S>))
+        .route("/v1/challenges/{id}", get(show_challenge::<S>))
+}
+
+async fn create_challenge<S: Store>(
+    State(state): State<ApiState<S>>,
+    body: Result<Json<Claim>, JsonRejection>,
+) -> Response {
+    let address = match &body {
+        Ok(Json(Claim(address))) => address.as_str(),
+        Err(rejection) => return json_rejection(rejection).into_response(),
+    };
+    match state
+        .challenges
+        .create(address.as_bytes(), Utc::now())
+        .await
+    {
+        Ok(created) => {
+            state.metrics.challenge(None);
+            (StatusCode::CREATED, Json(created)).into_response()
+        }
+        Err(e) => {
+            state.metrics.challenge(Some(e.reason()));
+            if matches!(e, CreateError::Store(_) | CreateError::Rng(_)) {
+                tracing::warn!(error = %e, "challenge not created");
+            }
+            ApiError::from(&e).into_response()
+        }
+    }
+}
+
+async fn show_challenge<S: Store>(
+    State(state): State<ApiState<S>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return ApiError::from(ApiErrorKind::ChallengeNotFound).into_response();
+    }
+    match state.challenges.show(&id, Utc::now()).await {
+        Ok(Some(view)) => Json(view).into_response(),
+        Ok(None) => ApiError::from(ApiErrorKind::ChallengeNotFound).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "challenge lookup failed");
+            ApiError::from(ApiErrorKind::StoreUnavailable).into_response()
+        }
+    }
+}
+
+fn json_rejection(rejection: &JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::from(ApiErrorKind::BodyTooLarge)
+    } else {
+        // Never echo the parser's message: it may quote the body.
+        ApiError::from(ApiErrorKind::BadRequest)
+    }
+}
+
+/// The body of `POST /v1/challenges`: exactly `{"address": "<string>"}`, an object (not an
+/// array, which serde would map onto a struct), one key, a string value. A repeated key is
+/// refused: JSON readers disagree on which of `{"address": A, "address": B}` counts (serde_json
+/// keeps the last, others the first), and the claimed address must be read one way (SPEC I2).
+struct Claim(String);
+
+impl<'de> serde::Deserialize<'de> for Claim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Claim;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object {\"address\": \"...\"}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Claim, A::Error> {
+                use serde::de::Error;
+                let mut address: Option<String> = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key != "address" || address.is_some() {
+                        return Err(A::Error::custom("unexpected or repeated key"));
+                    }
+                    address = Some(map.next_value::<String>()?);
+                }
+                address
+                    .map(Claim)
+                    .ok_or_else(|| A::Error::custom("no address"))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
