@@ -32,7 +32,7 @@
 //! ```text
 //!  main                                        clap and dispatch (the binary)
 //!  daemon                                      assembly, start-up, signals, CLI bodies
-//!  app   api   server                          backend, HTTP front doors, SMTP listener
+//!  app   api   oidc   server                   backend, HTTP front doors, SMTP listener
 //!  smtp   verify   challenge                   engines: SMTP session, mail checks, tokens
 //!  policy  store  siem  dns  domains  backend  decisions, storage, sinks, resolver, seams
 //!  config                                      the validated configuration

@@ -266,7 +266,7 @@ async fn data_survives_reopen_and_schema_is_versioned() {
         err,
         StoreError::SchemaTooNew {
             found: 99,
-            known: 1
+            known: 2
         }
     );
 }
