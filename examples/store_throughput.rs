@@ -46,7 +46,7 @@ async fn main() -> Result<(), Error> {
                 NewChallenge {
                     id: format!("c{i}"),
                     address: format!("user{i}@interieur.gouv.fr"),
-                    token_hash: gatekeeper::challenge::hash_token(&format!("token{i}")),
+                    token_hash: gatekeeper::store::TokenHash::of(&format!("token{i}")),
                     session_code: "123456".into(),
                     message_id_tail: "x@verify.example.gouv.fr".into(),
                     created_at: now,
@@ -68,7 +68,7 @@ async fn main() -> Result<(), Error> {
     let mut slowest = std::time::Duration::ZERO;
     let start = Instant::now();
     for i in 0..reads {
-        let hash = gatekeeper::challenge::hash_token(&format!("token{i}"));
+        let hash = gatekeeper::store::TokenHash::of(&format!("token{i}"));
         let one = Instant::now();
         let found = store.find_by_token_hash(&hash).await?;
         slowest = slowest.max(one.elapsed());
