@@ -4,28 +4,25 @@
 //! Exit codes: 0 accepted / valid, 1 rejected / invalid, 2 the command itself could not run
 //! (unreadable configuration, bad usage).
 //!
-//! `gatekeeper verify` runs the whole decision on a message file, without SMTP, for operators
-//! investigating a refusal. Live DNS per the configuration; the challenge, when `--rcpt`
-//! names one, is read from the store (read-only).
+//! `gatekeeper verify` (the whole decision on a message file, without SMTP) is in
+//! [`verify`].
 
 use std::io::{self, Read, Write};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use serde_json::{Map, Value, json};
 
 use super::assemble::{BuildError, open_store, service};
 use super::source::ConfigSource;
 use crate::address::{Mailbox, ParseOptions};
-use crate::backend::{ChallengeBinding, Decision, Recipient, SessionInfo, Transaction, Verdict};
 use crate::challenge::{ChallengeView, CreateError, format_time};
 use crate::config::{Config, PolicyConfig};
-use crate::reason::{Class, Reason};
-use crate::smtp::command::{ConfirmAddress, parse_rcpt_to};
-use crate::smtp::reply;
-use crate::store::{Access, Store, TokenHash};
-use crate::verify::Verifier;
+use crate::reason::Reason;
+use crate::store::{Access, Store};
+
+pub mod verify;
+
+pub use verify::{VerifyArgs, exit_code, verdict_json};
 
 /// Longest input `check-address -` reads from stdin: one octet more than the parser's own
 /// input bound plus the newline, so a truncated input still reaches the parser as too long
@@ -63,48 +60,50 @@ pub enum AddressInput {
     Stdin,
 }
 
-/// Run a command; returns the exit status. The commands that need a runtime share the one
-/// started here.
+/// Run a command; returns the exit status.
 pub fn run(command: Command) -> u8 {
     match command {
         Command::CheckConfig(source) => check_config(&source),
         Command::CheckAddress { address, config } => check_address(address, config.as_deref()),
-        command => {
-            if matches!(command, Command::Serve(_)) {
-                super::logging::init();
-            }
-            match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt.block_on(run_async(command)),
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    2
+        Command::Serve(source) => {
+            super::logging::init();
+            block_on(async move {
+                match super::serve(source).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("gatekeeper: {e}");
+                        1
+                    }
                 }
-            }
+            })
+        }
+        Command::Verify { config, file, args } => {
+            block_on(verify::verify_file(&config, &file, args))
+        }
+        Command::ChallengeNew { config, address } => block_on(challenge(&config, |c| async move {
+            cli_new(&c, &address).await
+        })),
+        Command::ChallengeShow { config, id } => {
+            block_on(challenge(
+                &config,
+                |c| async move { cli_show(&c, &id).await },
+            ))
         }
     }
 }
 
-async fn run_async(command: Command) -> u8 {
-    match command {
-        Command::Serve(source) => match super::serve(source).await {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("gatekeeper: {e}");
-                1
-            }
-        },
-        Command::Verify { config, file, args } => verify_file(&config, &file, args).await,
-        Command::ChallengeNew { config, address } => {
-            challenge(&config, |c| async move { cli_new(&c, &address).await }).await
+/// The one runtime start-up of the program: run `command` to its exit status on a
+/// multi-threaded runtime (2 if the runtime cannot start).
+fn block_on(command: impl std::future::Future<Output = u8>) -> u8 {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(command),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            2
         }
-        Command::ChallengeShow { config, id } => {
-            challenge(&config, |c| async move { cli_show(&c, &id).await }).await
-        }
-        Command::CheckConfig(source) => check_config(&source),
-        Command::CheckAddress { address, config } => check_address(address, config.as_deref()),
     }
 }
 
@@ -127,23 +126,6 @@ fn check_config(source: &ConfigSource) -> u8 {
             1
         }
     }
-}
-
-async fn verify_file(config: &Path, file: &Path, mut args: VerifyArgs) -> u8 {
-    let config = match load_config(config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    args.message = match std::fs::read(file) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("{}: {e}", file.display());
-            return 2;
-        }
-    };
-    let verdict = verify(&config, args).await;
-    println!("{:#}", verdict_json(&verdict));
-    exit_code(&verdict)
 }
 
 /// `challenge new` and `challenge show`: print the text, or the reason and the message.
@@ -327,158 +309,4 @@ fn read_stdin_address() -> io::Result<Vec<u8>> {
         bytes.pop();
     }
     Ok(bytes)
-}
-
-/// The inputs of `gatekeeper verify` (`message` is read from the file by [`run`]).
-pub struct VerifyArgs {
-    pub client_ip: IpAddr,
-    pub helo: String,
-    pub mail_from: Vec<u8>,
-    pub rcpt: Option<Vec<u8>>,
-    pub message: Vec<u8>,
-}
-
-/// Exit status of `gatekeeper verify`: 0 accept, 1 reject, 2 temporary.
-pub fn exit_code(verdict: &Verdict) -> u8 {
-    match verdict.decision {
-        Decision::Accept => 0,
-        Decision::Refuse(r) if r.class() == Class::Temporary => 2,
-        Decision::Refuse(_) => 1,
-    }
-}
-
-/// Run the decision. Errors that are not verdicts (the store cannot be opened) come back as a
-/// temporary `store.unavailable` verdict, as SMTP would answer.
-pub async fn verify(config: &Config, args: VerifyArgs) -> Verdict {
-    let opts = config.parse_options();
-    let bare = strip_brackets(&args.mail_from);
-    let mail_from = match Mailbox::parse(bare, &opts) {
-        Ok(m) => m,
-        Err(e) => return Verdict::refuse(e.reason()),
-    };
-    let confirm = ConfirmAddress {
-        domain: config.confirm.domain.clone(),
-        local_prefix: config.confirm.local_prefix.clone(),
-    };
-    let (rcpt, challenge) = match &args.rcpt {
-        Some(raw) => {
-            let bracketed = bracket(raw);
-            let rcpt = match parse_rcpt_to(&bracketed, &opts, &confirm) {
-                Ok(r) => r,
-                Err(reason) => return Verdict::refuse(reason),
-            };
-            match find_challenge(config, &rcpt).await {
-                Ok(c) => (rcpt, c),
-                Err(reason) => return Verdict::refuse(reason),
-            }
-        }
-        None => {
-            // No recipient: the binding checks are reported as skipped. A placeholder
-            // recipient built from the configured prefix and domain stands in the transaction.
-            let text = format!("{}@{}", confirm.local_prefix, confirm.domain);
-            let address = match Mailbox::parse(text.as_bytes(), &opts) {
-                Ok(a) => a,
-                Err(e) => return Verdict::refuse(e.reason()),
-            };
-            (
-                Recipient {
-                    token: String::new(),
-                    address,
-                },
-                None,
-            )
-        }
-    };
-    let verifier = match Verifier::new(config) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "DNS resolver setup failed");
-            return Verdict::refuse(Reason::DnsTemperror);
-        }
-    };
-    let now = Utc::now();
-    let tx = Transaction {
-        session: SessionInfo {
-            session_id: "cli-verify".to_owned(),
-            client_ip: args.client_ip,
-            client_port: 0,
-            helo: Some(args.helo),
-            tls_version: None,
-        },
-        mail_from,
-        challenge_id: challenge.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
-        rcpt,
-        message: args.message,
-        received_at: now,
-    };
-    verifier.verify_message(&tx, challenge.as_ref(), now).await
-}
-
-async fn find_challenge(
-    config: &Config,
-    rcpt: &Recipient,
-) -> Result<Option<ChallengeBinding>, Reason> {
-    let store = open_store(config, Access::ReadOnly).map_err(|_| Reason::StoreUnavailable)?;
-    let hash = TokenHash::of(&rcpt.token);
-    let record = store
-        .find_by_token_hash(&hash)
-        .await
-        .map_err(|e| e.reason())?
-        .ok_or(Reason::TokenUnknown)?;
-    let address = Mailbox::parse(record.address.as_bytes(), &config.parse_options())
-        .map_err(|_| Reason::TokenUnknown)?;
-    Ok(Some(ChallengeBinding {
-        id: record.id.clone(),
-        address,
-        token: rcpt.token.clone(),
-        session_code: record.session_code.clone(),
-        message_id: crate::store::message_id(&rcpt.token, &record.message_id_tail),
-    }))
-}
-
-/// The JSON verdict printed by `gatekeeper verify`.
-pub fn verdict_json(verdict: &Verdict) -> Value {
-    let (decision, reason) = match verdict.decision {
-        Decision::Accept => ("accept", None),
-        Decision::Refuse(r) if r.class() == Class::Temporary => ("tempfail", Some(r)),
-        Decision::Refuse(r) => ("reject", Some(r)),
-    };
-    // The very line SMTP would send, without its CRLF.
-    let line = match reason {
-        Some(r) => reply::render(r.reply()),
-        None => reply::CONFIRMED.to_vec(),
-    };
-    let reply = String::from_utf8_lossy(&line).trim_end().to_owned();
-    let mut checks = Map::new();
-    for c in &verdict.checks {
-        checks.insert(c.name.to_owned(), Value::String(c.result.clone()));
-    }
-    json!({
-        "decision": decision,
-        "reason": reason.map(Reason::as_str),
-        "reply": reply,
-        "from": verdict.from,
-        "message_id": verdict.message_id,
-        "challenge_id": verdict.challenge_id,
-        "checks": checks,
-        "evidence": verdict.evidence,
-    })
-}
-
-fn strip_brackets(raw: &[u8]) -> &[u8] {
-    raw.strip_prefix(b"<")
-        .and_then(|r| r.strip_suffix(b">"))
-        .unwrap_or(raw)
-}
-
-fn bracket(raw: &[u8]) -> Vec<u8> {
-    if raw.starts_with(b"<") {
-        raw.to_vec()
-    } else {
-        let mut v = Vec::with_capacity(raw.len() + 2);
-        v.push(b'<');
-        v.extend_from_slice(raw);
-        v.push(b'>');
-        v
-    }
 }

@@ -18,8 +18,8 @@
 //! - [`assemble`]: builds every part from the configuration and starts them ([`start`]).
 //! - [`decorators`]: the swappable verifier and the metered backend and sink.
 //! - [`jobs`]: the store's background jobs (start-up mark, purge loop).
-//! - [`control`]: reloads, watchdog and status while running.
-//! - [`signals`]: SIGHUP, SIGTERM, SIGINT.
+//! - `control`: reloads, watchdog and status while running.
+//! - `signals`: SIGHUP, SIGTERM, SIGINT.
 //! - [`cli`]: the bodies of the CLI commands; `main.rs` only parses and dispatches.
 
 pub mod assemble;

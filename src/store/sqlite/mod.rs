@@ -42,11 +42,11 @@
 //!
 //! # Files
 //!
-//! - [`writer`]: the writer thread and its group commit.
-//! - [`sql`]: every SQL statement, a function of a connection.
-//! - [`schema`]: migrations and the pragmas of a connection (times are Unix milliseconds,
+//! - `writer`: the writer thread and its group commit.
+//! - `sql`: every SQL statement, a function of a connection.
+//! - `schema`: migrations and the pragmas of a connection (times are Unix milliseconds,
 //!   UTC).
-//! - [`rows`]: a row as SQLite returns it, converted with checks into a record.
+//! - `rows`: a row as SQLite returns it, converted with checks into a record.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
