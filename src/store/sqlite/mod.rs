@@ -43,7 +43,7 @@
 //! # Files
 //!
 //! - `writer`: the writer thread and its group commit.
-//! - `sql`: every SQL statement, a function of a connection.
+//! - `sql`: every statement on the `challenges` table, each a function of a connection.
 //! - `schema`: migrations and the pragmas of a connection (times are Unix milliseconds,
 //!   UTC).
 //! - `rows`: a row as SQLite returns it, converted with checks into a record.
