@@ -31,7 +31,7 @@ use super::{
 use crate::config::StoreConfig;
 
 /// A boxed store future.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How [`open`] opens the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub fn open(config: &StoreConfig, access: Access) -> Result<DynStore, StoreError
 }
 
 /// [`Store`] with boxed futures, so it can sit behind `dyn` (module docs).
-pub trait ErasedStore: Send + Sync + 'static {
+trait ErasedStore: Send + Sync + 'static {
     fn create(
         &self,
         challenge: NewChallenge,
