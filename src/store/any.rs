@@ -10,7 +10,7 @@
 //! # Why boxed futures, and what they cost
 //!
 //! [`Store`]'s methods return `impl Future`, which keeps the trait cheap for generic code
-//! (the tests' doubles, `App<S, V>`) but is not object-safe. [`ErasedStore`] is the same
+//! (the tests' doubles, `App<S, V>`) but is not object-safe. `ErasedStore` is the same
 //! trait with each future boxed, implemented for every `Store`; [`DynStore`] holds one behind
 //! an `Arc` and implements `Store` again by forwarding. The price is one heap allocation and
 //! one indirect call per store call: tens of nanoseconds, against the ~5 µs of the SMTP path's
