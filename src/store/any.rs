@@ -11,8 +11,8 @@
 //!
 //! [`Store`]'s methods return `impl Future`, which keeps the trait cheap for generic code
 //! (the tests' doubles, `App<S, V>`) but is not object-safe. `ErasedStore` is the same
-//! trait with each future boxed, implemented for every `Store`; [`DynStore`] holds one behind
-//! an `Arc` and implements `Store` again by forwarding. The price is one heap allocation and
+//! trait with each future boxed, implemented for every `Store`; [`DynStore`] holds one in a
+//! `Box` and implements `Store` again by forwarding. The price is one heap allocation and
 //! one indirect call per store call: tens of nanoseconds, against the ~5 µs of the SMTP path's
 //! cheapest call (a point read from SQLite's page cache, `examples/store_throughput.rs`) and
 //! the milliseconds of a group commit. The alternative, an enum with one arm per backend,
@@ -20,7 +20,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -156,13 +155,12 @@ impl<S: Store> ErasedStore for S {
     }
 }
 
-/// Any [`Store`], chosen at open. Cheap to clone.
-#[derive(Clone)]
-pub struct DynStore(Arc<dyn ErasedStore>);
+/// Any [`Store`], chosen at open. Shared as `Arc<DynStore>`, like any other store.
+pub struct DynStore(Box<dyn ErasedStore>);
 
 impl DynStore {
     pub fn new(store: impl Store) -> Self {
-        Self(Arc::new(store))
+        Self(Box::new(store))
     }
 }
 
