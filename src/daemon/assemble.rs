@@ -88,7 +88,7 @@ pub(crate) fn open_store(config: &Config, access: Access) -> Result<Arc<DynStore
     store::open(&config.store, access)
         .map(Arc::new)
         .map_err(|source| BuildError::Store {
-            path: config.store.path.display().to_string(),
+            path: store::describe(&config.store),
             source,
         })
 }
@@ -194,7 +194,7 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
     tracing::info!(
         smtp = ?listeners.smtp_addrs,
         api = %listeners.api_addr,
-        store = %config.store.path.display(),
+        store = %store::describe(&config.store),
         "gatekeeper serving"
     );
     notifier.ready(&a.sink.status_line());
@@ -273,7 +273,7 @@ fn prepare_dirs(config: &Config) -> Result<(), DaemonError> {
         }
     }
     dirs.extend(config.siem.spool_path.parent());
-    dirs.extend(config.store.path.parent());
+    dirs.extend(store::local_dir(&config.store));
     dirs.extend(config.api.token_file.parent());
     if let OutboundTarget::Directory(dir) = &config.outbound.target {
         dirs.push(dir);

@@ -4,8 +4,10 @@
 //! # Adding a backend
 //!
 //! One new module beside [`super::sqlite`] implementing [`Store`], one variant in
-//! `StoreConfig` (`store.url` beside `store.path`), one arm in [`open`]. Nothing else names a
-//! concrete store: the daemon, the CLI and the API take a [`DynStore`].
+//! `StoreConfig` (`store.url` beside `store.path`), its arm in [`open`] (and in [`describe`]
+//! and [`local_dir`], which say how to name it and whether it needs a directory). Nothing
+//! else names a concrete store or reads `[store]`: the daemon, the CLI and the API take a
+//! [`DynStore`].
 //!
 //! # Why boxed futures, and what they cost
 //!
@@ -19,6 +21,7 @@
 //! would avoid the allocation but make every new backend touch every method.
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
@@ -50,6 +53,16 @@ pub fn open(config: &StoreConfig, access: Access) -> Result<DynStore, StoreError
         ..SqliteOptions::default()
     };
     Ok(DynStore::new(SqliteStore::open(&config.path, options)?))
+}
+
+/// How the store is named in logs and errors.
+pub fn describe(config: &StoreConfig) -> String {
+    config.path.display().to_string()
+}
+
+/// The directory a local store writes in, created at start (`None` for a network store).
+pub fn local_dir(config: &StoreConfig) -> Option<&Path> {
+    config.path.parent()
 }
 
 /// [`Store`] with boxed futures, so it can sit behind `dyn` (module docs).

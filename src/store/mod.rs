@@ -37,7 +37,7 @@ use crate::reason::Reason;
 pub mod any;
 pub mod sqlite;
 
-pub use any::{Access, DynStore, open};
+pub use any::{Access, DynStore, describe, local_dir, open};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// SHA-256 of a token (the store never sees the token itself). Built only by hashing
