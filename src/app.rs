@@ -33,7 +33,7 @@
 //!   one store agree: [`Backend::session_closed`] marks the confirmations of a session that
 //!   confirmed something. A confirmation older than `smtp.session_timeout` also counts as
 //!   ended (no session lives longer), and the daemon marks every session ended when it
-//!   starts (`SqliteStore::end_open_sessions`: none of an earlier run is alive), so a crash
+//!   starts ([`Store::end_open_sessions`]: none of an earlier run is alive), so a crash
 //!   between commit and close cannot make a redelivery fail.
 //! - Evidence: the verifier's; if an accepting verifier gave none, the transaction's own
 //!   facts are kept (never an empty proof). The token is replaced by `[redacted]` in the
@@ -51,22 +51,14 @@ use crate::backend::{
     Backend, ChallengeBinding, Decision, Evidence, RcptOutcome, Recipient, SessionInfo,
     Transaction, Verdict, Verify,
 };
-use crate::challenge::{
-    ChallengeService, ChallengeView, CreateError, MailBuilder, MailError, Outbound, OutboundError,
-    format_time, hash_token, hashes_equal, parse_options,
-};
+use crate::challenge::parse_options;
 use crate::config::Config;
 use crate::lock;
 use crate::policy::challenge::{self, Committed, Step};
 use crate::reason::Reason;
 use crate::store::{
-    ChallengeRecord, ConfirmRequest, Confirmation, SqliteOptions, SqliteStore, Status, Store,
-    StoreError,
+    ChallengeRecord, ConfirmRequest, Confirmation, Status, Store, StoreError, TokenHash,
 };
-
-/// How long challenges are kept after they expire before [`purge_cutoff`] removes them:
-/// long enough for the backend to read a confirmation and for the hourly rate limit.
-pub const PURGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The production backend.
 pub struct App<S: Store, V: Verify> {
@@ -175,14 +167,14 @@ impl<S: Store, V: Verify> Backend for App<S, V> {
         rcpt: &Recipient,
         now: DateTime<Utc>,
     ) -> RcptOutcome {
-        let hash = hash_token(&rcpt.token);
+        let hash = TokenHash::of(&rcpt.token);
         match self.store.find_by_token_hash(&hash).await {
             Err(e) => {
                 tracing::warn!(error = %e, "store lookup failed at RCPT");
                 RcptOutcome::Refuse(e.reason())
             }
             Ok(None) => RcptOutcome::Refuse(Reason::TokenUnknown),
-            Ok(Some(record)) if !hashes_equal(&record.token_hash, &hash) => {
+            Ok(Some(record)) if record.token_hash != hash => {
                 RcptOutcome::Refuse(Reason::TokenUnknown)
             }
             Ok(Some(record)) => match record.status(now) {
@@ -213,7 +205,7 @@ impl<S: Store, V: Verify> Backend for App<S, V> {
             },
         };
         // Defence in depth: the challenge must be the one the RCPT token names.
-        if !hashes_equal(&record.token_hash, &hash_token(&tx.rcpt.token)) {
+        if record.token_hash != TokenHash::of(&tx.rcpt.token) {
             return with_id(Verdict::refuse(Reason::TokenUnknown), &id);
         }
         self.decide(&tx, record).await
@@ -284,182 +276,6 @@ fn fallback_evidence(tx: &Transaction) -> Evidence {
         tls_version: tx.session.tls_version.clone(),
         mail_from: tx.mail_from.to_string(),
         ..Evidence::default()
-    }
-}
-
-/// The cutoff for [`Store::purge`] at `now`: challenges that expired more than
-/// [`PURGE_RETENTION`] ago.
-pub fn purge_cutoff(now: DateTime<Utc>) -> DateTime<Utc> {
-    now - chrono::Duration::from_std(PURGE_RETENTION).unwrap_or(chrono::Duration::days(7))
-}
-
-/// Purge every `interval` (`store.purge_interval`) until the future is dropped.
-pub async fn purge_loop<S: Store>(store: Arc<S>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        match store.purge(purge_cutoff(Utc::now())).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "store: old challenges purged"),
-            Err(e) => tracing::warn!(error = %e, "store: purge failed"),
-        }
-    }
-}
-
-/// Everything the daemon needs from the challenge side, built from the configuration.
-pub struct Parts {
-    pub store: Arc<SqliteStore>,
-    pub challenges: Arc<ChallengeService<SqliteStore>>,
-    pub metrics: Arc<crate::api::Metrics>,
-    /// The HTTP API (serve it on `api.listen`).
-    pub router: axum::Router,
-}
-
-/// Why the challenge side could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("store {path}: {source}")]
-    Store { path: String, source: StoreError },
-    #[error(transparent)]
-    Mail(#[from] MailError),
-    #[error(transparent)]
-    Outbound(#[from] OutboundError),
-    #[error("API token file {path}: {message}")]
-    ApiToken { path: String, message: String },
-}
-
-/// Open the store (`store.path`), prepare the outbound target and the mail builder, load (or
-/// create) the API token and build the router. Blocking I/O: call at start-up. The caller
-/// serves `router`, builds `App::new(config, parts.store.clone(), verifier)` for the SMTP
-/// server and runs `purge_loop(parts.store.clone(), config.store.purge_interval)`.
-pub fn build(config: &Config) -> Result<Parts, BuildError> {
-    let store = open_store(config, SqliteOptions::default())?;
-    let challenges = Arc::new(service(config, Arc::clone(&store))?);
-    let metrics = Arc::new(crate::api::Metrics::new());
-    let token = crate::api::load_or_create_token(&config.api.token_file).map_err(|e| {
-        BuildError::ApiToken {
-            path: config.api.token_file.display().to_string(),
-            message: e.to_string(),
-        }
-    })?;
-    let router = crate::api::router(crate::api::ApiState::new(
-        Arc::clone(&challenges),
-        Arc::clone(&metrics),
-        token,
-    ));
-    Ok(Parts {
-        store,
-        challenges,
-        metrics,
-        router,
-    })
-}
-
-fn open_store(config: &Config, options: SqliteOptions) -> Result<Arc<SqliteStore>, BuildError> {
-    SqliteStore::open(&config.store.path, options)
-        .map(Arc::new)
-        .map_err(|source| BuildError::Store {
-            path: config.store.path.display().to_string(),
-            source,
-        })
-}
-
-fn service<S: Store>(config: &Config, store: Arc<S>) -> Result<ChallengeService<S>, BuildError> {
-    let outbound = Outbound::from_target(&config.outbound.target)?;
-    let mail = MailBuilder::new(config)?;
-    Ok(ChallengeService::new(config, store, outbound, mail))
-}
-
-/// A CLI failure: the reason code when there is one (for the exit status and the message).
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct CliError {
-    pub reason: Option<Reason>,
-    pub message: String,
-}
-
-impl From<BuildError> for CliError {
-    fn from(e: BuildError) -> Self {
-        Self {
-            reason: None,
-            message: e.to_string(),
-        }
-    }
-}
-
-/// `gatekeeper challenge new ADDRESS`: issue a challenge exactly as the API does (mail
-/// included) and return the text to print: id, address, session code, expiry. Never the
-/// token.
-pub async fn cli_new(config: &Config, address: &[u8]) -> Result<String, CliError> {
-    let store = open_store(config, SqliteOptions::default())?;
-    let challenges = service(config, store)?;
-    match challenges.create(address, Utc::now()).await {
-        Ok(c) => Ok(format!(
-            "id: {}\naddress: {}\nsession_code: {}\nexpires_at: {}\nstatus: {}\n",
-            c.id,
-            c.address,
-            c.session_code,
-            format_time(&c.expires_at),
-            c.status
-        )),
-        Err(e) => Err(CliError {
-            reason: Some(e.reason()),
-            message: create_error_text(&e),
-        }),
-    }
-}
-
-/// `gatekeeper challenge show ID`: the challenge as `GET /v1/challenges/{id}` shows it,
-/// evidence as JSON. Opens the store read-only.
-pub async fn cli_show(config: &Config, id: &str) -> Result<String, CliError> {
-    let store = open_store(
-        config,
-        SqliteOptions {
-            read_only: true,
-            ..SqliteOptions::default()
-        },
-    )?;
-    let record = store.get(id).await.map_err(|e| CliError {
-        reason: Some(e.reason()),
-        message: e.to_string(),
-    })?;
-    let Some(record) = record else {
-        return Err(CliError {
-            reason: None,
-            message: format!("no challenge {id}"),
-        });
-    };
-    let view = ChallengeView::from_record(&record, Utc::now());
-    let mut out = format!(
-        "id: {}\naddress: {}\nstatus: {}\ncreated_at: {}\nexpires_at: {}\nconfirmed_at: {}\nrejections: {}\n",
-        view.id,
-        view.address,
-        view.status,
-        format_time(&view.created_at),
-        format_time(&view.expires_at),
-        view.confirmed_at
-            .as_ref()
-            .map(format_time)
-            .unwrap_or_else(|| "-".into()),
-        view.rejections
-    );
-    if let Some(evidence) = &view.evidence {
-        let json = serde_json::to_string_pretty(evidence).unwrap_or_default();
-        out.push_str("evidence: ");
-        out.push_str(&json);
-        out.push('\n');
-    }
-    Ok(out)
-}
-
-fn create_error_text(e: &CreateError) -> String {
-    match e {
-        CreateError::Refused {
-            reason,
-            detail: Some(d),
-        } => format!("rejected {reason} ({d})"),
-        other => format!("rejected {} ({other})", other.reason()),
     }
 }
 

@@ -11,7 +11,8 @@
 //!   bias). Shown only on the requester's screen (API answer), never in the mail.
 //! - **Challenge id**: 128 random bits, lower-case base32 (26 characters). Not sequential,
 //!   so knowing one id tells nothing about another.
-//! - Secrets are compared with `subtle` in constant time ([`hashes_equal`]).
+//! - Secrets are compared with `subtle` in constant time ([`TokenHash`]'s `==`,
+//!   [`secrets_equal`]).
 //!
 //! # Issuing ([`ChallengeService::create`])
 //!
@@ -66,7 +67,7 @@ impl Token {
 
     /// What the store keeps.
     pub fn hash(&self) -> TokenHash {
-        hash_token(&self.0)
+        TokenHash::of(&self.0)
     }
 }
 
@@ -80,19 +81,6 @@ impl std::fmt::Debug for Token {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the system random number generator failed")]
 pub struct RngError;
-
-/// SHA-256 of a token as it appears in a recipient address (already lower-case there).
-pub fn hash_token(token: &str) -> TokenHash {
-    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
-
-/// Constant-time equality of two hashes.
-pub fn hashes_equal(a: &TokenHash, b: &TokenHash) -> bool {
-    bool::from(a.ct_eq(b))
-}
 
 /// Constant-time equality of two secrets of any length: compares their SHA-256 so that
 /// neither the content nor the length leaks through timing.
@@ -367,8 +355,8 @@ mod tests {
         assert_eq!(format!("{t:?}"), "Token([redacted])");
         let u = Token::generate(&rng).unwrap();
         assert_ne!(t, u);
-        assert!(hashes_equal(&t.hash(), &hash_token(t.expose())));
-        assert!(!hashes_equal(&t.hash(), &u.hash()));
+        assert_eq!(t.hash(), TokenHash::of(t.expose()));
+        assert_ne!(t.hash(), u.hash());
     }
 
     #[test]

@@ -18,7 +18,13 @@
 //! - [`smtp`]: the sans-IO SMTP engine. Pure, no tokio.
 //! - [`server`]: listeners, limits, timeouts, STARTTLS, drain: drives `smtp` over sockets.
 //! - [`verify`]: header checks, SPF, DKIM, alignment, binding; [`policy`] picks the verdict.
-//! - [`store`], [`challenge`], [`api`], [`app`]: challenges, confirmations and the HTTP API.
+//! - [`store`]: the [`store::Store`] trait; [`store::open`] picks the backend from `[store]`
+//!   and is the only place that names one (`store/sqlite/`: writer, SQL, schema, rows).
+//! - [`challenge`], [`api`]: issuing challenges and the HTTP API.
+//! - [`app`]: the production SMTP [`backend::Backend`] (store lookup, verify, commit), only.
+//! - [`daemon`]: the one assembly (`daemon/assemble.rs` builds and starts every part), the
+//!   decorators, background jobs, control loop, signals, the one `ConfigSource` and the CLI
+//!   command bodies (`main.rs` is clap and dispatch).
 //! - [`oidc`]: the OpenID Provider (SPEC §9): sign-in for relying parties through the reply flow.
 //! - [`audit`], [`siem`]: the audit trail.
 //! - [`backend`]: the seam types between the SMTP engine and what answers it.

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use gatekeeper::app::{self, Parts};
 use gatekeeper::config::{Config, OutboundTarget};
+use gatekeeper::daemon::assemble::{self, Parts};
+use gatekeeper::daemon::cli;
 use gatekeeper::store::Store;
 use mail_parser::MessageParser;
 use serde_json::{Value, json};
@@ -62,7 +63,7 @@ fn log_text() -> String {
 struct Server {
     _dir: tempfile::TempDir,
     cfg: Config,
-    parts_store: Arc<gatekeeper::store::SqliteStore>,
+    parts_store: Arc<gatekeeper::store::DynStore>,
     base: String,
     token: String,
     client: reqwest::Client,
@@ -74,7 +75,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path());
         tweak(&mut cfg);
-        let Parts { store, router, .. } = app::build(&cfg).unwrap();
+        let Parts { store, router, .. } = assemble::build(&cfg).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(gatekeeper::api::serve(
@@ -404,7 +405,7 @@ async fn api_token_file_is_created_private_and_required() {
     let mut cfg = config(dir.path());
     cfg.api.token_file = path.clone();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let Parts { router, .. } = app::build(&cfg).unwrap();
+    let Parts { router, .. } = assemble::build(&cfg).unwrap();
     assert!(
         log_text().lines().any(
             |l| l.contains("the API token file is readable by other users")
@@ -624,7 +625,7 @@ fn parse_metrics(text: &str) -> Vec<(String, f64)> {
 async fn metrics_parse_as_prometheus_text() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let parts = app::build(&cfg).unwrap();
+    let parts = assemble::build(&cfg).unwrap();
     let metrics = Arc::clone(&parts.metrics);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -980,7 +981,7 @@ async fn cli_new_and_show_print_the_code_never_the_token() {
     logs();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let out = app::cli_new(&cfg, b"alice@interieur.gouv.fr")
+    let out = cli::cli_new(&cfg, b"alice@interieur.gouv.fr")
         .await
         .unwrap();
     let field = |text: &str, name: &str| {
@@ -1000,18 +1001,18 @@ async fn cli_new_and_show_print_the_code_never_the_token() {
     let token = token_of(&eml(outbox, &id));
     assert!(!out.contains(&token));
 
-    let shown = app::cli_show(&cfg, &id).await.unwrap();
+    let shown = cli::cli_show(&cfg, &id).await.unwrap();
     assert_eq!(field(&shown, "status"), "pending");
     assert_eq!(field(&shown, "rejections"), "0");
     assert!(!shown.contains(&token));
     assert!(!shown.contains(&code));
 
-    let err = app::cli_new(&cfg, b"attacker@evil.example@interieur.gouv.fr")
+    let err = cli::cli_new(&cfg, b"attacker@evil.example@interieur.gouv.fr")
         .await
         .unwrap_err();
     assert_eq!(err.reason, Some(gatekeeper::reason::Reason::EnvelopeSyntax));
     assert!(err.to_string().starts_with("rejected envelope.syntax"));
-    let err = app::cli_show(&cfg, "nosuchid").await.unwrap_err();
+    let err = cli::cli_show(&cfg, "nosuchid").await.unwrap_err();
     assert!(err.reason.is_none());
 }
 
@@ -1146,7 +1147,7 @@ async fn outbound_dkim_ed25519_signature_verifies() {
         selector: "gk2026".into(),
         private_key: key_path.clone(),
     });
-    assert!(app::build(&cfg).is_err());
+    assert!(assemble::build(&cfg).is_err());
 }
 
 /// RSA keys (PKCS#8 and PKCS#1 PEM): fixed test keys made with
@@ -1169,7 +1170,7 @@ async fn outbound_dkim_rsa_signature_verifies() {
 async fn serve_stops_on_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let parts = app::build(&cfg).unwrap();
+    let parts = assemble::build(&cfg).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

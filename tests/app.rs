@@ -653,6 +653,12 @@ impl Store for CountingStore {
     ) -> Result<u32, gatekeeper::store::StoreError> {
         self.inner.created_since(a, since).await
     }
+    async fn end_open_sessions(&self) -> Result<u64, gatekeeper::store::StoreError> {
+        self.inner.end_open_sessions().await
+    }
+    async fn flush_rejections(&self) {
+        self.inner.flush_rejections().await
+    }
 }
 
 /// One store read per message: DATA uses the record its session's RCPT read. Without one

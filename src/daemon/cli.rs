@@ -1,176 +1,301 @@
-//! `gatekeeper verify`: the whole decision on a message file, without SMTP (SPEC §6), for
-//! operators investigating a refusal. Live DNS per the configuration; the challenge, when
-//! `--rcpt` names one, is read from the store (read-only).
+//! The bodies of the `gatekeeper` commands (SPEC §6); `main.rs` parses the arguments into a
+//! [`Command`] and maps what [`run`] returns to the exit status.
+//!
+//! Exit codes: 0 accepted / valid, 1 rejected / invalid, 2 the command itself could not run
+//! (unreadable configuration, bad usage).
+//!
+//! `gatekeeper verify` (the whole decision on a message file, without SMTP) is in
+//! [`verify`].
 
-use std::net::IpAddr;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use serde_json::{Map, Value, json};
 
-use crate::address::Mailbox;
-use crate::backend::{ChallengeBinding, Decision, Recipient, SessionInfo, Transaction, Verdict};
+use super::assemble::{BuildError, open_store, service};
+use super::source::ConfigSource;
+use crate::address::{Mailbox, ParseOptions};
+use crate::challenge::{ChallengeView, CreateError, format_time};
 use crate::config::Config;
-use crate::reason::{Class, Reason};
-use crate::smtp::command::{ConfirmAddress, parse_rcpt_to};
-use crate::store::{SqliteOptions, SqliteStore, Store};
-use crate::verify::Verifier;
+use crate::reason::Reason;
+use crate::store::{Access, Store};
 
-/// The inputs of `gatekeeper verify`.
-pub struct VerifyArgs {
-    pub client_ip: IpAddr,
-    pub helo: String,
-    pub mail_from: Vec<u8>,
-    pub rcpt: Option<Vec<u8>>,
-    pub message: Vec<u8>,
+pub mod verify;
+
+pub use verify::{VerifyArgs, exit_code, verdict_json};
+
+/// Longest input `check-address -` reads from stdin: one octet more than the parser's own
+/// input bound plus the newline, so a truncated input still reaches the parser as too long
+/// (`length`, the detail the API gives for the same bytes) and never as a shorter prefix read
+/// on its own merits.
+const MAX_STDIN_ADDRESS: u64 = crate::address::MAX_INPUT as u64 + 2;
+
+/// A parsed command line.
+pub enum Command {
+    /// Run the daemon until a signal stops it.
+    Serve(ConfigSource),
+    /// Validate a configuration.
+    CheckConfig(ConfigSource),
+    /// Parse an address (with the configuration's policy when one is named).
+    CheckAddress {
+        address: AddressInput,
+        config: Option<PathBuf>,
+    },
+    /// The whole decision on a message file.
+    Verify {
+        config: PathBuf,
+        file: PathBuf,
+        args: VerifyArgs,
+    },
+    /// Issue a challenge exactly as the API does.
+    ChallengeNew { config: PathBuf, address: Vec<u8> },
+    /// Show a challenge as the API does.
+    ChallengeShow { config: PathBuf, id: String },
 }
 
-/// Exit status of `gatekeeper verify`: 0 accept, 1 reject, 2 temporary.
-pub fn exit_code(verdict: &Verdict) -> u8 {
-    match verdict.decision {
-        Decision::Accept => 0,
-        Decision::Refuse(r) if r.class() == Class::Temporary => 2,
-        Decision::Refuse(_) => 1,
+/// Where `check-address` reads the address.
+pub enum AddressInput {
+    Arg(Vec<u8>),
+    /// Standard input, bounded, one trailing newline removed (for bytes argv cannot carry).
+    Stdin,
+}
+
+/// Run a command; returns the exit status.
+pub fn run(command: Command) -> u8 {
+    match command {
+        Command::CheckConfig(source) => check_config(&source),
+        Command::CheckAddress { address, config } => check_address(address, config.as_deref()),
+        Command::Serve(source) => {
+            super::logging::init();
+            block_on(async move {
+                match super::serve(source).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("gatekeeper: {e}");
+                        1
+                    }
+                }
+            })
+        }
+        Command::Verify { config, file, args } => {
+            block_on(verify::verify_file(&config, &file, args))
+        }
+        Command::ChallengeNew { config, address } => block_on(challenge(&config, |c| async move {
+            cli_new(&c, &address).await
+        })),
+        Command::ChallengeShow { config, id } => {
+            block_on(challenge(
+                &config,
+                |c| async move { cli_show(&c, &id).await },
+            ))
+        }
     }
 }
 
-/// Run the decision. Errors that are not verdicts (the store cannot be opened) come back as a
-/// temporary `store.unavailable` verdict, as SMTP would answer.
-pub async fn verify(config: &Config, args: VerifyArgs) -> Verdict {
-    let opts = config.parse_options();
-    let bare = strip_brackets(&args.mail_from);
-    let mail_from = match Mailbox::parse(bare, &opts) {
-        Ok(m) => m,
-        Err(e) => return Verdict::refuse(e.reason()),
-    };
-    let confirm = ConfirmAddress {
-        domain: config.confirm.domain.clone(),
-        local_prefix: config.confirm.local_prefix.clone(),
-    };
-    let (rcpt, challenge) = match &args.rcpt {
-        Some(raw) => {
-            let bracketed = bracket(raw);
-            let rcpt = match parse_rcpt_to(&bracketed, &opts, &confirm) {
-                Ok(r) => r,
-                Err(reason) => return Verdict::refuse(reason),
-            };
-            match find_challenge(config, &rcpt).await {
-                Ok(c) => (rcpt, c),
-                Err(reason) => return Verdict::refuse(reason),
-            }
-        }
-        None => {
-            // No recipient: the binding checks are reported as skipped. A placeholder
-            // recipient built from the configured prefix and domain stands in the transaction.
-            let text = format!("{}@{}", confirm.local_prefix, confirm.domain);
-            let address = match Mailbox::parse(text.as_bytes(), &opts) {
-                Ok(a) => a,
-                Err(e) => return Verdict::refuse(e.reason()),
-            };
-            (
-                Recipient {
-                    token: String::new(),
-                    address,
-                },
-                None,
-            )
-        }
-    };
-    let verifier = match Verifier::new(config) {
-        Ok(v) => v,
+/// The one runtime start-up of the program: run `command` to its exit status on a
+/// multi-threaded runtime (2 if the runtime cannot start).
+fn block_on(command: impl std::future::Future<Output = u8>) -> u8 {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(command),
         Err(e) => {
-            tracing::error!(error = %e, "DNS resolver setup failed");
-            return Verdict::refuse(Reason::DnsTemperror);
+            eprintln!("cannot start the runtime: {e}");
+            2
         }
-    };
-    let now = Utc::now();
-    let tx = Transaction {
-        session: SessionInfo {
-            session_id: "cli-verify".to_owned(),
-            client_ip: args.client_ip,
-            client_port: 0,
-            helo: Some(args.helo),
-            tls_version: None,
-        },
-        mail_from,
-        challenge_id: challenge.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
-        rcpt,
-        message: args.message,
-        received_at: now,
-    };
-    verifier.verify_message(&tx, challenge.as_ref(), now).await
-}
-
-async fn find_challenge(
-    config: &Config,
-    rcpt: &Recipient,
-) -> Result<Option<ChallengeBinding>, Reason> {
-    let options = SqliteOptions {
-        read_only: true,
-        ..SqliteOptions::default()
-    };
-    let store =
-        SqliteStore::open(&config.store.path, options).map_err(|_| Reason::StoreUnavailable)?;
-    let hash = crate::challenge::hash_token(&rcpt.token);
-    let record = store
-        .find_by_token_hash(&hash)
-        .await
-        .map_err(|e| e.reason())?
-        .ok_or(Reason::TokenUnknown)?;
-    let address = Mailbox::parse(record.address.as_bytes(), &config.parse_options())
-        .map_err(|_| Reason::TokenUnknown)?;
-    Ok(Some(ChallengeBinding {
-        id: record.id.clone(),
-        address,
-        token: rcpt.token.clone(),
-        session_code: record.session_code.clone(),
-        message_id: crate::store::message_id(&rcpt.token, &record.message_id_tail),
-    }))
-}
-
-/// The JSON verdict printed by `gatekeeper verify`.
-pub fn verdict_json(verdict: &Verdict) -> Value {
-    let (decision, reason) = match verdict.decision {
-        Decision::Accept => ("accept", None),
-        Decision::Refuse(r) if r.class() == Class::Temporary => ("tempfail", Some(r)),
-        Decision::Refuse(r) => ("reject", Some(r)),
-    };
-    let reply = match reason {
-        Some(r) => {
-            let reply = r.reply();
-            format!("{} {} {}", reply.code, reply.enhanced, reply.text)
-        }
-        None => "250 2.0.0 confirmed".to_owned(),
-    };
-    let mut checks = Map::new();
-    for c in &verdict.checks {
-        checks.insert(c.name.to_owned(), Value::String(c.result.clone()));
     }
-    json!({
-        "decision": decision,
-        "reason": reason.map(Reason::as_str),
-        "reply": reply,
-        "from": verdict.from,
-        "message_id": verdict.message_id,
-        "challenge_id": verdict.challenge_id,
-        "checks": checks,
-        "evidence": verdict.evidence,
+}
+
+/// The configuration at `path`, or the exit status 2 with the error printed.
+fn load_config(path: &Path) -> Result<Config, u8> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        2
     })
 }
 
-fn strip_brackets(raw: &[u8]) -> &[u8] {
-    raw.strip_prefix(b"<")
-        .and_then(|r| r.strip_suffix(b">"))
-        .unwrap_or(raw)
+fn check_config(source: &ConfigSource) -> u8 {
+    match source.load() {
+        Ok(_) => {
+            println!("ok");
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
 }
 
-fn bracket(raw: &[u8]) -> Vec<u8> {
-    if raw.starts_with(b"<") {
-        raw.to_vec()
-    } else {
-        let mut v = Vec::with_capacity(raw.len() + 2);
-        v.push(b'<');
-        v.extend_from_slice(raw);
-        v.push(b'>');
-        v
+/// `challenge new` and `challenge show`: print the text, or the reason and the message.
+async fn challenge<F, Fut>(config: &Path, body: F) -> u8
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = Result<String, CliError>>,
+{
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match body(config).await {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            if let Some(r) = e.reason {
+                println!("rejected {r}");
+            }
+            eprintln!("{}", e.message);
+            1
+        }
     }
+}
+
+/// A CLI failure: the reason code when there is one (for the exit status and the message).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    pub reason: Option<Reason>,
+    pub message: String,
+}
+
+impl From<BuildError> for CliError {
+    fn from(e: BuildError) -> Self {
+        Self {
+            reason: None,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// `gatekeeper challenge new ADDRESS`: issue a challenge exactly as the API does (mail
+/// included) and return the text to print: id, address, session code, expiry. Never the
+/// token.
+pub async fn cli_new(config: &Config, address: &[u8]) -> Result<String, CliError> {
+    let store = open_store(config, Access::ReadWrite)?;
+    let challenges = service(config, store)?;
+    match challenges.create(address, Utc::now()).await {
+        Ok(c) => Ok(format!(
+            "id: {}\naddress: {}\nsession_code: {}\nexpires_at: {}\nstatus: {}\n",
+            c.id,
+            c.address,
+            c.session_code,
+            format_time(&c.expires_at),
+            c.status
+        )),
+        Err(e) => Err(CliError {
+            reason: Some(e.reason()),
+            message: create_error_text(&e),
+        }),
+    }
+}
+
+/// `gatekeeper challenge show ID`: the challenge as `GET /v1/challenges/{id}` shows it,
+/// evidence as JSON. Opens the store read-only.
+pub async fn cli_show(config: &Config, id: &str) -> Result<String, CliError> {
+    let store = open_store(config, Access::ReadOnly)?;
+    let record = store.get(id).await.map_err(|e| CliError {
+        reason: Some(e.reason()),
+        message: e.to_string(),
+    })?;
+    let Some(record) = record else {
+        return Err(CliError {
+            reason: None,
+            message: format!("no challenge {id}"),
+        });
+    };
+    let view = ChallengeView::from_record(&record, Utc::now());
+    let mut out = format!(
+        "id: {}\naddress: {}\nstatus: {}\ncreated_at: {}\nexpires_at: {}\nconfirmed_at: {}\nrejections: {}\n",
+        view.id,
+        view.address,
+        view.status,
+        format_time(&view.created_at),
+        format_time(&view.expires_at),
+        view.confirmed_at
+            .as_ref()
+            .map(format_time)
+            .unwrap_or_else(|| "-".into()),
+        view.rejections
+    );
+    if let Some(evidence) = &view.evidence {
+        let json = serde_json::to_string_pretty(evidence).unwrap_or_default();
+        out.push_str("evidence: ");
+        out.push_str(&json);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn create_error_text(e: &CreateError) -> String {
+    match e {
+        CreateError::Refused {
+            reason,
+            detail: Some(d),
+        } => format!("rejected {reason} ({d})"),
+        other => format!("rejected {} ({other})", other.reason()),
+    }
+}
+
+/// `gatekeeper check-address`: the canonical form, or `rejected <reason>` (detail on
+/// stderr). With a configuration, its parser options and domain policy apply.
+fn check_address(address: AddressInput, config: Option<&Path>) -> u8 {
+    let config = match config.map(Config::load).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let input = match address {
+        AddressInput::Arg(bytes) => bytes,
+        AddressInput::Stdin => match read_stdin_address() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                eprintln!("cannot read standard input: {e}");
+                return 2;
+            }
+        },
+    };
+    let opts = config
+        .as_ref()
+        .map_or_else(ParseOptions::default, Config::parse_options);
+    let verdict = Mailbox::parse(&input, &opts)
+        .map_err(|e| (e.reason(), Some(e.detail)))
+        .and_then(|mailbox| match &config {
+            Some(c) => crate::domains::DomainPolicy::new(&c.policy)
+                .check_claim(mailbox.domain(), &c.confirm.domain)
+                .map(|()| mailbox)
+                .map_err(|reason| (reason, None)),
+            None => Ok(mailbox),
+        });
+    let mut out = io::stdout().lock();
+    match verdict {
+        Ok(mailbox) => {
+            let _ = writeln!(out, "{mailbox}");
+            0
+        }
+        Err((reason, detail)) => {
+            let _ = writeln!(out, "rejected {reason}");
+            if let Some(detail) = detail {
+                eprintln!("detail: {detail}");
+            }
+            1
+        }
+    }
+}
+
+/// The raw bytes of standard input, bounded, with one trailing `\n` removed.
+fn read_stdin_address() -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    io::stdin()
+        .lock()
+        .take(MAX_STDIN_ADDRESS)
+        .read_to_end(&mut bytes)?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    Ok(bytes)
 }

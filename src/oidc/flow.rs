@@ -57,7 +57,15 @@ pub fn same_browser(flow: &FlowRecord, cookie: Option<&str>) -> bool {
 
 /// What the store keeps of a browser cookie.
 pub fn browser_hash(cookie: &str) -> [u8; 32] {
-    crate::challenge::hash_token(cookie)
+    sha256(cookie)
+}
+
+/// SHA-256 of a secret the store keeps only hashed (the browser cookie, a code).
+pub fn sha256(secret: &str) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 /// Decide the page. `challenge` is the row `flow.challenge_id` names (None if none or gone).
@@ -128,7 +136,7 @@ mod tests {
         ChallengeRecord {
             id: "ch".into(),
             address: "a@x.gouv.fr".into(),
-            token_hash: [0; 32],
+            token_hash: crate::store::TokenHash::of("t"),
             session_code: "123456".into(),
             message_id_tail: "t".into(),
             created_at: now,

@@ -24,7 +24,7 @@ use super::request::{self, Authorize, Redirected, TokenError};
 use super::{COOKIE, Provider};
 use crate::address::Mailbox;
 use crate::audit::{Action, AuditEvent, Check, Outcome};
-use crate::challenge::{CreateError, hash_token, random_base32, secrets_equal};
+use crate::challenge::{CreateError, random_base32, secrets_equal};
 use crate::reason::Reason;
 use crate::store::oidc::{CodeRecord, CodeTake, FlowRecord};
 use crate::store::{ChallengeRecord, Status, Store};
@@ -477,7 +477,7 @@ async fn finish<S: Store>(
     let ttl =
         chrono::Duration::from_std(p.config.code_ttl).unwrap_or(chrono::Duration::seconds(60));
     let record = CodeRecord {
-        code_hash: hash_token(&code),
+        code_hash: flow::sha256(&code),
         client_id: flow.client_id.clone(),
         redirect_uri: flow.redirect_uri.clone(),
         code_challenge: flow.code_challenge.clone(),
@@ -791,7 +791,12 @@ async fn exchange<S: Store>(
     let req = request::token_request(&params, auth)?;
     let client = request::authenticate(&req, &p.config)?;
     let now = Utc::now();
-    let code = match p.challenges.store().take_code(hash_token(&req.code)).await {
+    let code = match p
+        .challenges
+        .store()
+        .take_code(flow::sha256(&req.code))
+        .await
+    {
         Ok(CodeTake::Taken(c)) => c,
         Ok(CodeTake::AlreadyUsed) => {
             return Err(grant_error(&client.id, "the code was already used"));

@@ -6,8 +6,12 @@
 //!   backend (PostgreSQL, SPEC §7) can be added later without blocking the runtime. The SQLite
 //!   implementation ([`SqliteStore`]) runs reads on `spawn_blocking` and all writes on one
 //!   dedicated writer thread.
-//! - **Only the SHA-256 of a token** is kept ([`TokenHash`]): a copy of the database does not
-//!   let anyone answer a pending challenge. The challenge mail's Message-ID starts with the
+//! - **One place chooses the backend**: [`open`] reads `[store]` and returns a [`DynStore`],
+//!   the store behind the trait (see [`any`] for why it is a boxed-future wrapper and what it
+//!   costs). Nothing else in the daemon names a concrete store.
+//! - **Only the SHA-256 of a token** is kept ([`TokenHash`], built only by hashing a token
+//!   and compared in constant time): a copy of the database does not let anyone answer a
+//!   pending challenge. The challenge mail's Message-ID starts with the
 //!   token, so only its tail is stored and the full id is rebuilt from the RCPT token
 //!   ([`message_id`]).
 //! - **Time is an argument.** Every method that depends on the clock takes `now`; `expired`
@@ -18,23 +22,68 @@
 //!   so the caller can recognise the redelivery of the same message (SPEC §4).
 //! - **Atomic rate limits.** [`Store::create`] counts and inserts in one transaction, so
 //!   concurrent requests cannot pass the per-address limits together.
-//! - **Errors** are all [`StoreError`], which the callers map to `store.unavailable` (a 4xx:
-//!   the sender retries, I5).
+//! - **Errors** are all [`StoreError`], which keeps its cause (the SQLite or I/O error) and
+//!   which the callers map to `store.unavailable` (a 4xx: the sender retries, I5).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use subtle::ConstantTimeEq;
 
 use crate::backend::Evidence;
 use crate::reason::Reason;
 
+pub mod any;
 pub mod oidc;
 pub mod sqlite;
 
+pub use any::{Access, DynStore, describe, local_dir, open};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
-/// SHA-256 of a token (the store never sees the token itself).
-pub type TokenHash = [u8; 32];
+/// SHA-256 of a token (the store never sees the token itself). Built only by hashing
+/// ([`TokenHash::of`]) or, inside the crate, from what a store kept; compared in constant
+/// time, so `==` on two hashes leaks nothing through timing.
+#[derive(Clone, Copy)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    /// SHA-256 of a token as it appears in a recipient address (already lower-case there).
+    pub fn of(token: &str) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        Self(out)
+    }
+
+    /// A hash as a store kept it; `None` unless it is 32 bytes (corrupt data).
+    pub(crate) fn from_stored(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+
+    /// The 32 bytes, for a store to keep.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl PartialEq for TokenHash {
+    fn eq(&self, other: &Self) -> bool {
+        bool::from(self.0.ct_eq(&other.0))
+    }
+}
+
+impl Eq for TokenHash {}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(")?;
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str(")")
+    }
+}
 
 /// A challenge's state as the API shows it (SPEC §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,22 +212,57 @@ pub enum ConfirmOutcome {
 }
 
 /// A store failure: the database cannot be read or cannot commit (read-only file, full disk,
-/// lock held past the busy timeout, writer gone). Always `store.unavailable`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// lock held past the busy timeout, writer gone). Always `store.unavailable`. The causes are
+/// behind `Arc` because one failed group commit answers every job of its batch.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database refused or failed a statement.
     #[error("database error: {0}")]
-    Database(String),
-    #[error("I/O error: {0}")]
-    Io(String),
+    Database(#[source] Arc<rusqlite::Error>),
+    /// The database was locked and the operation did not wait (or waited its busy timeout).
+    #[error("database busy: {0}")]
+    Busy(#[source] Arc<rusqlite::Error>),
+    /// A file, directory or thread the store needs could not be made.
+    #[error("I/O error: {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A read on the blocking pool did not finish (the task panicked or was cancelled).
+    #[error("read task: {0}")]
+    ReadTask(#[source] Arc<tokio::task::JoinError>),
     #[error("schema version {found} is newer than this program (knows {known})")]
     SchemaTooNew { found: i64, known: i64 },
+    #[error(
+        "schema version {found}, this program needs {known}: open the store read-write once to migrate it"
+    )]
+    SchemaTooOld { found: i64, known: i64 },
+    /// Durability needs WAL (module docs of [`sqlite`]); the file system refused it.
+    #[error("journal_mode is {0}, WAL required")]
+    NoWal(String),
+    /// Stored evidence that does not parse, or cannot be written.
+    #[error("stored evidence: {0}")]
+    Evidence(#[source] Arc<serde_json::Error>),
+    /// A stored value outside its domain (a hash of the wrong length, an unknown status).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the store writer has stopped")]
     Closed,
-    /// The database was locked and the operation did not wait (or waited its busy timeout).
-    #[error("database busy: {0}")]
-    Busy(String),
+    /// The store does not implement this operation (a test double, or a backend without the
+    /// OpenID Provider's rows).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+}
+
+impl StoreError {
+    /// An I/O failure on `what` (a path, a thread).
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source: Arc::new(source),
+        }
+    }
 }
 
 impl StoreError {
@@ -259,6 +343,24 @@ pub trait Store: Send + Sync + 'static {
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
+    /// Mark every confirming session as ended. The daemon calls it once at start: no SMTP
+    /// session of an earlier run is alive any more (a crash or SIGKILL never reached
+    /// [`Store::session_ended`]), and without this mark the same message delivered again
+    /// after its lost `250` would get `token.used` (a permanent 5xx) until
+    /// `smtp.session_timeout` passed, instead of `250` (SPEC §4). With several instances on
+    /// one store this also marks another instance's live sessions; the only effect is that a
+    /// simultaneous duplicate of that very message (same Message-ID, From and token) is
+    /// accepted again rather than refused, which is the idempotent answer anyway. Returns
+    /// how many challenges were marked.
+    fn end_open_sessions(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Write the rejection counts gathered by [`Store::count_rejection`] and wait for their
+    /// commit (the daemon calls it at exit). A failure is logged. A store that writes each
+    /// count at once has nothing to flush: the default does nothing.
+    fn flush_rejections(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
     // The OpenID Provider's rows (`store/oidc.rs`). A store without them refuses every call
     // (the defaults), so the provider answers `temporarily_unavailable` rather than lose a
     // flow: a store meant for `[oidc]` implements all five.
@@ -304,5 +406,5 @@ pub trait Store: Send + Sync + 'static {
 }
 
 fn no_oidc() -> StoreError {
-    StoreError::Database("this store does not keep OpenID Provider flows".to_owned())
+    StoreError::Unsupported("this store does not keep OpenID Provider flows")
 }

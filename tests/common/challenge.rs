@@ -67,7 +67,7 @@ pub fn new_challenge(
     NewChallenge {
         id: id.into(),
         address: address.into(),
-        token_hash: gatekeeper::challenge::hash_token(token),
+        token_hash: TokenHash::of(token),
         session_code: "123456".into(),
         message_id_tail: "x@verify.example.gouv.fr".into(),
         created_at: now,
@@ -79,7 +79,10 @@ pub fn new_challenge(
 pub struct DownStore;
 
 fn down<T>() -> Result<T, StoreError> {
-    Err(StoreError::Database("disk I/O error".into()))
+    Err(StoreError::io(
+        "disk",
+        std::io::Error::other("disk I/O error"),
+    ))
 }
 
 impl Store for DownStore {
@@ -120,6 +123,9 @@ impl Store for DownStore {
         down()
     }
     async fn created_since(&self, _: &str, _: DateTime<Utc>) -> Result<u32, StoreError> {
+        down()
+    }
+    async fn end_open_sessions(&self) -> Result<u64, StoreError> {
         down()
     }
 }

@@ -5,7 +5,9 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{SqliteStore, db, exec, millis};
+use super::SqliteStore;
+use super::rows::millis;
+use super::sql::{db, exec};
 use crate::store::StoreError;
 use crate::store::oidc::{CodeRecord, CodeTake, FlowRecord};
 

@@ -1,0 +1,144 @@
+//! The schema and its migrations, and opening a connection with the pragmas durability needs.
+//!
+//! `schema_version` holds one row; [`MIGRATIONS`] are applied in order at open, each in its
+//! own transaction. A database written by a newer program (higher version) is refused.
+//! Times are stored as Unix milliseconds (UTC).
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::SqliteOptions;
+use super::sql::db;
+use crate::store::StoreError;
+
+/// Schema migrations, in order; index + 1 is the version they produce.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: challenges and their confirmation.
+    "CREATE TABLE challenges (
+        id TEXT PRIMARY KEY NOT NULL,
+        address TEXT NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE,
+        session_code TEXT NOT NULL,
+        message_id_tail TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'confirmed')),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        rejections INTEGER NOT NULL DEFAULT 0,
+        confirmed_at INTEGER,
+        evidence TEXT,
+        confirm_message_id TEXT,
+        confirm_from TEXT,
+        confirm_session TEXT,
+        confirm_session_ended INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX challenges_by_address ON challenges (address, created_at);
+    CREATE INDEX challenges_by_expiry ON challenges (expires_at);
+    CREATE INDEX challenges_by_session ON challenges (confirm_session) WHERE confirm_session IS NOT NULL;",
+    // 2: the OpenID Provider's sign-in flows and codes.
+    super::oidc::MIGRATION,
+];
+
+pub(super) fn open_connection(
+    path: &Path,
+    options: &SqliteOptions,
+    writer: bool,
+) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    if options.read_only {
+        flags |= OpenFlags::SQLITE_OPEN_READ_ONLY;
+    } else {
+        flags |= OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(db)?;
+    conn.busy_timeout(options.busy_timeout).map_err(db)?;
+    // Room for every statement of this module (see `exec`).
+    conn.set_prepared_statement_cache_capacity(32);
+    if writer && !options.read_only {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(db)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::NoWal(mode));
+        }
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(db)?;
+    if !writer {
+        conn.pragma_update(None, "query_only", true).map_err(db)?;
+    }
+    Ok(conn)
+}
+
+fn current_version(conn: &Connection) -> Result<i64, StoreError> {
+    let has_table: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    if !has_table {
+        return Ok(0);
+    }
+    conn.query_row("SELECT version FROM schema_version", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()
+    .map_err(db)
+    .map(|v| v.unwrap_or(0))
+}
+
+fn known_version() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
+
+pub(super) fn check_version(conn: &Connection) -> Result<(), StoreError> {
+    let found = current_version(conn)?;
+    let known = known_version();
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    if found < known {
+        return Err(StoreError::SchemaTooOld { found, known });
+    }
+    Ok(())
+}
+
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(db)?;
+    let found = current_version(conn)?;
+    if found > known_version() {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            known: known_version(),
+        });
+    }
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
+        let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+        let step = conn
+            .execute_batch(sql)
+            .and_then(|()| conn.execute("DELETE FROM schema_version", []))
+            .and_then(|_| {
+                conn.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    params![version],
+                )
+            });
+        match step {
+            Ok(_) => conn.execute_batch("COMMIT").map_err(db)?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(db(e));
+            }
+        }
+        tracing::info!(version, "store: schema migrated");
+    }
+    Ok(())
+}
