@@ -1,6 +1,6 @@
 //! The sign-in page as a pure function of what is stored: the flow, the challenge it names
 //! (if any), the browser's cookie and `now` decide what the page shows and what it may do.
-//! The HTTP side (`http.rs`) only reads the rows, calls [`view`] and renders or redirects.
+//! The HTTP side (`http/`) only reads the rows, calls [`view`] and renders or redirects.
 //!
 //! ```text
 //!  /authorize ──▶ Address ──POST address──▶ AwaitReply ──reply confirmed──▶ Confirmed

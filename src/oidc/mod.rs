@@ -6,8 +6,8 @@
 //!
 //! # Shape
 //!
-//! The protocol rules are pure functions (`request.rs`: `/authorize` and `/token`;
-//! `flow.rs`: what the page shows), the HTTP side (`http.rs`) reads and writes the store and
+//! The protocol rules are pure functions (`request/`: `/authorize` and `/token`;
+//! `flow.rs`: what the page shows), the HTTP side (`http/`) reads and writes the store and
 //! renders; keys (`keys.rs`), claims (`claims.rs`), error codes (`error.rs`), the FR/EN
 //! explanations (`explain.rs`), the pages (`page.rs`) and the static assets (`assets.rs`)
 //! are each one file.
