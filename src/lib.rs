@@ -46,6 +46,9 @@
 //!  reason                                      reason codes and their replies
 //! ```
 #![forbid(unsafe_code)]
+// Peer bytes must never panic the daemon: no indexing or slicing outside tests (`.get`, split
+// helpers and iterators instead).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod address;
 #[cfg(feature = "daemon")]
