@@ -39,6 +39,10 @@
 //!   challenge confirmed: 256 random bits, kept as SHA-256, bound to client, redirect URI,
 //!   PKCE challenge and nonce, single use, `oidc.code_ttl`. The flow is then finished: a
 //!   second tab cannot get a second code (compare-and-swap on the flow's version).
+//! - **Tokens** are self-contained JWTs living `oidc.id_token_ttl` (5 min by default); there
+//!   are no refresh tokens. A replayed code is refused (`invalid_grant`), but the tokens its
+//!   first exchange produced are not revoked (RFC 6749 §4.1.2 says SHOULD): nothing on the
+//!   store side records them, and they expire within minutes.
 //! - **Challenges** are created through the same [`ChallengeService`] as the API, so the
 //!   limits (`confirm.max_*`) and the mail are the same, and the challenge metrics count
 //!   them. A client's `allowed_domains` narrows the policy before that.
