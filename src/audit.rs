@@ -20,6 +20,11 @@ pub enum Action {
     ConfirmationDeferred,
     /// `connection-refused`: refused before the greeting (limits, client network).
     ConnectionRefused,
+    /// `oidc-signin`: the OpenID Provider signed someone in (`success`: an ID token was
+    /// issued) or refused a step of a sign-in at `/authorize`, on the page or at `/token`
+    /// (`failure`); `gatekeeper.checks` carries `oidc.stage`, `oidc.client_id` and
+    /// `oidc.error` (SPEC §9).
+    OidcSignin,
     /// `siem-overflow`: the audit trail itself lost events (a bounded queue or the spool was
     /// full); `lost` carries the count. Built only by `siem`.
     SiemOverflow,
@@ -32,6 +37,7 @@ impl Action {
             Action::ConfirmationRejected => "confirmation-rejected",
             Action::ConfirmationDeferred => "confirmation-deferred",
             Action::ConnectionRefused => "connection-refused",
+            Action::OidcSignin => "oidc-signin",
             Action::SiemOverflow => "siem-overflow",
         }
     }
@@ -125,9 +131,10 @@ impl AuditEvent {
         let outcome = match action {
             Action::ConfirmationAccepted => Outcome::Success,
             Action::ConfirmationDeferred => Outcome::Unknown,
-            Action::ConfirmationRejected | Action::ConnectionRefused | Action::SiemOverflow => {
-                Outcome::Failure
-            }
+            Action::ConfirmationRejected
+            | Action::ConnectionRefused
+            | Action::SiemOverflow
+            | Action::OidcSignin => Outcome::Failure,
         };
         Self {
             timestamp,

@@ -13,6 +13,7 @@
 mod check;
 mod duration;
 mod error;
+mod oidc;
 mod raw;
 mod validate;
 
@@ -26,6 +27,7 @@ use crate::address::{Domain, ParseOptions};
 
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, KeyPath, Problem, Segment};
+pub use oidc::{ClientSecret, OidcClient, OidcConfig, SigningAlg, is_loopback_host};
 pub use validate::ALLOWED_EXTRA_CHARS;
 
 impl Config {
@@ -78,6 +80,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub outbound: OutboundConfig,
     pub siem: SiemConfig,
+    /// `[oidc]`: the OpenID Provider, when configured.
+    pub oidc: Option<OidcConfig>,
 }
 
 #[derive(Clone, Debug)]

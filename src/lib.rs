@@ -25,6 +25,7 @@
 //! - [`daemon`]: the one assembly (`daemon/assemble.rs` builds and starts every part), the
 //!   decorators, background jobs, control loop, signals, the one `ConfigSource` and the CLI
 //!   command bodies (`main.rs` is clap and dispatch).
+//! - [`oidc`]: the OpenID Provider (SPEC §9): sign-in for relying parties through the reply flow.
 //! - [`audit`], [`siem`]: the audit trail.
 //! - [`backend`]: the seam types between the SMTP engine and what answers it.
 //!
@@ -37,7 +38,7 @@
 //! ```text
 //!  main                                        clap and dispatch (the binary)
 //!  daemon                                      assembly, start-up, signals, CLI bodies
-//!  app   api   server                          backend, HTTP front doors, SMTP listener
+//!  app   api   oidc   server                   backend, HTTP front doors, SMTP listener
 //!  smtp   verify   challenge                   engines: SMTP session, mail checks, tokens
 //!  policy  store  siem  dns  domains  backend  decisions, storage, sinks, resolver, seams
 //!  config                                      the validated configuration
@@ -64,6 +65,8 @@ pub mod daemon;
 #[cfg(feature = "daemon")]
 pub mod dns;
 pub mod domains;
+#[cfg(feature = "daemon")]
+pub mod oidc;
 pub mod policy;
 pub mod reason;
 #[cfg(feature = "daemon")]

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["main"],
     &["daemon"],
-    &["app", "api", "server"],
+    &["app", "api", "oidc", "server"],
     &["smtp", "verify", "challenge"],
     &["policy", "store", "siem", "dns", "domains", "backend"],
     &["config"],

@@ -255,7 +255,7 @@ async fn data_survives_reopen_and_schema_is_versioned() {
     let mode: String = raw
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     assert_eq!(mode, "wal", "WAL is persistent in the file");
     // A database from a newer program is refused, not misread.
     raw.execute("UPDATE schema_version SET version = 99", [])
@@ -267,7 +267,7 @@ async fn data_survives_reopen_and_schema_is_versioned() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 1
+                known: 2
             }
         ),
         "{err:?}"
@@ -513,7 +513,7 @@ async fn read_only_store_cannot_commit() {
         .execute_batch("CREATE TABLE t (x INTEGER)")
         .unwrap();
     match SqliteStore::open(&empty, ro) {
-        Err(e @ StoreError::SchemaTooOld { found: 0, known: 1 }) => {
+        Err(e @ StoreError::SchemaTooOld { found: 0, known: 2 }) => {
             assert!(e.to_string().contains("schema version 0"), "{e}")
         }
         other => panic!("{other:?}"),

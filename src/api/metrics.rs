@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use crate::reason::Reason;
 
 type Label = [(&'static str, &'static str); 1];
+type Labels2 = [(&'static str, &'static str); 2];
 
 /// The product's metrics.
 pub struct Metrics {
@@ -28,6 +29,7 @@ pub struct Metrics {
     dns_latency: Histogram,
     queue_depth: Family<Label, Gauge>,
     challenges: Family<Label, Counter>,
+    oidc: Family<Labels2, Counter>,
 }
 
 impl Default for Metrics {
@@ -46,6 +48,12 @@ impl Metrics {
         let dns_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         let queue_depth = Family::<Label, Gauge>::default();
         let challenges = Family::<Label, Counter>::default();
+        let oidc = Family::<Labels2, Counter>::default();
+        registry.register(
+            "gatekeeper_oidc_requests",
+            "OpenID Provider answers by endpoint and outcome (ok, or the OAuth error code)",
+            oidc.clone(),
+        );
         registry.register(
             "gatekeeper_smtp_sessions",
             "SMTP sessions opened",
@@ -84,7 +92,16 @@ impl Metrics {
             dns_latency,
             queue_depth,
             challenges,
+            oidc,
         }
+    }
+
+    /// An OpenID Provider answer: `endpoint` (`authorize`, `page`, `token`, `userinfo`)
+    /// and `outcome` (`ok` or an OAuth error code: fixed strings).
+    pub fn oidc(&self, endpoint: &'static str, outcome: &'static str) {
+        self.oidc
+            .get_or_create(&[("endpoint", endpoint), ("outcome", outcome)])
+            .inc();
     }
 
     /// An SMTP session started.

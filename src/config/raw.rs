@@ -34,6 +34,9 @@ pub struct RawConfig {
     /// `[siem]`: where audit events go.
     #[serde(default)]
     pub siem: RawSiem,
+    /// `[oidc]`: the OpenID Provider (SPEC §9); absent = not started.
+    #[serde(default)]
+    pub oidc: Option<super::oidc::RawOidc>,
 }
 
 /// `[smtp]`.

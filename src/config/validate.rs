@@ -51,6 +51,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
     let api_token = c.path(&KeyPath::of(&["api", "token_file"]), &raw.api.token_file);
     let outbound = c.outbound(&raw.outbound, &opts);
     let siem = c.siem(&raw.siem);
+    let oidc = raw.oidc.as_ref().and_then(|o| c.oidc(o, &opts));
 
     let (Some(smtp), Some(confirm), Some(policy), Some(listen), Some(outbound), Some(siem), true) = (
         smtp,
@@ -75,6 +76,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
         },
         outbound,
         siem,
+        oidc,
     })
 }
 

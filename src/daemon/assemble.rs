@@ -190,6 +190,25 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
         Arc::clone(&a.parts.store),
         config.store.purge_interval,
     ));
+    // The OpenID Provider (SPEC §9): its own listener over the same challenge service.
+    let oidc = match &config.oidc {
+        Some(oidc) => {
+            let stop = shutdown.clone();
+            Some(
+                crate::oidc::start(
+                    &config,
+                    oidc,
+                    Arc::clone(&a.parts.challenges),
+                    Arc::clone(&a.sink) as Arc<dyn AuditSink>,
+                    Arc::clone(&a.parts.metrics),
+                    async move { stop.cancelled().await },
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+    let oidc_addr = oidc.as_ref().map(|o| o.addr);
 
     tracing::info!(
         smtp = ?listeners.smtp_addrs,
@@ -219,6 +238,10 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
         last_store.flush_rejections().await;
         purge_task.abort();
         let _ = api_task.await;
+        if let Some(oidc) = oidc {
+            oidc.purge.abort();
+            let _ = oidc.server.await;
+        }
         // The SIEM's last flush blocks (files, SQLite, sockets): off the runtime threads.
         let stats =
             tokio::task::spawn_blocking(move || siem_handle.shutdown(SIEM_FLUSH_BOUND)).await;
@@ -231,6 +254,7 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
     Ok(Running {
         smtp_addrs: listeners.smtp_addrs,
         api_addr: listeners.api_addr,
+        oidc_addr,
         shutdown,
         abort,
         task,

@@ -70,12 +70,16 @@ pub enum DaemonError {
     },
     #[error("inherited listeners: {0}")]
     Inherited(std::io::Error),
+    #[error("{0}")]
+    Oidc(#[from] crate::oidc::StartError),
 }
 
 /// A running daemon (in-process): its bound addresses and how to stop it.
 pub struct Running {
     pub smtp_addrs: Vec<SocketAddr>,
     pub api_addr: SocketAddr,
+    /// The OpenID Provider's listener, when `[oidc]` is configured.
+    pub oidc_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     /// Ends every session now, grace or not.
     abort: CancellationToken,

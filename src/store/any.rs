@@ -26,6 +26,7 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 
+use super::oidc::{CodeRecord, CodeTake, FlowRecord};
 use super::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, RateLimits,
     SqliteOptions, SqliteStore, Store, StoreError, TokenHash,
@@ -99,6 +100,12 @@ trait ErasedStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<u32, StoreError>>;
     fn end_open_sessions(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
     fn flush_rejections(&self) -> BoxFuture<'_, ()>;
+    fn save_flow(&self, flow: FlowRecord) -> BoxFuture<'_, Result<bool, StoreError>>;
+    fn get_flow<'a>(&'a self, id: &'a str)
+    -> BoxFuture<'a, Result<Option<FlowRecord>, StoreError>>;
+    fn insert_code(&self, code: CodeRecord) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn take_code(&self, hash: [u8; 32]) -> BoxFuture<'_, Result<CodeTake, StoreError>>;
+    fn purge_oidc(&self, cutoff: DateTime<Utc>) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 impl<S: Store> ErasedStore for S {
@@ -165,6 +172,24 @@ impl<S: Store> ErasedStore for S {
     }
     fn flush_rejections(&self) -> BoxFuture<'_, ()> {
         Box::pin(Store::flush_rejections(self))
+    }
+    fn save_flow(&self, flow: FlowRecord) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(Store::save_flow(self, flow))
+    }
+    fn get_flow<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<FlowRecord>, StoreError>> {
+        Box::pin(Store::get_flow(self, id))
+    }
+    fn insert_code(&self, code: CodeRecord) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(Store::insert_code(self, code))
+    }
+    fn take_code(&self, hash: [u8; 32]) -> BoxFuture<'_, Result<CodeTake, StoreError>> {
+        Box::pin(Store::take_code(self, hash))
+    }
+    fn purge_oidc(&self, cutoff: DateTime<Utc>) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(Store::purge_oidc(self, cutoff))
     }
 }
 
@@ -260,5 +285,30 @@ impl Store for DynStore {
     }
     fn flush_rejections(&self) -> impl Future<Output = ()> + Send {
         self.0.flush_rejections()
+    }
+    fn save_flow(&self, flow: FlowRecord) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.0.save_flow(flow)
+    }
+    fn get_flow(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<FlowRecord>, StoreError>> + Send {
+        let store = &self.0;
+        async move { store.get_flow(id).await }
+    }
+    fn insert_code(&self, code: CodeRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.0.insert_code(code)
+    }
+    fn take_code(
+        &self,
+        hash: [u8; 32],
+    ) -> impl Future<Output = Result<CodeTake, StoreError>> + Send {
+        self.0.take_code(hash)
+    }
+    fn purge_oidc(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        self.0.purge_oidc(cutoff)
     }
 }

@@ -35,6 +35,7 @@ use crate::backend::Evidence;
 use crate::reason::Reason;
 
 pub mod any;
+pub mod oidc;
 pub mod sqlite;
 
 pub use any::{Access, DynStore, describe, local_dir, open};
@@ -248,6 +249,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store writer has stopped")]
     Closed,
+    /// The store does not implement this operation (a test double, or a backend without the
+    /// OpenID Provider's rows).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {
@@ -355,4 +360,51 @@ pub trait Store: Send + Sync + 'static {
     fn flush_rejections(&self) -> impl Future<Output = ()> + Send {
         std::future::ready(())
     }
+
+    // The OpenID Provider's rows (`store/oidc.rs`). A store without them refuses every call
+    // (the defaults), so the provider answers `temporarily_unavailable` rather than lose a
+    // flow: a store meant for `[oidc]` implements all five.
+
+    /// Insert a flow (`version` 1) or replace version `n - 1` by version `n`; false when
+    /// the row is not at that version (another save won) or a version 1 already exists.
+    fn save_flow(
+        &self,
+        _flow: oidc::FlowRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        async { Err(no_oidc()) }
+    }
+
+    fn get_flow(
+        &self,
+        _id: &str,
+    ) -> impl Future<Output = Result<Option<oidc::FlowRecord>, StoreError>> + Send {
+        async { Err(no_oidc()) }
+    }
+
+    fn insert_code(
+        &self,
+        _code: oidc::CodeRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Err(no_oidc()) }
+    }
+
+    /// Mark the code used and return it, at most once (see [`oidc::CodeTake`]).
+    fn take_code(
+        &self,
+        _code_hash: [u8; 32],
+    ) -> impl Future<Output = Result<oidc::CodeTake, StoreError>> + Send {
+        async { Err(no_oidc()) }
+    }
+
+    /// Delete flows and codes whose `expires_at` is before `cutoff`. Returns how many.
+    fn purge_oidc(
+        &self,
+        _cutoff: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async { Ok(0) }
+    }
+}
+
+fn no_oidc() -> StoreError {
+    StoreError::Unsupported("this store does not keep OpenID Provider flows")
 }

@@ -479,6 +479,7 @@ type = "syslog"
 address = "$IP_SIEM:$SIEM_PORT"
 transport = "tcp"
 EOF
+    oidc_gatekeeper_config >>"$d/gatekeeper.toml"
 }
 
 start_gatekeeper() {
@@ -488,6 +489,7 @@ start_gatekeeper() {
     PIDS+=("$GK_PID")
     wait_until 30 tcp_open "$IP_GK" 25 || { tail -30 "$d/gatekeeper.out" >&2; die "gatekeeper SMTP did not listen"; }
     wait_until 10 tcp_open "$IP_GK" 8025 || { tail -30 "$d/gatekeeper.out" >&2; die "gatekeeper API did not listen"; }
+    wait_until 30 tcp_open "$IP_GK" "$OIDC_PORT" || { tail -30 "$d/gatekeeper.out" >&2; die "gatekeeper OpenID Provider did not listen"; }
 }
 
 # api METHOD PATH [JSON]: prints "<http code> <body>".
@@ -910,6 +912,10 @@ world_checks() {
     if dns_up; then fail world.dns_outage; else start_dns; if dns_up; then pass world.dns_outage; else fail world.dns_outage; fi; fi
 }
 
+# The OpenID Provider's scenarios (browser, Synapse).
+# shellcheck source=tests/interop/oidc.sh
+source "$ROOT/tests/interop/oidc.sh"
+
 # --- main ----------------------------------------------------------------------------------
 main() {
     [ "$(id -u)" = 0 ] || die "run as root (Postfix binds port 25)"
@@ -919,6 +925,7 @@ main() {
     SEEN=$T/seen
     ensure_packages
     if [ "$MODE" = scenarios ]; then
+        oidc_packages || die "could not install the OpenID Provider scenarios' packages"
         if [ ! -x "$GK_BIN" ] && [ -z "${GATEKEEPER_BIN:-}" ]; then
             log "no $GK_BIN: cargo build --locked"
             (cd "$ROOT" && timeout 900 cargo build --locked) >&2 || die "cargo build failed"
@@ -934,15 +941,15 @@ main() {
     # Bound the whole run: every wait below is bounded, this bounds their sum.
     (
         trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-        sleep "${INTEROP_MAX_SECONDS:-480}" & sp=$!
-        wait "$sp" && { echo "interop: over ${INTEROP_MAX_SECONDS:-480}s, stopping" >&2; kill -TERM $$; }
+        sleep "${INTEROP_MAX_SECONDS:-900}" & sp=$!
+        wait "$sp" && { echo "interop: over ${INTEROP_MAX_SECONDS:-900}s, stopping" >&2; kill -TERM $$; }
     ) &
     PIDS+=("$!")
     # Nothing may already listen where the world's hosts will: a stray listener would answer
     # in their place and every readiness check would lie.
     local hp
     for hp in "$IP_GK:25" "$IP_GK:8025" "$IP_MIN:25" "$IP_MIN:$MILTER_PORT" "$IP_EVIL:25" \
-        "$IP_EVIL:$MILTER_PORT" "$IP_SIEM:$SIEM_PORT"; do
+        "$IP_EVIL:$MILTER_PORT" "$IP_SIEM:$SIEM_PORT" "$IP_GK:$OIDC_PORT" "$IP_SYN:8008"; do
         tcp_open "${hp%:*}" "${hp#*:}" && die "something already listens on $hp"
     done
     dns_up && die "something already answers DNS on $IP_DNS:$DNS_PORT"
@@ -960,6 +967,8 @@ main() {
     if [ "$MODE" = world ]; then
         world_checks
     else
+        # pip install of Synapse runs while the mail scenarios do.
+        oidc_synapse_venv_start
         setup_gatekeeper
         timeout 20 "$GK_BIN" check-config -c "$T/gk/gatekeeper.toml" >&2 || die "gatekeeper rejects the interop config"
         start_gatekeeper
@@ -974,6 +983,8 @@ main() {
         sc_dns_outage
         sc_out_of_office
         sc_reply_without_code
+        sc_oidc_browser
+        sc_oidc_synapse
         sc_siem_complete
         if [ "$FAILED" != 0 ]; then
             log "gatekeeper log (tail):"; tail -40 "$T/gk/gatekeeper.out" >&2

@@ -64,6 +64,7 @@ use super::{
 };
 use crate::lock;
 
+mod oidc;
 mod rows;
 mod schema;
 mod sql;
@@ -281,6 +282,42 @@ impl Store for SqliteStore {
     /// Jobs waiting for the writer.
     fn queue_depth(&self) -> usize {
         QUEUE_DEPTH.saturating_sub(self.writer.capacity())
+    }
+
+    fn save_flow(
+        &self,
+        flow: super::oidc::FlowRecord,
+    ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send {
+        self.oidc_save_flow(flow)
+    }
+
+    fn get_flow(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<super::oidc::FlowRecord>, StoreError>> + Send
+    {
+        self.oidc_get_flow(id)
+    }
+
+    fn insert_code(
+        &self,
+        code: super::oidc::CodeRecord,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.oidc_insert_code(code)
+    }
+
+    fn take_code(
+        &self,
+        hash: [u8; 32],
+    ) -> impl std::future::Future<Output = Result<super::oidc::CodeTake, StoreError>> + Send {
+        self.oidc_take_code(hash)
+    }
+
+    fn purge_oidc(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
+        self.oidc_purge(cutoff)
     }
 
     fn create(

@@ -102,7 +102,7 @@ fn missing(column: &str) -> StoreError {
     StoreError::Corrupt(format!("confirmed without {column}"))
 }
 
-fn millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(ms)
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms}")))
 }

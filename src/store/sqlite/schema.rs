@@ -35,6 +35,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX challenges_by_address ON challenges (address, created_at);
     CREATE INDEX challenges_by_expiry ON challenges (expires_at);
     CREATE INDEX challenges_by_session ON challenges (confirm_session) WHERE confirm_session IS NOT NULL;",
+    // 2: the OpenID Provider's sign-in flows and codes.
+    super::oidc::MIGRATION,
 ];
 
 pub(super) fn open_connection(
