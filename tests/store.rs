@@ -1,6 +1,8 @@
 //! The SQLite store on a real file: lifecycle, rate limits, conditional confirm under
 //! concurrency, group commit, and the failures that must become `store.unavailable`
-//! (read-only open, a lock held past the busy timeout, a full disk).
+//! (read-only open, a lock held past the busy timeout, a full disk). The tests listed in
+//! `on_both_stores!` run on SQLite and on a throwaway PostgreSQL cluster
+//! (`common::postgres`), each as `NAME::sqlite` and `NAME::postgres`.
 //!
 //! Tests run as root, which ignores file permissions, so "cannot write" is produced by
 //! means root cannot bypass: SQLite's own read-only open, another connection holding the
@@ -16,8 +18,8 @@ use chrono::{DateTime, Utc};
 use gatekeeper::backend::Evidence;
 use gatekeeper::reason::Reason;
 use gatekeeper::store::{
-    ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, RateLimits, SqliteOptions,
-    SqliteStore, Status, Store, StoreError,
+    ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, DynStore, PostgresStore,
+    RateLimits, SqliteOptions, SqliteStore, Status, Store, StoreError,
 };
 
 use common::challenge::new_challenge;
@@ -32,6 +34,63 @@ fn t0() -> DateTime<Utc> {
         .unwrap()
         .with_timezone(&Utc)
 }
+
+/// Where a test of the shared suite keeps its store: one suite, run on both backends (the
+/// `on_both_stores!` list below), so the two cannot drift apart in semantics.
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(common::postgres::Cluster),
+}
+
+impl Place {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        assert!(
+            dir.path().join("sub/dir/gk.db").exists(),
+            "parent directories are created"
+        );
+        Place::Sqlite(dir)
+    }
+
+    fn postgres() -> Self {
+        Place::Postgres(common::postgres::Cluster::start())
+    }
+
+    /// One more handle on the same store (a second instance, for the concurrency tests).
+    fn open(&self) -> Arc<DynStore> {
+        Arc::new(match self {
+            Place::Sqlite(dir) => DynStore::new(open(dir.path())),
+            Place::Postgres(cluster) => {
+                DynStore::new(PostgresStore::open(&cluster.config(), false).unwrap())
+            }
+        })
+    }
+}
+
+/// Each suite function becomes `NAME::sqlite` and `NAME::postgres`.
+macro_rules! on_both_stores {
+    ($($suite:ident),* $(,)?) => {$(
+        mod $suite {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$suite(super::Place::sqlite()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$suite(super::Place::postgres()).await
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    lifecycle_create_lookup_confirm_expire_purge,
+    rate_limit_counts_are_atomic_with_the_insert,
+    concurrent_confirmations_of_one_challenge_exactly_one_wins,
+    purge_loop_removes_long_expired_challenges,
+    end_open_sessions_marks_every_confirming_session,
+);
 
 fn open(dir: &std::path::Path) -> SqliteStore {
     SqliteStore::open(&dir.join("sub/dir/gk.db"), SqliteOptions::default()).unwrap()
@@ -80,14 +139,8 @@ fn confirm_req(id: &str, session: &str, now: DateTime<Utc>) -> ConfirmRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lifecycle_create_lookup_confirm_expire_purge() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    assert!(
-        dir.path().join("sub/dir/gk.db").exists(),
-        "parent directories are created"
-    );
+async fn lifecycle_create_lookup_confirm_expire_purge(place: Place) {
+    let store = place.open();
     let now = t0();
 
     let c = new_challenge("aaaa", "alice@interieur.gouv.fr", "tok1", now, 3600);
@@ -274,10 +327,8 @@ async fn data_survives_reopen_and_schema_is_versioned() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limit_counts_are_atomic_with_the_insert() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+async fn rate_limit_counts_are_atomic_with_the_insert(place: Place) {
+    let store = place.open();
     let now = t0();
     let limits = RateLimits {
         max_pending: 2,
@@ -342,7 +393,7 @@ async fn rate_limit_counts_are_atomic_with_the_insert() {
     );
 
     // Concurrent creations cannot overshoot the limit.
-    let store2 = open(dir.path());
+    let store2 = place.open();
     let mut tasks = Vec::new();
     for i in 0..20 {
         let s = store2.clone();
@@ -366,10 +417,8 @@ async fn rate_limit_counts_are_atomic_with_the_insert() {
     assert_eq!(created, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_confirmations_of_one_challenge_exactly_one_wins() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+async fn concurrent_confirmations_of_one_challenge_exactly_one_wins(place: Place) {
+    let store = place.open();
     let now = t0();
     store
         .create(
@@ -380,7 +429,7 @@ async fn concurrent_confirmations_of_one_challenge_exactly_one_wins() {
         .await
         .unwrap();
     // Two store handles on one file too (two instances sharing a store).
-    let other = open(dir.path());
+    let other = place.open();
     let mut tasks = Vec::new();
     for i in 0..40 {
         let s = if i % 2 == 0 {
@@ -667,10 +716,8 @@ async fn a_failing_job_does_not_spoil_its_batch() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_loop_removes_long_expired_challenges() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open(dir.path()));
+async fn purge_loop_removes_long_expired_challenges(place: Place) {
+    let store = place.open();
     let now = Utc::now();
     let old = new_challenge(
         "old",
@@ -715,10 +762,8 @@ async fn purge_loop_removes_long_expired_challenges() {
 /// At daemon start every confirming session of an earlier run is marked ended (none is
 /// alive), so a redelivery after a crash is accepted again at once; pending challenges and
 /// sessions already marked are untouched.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn end_open_sessions_marks_every_confirming_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+async fn end_open_sessions_marks_every_confirming_session(place: Place) {
+    let store = place.open();
     let now = t0();
     for (id, tok) in [("c1", "t1"), ("c2", "t2"), ("c3", "t3")] {
         store
