@@ -923,3 +923,88 @@ async fn point_reads_are_not_blocked_by_a_writer() {
         "the new commit is seen"
     );
 }
+
+/// Instances starting together on an empty database migrate once (advisory lock) and all
+/// come up; a schema newer than this program is refused at open, naming both versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrations_run_once_under_concurrent_starts_and_newer_is_refused() {
+    let cluster = common::postgres::Cluster::start();
+    for trial in 0..5 {
+        let config = cluster.fresh_database(&format!("trial{trial}"));
+        let starts: Vec<_> = (0..6)
+            .map(|_| {
+                let c = config.clone();
+                std::thread::spawn(move || PostgresStore::open(&c, false).map(drop))
+            })
+            .collect();
+        for s in starts {
+            s.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("trial {trial}: {e}"));
+        }
+    }
+    let config = cluster.config();
+    drop(PostgresStore::open(&config, false).unwrap());
+    // Read-only opens check the version and write nothing.
+    drop(PostgresStore::open(&config, true).unwrap());
+    cluster.psql("UPDATE schema_version SET version = 99", "gk");
+    match PostgresStore::open(&config, false) {
+        Err(StoreError::SchemaTooNew { found: 99, known }) => assert!(known < 99),
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a newer schema must be refused"),
+    }
+    // A read-only open on an empty database refuses too (nothing to read).
+    let empty = cluster.fresh_database("empty");
+    assert!(matches!(
+        PostgresStore::open(&empty, true),
+        Err(StoreError::SchemaTooOld { found: 0, .. })
+    ));
+}
+
+/// The database stopped (as a crash or a failover looks to a client): every call fails as
+/// `store.unavailable` within the connect timeout, none pretends to succeed; once it is
+/// back the same store handle works again without being reopened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_fails_then_reconnects_by_itself() {
+    let cluster = common::postgres::Cluster::start();
+    let store = Arc::new(DynStore::new(
+        PostgresStore::open(&cluster.config(), false).unwrap(),
+    ));
+    let now = t0();
+    let c = new_challenge("out", "alice@interieur.gouv.fr", "tok-out", now, 3600);
+    store.create(c, LIMITS, now).await.unwrap();
+    assert!(store.get("out").await.unwrap().is_some());
+
+    cluster.stop();
+    let started = std::time::Instant::now();
+    let err = store.get("out").await.unwrap_err();
+    assert_eq!(err.reason(), Reason::StoreUnavailable);
+    let err = store
+        .confirm(confirm_req("out", "s1", now))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Reason::StoreUnavailable);
+    let c = new_challenge("out2", "alice@interieur.gouv.fr", "tok-out2", now, 3600);
+    assert!(store.create(c, LIMITS, now).await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "failures are bounded by the connect timeout, took {:?}",
+        started.elapsed()
+    );
+
+    cluster.pg_ctl_start();
+    let mut back = false;
+    for _ in 0..100 {
+        if store.get("out").await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the store reconnects by itself");
+    assert_eq!(
+        store.confirm(confirm_req("out", "s1", now)).await.unwrap(),
+        ConfirmOutcome::Confirmed,
+        "nothing was confirmed during the outage"
+    );
+}
