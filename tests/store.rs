@@ -1008,3 +1008,30 @@ async fn postgres_outage_fails_then_reconnects_by_itself() {
         "nothing was confirmed during the outage"
     );
 }
+
+/// Two processes starting on the same empty file at the same moment both come up: the
+/// migration is one `BEGIN IMMEDIATE` transaction that reads the version inside it, so the
+/// second waits for the first and then finds nothing to do. 20 trials, two opens released
+/// together by a barrier each time.
+#[test]
+fn sqlite_concurrent_first_opens_both_come_up() {
+    for trial in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gk.db");
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let opens: Vec<_> = (0..2)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    SqliteStore::open(&path, SqliteOptions::default()).map(drop)
+                })
+            })
+            .collect();
+        for o in opens {
+            o.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("trial {trial}: {e}"));
+        }
+    }
+}
