@@ -105,6 +105,7 @@ trait ErasedStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<u32, StoreError>>;
     fn queue_depth(&self) -> usize;
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     fn created_since<'a>(
         &'a self,
         address: &'a str,
@@ -171,6 +172,9 @@ impl<S: Store> ErasedStore for S {
     }
     fn queue_depth(&self) -> usize {
         Store::queue_depth(self)
+    }
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(Store::ping(self))
     }
     fn created_since<'a>(
         &'a self,
@@ -283,6 +287,9 @@ impl Store for DynStore {
     }
     fn queue_depth(&self) -> usize {
         self.0.queue_depth()
+    }
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.0.ping()
     }
     fn created_since(
         &self,

@@ -339,6 +339,12 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 
+    /// Whether the store answers right now (`/healthz`): a network store asks its database,
+    /// a local one has nothing to ask (its failures show on each call).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
     /// Write requests waiting to be committed (exposed in `/metrics`); 0 when not applicable.
     fn queue_depth(&self) -> usize {
         0

@@ -117,6 +117,34 @@ impl Cluster {
         );
     }
 
+    /// One value from SQL run as the superuser on database `gk` (`psql -At`).
+    pub fn query(&self, sql: &str) -> String {
+        let out = Command::new("setpriv")
+            .args(nobody_args())
+            .arg(Path::new(BIN).join("psql"))
+            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "gk",
+                "-c",
+                sql,
+            ])
+            .current_dir("/")
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// The store configuration for database `gk` over TCP on loopback, password from a file.
     pub fn config(&self) -> PostgresConfig {
         let pw = self.dir.path().join("password");

@@ -443,6 +443,12 @@ impl Store for PostgresStore {
         });
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(pg)?;
+        Ok(())
+    }
+
     async fn session_ended(&self, session_id: &str) -> Result<u64, StoreError> {
         let client = self.client().await?;
         client

@@ -1,0 +1,134 @@
+//! Several instances, one PostgreSQL (issue 14, SPEC §7): two in-process daemons on their own
+//! loopback ports share one throwaway database (`common::postgres`). A challenge created on
+//! one is confirmed through the other; the same reply delivered to both at the same moment
+//! confirms once; the pending limit counts both instances' challenges.
+//!
+//! Run: `cargo test --test instances` (needs PostgreSQL 15, `.ci/packages`).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::net::IpAddr;
+
+use chrono::Utc;
+
+use common::e2e::{Instance, Reply, Settings, Smtp, send_mail};
+use common::mail::Mail;
+use common::postgres::Cluster;
+use common::{Vars, World};
+
+/// A challenge claimed on `on`, and the reply's placeholders from its outbox.
+async fn challenge(on: &Instance, address: &str, n: u32) -> (String, Vars) {
+    let (status, body) = on.api.claim(address).await;
+    assert_eq!(status, 201, "POST /v1/challenges: {body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let mail = on.layout.challenge_mail(&id);
+    let mut vars = Vars::new(Utc::now(), n);
+    vars.token = mail.token;
+    vars.challenge_msgid = mail.message_id;
+    vars.session_code = body["session_code"].as_str().unwrap().to_string();
+    (id, vars)
+}
+
+/// Deliver `bytes` to `to` on a new session from the mail's host; QUIT.
+async fn deliver(to: &Instance, mail: &Mail, vars: &Vars, bytes: &[u8]) -> Option<Reply> {
+    let ip: IpAddr = mail.client_ip.parse().unwrap();
+    let mut smtp = Smtp::connect(ip, to.smtp).await.expect("connect");
+    let rcpt = format!("confirm+{}@verify.example.gouv.fr", vars.token);
+    let reply = send_mail(&mut smtp, &mail.helo, &mail.mail_from, &rcpt, bytes).await;
+    smtp.quit().await;
+    reply
+}
+
+async fn two_instances(world: &World, cluster: &Cluster, max_pending: u32) -> (Instance, Instance) {
+    let settings = Settings {
+        postgres: Some(cluster.config()),
+        max_pending,
+        ..Settings::default()
+    };
+    let a = Instance::start(world.dns.addr, &settings).await;
+    let b = Instance::start(world.dns.addr, &settings).await;
+    assert_ne!(a.smtp, b.smtp);
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn created_on_one_confirmed_on_the_other_and_simultaneous_replies_confirm_once() {
+    let world = World::start().await;
+    let cluster = Cluster::start();
+    let (a, b) = two_instances(&world, &cluster, 100).await;
+    let alice = Mail::alice();
+
+    // Claimed on A, confirmed through B, seen confirmed on both.
+    let (id, vars) = challenge(&a, "alice@interieur.gouv.fr", 1).await;
+    let message = alice.build(&vars);
+    let reply = deliver(&b, &alice, &vars, &message).await.expect("reply");
+    assert_eq!(reply.code, 250, "{reply}");
+    assert_eq!(a.api.show(&id).await["status"], "confirmed");
+    assert_eq!(b.api.show(&id).await["status"], "confirmed");
+    // Another message with the used token, on A: token.used (a permanent refusal).
+    let mut other = vars.clone();
+    other.msgid = format!("{}.other", vars.msgid);
+    let used = "token.used".parse::<gatekeeper::reason::Reason>().unwrap();
+    let reply = deliver(&a, &alice, &other, &alice.build(&other))
+        .await
+        .expect("reply");
+    assert_eq!(reply.code, used.reply().code, "{reply}");
+
+    // The same reply to both instances at the same moment, N times: one confirmation each.
+    const N: u32 = 20;
+    for n in 0..N {
+        let (id, vars) = challenge(
+            if n % 2 == 0 { &a } else { &b },
+            "alice@interieur.gouv.fr",
+            100 + n,
+        )
+        .await;
+        let message = alice.build(&vars);
+        let (ra, rb) = tokio::join!(
+            deliver(&a, &alice, &vars, &message),
+            deliver(&b, &alice, &vars, &message)
+        );
+        let codes = [
+            ra.expect("reply from A").code,
+            rb.expect("reply from B").code,
+        ];
+        // The loser sees the winner's confirmation: the same message again is 250 (an
+        // idempotent redelivery) or, while the winner's session is still open, token.used.
+        assert!(codes.contains(&250), "challenge {n}: {codes:?}");
+        assert!(
+            codes.iter().all(|&c| c == 250 || c == used.reply().code),
+            "challenge {n}: {codes:?}"
+        );
+        let rows = cluster.query(&format!(
+            "SELECT count(*) FILTER (WHERE status = 'confirmed') || '/' || count(*) \
+             FROM challenges WHERE id = '{id}'"
+        ));
+        assert_eq!(rows, "1/1", "challenge {n}: one row, confirmed");
+        let shown = a.api.show(&id).await;
+        assert_eq!(shown["status"], "confirmed", "{shown}");
+        assert!(
+            shown["evidence"]["message_id"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&vars.msgid),
+            "the stored confirmation is this reply's: {shown}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pending_limit_counts_every_instance() {
+    let world = World::start().await;
+    let cluster = Cluster::start();
+    let (a, b) = two_instances(&world, &cluster, 2).await;
+    let carol = "carol@interieur.gouv.fr";
+    assert_eq!(a.api.claim(carol).await.0, 201);
+    assert_eq!(b.api.claim(carol).await.0, 201);
+    let (status, body) = a.api.claim(carol).await;
+    assert_eq!(status, 429, "{body}");
+    let (status, body) = b.api.claim(carol).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "challenge.rate_limited", "{body}");
+}
