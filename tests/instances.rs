@@ -132,3 +132,61 @@ async fn the_pending_limit_counts_every_instance() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"], "challenge.rate_limited", "{body}");
 }
+
+/// `GET /healthz`: status and body.
+async fn healthz(on: &Instance) -> (u16, serde_json::Value) {
+    let r = reqwest::get(format!("{}/healthz", on.api.base))
+        .await
+        .expect("healthz");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("healthz JSON"))
+}
+
+/// The database stopped under a running daemon: the reply gets `451 store.unavailable`
+/// (never `250`, never `5xx`), the API `503`, `/healthz` `degraded`; once the database is
+/// back the same daemon (not restarted) confirms the same reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn database_outage_is_451_and_503_then_recovers_without_restart() {
+    let world = World::start().await;
+    let cluster = Cluster::start();
+    let settings = Settings {
+        postgres: Some(cluster.config()),
+        ..Settings::default()
+    };
+    let a = Instance::start(world.dns.addr, &settings).await;
+    assert_eq!(
+        healthz(&a).await,
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    let alice = Mail::alice();
+    let (id, vars) = challenge(&a, "alice@interieur.gouv.fr", 7).await;
+    let message = alice.build(&vars);
+
+    cluster.stop();
+    let reply = deliver(&a, &alice, &vars, &message).await.expect("reply");
+    assert_eq!(reply.code, 451, "{reply}");
+    assert!(
+        reply.text.contains("4.3.0"),
+        "store.unavailable's 4.3.0: {reply}"
+    );
+    let (status, body) = a.api.claim("bob@interieur.gouv.fr").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "store.unavailable", "{body}");
+    let (status, body) = healthz(&a).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+
+    cluster.pg_ctl_start();
+    let mut back = false;
+    for _ in 0..100 {
+        if healthz(&a).await.0 == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "healthz ok again without a restart");
+    let reply = deliver(&a, &alice, &vars, &message).await.expect("reply");
+    assert_eq!(reply.code, 250, "{reply}");
+    assert_eq!(a.api.show(&id).await["status"], "confirmed");
+}
