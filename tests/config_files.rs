@@ -507,7 +507,9 @@ fn postgres_store_url_is_read() {
         1,
     );
     let c = Config::from_toml_str(&text, ORIGIN).unwrap_or_else(|e| panic!("{e}"));
-    let pg = c.store.postgres.expect("url set: PostgreSQL");
+    let Some(pg) = c.store.postgres else {
+        panic!("url set: PostgreSQL expected");
+    };
     assert_eq!(pg.url, "postgresql://gk@db.example:5433/gk");
     assert_eq!(pg.password_file, Some(PathBuf::from("/etc/gk/pw")));
     assert_eq!(pg.ca_file, Some(PathBuf::from("/etc/gk/ca.pem")));
