@@ -1035,3 +1035,53 @@ fn sqlite_concurrent_first_opens_both_come_up() {
         }
     }
 }
+
+/// `tls = "require"`: rustls (ring) to a cluster with TLS on, the server certificate checked
+/// against `ca_file`; a CA that did not sign it, or a server without TLS, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_require_verifies_the_server() {
+    let cluster = common::postgres::Cluster::start();
+    let mut config = cluster.config();
+    config.tls = gatekeeper::config::PgTls::Require;
+    // TLS required, the server has none: refused, not downgraded.
+    let other_ca = tempfile::NamedTempFile::new().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(other_ca.path(), ck.cert.pem()).unwrap();
+    config.ca_file = Some(other_ca.path().to_path_buf());
+    assert!(
+        PostgresStore::open(&config, false).is_err(),
+        "no TLS on the server"
+    );
+
+    let ca = cluster.restart_with_tls();
+    // The wrong CA: refused.
+    assert!(
+        PostgresStore::open(&config, false).is_err(),
+        "a certificate the CA did not sign"
+    );
+    // The right CA: connected over TLS, and the session says so.
+    config.ca_file = Some(ca);
+    let mut open = Vec::new();
+    for host in ["localhost", "127.0.0.1"] {
+        config.url = format!("postgresql://gk@{host}:{}/gk", cluster.port);
+        let store = PostgresStore::open(&config, false).unwrap_or_else(|e| panic!("{host}: {e}"));
+        let now = t0();
+        let c = new_challenge(host, "alice@interieur.gouv.fr", host, now, 3600);
+        assert_eq!(
+            store.create(c, LIMITS, now).await.unwrap(),
+            CreateOutcome::Created
+        );
+        open.push(store);
+    }
+    assert_eq!(
+        cluster
+            .query(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE s.ssl AND a.usename = 'gk'"
+            )
+            .parse::<u32>()
+            .map(|n| n > 0),
+        Ok(true),
+        "the store's connections use TLS"
+    );
+}

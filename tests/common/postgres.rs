@@ -70,8 +70,51 @@ impl Cluster {
 
     /// Start (again) on the same port.
     pub fn pg_ctl_start(&self) {
+        self.pg_ctl_start_with("");
+    }
+
+    /// Restart with TLS on (`ssl=on`), a CA and a server certificate for `localhost` and
+    /// 127.0.0.1 made here; returns the CA's PEM file.
+    pub fn restart_with_tls(&self) -> PathBuf {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        self.stop();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key"))
+            .expect("ca cert");
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("server params");
+        let key = KeyPair::generate().expect("server key");
+        let cert = params.signed_by(&key, &ca).expect("server cert");
+        let (ca_file, cert_file, key_file) = (
+            self.dir.path().join("ca.pem"),
+            self.dir.path().join("server.pem"),
+            self.dir.path().join("server.key"),
+        );
+        std::fs::write(&ca_file, ca.pem()).expect("write ca");
+        std::fs::write(&cert_file, cert.pem()).expect("write cert");
+        std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+        // PostgreSQL refuses a key readable by others, or not owned by its user.
+        for f in [&cert_file, &key_file] {
+            chown(f);
+        }
+        let out = Command::new("chmod")
+            .arg("600")
+            .arg(&key_file)
+            .output()
+            .expect("chmod");
+        assert!(out.status.success(), "chmod key");
+        self.pg_ctl_start_with(&format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert_file.display(),
+            key_file.display()
+        ));
+        ca_file
+    }
+
+    fn pg_ctl_start_with(&self, extra: &str) {
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off",
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off{extra}",
             self.port,
             self.dir.path().display()
         );
