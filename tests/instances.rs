@@ -190,3 +190,81 @@ async fn database_outage_is_451_and_503_then_recovers_without_restart() {
     assert_eq!(reply.code, 250, "{reply}");
     assert_eq!(a.api.show(&id).await["status"], "confirmed");
 }
+
+/// The database stopped for 10 s while replies keep arriving at two instances: meanwhile
+/// every reply gets `451` (never `5xx`, never a `250` that is not stored); the senders retry
+/// and, once the database is back, every challenge is confirmed, each by a `250` that the
+/// database holds. Neither daemon is restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn database_restart_during_deliveries_gives_only_4xx_then_recovers() {
+    let world = World::start().await;
+    let cluster = Cluster::start();
+    let (a, b) = two_instances(&world, &cluster, 100).await;
+    let alice = Mail::alice();
+    const N: u32 = 30;
+    let mut pending = Vec::new();
+    for n in 0..N {
+        let (id, vars) = challenge(
+            if n % 2 == 0 { &a } else { &b },
+            "alice@interieur.gouv.fr",
+            300 + n,
+        )
+        .await;
+        let message = alice.build(&vars);
+        pending.push((id, vars, message));
+    }
+
+    let outage = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&outage);
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        cluster.stop();
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        cluster.pg_ctl_start();
+        flag.store(false, std::sync::atomic::Ordering::SeqCst);
+        cluster
+    });
+
+    let mut confirmed = Vec::new();
+    let mut refused_4xx = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut round = 0usize;
+    while !pending.is_empty() && std::time::Instant::now() < deadline {
+        // A few before the outage, the rest once the database is down.
+        if round == 5 {
+            while !outage.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        let (id, vars, message) = pending.remove(0);
+        let to = if round % 2 == 0 { &a } else { &b };
+        round += 1;
+        let reply = deliver(to, &alice, &vars, &message).await.expect("reply");
+        match reply.code {
+            250 => confirmed.push((id, vars)),
+            451 => {
+                refused_4xx += 1;
+                pending.push((id, vars, message));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => panic!("only 250 or 451 may answer a genuine reply, got {other}: {reply}"),
+        }
+    }
+    let cluster = stopper.join().unwrap();
+    assert!(
+        pending.is_empty(),
+        "{} replies never accepted",
+        pending.len()
+    );
+    assert!(refused_4xx > 0, "the outage was seen (451s)");
+    assert!(!outage.load(std::sync::atomic::Ordering::SeqCst));
+    for (id, vars) in &confirmed {
+        let row = cluster.query(&format!(
+            "SELECT status || ' ' || (position('{}' in confirm_message_id) > 0) FROM challenges WHERE id = '{id}'",
+            vars.msgid
+        ));
+        assert_eq!(row, "confirmed true", "challenge {id}: every 250 is stored");
+    }
+    assert_eq!(confirmed.len(), N as usize);
+}
