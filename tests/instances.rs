@@ -238,7 +238,7 @@ async fn database_restart_during_deliveries_gives_only_4xx_then_recovers() {
             }
         }
         let (id, vars, message) = pending.remove(0);
-        let to = if round % 2 == 0 { &a } else { &b };
+        let to = if round.is_multiple_of(2) { &a } else { &b };
         round += 1;
         let reply = deliver(to, &alice, &vars, &message).await.expect("reply");
         match reply.code {
