@@ -168,9 +168,35 @@ pub struct DnsConfig {
 
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
+    /// The SQLite file; meaningless when [`StoreConfig::postgres`] is set.
     pub path: PathBuf,
     /// How often expired challenges are purged.
     pub purge_interval: Duration,
+    /// `store.url` given: the PostgreSQL store instead of SQLite (SPEC §7).
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// `[store]` with `url`: where the shared PostgreSQL database is and how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// `postgres://user@host[:port]/database[?options]`, without a password.
+    pub url: String,
+    /// The password, read at open (so a rotated file is read again at the next start).
+    pub password_file: Option<PathBuf>,
+    pub tls: PgTls,
+    /// CA bundle (PEM) for `tls = "require"`; `None` = the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Connections one instance keeps at most.
+    pub pool_size: usize,
+}
+
+/// `store.tls`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgTls {
+    /// TLS with certificate and host name verification; plaintext refused.
+    Require,
+    /// Plaintext: only for a database on loopback or a Unix socket.
+    Disable,
 }
 
 #[derive(Clone, Debug)]

@@ -445,6 +445,80 @@ fn validation_errors_point_at_the_key() {
     assert_cases(&cases);
 }
 
+/// `[store] url` and its keys (SPEC §7): each mistake at its key's line.
+#[test]
+fn postgres_store_keys_are_validated() {
+    let path = "path = \"var/gatekeeper.db\"";
+    let cases = [
+        Case {
+            from: path,
+            to: "path = \"var/gatekeeper.db\"\nurl = \"postgresql://gk@db.example/gk\"",
+            want: "store.url: store.path and store.url are exclusive: set exactly one",
+        },
+        Case {
+            from: path,
+            to: "url = \"mysql://gk@db.example/gk\"",
+            want: "store.url: \"mysql://gk@db.example/gk\": scheme must be postgresql:// (or postgres://)",
+        },
+        Case {
+            from: path,
+            to: "url = \"postgresql://gk:secret@db.example/gk\"",
+            want: "store.url: holds a password: put it in store.password_file",
+        },
+        Case {
+            from: path,
+            to: "url = \"postgresql://gk@db.example\"",
+            want: "store.url: \"postgresql://gk@db.example\" names no database (postgresql://user@host/DATABASE)",
+        },
+        Case {
+            from: path,
+            to: "url = \"postgresql://gk@db.example/gk?sslmode=disable\"",
+            want: "store.url: sslmode and password have their own keys: store.tls, store.password_file",
+        },
+        Case {
+            from: path,
+            to: "url = \"postgresql://gk@db.example/gk\"\ntls = \"prefer\"",
+            want: "store.tls: \"prefer\" is neither \"require\" nor \"disable\"",
+        },
+        Case {
+            from: path,
+            to: "url = \"postgresql://gk@db.example/gk\"\npool_size = 0",
+            want: "store.pool_size: 0 is out of range 1..=256",
+        },
+        Case {
+            from: path,
+            to: "url = \"postgresql://gk@127.0.0.1/gk\"\ntls = \"disable\"\nca_file = \"ca.pem\"",
+            want: "store.ca_file: set but store.tls is \"disable\"",
+        },
+        Case {
+            from: path,
+            to: "path = \"var/gatekeeper.db\"\npassword_file = \"pw\"",
+            want: "store.password_file: only meaningful with store.url",
+        },
+    ];
+    assert_cases(&cases);
+}
+
+#[test]
+fn postgres_store_url_is_read() {
+    let text = DEFAULT.replacen(
+        "path = \"var/gatekeeper.db\"",
+        "url = \"postgresql://gk@db.example:5433/gk\"\npassword_file = \"/etc/gk/pw\"\nca_file = \"/etc/gk/ca.pem\"\npool_size = 4",
+        1,
+    );
+    let c = Config::from_toml_str(&text, ORIGIN).unwrap_or_else(|e| panic!("{e}"));
+    let Some(pg) = c.store.postgres else {
+        panic!("url set: PostgreSQL expected");
+    };
+    assert_eq!(pg.url, "postgresql://gk@db.example:5433/gk");
+    assert_eq!(pg.password_file, Some(PathBuf::from("/etc/gk/pw")));
+    assert_eq!(pg.ca_file, Some(PathBuf::from("/etc/gk/ca.pem")));
+    assert_eq!(pg.tls, gatekeeper::config::PgTls::Require);
+    assert_eq!(pg.pool_size, 4);
+    let d = Config::from_toml_str(DEFAULT, ORIGIN).unwrap_or_else(|e| panic!("{e}"));
+    assert!(d.store.postgres.is_none(), "no url: SQLite");
+}
+
 /// Apply each edit to the default file and expect its message at the key's line.
 fn assert_cases(cases: &[Case]) {
     for case in cases {

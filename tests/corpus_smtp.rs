@@ -601,6 +601,21 @@ async fn token_12(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_corpus_case_over_smtp() {
+    corpus_over_smtp(Settings::default()).await;
+}
+
+/// The same corpus once on the PostgreSQL store (issue 14): same replies, same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_corpus_case_over_smtp_on_postgresql() {
+    let cluster = common::postgres::Cluster::start();
+    corpus_over_smtp(Settings {
+        postgres: Some(cluster.config()),
+        ..Settings::default()
+    })
+    .await;
+}
+
+async fn corpus_over_smtp(settings: Settings) {
     let world = World::start().await;
     let Instance {
         tmp: _tmp,
@@ -609,7 +624,7 @@ async fn every_corpus_case_over_smtp() {
         api,
         events,
         smtp,
-    } = Instance::start(world.dns.addr, &Settings::default()).await;
+    } = Instance::start(world.dns.addr, &settings).await;
     let h = Harness {
         world,
         api,

@@ -1,6 +1,8 @@
 //! The SQLite store on a real file: lifecycle, rate limits, conditional confirm under
 //! concurrency, group commit, and the failures that must become `store.unavailable`
-//! (read-only open, a lock held past the busy timeout, a full disk).
+//! (read-only open, a lock held past the busy timeout, a full disk). The tests listed in
+//! `on_both_stores!` run on SQLite and on a throwaway PostgreSQL cluster
+//! (`common::postgres`), each as `NAME::sqlite` and `NAME::postgres`.
 //!
 //! Tests run as root, which ignores file permissions, so "cannot write" is produced by
 //! means root cannot bypass: SQLite's own read-only open, another connection holding the
@@ -16,8 +18,8 @@ use chrono::{DateTime, Utc};
 use gatekeeper::backend::Evidence;
 use gatekeeper::reason::Reason;
 use gatekeeper::store::{
-    ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, RateLimits, SqliteOptions,
-    SqliteStore, Status, Store, StoreError,
+    ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, DynStore, PostgresStore,
+    RateLimits, SqliteOptions, SqliteStore, Status, Store, StoreError,
 };
 
 use common::challenge::new_challenge;
@@ -32,6 +34,63 @@ fn t0() -> DateTime<Utc> {
         .unwrap()
         .with_timezone(&Utc)
 }
+
+/// Where a test of the shared suite keeps its store: one suite, run on both backends (the
+/// `on_both_stores!` list below), so the two cannot drift apart in semantics.
+enum Place {
+    Sqlite(tempfile::TempDir),
+    Postgres(common::postgres::Cluster),
+}
+
+impl Place {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        assert!(
+            dir.path().join("sub/dir/gk.db").exists(),
+            "parent directories are created"
+        );
+        Place::Sqlite(dir)
+    }
+
+    fn postgres() -> Self {
+        Place::Postgres(common::postgres::Cluster::start())
+    }
+
+    /// One more handle on the same store (a second instance, for the concurrency tests).
+    fn open(&self) -> Arc<DynStore> {
+        Arc::new(match self {
+            Place::Sqlite(dir) => DynStore::new(open(dir.path())),
+            Place::Postgres(cluster) => {
+                DynStore::new(PostgresStore::open(&cluster.config(), false).unwrap())
+            }
+        })
+    }
+}
+
+/// Each suite function becomes `NAME::sqlite` and `NAME::postgres`.
+macro_rules! on_both_stores {
+    ($($suite:ident),* $(,)?) => {$(
+        mod $suite {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$suite(super::Place::sqlite()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$suite(super::Place::postgres()).await
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    lifecycle_create_lookup_confirm_expire_purge,
+    rate_limit_counts_are_atomic_with_the_insert,
+    concurrent_confirmations_of_one_challenge_exactly_one_wins,
+    purge_loop_removes_long_expired_challenges,
+    end_open_sessions_marks_every_confirming_session,
+);
 
 fn open(dir: &std::path::Path) -> SqliteStore {
     SqliteStore::open(&dir.join("sub/dir/gk.db"), SqliteOptions::default()).unwrap()
@@ -80,14 +139,8 @@ fn confirm_req(id: &str, session: &str, now: DateTime<Utc>) -> ConfirmRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lifecycle_create_lookup_confirm_expire_purge() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    assert!(
-        dir.path().join("sub/dir/gk.db").exists(),
-        "parent directories are created"
-    );
+async fn lifecycle_create_lookup_confirm_expire_purge(place: Place) {
+    let store = place.open();
     let now = t0();
 
     let c = new_challenge("aaaa", "alice@interieur.gouv.fr", "tok1", now, 3600);
@@ -274,10 +327,8 @@ async fn data_survives_reopen_and_schema_is_versioned() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limit_counts_are_atomic_with_the_insert() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+async fn rate_limit_counts_are_atomic_with_the_insert(place: Place) {
+    let store = place.open();
     let now = t0();
     let limits = RateLimits {
         max_pending: 2,
@@ -342,7 +393,7 @@ async fn rate_limit_counts_are_atomic_with_the_insert() {
     );
 
     // Concurrent creations cannot overshoot the limit.
-    let store2 = open(dir.path());
+    let store2 = place.open();
     let mut tasks = Vec::new();
     for i in 0..20 {
         let s = store2.clone();
@@ -366,10 +417,8 @@ async fn rate_limit_counts_are_atomic_with_the_insert() {
     assert_eq!(created, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_confirmations_of_one_challenge_exactly_one_wins() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+async fn concurrent_confirmations_of_one_challenge_exactly_one_wins(place: Place) {
+    let store = place.open();
     let now = t0();
     store
         .create(
@@ -380,7 +429,7 @@ async fn concurrent_confirmations_of_one_challenge_exactly_one_wins() {
         .await
         .unwrap();
     // Two store handles on one file too (two instances sharing a store).
-    let other = open(dir.path());
+    let other = place.open();
     let mut tasks = Vec::new();
     for i in 0..40 {
         let s = if i % 2 == 0 {
@@ -667,10 +716,8 @@ async fn a_failing_job_does_not_spoil_its_batch() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_loop_removes_long_expired_challenges() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open(dir.path()));
+async fn purge_loop_removes_long_expired_challenges(place: Place) {
+    let store = place.open();
     let now = Utc::now();
     let old = new_challenge(
         "old",
@@ -715,10 +762,8 @@ async fn purge_loop_removes_long_expired_challenges() {
 /// At daemon start every confirming session of an earlier run is marked ended (none is
 /// alive), so a redelivery after a crash is accepted again at once; pending challenges and
 /// sessions already marked are untouched.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn end_open_sessions_marks_every_confirming_session() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+async fn end_open_sessions_marks_every_confirming_session(place: Place) {
+    let store = place.open();
     let now = t0();
     for (id, tok) in [("c1", "t1"), ("c2", "t2"), ("c3", "t3")] {
         store
@@ -876,5 +921,167 @@ async fn point_reads_are_not_blocked_by_a_writer() {
         address_now().await,
         "bob@interieur.gouv.fr",
         "the new commit is seen"
+    );
+}
+
+/// Instances starting together on an empty database migrate once (advisory lock) and all
+/// come up; a schema newer than this program is refused at open, naming both versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrations_run_once_under_concurrent_starts_and_newer_is_refused() {
+    let cluster = common::postgres::Cluster::start();
+    for trial in 0..5 {
+        let config = cluster.fresh_database(&format!("trial{trial}"));
+        let starts: Vec<_> = (0..6)
+            .map(|_| {
+                let c = config.clone();
+                std::thread::spawn(move || PostgresStore::open(&c, false).map(drop))
+            })
+            .collect();
+        for s in starts {
+            s.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("trial {trial}: {e}"));
+        }
+    }
+    let config = cluster.config();
+    drop(PostgresStore::open(&config, false).unwrap());
+    // Read-only opens check the version and write nothing.
+    drop(PostgresStore::open(&config, true).unwrap());
+    cluster.psql("UPDATE schema_version SET version = 99", "gk");
+    match PostgresStore::open(&config, false) {
+        Err(StoreError::SchemaTooNew { found: 99, known }) => assert!(known < 99),
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a newer schema must be refused"),
+    }
+    // A read-only open on an empty database refuses too (nothing to read).
+    let empty = cluster.fresh_database("empty");
+    assert!(matches!(
+        PostgresStore::open(&empty, true),
+        Err(StoreError::SchemaTooOld { found: 0, .. })
+    ));
+}
+
+/// The database stopped (as a crash or a failover looks to a client): every call fails as
+/// `store.unavailable` within the connect timeout, none pretends to succeed; once it is
+/// back the same store handle works again without being reopened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_fails_then_reconnects_by_itself() {
+    let cluster = common::postgres::Cluster::start();
+    let store = Arc::new(DynStore::new(
+        PostgresStore::open(&cluster.config(), false).unwrap(),
+    ));
+    let now = t0();
+    let c = new_challenge("out", "alice@interieur.gouv.fr", "tok-out", now, 3600);
+    store.create(c, LIMITS, now).await.unwrap();
+    assert!(store.get("out").await.unwrap().is_some());
+
+    cluster.stop();
+    let started = std::time::Instant::now();
+    let err = store.get("out").await.unwrap_err();
+    assert_eq!(err.reason(), Reason::StoreUnavailable);
+    let err = store
+        .confirm(confirm_req("out", "s1", now))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Reason::StoreUnavailable);
+    let c = new_challenge("out2", "alice@interieur.gouv.fr", "tok-out2", now, 3600);
+    assert!(store.create(c, LIMITS, now).await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "failures are bounded by the connect timeout, took {:?}",
+        started.elapsed()
+    );
+
+    cluster.pg_ctl_start();
+    let mut back = false;
+    for _ in 0..100 {
+        if store.get("out").await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the store reconnects by itself");
+    assert_eq!(
+        store.confirm(confirm_req("out", "s1", now)).await.unwrap(),
+        ConfirmOutcome::Confirmed,
+        "nothing was confirmed during the outage"
+    );
+}
+
+/// Two processes starting on the same empty file at the same moment both come up: the
+/// migration is one `BEGIN IMMEDIATE` transaction that reads the version inside it, so the
+/// second waits for the first and then finds nothing to do. 20 trials, two opens released
+/// together by a barrier each time.
+#[test]
+fn sqlite_concurrent_first_opens_both_come_up() {
+    for trial in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gk.db");
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let opens: Vec<_> = (0..2)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    SqliteStore::open(&path, SqliteOptions::default()).map(drop)
+                })
+            })
+            .collect();
+        for o in opens {
+            o.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("trial {trial}: {e}"));
+        }
+    }
+}
+
+/// `tls = "require"`: rustls (ring) to a cluster with TLS on, the server certificate checked
+/// against `ca_file`; a CA that did not sign it, or a server without TLS, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_require_verifies_the_server() {
+    let cluster = common::postgres::Cluster::start();
+    let mut config = cluster.config();
+    config.tls = gatekeeper::config::PgTls::Require;
+    // TLS required, the server has none: refused, not downgraded.
+    let other_ca = tempfile::NamedTempFile::new().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(other_ca.path(), ck.cert.pem()).unwrap();
+    config.ca_file = Some(other_ca.path().to_path_buf());
+    assert!(
+        PostgresStore::open(&config, false).is_err(),
+        "no TLS on the server"
+    );
+
+    let ca = cluster.restart_with_tls();
+    // The wrong CA: refused.
+    assert!(
+        PostgresStore::open(&config, false).is_err(),
+        "a certificate the CA did not sign"
+    );
+    // The right CA: connected over TLS, and the session says so.
+    config.ca_file = Some(ca);
+    let mut open = Vec::new();
+    for host in ["localhost", "127.0.0.1"] {
+        config.url = format!("postgresql://gk@{host}:{}/gk", cluster.port);
+        let store = PostgresStore::open(&config, false).unwrap_or_else(|e| panic!("{host}: {e}"));
+        let now = t0();
+        let c = new_challenge(host, "alice@interieur.gouv.fr", host, now, 3600);
+        assert_eq!(
+            store.create(c, LIMITS, now).await.unwrap(),
+            CreateOutcome::Created
+        );
+        open.push(store);
+    }
+    assert_eq!(
+        cluster
+            .query(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE s.ssl AND a.usename = 'gk'"
+            )
+            .parse::<u32>()
+            .map(|n| n > 0),
+        Ok(true),
+        "the store's connections use TLS"
     );
 }

@@ -5,7 +5,7 @@
 //! | `POST /v1/challenges` `{"address"}` | bearer | 201 `{id, address, session_code, expires_at, status}` |
 //! | `GET /v1/challenges/{id}` | bearer | 200 `{id, address, status, created_at, expires_at, confirmed_at, rejections, evidence}` |
 //! | `GET /metrics` | bearer | Prometheus/OpenMetrics text |
-//! | `GET /healthz` | open | 200 `{"status":"ok"}` |
+//! | `GET /healthz` | open | 200 `{"status":"ok"}`; 503 `{"status":"degraded","store":"unavailable"}` while the store does not answer |
 //!
 //! # Decisions
 //!
@@ -105,7 +105,7 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
             auth::authorize::<S>,
         ));
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(healthz::<S>))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -128,8 +128,21 @@ async fn metrics_text<S: Store>(State(state): State<ApiState<S>>) -> Response {
         .into_response()
 }
 
-async fn healthz() -> Response {
-    Json(serde_json::json!({ "status": "ok" })).into_response()
+/// `ok`, or `503` `degraded` while the store does not answer (a PostgreSQL outage): a load
+/// balancer then sends the API's traffic to an instance that can serve it, and the SMTP
+/// side answers `451` meanwhile. The daemon itself stays up and reconnects by itself.
+async fn healthz<S: Store>(State(state): State<ApiState<S>>) -> Response {
+    match state.challenges.store().ping().await {
+        Ok(()) => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "healthz: store unavailable");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "status": "degraded", "store": "unavailable" })),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -237,19 +237,39 @@ impl Default for RawDns {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
-    /// SQLite database file.
-    #[serde(default = "default_store_path")]
-    pub path: String,
+    /// SQLite database file (default `var/gatekeeper.db` unless `url` is set).
+    #[serde(default)]
+    pub path: Option<String>,
     /// How often expired challenges are purged.
     #[serde(default = "default_purge_interval")]
     pub purge_interval: String,
+    /// PostgreSQL connection URL (SPEC §7); exclusive with `path`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// File holding the PostgreSQL password (first line).
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// `"require"` or `"disable"`.
+    #[serde(default = "default_store_tls")]
+    pub tls: String,
+    /// PEM CA bundle the server's certificate must chain to (default: system roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Connections to PostgreSQL kept by one instance.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u64,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         Self {
-            path: default_store_path(),
+            path: None,
             purge_interval: default_purge_interval(),
+            url: None,
+            password_file: None,
+            tls: default_store_tls(),
+            ca_file: None,
+            pool_size: default_pool_size(),
         }
     }
 }
@@ -456,8 +476,13 @@ pub fn default_dns_timeout() -> String {
 pub fn default_dns_cache_size() -> u64 {
     10_000
 }
-pub fn default_store_path() -> String {
-    "var/gatekeeper.db".to_owned()
+/// `store.path` when neither `path` nor `url` is given.
+pub const DEFAULT_STORE_PATH: &str = "var/gatekeeper.db";
+pub fn default_store_tls() -> String {
+    "require".to_owned()
+}
+pub fn default_pool_size() -> u64 {
+    16
 }
 pub fn default_purge_interval() -> String {
     "1h".to_owned()

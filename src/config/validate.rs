@@ -16,6 +16,7 @@ use super::{
 use crate::address::{Mailbox, ParseOptions};
 
 mod siem;
+mod store;
 
 /// Characters `policy.local_part_extra_chars` may add: RFC 5322 §3.2.3 atext minus what the
 /// strict parser refuses on purpose — `%` and `!` (old source routing), `'` and `` ` ``
@@ -39,13 +40,20 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
     let smtp = c.smtp(&raw.smtp, confirm.as_ref(), &opts);
     let dns = c.dns(&raw.dns);
     let store = StoreConfig {
-        path: c.path(&KeyPath::of(&["store", "path"]), &raw.store.path),
+        path: c.path(
+            &KeyPath::of(&["store", "path"]),
+            raw.store
+                .path
+                .as_deref()
+                .unwrap_or(super::raw::DEFAULT_STORE_PATH),
+        ),
         purge_interval: c.duration(
             &KeyPath::of(&["store", "purge_interval"]),
             &raw.store.purge_interval,
             Duration::from_secs(60),
             Duration::from_secs(7 * 86_400),
         ),
+        postgres: c.postgres(&raw.store),
     };
     let api_listen = c.socket(&KeyPath::of(&["api", "listen"]), &raw.api.listen);
     let api_token = c.path(&KeyPath::of(&["api", "token_file"]), &raw.api.token_file);

@@ -28,8 +28,8 @@ use chrono::{DateTime, Utc};
 
 use super::oidc::{CodeRecord, CodeTake, FlowRecord};
 use super::{
-    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, RateLimits,
-    SqliteOptions, SqliteStore, Store, StoreError, TokenHash,
+    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, PostgresStore,
+    RateLimits, SqliteOptions, SqliteStore, Store, StoreError, TokenHash,
 };
 use crate::config::StoreConfig;
 
@@ -48,7 +48,13 @@ pub enum Access {
 /// Open the store `[store]` names. Blocking (opens files, migrates): call at start-up or from
 /// `spawn_blocking`.
 pub fn open(config: &StoreConfig, access: Access) -> Result<DynStore, StoreError> {
-    // The one match on the backend: today `store.path` (SQLite) is the only one.
+    // The one match on the backend: `store.url` (PostgreSQL) or `store.path` (SQLite).
+    if let Some(pg) = &config.postgres {
+        return Ok(DynStore::new(PostgresStore::open(
+            pg,
+            access == Access::ReadOnly,
+        )?));
+    }
     let options = SqliteOptions {
         read_only: access == Access::ReadOnly,
         ..SqliteOptions::default()
@@ -58,11 +64,17 @@ pub fn open(config: &StoreConfig, access: Access) -> Result<DynStore, StoreError
 
 /// How the store is named in logs and errors.
 pub fn describe(config: &StoreConfig) -> String {
-    config.path.display().to_string()
+    match &config.postgres {
+        Some(pg) => pg.url.clone(),
+        None => config.path.display().to_string(),
+    }
 }
 
 /// The directory a local store writes in, created at start (`None` for a network store).
 pub fn local_dir(config: &StoreConfig) -> Option<&Path> {
+    if config.postgres.is_some() {
+        return None;
+    }
     config.path.parent()
 }
 
@@ -93,6 +105,7 @@ trait ErasedStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<u32, StoreError>>;
     fn queue_depth(&self) -> usize;
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     fn created_since<'a>(
         &'a self,
         address: &'a str,
@@ -159,6 +172,9 @@ impl<S: Store> ErasedStore for S {
     }
     fn queue_depth(&self) -> usize {
         Store::queue_depth(self)
+    }
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(Store::ping(self))
     }
     fn created_since<'a>(
         &'a self,
@@ -271,6 +287,9 @@ impl Store for DynStore {
     }
     fn queue_depth(&self) -> usize {
         self.0.queue_depth()
+    }
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.0.ping()
     }
     fn created_since(
         &self,

@@ -36,9 +36,11 @@ use crate::reason::Reason;
 
 pub mod any;
 pub mod oidc;
+pub mod postgres;
 pub mod sqlite;
 
 pub use any::{Access, DynStore, describe, local_dir, open};
+pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// SHA-256 of a token (the store never sees the token itself). Built only by hashing
@@ -219,6 +221,12 @@ pub enum StoreError {
     /// The database refused or failed a statement.
     #[error("database error: {0}")]
     Database(#[source] Arc<rusqlite::Error>),
+    /// PostgreSQL refused a statement, or the connection broke (database down, failover).
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[source] Arc<tokio_postgres::Error>),
+    /// No PostgreSQL connection could be had in time (database unreachable, pool exhausted).
+    #[error("PostgreSQL connection: {0}")]
+    Pool(#[source] Arc<deadpool_postgres::PoolError>),
     /// The database was locked and the operation did not wait (or waited its busy timeout).
     #[error("database busy: {0}")]
     Busy(#[source] Arc<rusqlite::Error>),
@@ -330,6 +338,12 @@ pub trait Store: Send + Sync + 'static {
         address: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// Whether the store answers right now (`/healthz`): a network store asks its database,
+    /// a local one has nothing to ask (its failures show on each call).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        std::future::ready(Ok(()))
+    }
 
     /// Write requests waiting to be committed (exposed in `/metrics`); 0 when not applicable.
     fn queue_depth(&self) -> usize {

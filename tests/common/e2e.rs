@@ -31,6 +31,9 @@ pub struct Settings {
     pub dns_timeout: String,
     pub max_pending: u32,
     pub max_per_hour: u32,
+    /// `[store] url` and `password_file` (plaintext, loopback): a shared PostgreSQL database
+    /// instead of the instance's own SQLite file (`super::postgres::Cluster::config`).
+    pub postgres: Option<gatekeeper::config::PostgresConfig>,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
             // The corpus claims ~90 challenges for alice in one run.
             max_pending: 100,
             max_per_hour: 1000,
+            postgres: None,
         }
     }
 }
@@ -137,7 +141,7 @@ nameservers = ["{dns}"]
 timeout = "{dns_timeout}"
 
 [store]
-path = "{d}/var/gatekeeper.db"
+{store}
 
 [api]
 listen = "127.0.0.1:{api_port}"
@@ -161,6 +165,18 @@ path = "{d}/var/events.jsonl"
             max_pending = s.max_pending,
             max_per_hour = s.max_per_hour,
             dns_timeout = s.dns_timeout,
+            store = match &s.postgres {
+                None => format!("path = \"{d}/var/gatekeeper.db\""),
+                Some(pg) => format!(
+                    "url = \"{}\"\ntls = \"disable\"\npool_size = {}{}",
+                    pg.url,
+                    pg.pool_size,
+                    pg.password_file
+                        .as_ref()
+                        .map(|p| format!("\npassword_file = \"{}\"", p.display()))
+                        .unwrap_or_default()
+                ),
+            },
         );
         std::fs::create_dir_all(&self.dir).expect("config dir");
         std::fs::write(&self.config, text).expect("write config");

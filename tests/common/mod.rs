@@ -6,6 +6,8 @@
 //! SIEM tests' builders and decoders ([`siem`]), and the glue to build the configuration, a
 //! verifier, a transaction and a challenge ([`World`]).
 //!
+//! A throwaway PostgreSQL cluster for the store tests is [`postgres`].
+//!
 //! Use from an integration test with `mod common;`.
 
 #![allow(dead_code)]
@@ -17,6 +19,7 @@ pub mod dns;
 pub mod e2e;
 pub mod keys;
 pub mod mail;
+pub mod postgres;
 pub mod server;
 pub mod siem;
 pub mod transcript;

@@ -1,8 +1,8 @@
 //! The schema and its migrations, and opening a connection with the pragmas durability needs.
 //!
-//! `schema_version` holds one row; [`MIGRATIONS`] are applied in order at open, each in its
-//! own transaction. A database written by a newer program (higher version) is refused.
-//! Times are stored as Unix milliseconds (UTC).
+//! `schema_version` holds one row; [`MIGRATIONS`] are applied in order at open, all in one
+//! `BEGIN IMMEDIATE` transaction (a second process waits for it). A database written by a
+//! newer program (higher version) is refused. Times are stored as Unix milliseconds (UTC).
 
 use std::path::Path;
 
@@ -106,6 +106,21 @@ pub(super) fn check_version(conn: &Connection) -> Result<(), StoreError> {
 }
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    // One `BEGIN IMMEDIATE` transaction for the whole migration, the version read inside
+    // it: a second process opening the same empty file waits for the write lock (busy
+    // timeout), then finds the schema current. Reading the version before taking the lock
+    // let both see 0 and the second fail on `CREATE TABLE` (tested: two opens at once).
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+    match migrate_locked(conn) {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(db),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn migrate_locked(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         .map_err(db)?;
     let found = current_version(conn)?;
@@ -121,23 +136,15 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         .skip(usize::try_from(found).unwrap_or(0))
     {
         let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
-        let step = conn
-            .execute_batch(sql)
+        conn.execute_batch(sql)
             .and_then(|()| conn.execute("DELETE FROM schema_version", []))
             .and_then(|_| {
                 conn.execute(
                     "INSERT INTO schema_version (version) VALUES (?1)",
                     params![version],
                 )
-            });
-        match step {
-            Ok(_) => conn.execute_batch("COMMIT").map_err(db)?,
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(db(e));
-            }
-        }
+            })
+            .map_err(db)?;
         tracing::info!(version, "store: schema migrated");
     }
     Ok(())
