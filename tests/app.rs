@@ -659,6 +659,35 @@ impl Store for CountingStore {
     async fn flush_rejections(&self) {
         self.inner.flush_rejections().await
     }
+    async fn create_probe(
+        &self,
+        p: gatekeeper::store::NewProbe,
+        l: RateLimits,
+        now: DateTime<Utc>,
+    ) -> Result<CreateOutcome, gatekeeper::store::StoreError> {
+        self.inner.create_probe(p, l, now).await
+    }
+    async fn get_probe(
+        &self,
+        id: &str,
+    ) -> Result<Option<gatekeeper::store::ProbeRecord>, gatekeeper::store::StoreError> {
+        self.inner.get_probe(id).await
+    }
+    async fn find_probe_by_token_hash(
+        &self,
+        h: &gatekeeper::store::TokenHash,
+    ) -> Result<Option<gatekeeper::store::ProbeRecord>, gatekeeper::store::StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_probe_by_token_hash(h).await
+    }
+    async fn record_probe_analysis(
+        &self,
+        id: &str,
+        report: String,
+        at: DateTime<Utc>,
+    ) -> Result<bool, gatekeeper::store::StoreError> {
+        self.inner.record_probe_analysis(id, report, at).await
+    }
 }
 
 /// One store read per message: DATA uses the record its session's RCPT read. Without one

@@ -27,8 +27,8 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 
 use super::{
-    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, RateLimits,
-    SqliteOptions, SqliteStore, Store, StoreError, TokenHash,
+    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, NewProbe,
+    ProbeRecord, RateLimits, SqliteOptions, SqliteStore, Store, StoreError, TokenHash,
 };
 use crate::config::StoreConfig;
 
@@ -99,6 +99,23 @@ trait ErasedStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<u32, StoreError>>;
     fn end_open_sessions(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
     fn flush_rejections(&self) -> BoxFuture<'_, ()>;
+    fn create_probe(
+        &self,
+        probe: NewProbe,
+        limits: RateLimits,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<CreateOutcome, StoreError>>;
+    fn get_probe<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ProbeRecord>, StoreError>>;
+    fn find_probe_by_token_hash<'a>(
+        &'a self,
+        hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<ProbeRecord>, StoreError>>;
+    fn record_probe_analysis<'a>(
+        &'a self,
+        id: &'a str,
+        report: String,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
 impl<S: Store> ErasedStore for S {
@@ -165,6 +182,31 @@ impl<S: Store> ErasedStore for S {
     }
     fn flush_rejections(&self) -> BoxFuture<'_, ()> {
         Box::pin(Store::flush_rejections(self))
+    }
+    fn create_probe(
+        &self,
+        probe: NewProbe,
+        limits: RateLimits,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<CreateOutcome, StoreError>> {
+        Box::pin(Store::create_probe(self, probe, limits, now))
+    }
+    fn get_probe<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ProbeRecord>, StoreError>> {
+        Box::pin(Store::get_probe(self, id))
+    }
+    fn find_probe_by_token_hash<'a>(
+        &'a self,
+        hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<ProbeRecord>, StoreError>> {
+        Box::pin(Store::find_probe_by_token_hash(self, hash))
+    }
+    fn record_probe_analysis<'a>(
+        &'a self,
+        id: &'a str,
+        report: String,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Store::record_probe_analysis(self, id, report, at))
     }
 }
 
@@ -260,5 +302,36 @@ impl Store for DynStore {
     }
     fn flush_rejections(&self) -> impl Future<Output = ()> + Send {
         self.0.flush_rejections()
+    }
+    fn create_probe(
+        &self,
+        probe: NewProbe,
+        limits: RateLimits,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send {
+        self.0.create_probe(probe, limits, now)
+    }
+    fn get_probe(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ProbeRecord>, StoreError>> + Send {
+        let store = &self.0;
+        async move { store.get_probe(id).await }
+    }
+    fn find_probe_by_token_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> impl Future<Output = Result<Option<ProbeRecord>, StoreError>> + Send {
+        let store = &self.0;
+        async move { store.find_probe_by_token_hash(hash).await }
+    }
+    fn record_probe_analysis(
+        &self,
+        id: &str,
+        report: String,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let store = &self.0;
+        async move { store.record_probe_analysis(id, report, at).await }
     }
 }
