@@ -94,6 +94,27 @@ impl Verify for ScriptedVerifier {
             }),
         }
     }
+
+    /// Probes follow the same script: `REFUSE:<code>` in the body is the reason a
+    /// confirmation would get.
+    async fn analyse(&self, tx: &Transaction, probe_id: &str, _now: DateTime<Utc>) -> Verdict {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(probe_id, tx.challenge_id);
+        let text = String::from_utf8_lossy(&tx.message).into_owned();
+        let refusal = text
+            .split("REFUSE:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|code| code.parse::<Reason>().unwrap());
+        Verdict {
+            decision: refusal.map(Decision::Refuse).unwrap_or(Decision::Accept),
+            checks: vec![],
+            from: Some(tx.mail_from.to_string()),
+            message_id: None,
+            challenge_id: None,
+            evidence: None,
+        }
+    }
 }
 
 struct World {

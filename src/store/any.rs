@@ -105,7 +105,10 @@ trait ErasedStore: Send + Sync + 'static {
         limits: RateLimits,
         now: DateTime<Utc>,
     ) -> BoxFuture<'_, Result<CreateOutcome, StoreError>>;
-    fn get_probe<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ProbeRecord>, StoreError>>;
+    fn get_probe<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ProbeRecord>, StoreError>>;
     fn find_probe_by_token_hash<'a>(
         &'a self,
         hash: &'a TokenHash,
@@ -191,7 +194,10 @@ impl<S: Store> ErasedStore for S {
     ) -> BoxFuture<'_, Result<CreateOutcome, StoreError>> {
         Box::pin(Store::create_probe(self, probe, limits, now))
     }
-    fn get_probe<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<ProbeRecord>, StoreError>> {
+    fn get_probe<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ProbeRecord>, StoreError>> {
         Box::pin(Store::get_probe(self, id))
     }
     fn find_probe_by_token_hash<'a>(

@@ -136,7 +136,10 @@ impl Store for DownStore {
     ) -> Result<CreateOutcome, StoreError> {
         down()
     }
-    async fn get_probe(&self, _: &str) -> Result<Option<gatekeeper::store::ProbeRecord>, StoreError> {
+    async fn get_probe(
+        &self,
+        _: &str,
+    ) -> Result<Option<gatekeeper::store::ProbeRecord>, StoreError> {
         down()
     }
     async fn find_probe_by_token_hash(

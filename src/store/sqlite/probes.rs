@@ -25,7 +25,11 @@ pub(super) fn create(
     now: DateTime<Utc>,
 ) -> Result<CreateOutcome, StoreError> {
     let now_ms = now.timestamp_millis();
-    let pending = count(conn, "SELECT COUNT(*) FROM probes WHERE expires_at > ?1", now_ms)?;
+    let pending = count(
+        conn,
+        "SELECT COUNT(*) FROM probes WHERE expires_at > ?1",
+        now_ms,
+    )?;
     let last_hour = count(
         conn,
         "SELECT COUNT(*) FROM probes WHERE created_at >= ?1",
@@ -104,7 +108,11 @@ pub(super) fn by_token_hash(
     hash: &TokenHash,
 ) -> Result<Option<ProbeRecord>, StoreError> {
     let bytes = hash.as_bytes().as_slice();
-    select(conn, "WHERE token_hash = ?1", &bytes as &dyn rusqlite::ToSql)
+    select(
+        conn,
+        "WHERE token_hash = ?1",
+        &bytes as &dyn rusqlite::ToSql,
+    )
 }
 
 /// The latest analysis replaces the report; the count says how many mails were analysed.
