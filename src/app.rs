@@ -160,6 +160,76 @@ impl<S: Store, V: Verify> App<S, V> {
     }
 }
 
+/// The probe path (SPEC §10): a probe is looked up in its own table, so a probe token can
+/// never name a challenge, and nothing here writes a confirmation.
+impl<S: Store, V: Verify> App<S, V> {
+    async fn check_probe(&self, hash: &TokenHash, now: DateTime<Utc>) -> RcptOutcome {
+        match self.store.find_probe_by_token_hash(hash).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "store lookup failed at RCPT (probe)");
+                RcptOutcome::Refuse(e.reason())
+            }
+            Ok(Some(p)) if p.token_hash == *hash && !p.is_expired(now) => {
+                RcptOutcome::Accept { challenge_id: p.id }
+            }
+            Ok(Some(p)) if p.token_hash == *hash => RcptOutcome::Refuse(Reason::TokenExpired),
+            Ok(_) => RcptOutcome::Refuse(Reason::TokenUnknown),
+        }
+    }
+
+    /// Verify, store the analysis (durably, before the `250 analysed`), answer with the
+    /// decision a confirmation would get. The session turns it into the probe's reply.
+    async fn analyse_probe(&self, tx: &Transaction) -> Verdict {
+        let id = tx.challenge_id.clone();
+        let now = tx.received_at;
+        let probe = match self.store.get_probe(&id).await {
+            Err(e) => return with_id(Verdict::refuse(e.reason()), &id),
+            Ok(Some(p)) if p.token_hash == TokenHash::of(&tx.rcpt.token) => p,
+            Ok(_) => return with_id(Verdict::refuse(Reason::TokenUnknown), &id),
+        };
+        if probe.is_expired(now) {
+            return with_id(Verdict::refuse(Reason::TokenExpired), &id);
+        }
+        let mut verdict = self.verifier.analyse(tx, &id, now).await;
+        verdict.challenge_id = Some(id.clone());
+        // A probe keeps no evidence: it proves nothing about anyone.
+        verdict.evidence = None;
+        let reason = match verdict.decision {
+            Decision::Accept => None,
+            Decision::Refuse(r) => Some(r),
+        };
+        let domain = verdict
+            .from
+            .as_deref()
+            .and_then(|f| f.rsplit_once('@'))
+            .map_or_else(|| tx.mail_from.domain().to_string(), |(_, d)| d.to_owned());
+        let analysis = crate::policy::probe::analyse(reason, &verdict.checks, &domain);
+        let report = serde_json::json!({
+            "analysed_at": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "client_ip": tx.session.client_ip.to_string(),
+            "helo": tx.session.helo,
+            "tls_version": tx.session.tls_version,
+            "mail_from": tx.mail_from.to_string(),
+            "from": verdict.from,
+            "message_id": verdict.message_id,
+            "domain": domain,
+            "analysis": analysis,
+        });
+        match self
+            .store
+            .record_probe_analysis(&id, report.to_string(), now)
+            .await
+        {
+            Ok(true) => verdict,
+            Ok(false) => refuse(verdict, Reason::TokenUnknown),
+            Err(e) => {
+                tracing::warn!(probe_id = %id, error = %e, "probe analysis not stored");
+                refuse(verdict, e.reason())
+            }
+        }
+    }
+}
+
 impl<S: Store, V: Verify> Backend for App<S, V> {
     async fn check_recipient(
         &self,
@@ -168,6 +238,9 @@ impl<S: Store, V: Verify> Backend for App<S, V> {
         now: DateTime<Utc>,
     ) -> RcptOutcome {
         let hash = TokenHash::of(&rcpt.token);
+        if rcpt.is_probe() {
+            return self.check_probe(&hash, now).await;
+        }
         match self.store.find_by_token_hash(&hash).await {
             Err(e) => {
                 tracing::warn!(error = %e, "store lookup failed at RCPT");
@@ -189,6 +262,9 @@ impl<S: Store, V: Verify> Backend for App<S, V> {
     }
 
     async fn deliver(&self, tx: Transaction) -> Verdict {
+        if tx.rcpt.is_probe() {
+            return self.analyse_probe(&tx).await;
+        }
         let id = tx.challenge_id.clone();
         let kept = lock(&self.at_rcpt)
             .remove(&tx.session.session_id)

@@ -25,6 +25,9 @@ pub enum Action {
     /// (`failure`); `gatekeeper.checks` carries `oidc.stage`, `oidc.client_id` and
     /// `oidc.error` (SPEC §9).
     OidcSignin,
+    /// `probe-analysed`: a mail to a probe address was verified and its analysis stored
+    /// (SPEC §10); `reason` is the one a confirmation would get (`None`: it would confirm).
+    ProbeAnalysed,
     /// `siem-overflow`: the audit trail itself lost events (a bounded queue or the spool was
     /// full); `lost` carries the count. Built only by `siem`.
     SiemOverflow,
@@ -38,6 +41,7 @@ impl Action {
             Action::ConfirmationDeferred => "confirmation-deferred",
             Action::ConnectionRefused => "connection-refused",
             Action::OidcSignin => "oidc-signin",
+            Action::ProbeAnalysed => "probe-analysed",
             Action::SiemOverflow => "siem-overflow",
         }
     }
@@ -91,6 +95,7 @@ pub struct AuditEvent {
     pub from: Option<String>,
     /// `email.to.address`, already redacted: `confirm+[redacted]@<domain>`.
     pub to: Option<String>,
+    /// The challenge's id; on `probe-analysed` events, the probe's.
     pub challenge_id: Option<String>,
     pub message_id: Option<String>,
     /// `tls.version`, e.g. `1.3`.
@@ -129,7 +134,7 @@ impl AuditEvent {
         session_id: impl Into<String>,
     ) -> Self {
         let outcome = match action {
-            Action::ConfirmationAccepted => Outcome::Success,
+            Action::ConfirmationAccepted | Action::ProbeAnalysed => Outcome::Success,
             Action::ConfirmationDeferred => Outcome::Unknown,
             Action::ConfirmationRejected
             | Action::ConnectionRefused

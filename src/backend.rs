@@ -37,6 +37,20 @@ pub struct Recipient {
     pub address: Mailbox,
 }
 
+/// The local-part prefix of a probe address, `probe+<token>@<confirm.domain>` (SPEC §10).
+/// Fixed by the SPEC; `confirm.local_prefix` may not take it.
+pub const PROBE_PREFIX: &str = "probe";
+
+impl Recipient {
+    /// A probe address (analysed, never confirming) rather than a confirmation address.
+    pub fn is_probe(&self) -> bool {
+        self.address
+            .local()
+            .get(..PROBE_PREFIX.len() + 1)
+            .is_some_and(|head| head.eq_ignore_ascii_case("probe+"))
+    }
+}
+
 /// Answer to a RCPT for a confirmation address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RcptOutcome {
@@ -132,6 +146,15 @@ pub trait Verify: Send + Sync + 'static {
         &self,
         tx: &Transaction,
         challenge: &ChallengeBinding,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Verdict> + Send;
+
+    /// A probe mail (SPEC §10): every check, the binding checks reported but not required;
+    /// the decision is the one a confirmation would get.
+    fn analyse(
+        &self,
+        tx: &Transaction,
+        probe_id: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Verdict> + Send;
 }

@@ -34,7 +34,8 @@ use crate::config::{Config, ConfirmConfig};
 use crate::domains::DomainPolicy;
 use crate::reason::Reason;
 use crate::store::{
-    ChallengeRecord, CreateOutcome, NewChallenge, RateLimits, Status, Store, StoreError, TokenHash,
+    ChallengeRecord, CreateOutcome, NewChallenge, NewProbe, ProbeRecord, RateLimits, Status, Store,
+    StoreError, TokenHash,
 };
 
 pub mod mail;
@@ -329,6 +330,107 @@ impl<S: Store> ChallengeService<S> {
             .get(id)
             .await?
             .map(|r| ChallengeView::from_record(&r, now)))
+    }
+}
+
+/// A newly created probe (SPEC §10): the address carries its token, which is what the
+/// ministry writes to; a probe token can answer no challenge (probes have their own table).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProbeCreated {
+    pub id: String,
+    pub address: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A probe as the API and the CLI show it: `waiting` (no mail yet), `analysed`, `expired`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProbeView {
+    pub id: String,
+    pub status: &'static str,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
+    pub expires_at: DateTime<Utc>,
+    pub analyses: u32,
+    /// The latest mail's analysis (`None` before the first).
+    pub report: Option<serde_json::Value>,
+}
+
+impl ProbeView {
+    pub fn from_record(r: &ProbeRecord, now: DateTime<Utc>) -> Self {
+        let status = match (&r.report, r.is_expired(now)) {
+            (_, true) => "expired",
+            (Some(_), false) => "analysed",
+            (None, false) => "waiting",
+        };
+        Self {
+            id: r.id.clone(),
+            status,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            analyses: r.analyses,
+            // Written by `app` as JSON; unreadable text is shown as a string rather than lost.
+            report: r.report.as_ref().map(|t| {
+                serde_json::from_str(t).unwrap_or_else(|_| serde_json::Value::String(t.clone()))
+            }),
+        }
+    }
+}
+
+impl<S: Store> ChallengeService<S> {
+    /// Create a probe: a random token under the `probe` prefix, valid for
+    /// `confirm.challenge_ttl`, rate-limited with the `[confirm]` per-address limits applied
+    /// to all probes together (a probe has no address to count by).
+    pub async fn create_probe(&self, now: DateTime<Utc>) -> Result<ProbeCreated, CreateError> {
+        let token = Token::generate(&self.rng)?;
+        let id = new_challenge_id(&self.rng)?;
+        let ttl = chrono::Duration::from_std(self.confirm.challenge_ttl)
+            .unwrap_or(chrono::Duration::hours(24));
+        let expires_at = now + ttl;
+        let outcome = self
+            .store
+            .create_probe(
+                NewProbe {
+                    id: id.clone(),
+                    token_hash: token.hash(),
+                    created_at: now,
+                    expires_at,
+                },
+                RateLimits {
+                    max_pending: self.confirm.max_pending_per_address,
+                    max_per_hour: self.confirm.max_challenges_per_address_per_hour,
+                },
+                now,
+            )
+            .await?;
+        if let CreateOutcome::RateLimited { .. } = outcome {
+            return Err(CreateError::RateLimited);
+        }
+        tracing::info!(probe_id = %id, "probe created");
+        Ok(ProbeCreated {
+            address: format!(
+                "{}+{}@{}",
+                crate::backend::PROBE_PREFIX,
+                token.expose(),
+                self.confirm.domain
+            ),
+            id,
+            expires_at,
+        })
+    }
+
+    /// The probe as the API shows it, `None` if unknown.
+    pub async fn show_probe(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ProbeView>, StoreError> {
+        Ok(self
+            .store
+            .get_probe(id)
+            .await?
+            .map(|r| ProbeView::from_record(&r, now)))
     }
 }
 

@@ -94,6 +94,27 @@ impl Verify for ScriptedVerifier {
             }),
         }
     }
+
+    /// Probes follow the same script: `REFUSE:<code>` in the body is the reason a
+    /// confirmation would get.
+    async fn analyse(&self, tx: &Transaction, probe_id: &str, _now: DateTime<Utc>) -> Verdict {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(probe_id, tx.challenge_id);
+        let text = String::from_utf8_lossy(&tx.message).into_owned();
+        let refusal = text
+            .split("REFUSE:")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|code| code.parse::<Reason>().unwrap());
+        Verdict {
+            decision: refusal.map(Decision::Refuse).unwrap_or(Decision::Accept),
+            checks: vec![],
+            from: Some(tx.mail_from.to_string()),
+            message_id: None,
+            challenge_id: None,
+            evidence: None,
+        }
+    }
 }
 
 struct World {
@@ -658,6 +679,35 @@ impl Store for CountingStore {
     }
     async fn flush_rejections(&self) {
         self.inner.flush_rejections().await
+    }
+    async fn create_probe(
+        &self,
+        p: gatekeeper::store::NewProbe,
+        l: RateLimits,
+        now: DateTime<Utc>,
+    ) -> Result<CreateOutcome, gatekeeper::store::StoreError> {
+        self.inner.create_probe(p, l, now).await
+    }
+    async fn get_probe(
+        &self,
+        id: &str,
+    ) -> Result<Option<gatekeeper::store::ProbeRecord>, gatekeeper::store::StoreError> {
+        self.inner.get_probe(id).await
+    }
+    async fn find_probe_by_token_hash(
+        &self,
+        h: &gatekeeper::store::TokenHash,
+    ) -> Result<Option<gatekeeper::store::ProbeRecord>, gatekeeper::store::StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_probe_by_token_hash(h).await
+    }
+    async fn record_probe_analysis(
+        &self,
+        id: &str,
+        report: String,
+        at: DateTime<Utc>,
+    ) -> Result<bool, gatekeeper::store::StoreError> {
+        self.inner.record_probe_analysis(id, report, at).await
     }
 }
 

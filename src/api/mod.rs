@@ -4,6 +4,8 @@
 //! |---|---|---|
 //! | `POST /v1/challenges` `{"address"}` | bearer | 201 `{id, address, session_code, expires_at, status}` |
 //! | `GET /v1/challenges/{id}` | bearer | 200 `{id, address, status, created_at, expires_at, confirmed_at, rejections, evidence}` |
+//! | `POST /v1/probes` | bearer | 201 `{id, address: "probe+<token>@<confirm.domain>", expires_at}` (SPEC §10) |
+//! | `GET /v1/probes/{id}` | bearer | 200 `{id, status: waiting\|analysed\|expired, created_at, expires_at, analyses, report}` |
 //! | `GET /metrics` | bearer | Prometheus/OpenMetrics text |
 //! | `GET /healthz` | open | 200 `{"status":"ok"}`; 503 `{"status":"degraded","store":"unavailable"}` while the store does not answer |
 //!
@@ -44,6 +46,7 @@ use crate::store::Store;
 pub mod auth;
 pub mod error;
 pub mod metrics;
+mod probes;
 mod v1;
 
 pub use auth::{ApiToken, load_or_create_token};
@@ -99,6 +102,7 @@ pub async fn serve(
 /// The API router (serve with [`serve`]).
 pub fn router<S: Store>(state: ApiState<S>) -> Router {
     let protected = v1::routes::<S>()
+        .merge(probes::routes::<S>())
         .route("/metrics", get(metrics_text::<S>))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -181,6 +181,13 @@ impl Check {
                 &at.key("local_prefix"),
                 format!("{prefix:?}: use 1 to {MAX_PREFIX_LEN} of a-z 0-9 - _"),
             );
+        } else if prefix == crate::backend::PROBE_PREFIX {
+            // Probe addresses (SPEC §10) own that prefix: a confirmation address must never
+            // be mistaken for one, nor the reverse.
+            self.fail(
+                &at.key("local_prefix"),
+                format!("{prefix:?} is reserved for probe addresses"),
+            );
         }
         let name = &raw.service_name;
         if name.trim().is_empty()

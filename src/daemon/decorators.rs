@@ -56,6 +56,11 @@ impl Verify for SwapVerifier {
         let verifier = self.current();
         verifier.verify(tx, challenge, now).await
     }
+
+    async fn analyse(&self, tx: &Transaction, probe_id: &str, now: DateTime<Utc>) -> Verdict {
+        let verifier = self.current();
+        verifier.analyse_probe(tx, probe_id, now).await
+    }
 }
 
 /// The verifier of `config`, its DNS lookups counted in `metrics`.

@@ -41,6 +41,7 @@
 //!    refuses with the reason of the check (fail closed).
 
 pub mod challenge;
+pub mod probe;
 
 use crate::audit::Check;
 use crate::backend::Decision;

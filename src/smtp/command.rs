@@ -233,7 +233,8 @@ pub struct ConfirmAddress {
     pub local_prefix: String,
 }
 
-/// Parse the text after `RCPT TO:`: exactly `<prefix+token@confirm.domain>` with a token of
+/// Parse the text after `RCPT TO:`: exactly `<prefix+token@confirm.domain>` (or
+/// `<probe+token@confirm.domain>`, [`Recipient::is_probe`]) with a token of
 /// `[a-z2-7]` (lower-case base32, after canonicalisation), no parameters. Anything else is
 /// `rcpt.unknown`: gatekeeper never relays.
 pub fn parse_rcpt_to(
@@ -249,7 +250,10 @@ pub fn parse_rcpt_to(
     if address.domain() != &confirm.domain {
         return Err(Reason::RcptUnknown);
     }
-    let token = token_of(address.local(), &confirm.local_prefix).ok_or(Reason::RcptUnknown)?;
+    // A probe address (SPEC §10) has the same shape under its own fixed prefix.
+    let token = token_of(address.local(), &confirm.local_prefix)
+        .or_else(|| token_of(address.local(), crate::backend::PROBE_PREFIX))
+        .ok_or(Reason::RcptUnknown)?;
     Ok(Recipient {
         token: token.to_owned(),
         address,

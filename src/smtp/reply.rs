@@ -50,6 +50,8 @@ pub const SENDER_OK: &[u8] = b"250 2.1.0 sender OK\r\n";
 pub const RECIPIENT_OK: &[u8] = b"250 2.1.5 recipient OK\r\n";
 pub const START_DATA: &[u8] = b"354 end data with <CR><LF>.<CR><LF>\r\n";
 pub const CONFIRMED: &[u8] = b"250 2.0.0 confirmed\r\n";
+/// A probe mail was verified and its analysis stored (SPEC §10).
+pub const ANALYSED: &[u8] = b"250 2.0.0 analysed\r\n";
 pub const BYE: &[u8] = b"221 2.0.0 closing connection\r\n";
 pub const START_TLS: &[u8] = b"220 2.0.0 ready to start TLS\r\n";
 /// RFC 5321 §3.5.3: 252 when the server will not verify but will accept mail.

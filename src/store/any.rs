@@ -28,8 +28,9 @@ use chrono::{DateTime, Utc};
 
 use super::oidc::{CodeRecord, CodeTake, FlowRecord};
 use super::{
-    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, PostgresStore,
-    RateLimits, SqliteOptions, SqliteStore, Store, StoreError, TokenHash,
+    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, NewProbe,
+    PostgresStore, ProbeRecord, RateLimits, SqliteOptions, SqliteStore, Store, StoreError,
+    TokenHash,
 };
 use crate::config::StoreConfig;
 
@@ -119,6 +120,26 @@ trait ErasedStore: Send + Sync + 'static {
     fn insert_code(&self, code: CodeRecord) -> BoxFuture<'_, Result<(), StoreError>>;
     fn take_code(&self, hash: [u8; 32]) -> BoxFuture<'_, Result<CodeTake, StoreError>>;
     fn purge_oidc(&self, cutoff: DateTime<Utc>) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn create_probe(
+        &self,
+        probe: NewProbe,
+        limits: RateLimits,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<CreateOutcome, StoreError>>;
+    fn get_probe<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ProbeRecord>, StoreError>>;
+    fn find_probe_by_token_hash<'a>(
+        &'a self,
+        hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<ProbeRecord>, StoreError>>;
+    fn record_probe_analysis<'a>(
+        &'a self,
+        id: &'a str,
+        report: String,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
 impl<S: Store> ErasedStore for S {
@@ -206,6 +227,34 @@ impl<S: Store> ErasedStore for S {
     }
     fn purge_oidc(&self, cutoff: DateTime<Utc>) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(Store::purge_oidc(self, cutoff))
+    }
+    fn create_probe(
+        &self,
+        probe: NewProbe,
+        limits: RateLimits,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<CreateOutcome, StoreError>> {
+        Box::pin(Store::create_probe(self, probe, limits, now))
+    }
+    fn get_probe<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ProbeRecord>, StoreError>> {
+        Box::pin(Store::get_probe(self, id))
+    }
+    fn find_probe_by_token_hash<'a>(
+        &'a self,
+        hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<ProbeRecord>, StoreError>> {
+        Box::pin(Store::find_probe_by_token_hash(self, hash))
+    }
+    fn record_probe_analysis<'a>(
+        &'a self,
+        id: &'a str,
+        report: String,
+        at: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(Store::record_probe_analysis(self, id, report, at))
     }
 }
 
@@ -329,5 +378,36 @@ impl Store for DynStore {
         cutoff: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send {
         self.0.purge_oidc(cutoff)
+    }
+    fn create_probe(
+        &self,
+        probe: NewProbe,
+        limits: RateLimits,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send {
+        self.0.create_probe(probe, limits, now)
+    }
+    fn get_probe(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ProbeRecord>, StoreError>> + Send {
+        let store = &self.0;
+        async move { store.get_probe(id).await }
+    }
+    fn find_probe_by_token_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> impl Future<Output = Result<Option<ProbeRecord>, StoreError>> + Send {
+        let store = &self.0;
+        async move { store.find_probe_by_token_hash(hash).await }
+    }
+    fn record_probe_analysis(
+        &self,
+        id: &str,
+        report: String,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let store = &self.0;
+        async move { store.record_probe_analysis(id, report, at).await }
     }
 }

@@ -22,6 +22,8 @@
 //!   so the caller can recognise the redelivery of the same message (SPEC §4).
 //! - **Atomic rate limits.** [`Store::create`] counts and inserts in one transaction, so
 //!   concurrent requests cannot pass the per-address limits together.
+//! - **Probes** (SPEC §10) are a table of their own: a probe answers no challenge, so no
+//!   challenge query can ever see one (a probe address never confirms anything).
 //! - **Errors** are all [`StoreError`], which keeps its cause (the SQLite or I/O error) and
 //!   which the callers map to `store.unavailable` (a 4xx: the sender retries, I5).
 
@@ -167,6 +169,37 @@ impl ChallengeRecord {
         } else {
             Status::Pending
         }
+    }
+}
+
+/// A probe to insert (SPEC §10): an address anyone at a ministry may write to, to learn what
+/// a confirmation from their mail system would get. No claimed address, no session code.
+#[derive(Clone, Debug)]
+pub struct NewProbe {
+    pub id: String,
+    pub token_hash: TokenHash,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One stored probe and its latest analysis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeRecord {
+    pub id: String,
+    pub token_hash: TokenHash,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// How many mails were analysed (each one replaces the report).
+    pub analyses: u32,
+    pub analysed_at: Option<DateTime<Utc>>,
+    /// The latest report, JSON written by the caller (opaque to the store).
+    pub report: Option<String>,
+}
+
+impl ProbeRecord {
+    /// A probe takes mail until `expires_at`, however many it already analysed.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at <= now
     }
 }
 
@@ -329,7 +362,8 @@ pub trait Store: Send + Sync + 'static {
         session_id: &str,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Delete every challenge whose `expires_at` is before `cutoff`. Returns how many.
+    /// Delete every challenge (and every probe) whose `expires_at` is before `cutoff`. Returns
+    /// how many challenges.
     fn purge(&self, cutoff: DateTime<Utc>) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Pending, unexpired challenges for an address at `now`.
@@ -344,6 +378,35 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         std::future::ready(Ok(()))
     }
+
+    /// Insert a probe unless the probes as a whole are past `limits` (counted in the same
+    /// transaction: unexpired at `now`; created in the hour before `now`). Probes have no
+    /// address, so the per-address limits of `[confirm]` apply to all probes together.
+    fn create_probe(
+        &self,
+        probe: NewProbe,
+        limits: RateLimits,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send;
+
+    fn get_probe(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ProbeRecord>, StoreError>> + Send;
+
+    fn find_probe_by_token_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> impl Future<Output = Result<Option<ProbeRecord>, StoreError>> + Send;
+
+    /// Replace the probe's report with `report` (JSON), set `analysed_at`, count one more
+    /// analysis; durable when it resolves. False when there is no such probe.
+    fn record_probe_analysis(
+        &self,
+        id: &str,
+        report: String,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Write requests waiting to be committed (exposed in `/metrics`); 0 when not applicable.
     fn queue_depth(&self) -> usize {

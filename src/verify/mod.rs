@@ -211,12 +211,44 @@ impl Verifier {
         challenge: Option<&ChallengeBinding>,
         now: DateTime<Utc>,
     ) -> Verdict {
+        self.run(tx, challenge, false, now).await
+    }
+
+    /// A probe's analysis (SPEC §10): every check a confirmation runs, with the binding
+    /// checks reported but not required. There is no claimed address, challenge mail or
+    /// session code, so `binding.mismatch`, `binding.not_a_reply` and `binding.session_code`
+    /// are `not_required`; `binding.token_unsigned` says whether the probe token sits in a
+    /// signed part, as a reply's token would have to.
+    pub async fn analyse_probe(
+        &self,
+        tx: &Transaction,
+        probe_id: &str,
+        now: DateTime<Utc>,
+    ) -> Verdict {
+        let binding = ChallengeBinding {
+            id: probe_id.to_owned(),
+            address: tx.mail_from.clone(),
+            token: tx.rcpt.token.clone(),
+            session_code: String::new(),
+            message_id: String::new(),
+        };
+        self.run(tx, Some(&binding), true, now).await
+    }
+
+    async fn run(
+        &self,
+        tx: &Transaction,
+        challenge: Option<&ChallengeBinding>,
+        probe: bool,
+        now: DateTime<Utc>,
+    ) -> Verdict {
         let message = tx.message.as_slice();
         let block = HeaderBlock::parse(message);
         let parsed = mail_parser::MessageParser::default().parse(message);
         let hdr = headers::check(&block, parsed.as_ref(), &self.opts);
         let from = hdr.from.clone();
-        let req = self.requirements(tx, from.as_ref(), challenge);
+        let mut req = self.requirements(tx, from.as_ref(), challenge);
+        req.binding &= !probe;
 
         let from_field = block
             .named("from")
@@ -236,7 +268,7 @@ impl Verifier {
         };
         let bound = self.bind(&content, &dkim_report, &req, challenge, now);
         let not_a_reply = match challenge {
-            _ if !self.confirm.require_reply => Outcome::NotRequired,
+            _ if !self.confirm.require_reply || probe => Outcome::NotRequired,
             Some(c) => binding::is_reply(&block, &c.message_id),
             None => Outcome::Skipped,
         };
@@ -252,10 +284,18 @@ impl Verifier {
             dkim: bound.dkim,
             iprev,
             date: bound.date,
-            binding_mismatch: compare(from.as_ref(), challenge.map(|c| &c.address)),
+            binding_mismatch: if probe {
+                Outcome::NotRequired
+            } else {
+                compare(from.as_ref(), challenge.map(|c| &c.address))
+            },
             token_unsigned: bound.token_unsigned,
             not_a_reply,
-            session_code: bound.session_code,
+            session_code: if probe {
+                Outcome::NotRequired
+            } else {
+                bound.session_code
+            },
         };
         let (decision, checks) = policy::decide(&results, &req);
 
@@ -469,5 +509,14 @@ impl Verify for Verifier {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Verdict> + Send {
         self.verify_message(tx, Some(challenge), now)
+    }
+
+    fn analyse(
+        &self,
+        tx: &Transaction,
+        probe_id: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Verdict> + Send {
+        self.analyse_probe(tx, probe_id, now)
     }
 }

@@ -128,4 +128,32 @@ impl Store for DownStore {
     async fn end_open_sessions(&self) -> Result<u64, StoreError> {
         down()
     }
+    async fn create_probe(
+        &self,
+        _: gatekeeper::store::NewProbe,
+        _: RateLimits,
+        _: DateTime<Utc>,
+    ) -> Result<CreateOutcome, StoreError> {
+        down()
+    }
+    async fn get_probe(
+        &self,
+        _: &str,
+    ) -> Result<Option<gatekeeper::store::ProbeRecord>, StoreError> {
+        down()
+    }
+    async fn find_probe_by_token_hash(
+        &self,
+        _: &TokenHash,
+    ) -> Result<Option<gatekeeper::store::ProbeRecord>, StoreError> {
+        down()
+    }
+    async fn record_probe_analysis(
+        &self,
+        _: &str,
+        _: String,
+        _: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        down()
+    }
 }

@@ -276,6 +276,33 @@ impl Api {
         (status, body)
     }
 
+    /// `POST /v1/probes`: the status and the JSON answer.
+    pub async fn probe(&self) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}/v1/probes", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("POST /v1/probes");
+        let status = r.status().as_u16();
+        let body = r.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// `GET /v1/probes/{id}`.
+    pub async fn show_probe(&self, id: &str) -> Value {
+        self.client
+            .get(format!("{}/v1/probes/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET /v1/probes/{id}")
+            .json::<Value>()
+            .await
+            .expect("probe JSON")
+    }
+
     /// `GET /metrics` as text.
     pub async fn metrics(&self) -> String {
         self.client

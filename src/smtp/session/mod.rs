@@ -231,7 +231,7 @@ impl Session {
                         Framed::Refused(reason) => self.refuse_counted(out, reason, now),
                     }
                 }
-                State::CheckingRcpt { .. } | State::Delivering | State::TlsPending => break,
+                State::CheckingRcpt { .. } | State::Delivering { .. } | State::TlsPending => break,
                 State::Closed => {
                     used = self.input.len();
                     break;
@@ -321,9 +321,14 @@ impl Session {
     }
 
     /// `confirm+[redacted]@<confirm.domain>`: the token never reaches the audit trail.
-    fn redacted(&self) -> String {
+    fn redacted(&self, probe: bool) -> String {
         let c = &self.settings.confirm;
-        format!("{}+[redacted]@{}", c.local_prefix, c.domain)
+        let prefix = if probe {
+            crate::backend::PROBE_PREFIX
+        } else {
+            c.local_prefix.as_str()
+        };
+        format!("{prefix}+[redacted]@{}", c.domain)
     }
 }
 

@@ -34,8 +34,11 @@ pub(super) enum State {
         challenge_id: String,
         receiver: DataReceiver,
     },
-    /// The transaction is with the backend.
-    Delivering,
+    /// The transaction is with the backend; `probe` when its recipient is a probe address
+    /// (the verdict is then an analysis, answered `250 2.0.0 analysed`).
+    Delivering {
+        probe: bool,
+    },
     /// `220` to STARTTLS sent, waiting for the handshake.
     TlsPending,
     Closed,

@@ -7,7 +7,7 @@ use super::state::{State, TxFacts};
 use super::{Output, Session, action_of};
 use crate::audit::Action;
 use crate::backend::{Decision, RcptOutcome, Transaction, Verdict};
-use crate::reason::Reason;
+use crate::reason::{Class, Reason};
 use crate::smtp::command;
 use crate::smtp::data::DataReceiver;
 use crate::smtp::reply;
@@ -71,7 +71,7 @@ impl Session {
         let parsed = command::parse_rcpt_to(arg, &self.settings.parse, &self.settings.confirm);
         match (state, parsed) {
             (State::Mail { from }, Ok(rcpt)) => {
-                self.tx.to = Some(self.redacted());
+                self.tx.to = Some(self.redacted(rcpt.is_probe()));
                 self.state = State::CheckingRcpt {
                     from,
                     rcpt: rcpt.clone(),
@@ -169,7 +169,9 @@ impl Session {
         };
         match result {
             Ok(message) => {
-                self.state = State::Delivering;
+                self.state = State::Delivering {
+                    probe: rcpt.is_probe(),
+                };
                 out.push(Output::Deliver(Box::new(Transaction {
                     session: self.info.clone(),
                     mail_from: from,
@@ -192,11 +194,22 @@ impl Session {
         verdict: Verdict,
         now: DateTime<Utc>,
     ) {
-        if !matches!(self.state, State::Delivering) {
+        let State::Delivering { probe } = self.state else {
             return;
-        }
+        };
         self.state = State::Greeted;
         let (reason, action, text) = match verdict.decision {
+            // A probe's verdict is the one a confirmation would get (SPEC §10): analysed and
+            // stored, answered 250 whatever it says, except a temporary reason (DNS, store):
+            // the analysis is incomplete or not kept, so the sender is asked to retry.
+            Decision::Refuse(r) if probe && r.class() == Class::Temporary => {
+                (Some(r), Action::ProbeAnalysed, reply::render(r.reply()))
+            }
+            Decision::Accept | Decision::Refuse(_) if probe => (
+                verdict_reason(&verdict.decision),
+                Action::ProbeAnalysed,
+                reply::ANALYSED.to_vec(),
+            ),
             Decision::Accept => (
                 None,
                 Action::ConfirmationAccepted,
@@ -205,7 +218,7 @@ impl Session {
             Decision::Refuse(r) => (Some(r), action_of(r), reply::render(r.reply())),
         };
         let mut event = self.event_with(action, reason, now);
-        if reason.is_none() {
+        if reason.is_none() || text.starts_with(b"250") {
             event.reply_code = Some(250);
         }
         event.from = verdict.from;
@@ -249,5 +262,13 @@ impl Session {
         if self.info.helo.is_some() && !matches!(self.state, State::Closed | State::TlsPending) {
             self.state = State::Greeted;
         }
+    }
+}
+
+/// The reason a decision carries, if any.
+fn verdict_reason(decision: &Decision) -> Option<Reason> {
+    match decision {
+        Decision::Accept => None,
+        Decision::Refuse(r) => Some(*r),
     }
 }

@@ -38,12 +38,13 @@ use tokio_postgres::Row;
 
 use super::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, NewChallenge,
-    RateLimits, Store, StoreError, TokenHash,
+    NewProbe, ProbeRecord, RateLimits, Store, StoreError, TokenHash,
 };
 use crate::backend::Evidence;
 use crate::config::{PgTls, PostgresConfig};
 
 mod oidc;
+mod probes;
 mod schema;
 mod tls;
 
@@ -483,6 +484,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg)?;
+        Self::probe_purge(&tx, cutoff).await?;
         tx.commit().await.map_err(pg)?;
         Ok(n)
     }
@@ -533,5 +535,34 @@ impl Store for PostgresStore {
 
     async fn purge_oidc(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         self.oidc_purge(cutoff).await
+    }
+
+    async fn create_probe(
+        &self,
+        probe: NewProbe,
+        limits: RateLimits,
+        now: DateTime<Utc>,
+    ) -> Result<CreateOutcome, StoreError> {
+        self.probe_create(probe, limits, now).await
+    }
+
+    async fn get_probe(&self, id: &str) -> Result<Option<ProbeRecord>, StoreError> {
+        self.probe_by_id(id).await
+    }
+
+    async fn find_probe_by_token_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<ProbeRecord>, StoreError> {
+        self.probe_by_token_hash(hash).await
+    }
+
+    async fn record_probe_analysis(
+        &self,
+        id: &str,
+        report: String,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.probe_record_analysis(id, report, at).await
     }
 }

@@ -65,6 +65,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
         used BOOLEAN NOT NULL DEFAULT FALSE
     );
     CREATE INDEX oidc_codes_by_expiry ON oidc_codes (expires_at);",
+    // 3: probes (SPEC §10), apart from challenges: no challenge query can ever see one.
+    "CREATE TABLE probes (
+        id TEXT PRIMARY KEY,
+        token_hash BYTEA NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        analyses BIGINT NOT NULL DEFAULT 0,
+        analysed_at BIGINT,
+        report TEXT
+    );
+    CREATE INDEX probes_by_creation ON probes (created_at);
+    CREATE INDEX probes_by_expiry ON probes (expires_at);",
 ];
 
 pub(super) fn known_version() -> i64 {

@@ -59,12 +59,13 @@ use rusqlite::Connection;
 use tokio::sync::mpsc;
 
 use super::{
-    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, RateLimits,
-    Store, StoreError, TokenHash,
+    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, NewProbe,
+    ProbeRecord, RateLimits, Store, StoreError, TokenHash,
 };
 use crate::lock;
 
 mod oidc;
+mod probes;
 mod rows;
 mod schema;
 mod sql;
@@ -440,5 +441,40 @@ impl Store for SqliteStore {
 
     fn flush_rejections(&self) -> impl std::future::Future<Output = ()> + Send {
         self.flush_gathered()
+    }
+
+    fn create_probe(
+        &self,
+        probe: NewProbe,
+        limits: RateLimits,
+        now: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Result<CreateOutcome, StoreError>> + Send {
+        self.write(move |conn| probes::create(conn, &probe, limits, now))
+    }
+
+    fn get_probe(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<ProbeRecord>, StoreError>> + Send {
+        let id = id.to_owned();
+        self.read_point(move |conn| probes::by_id(conn, &id))
+    }
+
+    fn find_probe_by_token_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> impl std::future::Future<Output = Result<Option<ProbeRecord>, StoreError>> + Send {
+        let hash = *hash;
+        self.read_point(move |conn| probes::by_token_hash(conn, &hash))
+    }
+
+    fn record_probe_analysis(
+        &self,
+        id: &str,
+        report: String,
+        at: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send {
+        let id = id.to_owned();
+        self.write(move |conn| probes::record_analysis(conn, &id, &report, at))
     }
 }

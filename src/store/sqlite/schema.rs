@@ -37,6 +37,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX challenges_by_session ON challenges (confirm_session) WHERE confirm_session IS NOT NULL;",
     // 2: the OpenID Provider's sign-in flows and codes.
     super::oidc::MIGRATION,
+    // 3: probes (SPEC §10), apart from challenges: no challenge query can ever see one.
+    "CREATE TABLE probes (
+        id TEXT PRIMARY KEY NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        analyses INTEGER NOT NULL DEFAULT 0,
+        analysed_at INTEGER,
+        report TEXT
+    );
+    CREATE INDEX probes_by_creation ON probes (created_at);
+    CREATE INDEX probes_by_expiry ON probes (expires_at);",
 ];
 
 pub(super) fn open_connection(
