@@ -37,9 +37,9 @@ pub struct Recipient {
     pub address: Mailbox,
 }
 
-/// The local-part prefix of a probe address, `probe+<token>@<confirm.domain>` (SPEC §10).
-/// Fixed by the SPEC; `confirm.local_prefix` may not take it.
-pub const PROBE_PREFIX: &str = "probe";
+/// The local-part prefix of a probe address (defined with the configuration, which refuses
+/// it as `confirm.local_prefix`).
+pub use crate::config::PROBE_PREFIX;
 
 impl Recipient {
     /// A probe address (analysed, never confirming) rather than a confirmation address.

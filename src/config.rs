@@ -25,6 +25,10 @@ use ipnet::IpNet;
 
 use crate::address::{Domain, ParseOptions};
 
+/// The local-part prefix of a probe address, `probe+<token>@<confirm.domain>` (SPEC §10).
+/// Fixed by the SPEC; `confirm.local_prefix` may not take it.
+pub const PROBE_PREFIX: &str = "probe";
+
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, KeyPath, Problem, Segment};
 pub use oidc::{ClientSecret, OidcClient, OidcConfig, SigningAlg, is_loopback_host};

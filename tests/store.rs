@@ -308,7 +308,7 @@ async fn data_survives_reopen_and_schema_is_versioned() {
     let mode: String = raw
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     assert_eq!(mode, "wal", "WAL is persistent in the file");
     // A database from a newer program is refused, not misread.
     raw.execute("UPDATE schema_version SET version = 99", [])

@@ -181,7 +181,7 @@ impl Check {
                 &at.key("local_prefix"),
                 format!("{prefix:?}: use 1 to {MAX_PREFIX_LEN} of a-z 0-9 - _"),
             );
-        } else if prefix == crate::backend::PROBE_PREFIX {
+        } else if prefix == super::PROBE_PREFIX {
             // Probe addresses (SPEC §10) own that prefix: a confirmation address must never
             // be mistaken for one, nor the reverse.
             self.fail(

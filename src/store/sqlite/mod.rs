@@ -412,7 +412,11 @@ impl Store for SqliteStore {
         &self,
         cutoff: DateTime<Utc>,
     ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
-        self.write(move |conn| sql::purge(conn, cutoff))
+        // Probes expire with the challenges, in the same write (module docs of `probes`).
+        self.write(move |conn| {
+            probes::purge(conn, cutoff)?;
+            sql::purge(conn, cutoff)
+        })
     }
 
     fn pending_count(

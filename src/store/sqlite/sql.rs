@@ -206,7 +206,6 @@ pub(super) fn end_open_sessions(conn: &Connection) -> Result<u64, StoreError> {
 }
 
 pub(super) fn purge(conn: &Connection, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-    super::probes::purge(conn, cutoff)?;
     let n = exec(
         conn,
         "DELETE FROM challenges WHERE expires_at < ?1",
