@@ -320,7 +320,7 @@ async fn data_survives_reopen_and_schema_is_versioned() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 2
+                known: 3
             }
         ),
         "{err:?}"
@@ -562,7 +562,7 @@ async fn read_only_store_cannot_commit() {
         .execute_batch("CREATE TABLE t (x INTEGER)")
         .unwrap();
     match SqliteStore::open(&empty, ro) {
-        Err(e @ StoreError::SchemaTooOld { found: 0, known: 2 }) => {
+        Err(e @ StoreError::SchemaTooOld { found: 0, known: 3 }) => {
             assert!(e.to_string().contains("schema version 0"), "{e}")
         }
         other => panic!("{other:?}"),
