@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use gatekeeper::backend::Evidence;
 use gatekeeper::reason::Reason;
 use gatekeeper::store::{
-    ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, DynStore, PostgresStore,
-    RateLimits, SqliteOptions, SqliteStore, Status, Store, StoreError,
+    ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, DynStore, NewProbe, PostgresStore,
+    RateLimits, SqliteOptions, SqliteStore, Status, Store, StoreError, TokenHash,
 };
 
 use common::challenge::new_challenge;
@@ -90,6 +90,7 @@ on_both_stores!(
     concurrent_confirmations_of_one_challenge_exactly_one_wins,
     purge_loop_removes_long_expired_challenges,
     end_open_sessions_marks_every_confirming_session,
+    probes_lifecycle_limits_and_purge,
 );
 
 fn open(dir: &std::path::Path) -> SqliteStore {
@@ -1084,4 +1085,99 @@ async fn postgres_tls_require_verifies_the_server() {
         Ok(true),
         "the store's connections use TLS"
     );
+}
+
+/// Probes (SPEC §10): created under the probes' shared limits (counted in the insert's
+/// transaction, over all probes), found by id and by token hash, each analysis replacing the
+/// report and counted, purged once long expired; a challenge lookup never sees a probe.
+async fn probes_lifecycle_limits_and_purge(place: Place) {
+    let store = place.open();
+    let now = t0();
+    let probe = |id: &str, token: &str, at: DateTime<Utc>| NewProbe {
+        id: id.into(),
+        token_hash: TokenHash::of(token),
+        created_at: at,
+        expires_at: at + chrono::Duration::seconds(3600),
+    };
+    let limits = RateLimits {
+        max_pending: 2,
+        max_per_hour: 10,
+    };
+    for (id, token) in [("p1", "ptok1"), ("p2", "ptok2")] {
+        assert_eq!(
+            store
+                .create_probe(probe(id, token, now), limits, now)
+                .await
+                .unwrap(),
+            CreateOutcome::Created
+        );
+    }
+    assert_eq!(
+        store
+            .create_probe(probe("p3", "ptok3", now), limits, now)
+            .await
+            .unwrap(),
+        CreateOutcome::RateLimited {
+            pending: 2,
+            last_hour: 2
+        }
+    );
+    assert!(store.get_probe("p3").await.unwrap().is_none());
+
+    let p1 = store.get_probe("p1").await.unwrap().unwrap();
+    assert_eq!(p1.token_hash, TokenHash::of("ptok1"));
+    assert_eq!(
+        (p1.analyses, p1.analysed_at, p1.report.clone()),
+        (0, None, None)
+    );
+    let by_hash = store
+        .find_probe_by_token_hash(&TokenHash::of("ptok1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_hash, p1);
+    assert!(
+        store
+            .find_by_token_hash(&TokenHash::of("ptok1"))
+            .await
+            .unwrap()
+            .is_none(),
+        "a probe is never a challenge"
+    );
+
+    let later = now + chrono::Duration::seconds(60);
+    for report in ["{\"n\":1}", "{\"n\":2}"] {
+        assert!(
+            store
+                .record_probe_analysis("p1", report.into(), later)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        !store
+            .record_probe_analysis("nope", "{}".into(), later)
+            .await
+            .unwrap()
+    );
+    let p1 = store.get_probe("p1").await.unwrap().unwrap();
+    assert_eq!(p1.analyses, 2);
+    assert_eq!(p1.analysed_at, Some(later));
+    assert_eq!(p1.report.as_deref(), Some("{\"n\":2}"));
+
+    // Expired probes no longer count against the pending limit, and the purge removes them.
+    let after = now + chrono::Duration::seconds(7200);
+    assert_eq!(
+        store
+            .create_probe(probe("p4", "ptok4", after), limits, after)
+            .await
+            .unwrap(),
+        CreateOutcome::Created
+    );
+    store
+        .purge(now + chrono::Duration::seconds(3601))
+        .await
+        .unwrap();
+    assert!(store.get_probe("p1").await.unwrap().is_none());
+    assert!(store.get_probe("p4").await.unwrap().is_some());
 }
