@@ -1244,23 +1244,6 @@ impl gatekeeper::backend::Verify for AcceptAll {
             }),
         }
     }
-
-    /// Probes are not what these tests drive: a probe mail would be analysed as acceptable.
-    async fn analyse(
-        &self,
-        tx: &gatekeeper::backend::Transaction,
-        _probe_id: &str,
-        _now: chrono::DateTime<chrono::Utc>,
-    ) -> gatekeeper::backend::Verdict {
-        gatekeeper::backend::Verdict {
-            decision: gatekeeper::backend::Decision::Accept,
-            checks: vec![],
-            from: Some(tx.mail_from.to_string()),
-            message_id: None,
-            challenge_id: None,
-            evidence: None,
-        }
-    }
 }
 
 /// API → challenge mail → the token from Reply-To → the backend accepts a reply → GET shows
