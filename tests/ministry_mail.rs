@@ -124,3 +124,75 @@ async fn exchange_reply_confirms_and_oof_does_not() {
     }
     drop(b.world);
 }
+
+/// A refusal after MAIL is a multi-line reply: short text, French, English, `ref <session
+/// id>` of the audit event; the challenge shows the same reason and explanation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_explanations_and_a_reference() {
+    use gatekeeper::reason::Reason;
+    let mut b = Bench::start().await;
+
+    // Permanent (the session code left out) and temporary (DKIM key unreachable).
+    let no_code = Mail::alice().body("Je confirme.\r\n");
+    let rows: Vec<(Mail, Reason, u16, bool)> = vec![
+        (no_code, Reason::BindingSessionCode, 550, false),
+        (Mail::alice(), Reason::DkimTemperror, 451, true),
+    ];
+    for (mail, reason, code, servfail) in rows {
+        let (id, vars) = b.claim().await;
+        if servfail {
+            b.world.dns.servfail("s2024._domainkey.interieur.gouv.fr");
+        }
+        let (reply, local) = b.send(&mail, &vars).await;
+        b.world.reset_dns();
+        assert_eq!(reply.code, code, "{reason}: {reply}");
+        let event = b.event(local).await;
+        assert_eq!(reason_of(&event), reason.as_str());
+        let session = event["gatekeeper"]["session_id"]
+            .as_str()
+            .expect("session id");
+
+        let e = reason.explanation();
+        let enh = reason.reply().enhanced;
+        let lines: Vec<&str> = reply.text.lines().collect();
+        assert_eq!(
+            lines,
+            vec![
+                format!("{enh} {}", reason.reply().text),
+                format!("{enh} FR: {}", e.fr),
+                format!("{enh} EN: {}", e.en),
+                format!("{enh} ref {session}"),
+            ],
+            "{reply}"
+        );
+        // Nothing of the challenge's secrets in what the bounce will quote.
+        assert!(!reply.text.contains(&vars.token), "{reply}");
+        assert!(!reply.text.contains(&vars.session_code), "{reply}");
+
+        let shown = b.inst.api.show(&id).await;
+        assert_eq!(shown["status"], "pending");
+        if code >= 500 {
+            let last = &shown["last_rejection"];
+            assert_eq!(last["reason"], reason.as_str(), "{shown}");
+            assert_eq!(last["explanation"]["fr"], e.fr);
+            assert_eq!(last["explanation"]["en"], e.en);
+            assert!(last["at"].is_string(), "{shown}");
+        } else {
+            // A 4xx is retried by the sender's server: not a refused reply of the person.
+            assert!(shown["last_rejection"].is_null(), "{shown}");
+        }
+    }
+
+    // Before MAIL nobody's bounce quotes the reply: it stays the one-line table reply.
+    let mut smtp = Smtp::connect("127.0.0.25".parse().unwrap(), b.inst.smtp)
+        .await
+        .expect("connect");
+    smtp.read_reply().await.expect("greeting");
+    let r = smtp
+        .cmd("RCPT TO:<x@verify.example.gouv.fr>")
+        .await
+        .expect("reply");
+    assert_eq!(r.code, 503, "{r}");
+    assert_eq!(r.text.lines().count(), 1, "{r}");
+    smtp.quit().await;
+}

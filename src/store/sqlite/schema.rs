@@ -37,6 +37,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX challenges_by_session ON challenges (confirm_session) WHERE confirm_session IS NOT NULL;",
     // 2: the OpenID Provider's sign-in flows and codes.
     super::oidc::MIGRATION,
+    // 3: the latest refused reply of a challenge (SPEC §4 "Explanations").
+    "ALTER TABLE challenges ADD COLUMN last_rejection TEXT;",
 ];
 
 pub(super) fn open_connection(
