@@ -113,7 +113,10 @@ impl<S: Store, V: Verify> App<S, V> {
         match challenge::before_commit(record.status(now), &verdict.decision) {
             Step::Keep => return verdict,
             Step::KeepAndCount => {
-                self.store.count_rejection(&id);
+                if let Decision::Refuse(reason) = verdict.decision {
+                    self.store
+                        .count_rejection(&id, crate::store::Rejection { reason, at: now });
+                }
                 return verdict;
             }
             Step::Refuse(reason) => return refuse(verdict, reason),

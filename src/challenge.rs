@@ -141,7 +141,37 @@ pub struct ChallengeView {
     #[serde(serialize_with = "rfc3339_opt")]
     pub confirmed_at: Option<DateTime<Utc>>,
     pub rejections: u32,
+    /// The latest refused reply, with what it means for the person (SPEC §4
+    /// "Explanations"); `null` when none was refused.
+    pub last_rejection: Option<LastRejection>,
     pub evidence: Option<crate::backend::Evidence>,
+}
+
+/// `last_rejection` of [`ChallengeView`]: `{reason, at, explanation: {fr, en}}`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LastRejection {
+    pub reason: &'static str,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: DateTime<Utc>,
+    pub explanation: ExplanationView,
+}
+
+/// The two lines of [`crate::reason::Explanation`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ExplanationView {
+    pub fr: &'static str,
+    pub en: &'static str,
+}
+
+impl LastRejection {
+    fn of(r: &crate::store::Rejection) -> Self {
+        let e = r.reason.explanation();
+        Self {
+            reason: r.reason.as_str(),
+            at: r.at,
+            explanation: ExplanationView { fr: e.fr, en: e.en },
+        }
+    }
 }
 
 impl ChallengeView {
@@ -154,6 +184,7 @@ impl ChallengeView {
             expires_at: r.expires_at,
             confirmed_at: r.confirmation.as_ref().map(|c| c.confirmed_at),
             rejections: r.rejections,
+            last_rejection: r.last_rejection.as_ref().map(LastRejection::of),
             evidence: r.confirmation.as_ref().map(|c| c.evidence.clone()),
         }
     }

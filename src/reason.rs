@@ -8,6 +8,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod explain;
+
+pub use explain::Explanation;
+
 /// Every stable reason code of the product. The string form (`as_str`) is public interface:
 /// it appears in SMTP replies, audit events, API errors and the CLI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -294,7 +294,16 @@ async fn get_shows_rejections_confirmation_and_evidence() {
     let s = Server::start(|_| {}).await;
     let (_, body) = s.create("alice@interieur.gouv.fr").await;
     let id = body["id"].as_str().unwrap().to_owned();
-    s.parts_store.record_rejection(&id).await.unwrap();
+    s.parts_store
+        .record_rejection(
+            &id,
+            gatekeeper::store::Rejection {
+                reason: gatekeeper::reason::Reason::DkimNone,
+                at: chrono::Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
     let at = chrono::Utc::now();
     let evidence = gatekeeper::backend::Evidence {
         client_ip: "127.0.0.25".into(),
@@ -332,6 +341,21 @@ async fn get_shows_rejections_confirmation_and_evidence() {
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["status"], "confirmed");
     assert_eq!(v["rejections"], 1);
+    // The refusal stays readable with what it means for the person (SPEC §4).
+    let last = &v["last_rejection"];
+    assert_eq!(last["reason"], "dkim.none");
+    assert_eq!(
+        last["explanation"]["en"],
+        gatekeeper::reason::Reason::DkimNone.explanation().en
+    );
+    assert_eq!(
+        last["explanation"]["fr"],
+        gatekeeper::reason::Reason::DkimNone.explanation().fr
+    );
+    assert!(
+        last["at"].as_str().is_some_and(|a| a.ends_with('Z')),
+        "{last}"
+    );
     assert_eq!(
         v["confirmed_at"],
         at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -648,11 +648,15 @@ impl Store for CountingStore {
     ) -> Result<gatekeeper::store::ConfirmOutcome, gatekeeper::store::StoreError> {
         self.inner.confirm(r).await
     }
-    async fn record_rejection(&self, id: &str) -> Result<(), gatekeeper::store::StoreError> {
-        self.inner.record_rejection(id).await
+    async fn record_rejection(
+        &self,
+        id: &str,
+        rejection: gatekeeper::store::Rejection,
+    ) -> Result<(), gatekeeper::store::StoreError> {
+        self.inner.record_rejection(id, rejection).await
     }
-    fn count_rejection(&self, id: &str) {
-        self.inner.count_rejection(id)
+    fn count_rejection(&self, id: &str, rejection: gatekeeper::store::Rejection) {
+        self.inner.count_rejection(id, rejection)
     }
     async fn session_ended(&self, s: &str) -> Result<u64, gatekeeper::store::StoreError> {
         self.inner.session_ended(s).await

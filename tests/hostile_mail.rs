@@ -1278,7 +1278,14 @@ async fn automatic_and_report_markers() {
         row("Precedence: list (comment)", Mail::alice().push("Precedence: list (x)"), auto),
         row("X-Autoreply: yes", Mail::alice().push("X-Autoreply: yes"), auto),
         row("x-autorespond in lower case", Mail::alice().push("x-autorespond: 1"), auto),
-        row("X-AUTO-RESPONSE-SUPPRESS: OOF", Mail::alice().push("X-AUTO-RESPONSE-SUPPRESS: OOF"), auto),
+        // Alone it is what Exchange writes on mail people send (SPEC §4): not a marker.
+        row("X-AUTO-RESPONSE-SUPPRESS: OOF alone", Mail::alice().push("X-AUTO-RESPONSE-SUPPRESS: OOF"), None),
+        row("X-Auto-Response-Suppress: All alone", Mail::alice().push("X-Auto-Response-Suppress: All"), None),
+        row(
+            "Exchange OOF: X-Auto-Response-Suppress with Auto-Submitted",
+            Mail::alice().push("X-Auto-Response-Suppress: All").push("Auto-Submitted: auto-replied"),
+            auto,
+        ),
         row(
             "multipart/report nested in multipart/mixed",
             Mail::alice().set("content-type", MIXED).body(&mixed(&[

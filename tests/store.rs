@@ -19,7 +19,7 @@ use gatekeeper::backend::Evidence;
 use gatekeeper::reason::Reason;
 use gatekeeper::store::{
     ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, DynStore, NewProbe, PostgresStore,
-    RateLimits, SqliteOptions, SqliteStore, Status, Store, StoreError, TokenHash,
+    RateLimits, Rejection, SqliteOptions, SqliteStore, Status, Store, StoreError, TokenHash,
 };
 
 use common::challenge::new_challenge;
@@ -28,6 +28,11 @@ const LIMITS: RateLimits = RateLimits {
     max_pending: 100,
     max_per_hour: 100,
 };
+
+/// A refusal of `reason` at `t0`.
+fn rejected(reason: Reason) -> Rejection {
+    Rejection { reason, at: t0() }
+}
 
 fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
@@ -173,10 +178,23 @@ async fn lifecycle_create_lookup_confirm_expire_purge(place: Place) {
     );
     assert!(store.get("nope").await.unwrap().is_none());
 
-    // Rejections count while pending.
-    store.record_rejection("aaaa").await.unwrap();
-    store.record_rejection("aaaa").await.unwrap();
-    assert_eq!(store.get("aaaa").await.unwrap().unwrap().rejections, 2);
+    // Rejections count while pending; the latest is kept.
+    assert_eq!(
+        store.get("aaaa").await.unwrap().unwrap().last_rejection,
+        None
+    );
+    store
+        .record_rejection("aaaa", rejected(Reason::DkimNone))
+        .await
+        .unwrap();
+    let later = Rejection {
+        reason: Reason::SpfFail,
+        at: t0() + chrono::Duration::seconds(5),
+    };
+    store.record_rejection("aaaa", later).await.unwrap();
+    let got = store.get("aaaa").await.unwrap().unwrap();
+    assert_eq!(got.rejections, 2);
+    assert_eq!(got.last_rejection, Some(later));
 
     // Confirm: stored with its evidence.
     let at = now + chrono::Duration::seconds(10);
@@ -198,7 +216,10 @@ async fn lifecycle_create_lookup_confirm_expire_purge(place: Place) {
         other => panic!("{other:?}"),
     }
     // Rejections no longer count once confirmed.
-    store.record_rejection("aaaa").await.unwrap();
+    store
+        .record_rejection("aaaa", rejected(Reason::DkimNone))
+        .await
+        .unwrap();
     assert_eq!(store.get("aaaa").await.unwrap().unwrap().rejections, 2);
     // Session end is recorded.
     assert_eq!(store.session_ended("s1").await.unwrap(), 1);
@@ -309,7 +330,7 @@ async fn data_survives_reopen_and_schema_is_versioned() {
     let mode: String = raw
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     assert_eq!(mode, "wal", "WAL is persistent in the file");
     // A database from a newer program is refused, not misread.
     raw.execute("UPDATE schema_version SET version = 99", [])
@@ -321,7 +342,7 @@ async fn data_survives_reopen_and_schema_is_versioned() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 3
+                known: 4
             }
         ),
         "{err:?}"
@@ -563,7 +584,7 @@ async fn read_only_store_cannot_commit() {
         .execute_batch("CREATE TABLE t (x INTEGER)")
         .unwrap();
     match SqliteStore::open(&empty, ro) {
-        Err(e @ StoreError::SchemaTooOld { found: 0, known: 3 }) => {
+        Err(e @ StoreError::SchemaTooOld { found: 0, known: 4 }) => {
             assert!(e.to_string().contains("schema version 0"), "{e}")
         }
         other => panic!("{other:?}"),
@@ -804,12 +825,20 @@ async fn counted_rejections_are_gathered_and_read_back() {
     }
     let before = store.commits();
     for _ in 0..500 {
-        store.count_rejection("r1");
+        store.count_rejection("r1", rejected(Reason::DkimNone));
     }
-    store.count_rejection("r2");
-    store.count_rejection("nope");
-    // Read at once: the timer has not fired, the read still sees every count.
-    assert_eq!(store.get("r1").await.unwrap().unwrap().rejections, 500);
+    let last = Rejection {
+        reason: Reason::BindingSessionCode,
+        at: t0() + chrono::Duration::seconds(1),
+    };
+    store.count_rejection("r1", last);
+    store.count_rejection("r2", rejected(Reason::DkimNone));
+    store.count_rejection("nope", rejected(Reason::DkimNone));
+    // Read at once: the timer has not fired, the read still sees every count and the
+    // latest refusal.
+    let r1 = store.get("r1").await.unwrap().unwrap();
+    assert_eq!(r1.rejections, 501);
+    assert_eq!(r1.last_rejection, Some(last));
     assert_eq!(store.get("r2").await.unwrap().unwrap().rejections, 1);
     let commits = store.commits() - before;
     assert!(
@@ -818,7 +847,7 @@ async fn counted_rejections_are_gathered_and_read_back() {
     );
 
     // Without a read, the timer writes them.
-    store.count_rejection("r2");
+    store.count_rejection("r2", rejected(Reason::DkimNone));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let on_disk = |path: &std::path::Path| -> i64 {
         let c = rusqlite::Connection::open(path).unwrap();
@@ -837,8 +866,8 @@ async fn counted_rejections_are_gathered_and_read_back() {
 
     // Confirmed: no longer counted.
     store.confirm(confirm_req("r1", "s", t0())).await.unwrap();
-    store.count_rejection("r1");
-    assert_eq!(store.get("r1").await.unwrap().unwrap().rejections, 500);
+    store.count_rejection("r1", rejected(Reason::DkimNone));
+    assert_eq!(store.get("r1").await.unwrap().unwrap().rejections, 501);
 }
 
 /// A count made outside any runtime (no flush timer can run) is kept for the next read.
@@ -849,7 +878,7 @@ fn a_count_outside_a_runtime_waits_for_the_next_read() {
     let store = open(dir.path());
     let c = new_challenge("nr", "alice@interieur.gouv.fr", "toknr", t0(), 3600);
     rt.block_on(store.create(c, LIMITS, t0())).unwrap();
-    store.count_rejection("nr");
+    store.count_rejection("nr", rejected(Reason::DkimNone));
     let record = rt.block_on(store.get("nr")).unwrap().unwrap();
     assert_eq!(record.rejections, 1);
 }
@@ -864,7 +893,7 @@ async fn gathered_rejections_survive_a_locked_flush() {
     let c = new_challenge("lf", "alice@interieur.gouv.fr", "toklf", t0(), 3600);
     store.create(c, LIMITS, t0()).await.unwrap();
     for _ in 0..3 {
-        store.count_rejection("lf");
+        store.count_rejection("lf", rejected(Reason::DkimNone));
     }
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN EXCLUSIVE").unwrap();

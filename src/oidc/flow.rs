@@ -142,6 +142,7 @@ mod tests {
             created_at: now,
             expires_at: now + chrono::Duration::minutes(expires_in),
             rejections: 0,
+            last_rejection: None,
             confirmation: confirmed.then(|| Confirmation {
                 confirmed_at: now,
                 evidence: Evidence::default(),

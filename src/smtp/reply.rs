@@ -5,7 +5,7 @@
 //! the two fixed non-refusal replies RFC 5321 names for commands we do not serve (VRFY 252,
 //! EXPN 502). Reply texts are fixed strings: no peer byte is ever echoed back.
 
-use crate::reason::Reply;
+use crate::reason::{Reason, Reply};
 
 /// `220 <hostname> ESMTP`: the greeting (RFC 5321 §4.2: no enhanced code in the greeting).
 pub fn greeting(hostname: &str) -> Vec<u8> {
@@ -44,6 +44,21 @@ pub fn render(reply: Reply) -> Vec<u8> {
     format!("{} {} {}\r\n", reply.code, reply.enhanced, reply.text).into_bytes()
 }
 
+/// A refusal after MAIL (SPEC §4 "Explanations"): the short text of the reason table, then
+/// the French and the English explanation, then `ref <session id>` so a helpdesk finds the
+/// audit event. RFC 5321 §4.2.1 multi-line form; every line carries the enhanced code (RFC
+/// 2034 §4). Nothing here comes from the peer: the session id is ours.
+pub fn render_explained(reason: Reason, session_id: &str) -> Vec<u8> {
+    let reply = reason.reply();
+    let e = reason.explanation();
+    let (code, enh) = (reply.code, reply.enhanced);
+    format!(
+        "{code}-{enh} {}\r\n{code}-{enh} FR: {}\r\n{code}-{enh} EN: {}\r\n{code} {enh} ref {session_id}\r\n",
+        reply.text, e.fr, e.en
+    )
+    .into_bytes()
+}
+
 /// Fixed positive replies.
 pub const OK: &[u8] = b"250 2.0.0 OK\r\n";
 pub const SENDER_OK: &[u8] = b"250 2.1.0 sender OK\r\n";
@@ -66,7 +81,6 @@ pub const HELP: &[u8] =
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reason::Reason;
 
     #[test]
     fn renders() {
@@ -80,5 +94,36 @@ mod tests {
               250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n"
         );
         assert!(ehlo("h.fr", 10, false).ends_with(b"250 ENHANCEDSTATUSCODES\r\n"));
+    }
+
+    #[test]
+    fn explained_refusals() {
+        let rows: &[(Reason, &str, &str)] = &[
+            (
+                Reason::DkimNone,
+                "550-5.7.20 no DKIM signature\r\n550-5.7.20 FR: ",
+                "550 5.7.20 ref s-1\r\n",
+            ),
+            (
+                Reason::DnsTemperror,
+                "451-4.4.3 DNS temporary failure",
+                "451 4.4.3 ref s-1\r\n",
+            ),
+            (
+                Reason::EnvelopeSyntax,
+                "553-5.1.7 sender address",
+                "553 5.1.7 ref s-1\r\n",
+            ),
+        ];
+        for (r, head, tail) in rows {
+            let text = String::from_utf8(render_explained(*r, "s-1")).unwrap_or_default();
+            assert!(text.starts_with(head), "{text}");
+            assert!(text.ends_with(tail), "{text}");
+            let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+            assert_eq!(lines.len(), 4, "{text}");
+            assert!(lines.iter().all(|l| l.len() + 2 <= 512), "{text}");
+            assert!(lines.get(1).is_some_and(|l| l.contains(r.explanation().fr)));
+            assert!(lines.get(2).is_some_and(|l| l.contains(r.explanation().en)));
+        }
     }
 }

@@ -29,8 +29,8 @@ use chrono::{DateTime, Utc};
 use super::oidc::{CodeRecord, CodeTake, FlowRecord};
 use super::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, NewProbe,
-    PostgresStore, ProbeRecord, RateLimits, SqliteOptions, SqliteStore, Store, StoreError,
-    TokenHash,
+    PostgresStore, ProbeRecord, RateLimits, Rejection, SqliteOptions, SqliteStore, Store,
+    StoreError, TokenHash,
 };
 use crate::config::StoreConfig;
 
@@ -96,8 +96,12 @@ trait ErasedStore: Send + Sync + 'static {
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
     fn confirm(&self, request: ConfirmRequest)
     -> BoxFuture<'_, Result<ConfirmOutcome, StoreError>>;
-    fn record_rejection<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
-    fn count_rejection(&self, id: &str);
+    fn record_rejection<'a>(
+        &'a self,
+        id: &'a str,
+        rejection: Rejection,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn count_rejection(&self, id: &str, rejection: Rejection);
     fn session_ended<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<u64, StoreError>>;
     fn purge(&self, cutoff: DateTime<Utc>) -> BoxFuture<'_, Result<u64, StoreError>>;
     fn pending_count<'a>(
@@ -172,11 +176,15 @@ impl<S: Store> ErasedStore for S {
     ) -> BoxFuture<'_, Result<ConfirmOutcome, StoreError>> {
         Box::pin(Store::confirm(self, request))
     }
-    fn record_rejection<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(Store::record_rejection(self, id))
+    fn record_rejection<'a>(
+        &'a self,
+        id: &'a str,
+        rejection: Rejection,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Store::record_rejection(self, id, rejection))
     }
-    fn count_rejection(&self, id: &str) {
-        Store::count_rejection(self, id);
+    fn count_rejection(&self, id: &str, rejection: Rejection) {
+        Store::count_rejection(self, id, rejection);
     }
     fn session_ended<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(Store::session_ended(self, session_id))
@@ -309,12 +317,16 @@ impl Store for DynStore {
     ) -> impl Future<Output = Result<ConfirmOutcome, StoreError>> + Send {
         self.0.confirm(request)
     }
-    fn record_rejection(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn record_rejection(
+        &self,
+        id: &str,
+        rejection: Rejection,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         let store = &self.0;
-        async move { store.record_rejection(id).await }
+        async move { store.record_rejection(id, rejection).await }
     }
-    fn count_rejection(&self, id: &str) {
-        self.0.count_rejection(id);
+    fn count_rejection(&self, id: &str, rejection: Rejection) {
+        self.0.count_rejection(id, rejection);
     }
     fn session_ended(
         &self,

@@ -143,6 +143,42 @@ pub struct Confirmation {
     pub session_ended: bool,
 }
 
+/// The latest refused reply to a challenge (SPEC §4 "Explanations", `last_rejection` in
+/// `GET /v1/challenges/{id}`). The explanation is derived from the reason
+/// ([`Reason::explanation`]), so only these two are stored: one nullable text column
+/// `last_rejection` holding [`Rejection::to_stored`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub at: DateTime<Utc>,
+}
+
+impl Rejection {
+    /// The stored form: `{"reason":"dkim.none","at":<unix millis>}` (plain JSON, so any
+    /// backend can keep it in one text column).
+    pub fn to_stored(&self) -> String {
+        serde_json::json!({"reason": self.reason.as_str(), "at": self.at.timestamp_millis()})
+            .to_string()
+    }
+
+    /// Read [`Rejection::to_stored`] back; anything else is corrupt data.
+    pub fn from_stored(text: &str) -> Result<Self, StoreError> {
+        let corrupt = || StoreError::Corrupt("last_rejection".into());
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|_| corrupt())?;
+        let reason = v
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .and_then(|r| r.parse::<Reason>().ok())
+            .ok_or_else(corrupt)?;
+        let at = v
+            .get("at")
+            .and_then(|a| a.as_i64())
+            .and_then(DateTime::from_timestamp_millis)
+            .ok_or_else(corrupt)?;
+        Ok(Self { reason, at })
+    }
+}
+
 /// One stored challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChallengeRecord {
@@ -156,6 +192,8 @@ pub struct ChallengeRecord {
     pub expires_at: DateTime<Utc>,
     /// Permanent refusals of replies to this challenge.
     pub rejections: u32,
+    /// The latest of those refusals, if any.
+    pub last_rejection: Option<Rejection>,
     pub confirmation: Option<Confirmation>,
 }
 
@@ -345,15 +383,20 @@ pub trait Store: Send + Sync + 'static {
         request: ConfirmRequest,
     ) -> impl Future<Output = Result<ConfirmOutcome, StoreError>> + Send;
 
-    /// Count one more refused reply for a pending challenge; resolves after COMMIT.
-    fn record_rejection(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Count one more refused reply for a pending challenge and keep it as the last one;
+    /// resolves after COMMIT.
+    fn record_rejection(
+        &self,
+        id: &str,
+        rejection: Rejection,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Count one more refused reply for a pending challenge **without waiting**: queued now,
     /// committed with the next group commit, seen by every later [`Store::get`]. Used on the
     /// SMTP path, where the `550` need not wait for a counter: the count is informational (a
     /// crash may lose the last ones), the refusal's audit event is the record (I4). A failure
     /// is logged.
-    fn count_rejection(&self, id: &str);
+    fn count_rejection(&self, id: &str, rejection: Rejection);
 
     /// Mark the confirmations delivered by this SMTP session as "session ended". Returns the
     /// number of challenges marked.

@@ -294,6 +294,12 @@ fn starts_with_ci(name: &[u8], prefix: &[u8]) -> bool {
 }
 
 /// RFC 3834 `Auto-Submitted` other than `no`, and the legacy markers of auto-responders.
+///
+/// `X-Auto-Response-Suppress` is deliberately not among them: it asks *other* systems not to
+/// answer automatically, and Exchange / Outlook set it on mail people write (to distribution
+/// lists, on meeting replies, on mail sent through some add-ins), so refusing it refuses real
+/// ministry replies. Exchange's own automatic replies (OOF) carry `Auto-Submitted:
+/// auto-replied` as well ([MS-OXCMAIL] §2.2.3.2.14), which stays a marker.
 fn is_automatic(block: &HeaderBlock<'_>) -> bool {
     block.fields.iter().any(|f| {
         if f.is("auto-submitted") {
@@ -305,7 +311,7 @@ fn is_automatic(block: &HeaderBlock<'_>) -> bool {
             let keyword = v.split([';', '(']).next().unwrap_or("").trim().to_string();
             matches!(keyword.as_str(), "auto_reply" | "bulk" | "junk" | "list")
         } else {
-            f.is("x-autoreply") || f.is("x-autorespond") || f.is("x-auto-response-suppress")
+            f.is("x-autoreply") || f.is("x-autorespond")
         }
     })
 }

@@ -109,10 +109,14 @@ impl Store for DownStore {
     async fn confirm(&self, _: ConfirmRequest) -> Result<ConfirmOutcome, StoreError> {
         down()
     }
-    async fn record_rejection(&self, _: &str) -> Result<(), StoreError> {
+    async fn record_rejection(
+        &self,
+        _: &str,
+        _: gatekeeper::store::Rejection,
+    ) -> Result<(), StoreError> {
         down()
     }
-    fn count_rejection(&self, _: &str) {}
+    fn count_rejection(&self, _: &str, _: gatekeeper::store::Rejection) {}
     async fn session_ended(&self, _: &str) -> Result<u64, StoreError> {
         down()
     }

@@ -120,6 +120,8 @@ pub struct Session {
     transactions: u32,
     in_tls: bool,
     tx: TxFacts,
+    /// A MAIL command was seen: from then on a refusal carries its explanation (SPEC §4).
+    mail_seen: bool,
 }
 
 impl Session {
@@ -135,6 +137,7 @@ impl Session {
             transactions: 0,
             in_tls: false,
             tx: TxFacts::default(),
+            mail_seen: false,
         }
     }
 
@@ -168,7 +171,7 @@ impl Session {
             Input::Timeout(kind) => {
                 let mut event = self.event(Reason::SmtpTimeout, now);
                 event.message = Some(format!("{kind:?} timeout").to_lowercase());
-                out.push(Output::Reply(reply::render(Reason::SmtpTimeout.reply())));
+                out.push(Output::Reply(self.refusal_text(Reason::SmtpTimeout)));
                 out.push(Output::Audit(Box::new(event)));
                 self.close(&mut out);
             }
@@ -294,8 +297,18 @@ impl Session {
 
     /// One refusal: its reply from the reason table and exactly one audit event (SPEC I4).
     fn refuse(&mut self, out: &mut Vec<Output>, reason: Reason, now: DateTime<Utc>) {
-        out.push(Output::Reply(reply::render(reason.reply())));
+        out.push(Output::Reply(self.refusal_text(reason)));
         out.push(Output::Audit(Box::new(self.event(reason, now))));
+    }
+
+    /// The reply for a refusal: the one-line table reply before any MAIL (nobody's bounce
+    /// quotes it), the explained multi-line reply from MAIL on (SPEC §4 "Explanations").
+    fn refusal_text(&self, reason: Reason) -> Vec<u8> {
+        if self.mail_seen {
+            reply::render_explained(reason, &self.info.session_id)
+        } else {
+            reply::render(reason.reply())
+        }
     }
 
     fn close(&mut self, out: &mut Vec<Output>) {

@@ -31,6 +31,7 @@ impl Session {
     }
 
     pub(super) fn on_mail(&mut self, out: &mut Vec<Output>, arg: &[u8], now: DateTime<Utc>) {
+        self.mail_seen = true;
         if !matches!(self.state, State::Greeted) {
             return self.refuse_counted(out, Reason::SmtpBadSequence, now);
         }
@@ -215,7 +216,7 @@ impl Session {
                 Action::ConfirmationAccepted,
                 reply::CONFIRMED.to_vec(),
             ),
-            Decision::Refuse(r) => (Some(r), action_of(r), reply::render(r.reply())),
+            Decision::Refuse(r) => (Some(r), action_of(r), self.refusal_text(r)),
         };
         let mut event = self.event_with(action, reason, now);
         if reason.is_none() || text.starts_with(b"250") {

@@ -38,7 +38,7 @@ use tokio_postgres::Row;
 
 use super::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, NewChallenge,
-    NewProbe, ProbeRecord, RateLimits, Store, StoreError, TokenHash,
+    NewProbe, ProbeRecord, RateLimits, Rejection, Store, StoreError, TokenHash,
 };
 use crate::backend::Evidence;
 use crate::config::{PgTls, PostgresConfig};
@@ -60,13 +60,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REJECTION_FLUSH: Duration = Duration::from_millis(200);
 
 const COLUMNS: &str = "id, address, token_hash, session_code, message_id_tail, status, created_at, expires_at,
-    rejections, confirmed_at, evidence, confirm_message_id, confirm_from, confirm_session, confirm_session_ended";
+    rejections, confirmed_at, evidence, confirm_message_id, confirm_from, confirm_session, confirm_session_ended,
+    last_rejection";
 
 /// The PostgreSQL store; cheap to share (`Arc` inside the pool).
 pub struct PostgresStore {
     pool: Pool,
     /// Rejection counts not yet written (see [`Store::count_rejection`]).
-    rejections: Arc<Mutex<HashMap<String, u32>>>,
+    /// Each with the latest refusal among them (`last_rejection`).
+    rejections: Arc<Mutex<HashMap<String, (u32, Rejection)>>>,
 }
 
 /// A driver error as a [`StoreError`].
@@ -175,7 +177,7 @@ impl PostgresStore {
 
     /// Write the gathered counts of `only` (one id) or of every id.
     async fn write_rejections(&self, only: Option<&str>) -> Result<(), StoreError> {
-        let batch: Vec<(String, u32)> = {
+        let batch: Vec<(String, (u32, Rejection))> = {
             let mut map = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
             match only {
                 Some(id) => map
@@ -193,21 +195,40 @@ impl PostgresStore {
         if result.is_err() {
             // Put them back: the next flush tries again.
             let mut map = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
-            for (id, n) in batch {
-                *map.entry(id).or_default() += n;
+            for (id, (n, last)) in batch {
+                let entry = map.entry(id).or_insert((0, last));
+                entry.0 = entry.0.saturating_add(n);
+                if last.at >= entry.1.at {
+                    entry.1 = last;
+                }
             }
         }
         result
     }
 }
 
-async fn add_rejections(pool: &Pool, batch: &[(String, u32)]) -> Result<(), StoreError> {
+async fn add_rejections(
+    pool: &Pool,
+    batch: &[(String, (u32, Rejection))],
+) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg)?;
-    for (id, n) in batch {
+    for (id, (n, last)) in batch {
+        // Several instances write refusals of one challenge, each after its own delay: the
+        // latest refusal wins by its time, not by the order of the writes.
         tx.execute(
-            "UPDATE challenges SET rejections = rejections + $1 WHERE id = $2 AND status = 'pending'",
-            &[&i64::from(*n), id],
+            "UPDATE challenges SET rejections = rejections + $1,
+                last_rejection = CASE
+                    WHEN last_rejection IS NULL
+                      OR (last_rejection::json->>'at')::bigint <= $3 THEN $4
+                    ELSE last_rejection END
+             WHERE id = $2 AND status = 'pending'",
+            &[
+                &i64::from(*n),
+                id,
+                &last.at.timestamp_millis(),
+                &last.to_stored(),
+            ],
         )
         .await
         .map_err(pg)?;
@@ -261,7 +282,12 @@ fn record(r: &Row) -> Result<ChallengeRecord, StoreError> {
         other => return Err(StoreError::Corrupt(format!("status {other}"))),
     };
     let rejections: i64 = r.try_get(8).map_err(get)?;
+    let last_rejection: Option<String> = r.try_get(15).map_err(get)?;
     Ok(ChallengeRecord {
+        last_rejection: last_rejection
+            .as_deref()
+            .map(Rejection::from_stored)
+            .transpose()?,
         id: r.try_get(0).map_err(get)?,
         address: r.try_get(1).map_err(get)?,
         token_hash: TokenHash::from_stored(&token_hash)
@@ -411,15 +437,19 @@ impl Store for PostgresStore {
         )
     }
 
-    async fn record_rejection(&self, id: &str) -> Result<(), StoreError> {
-        add_rejections(&self.pool, &[(id.to_owned(), 1)]).await
+    async fn record_rejection(&self, id: &str, rejection: Rejection) -> Result<(), StoreError> {
+        add_rejections(&self.pool, &[(id.to_owned(), (1, rejection))]).await
     }
 
-    fn count_rejection(&self, id: &str) {
+    fn count_rejection(&self, id: &str, rejection: Rejection) {
         let first = {
             let mut map = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
             let first = map.is_empty();
-            *map.entry(id.to_owned()).or_default() += 1;
+            let entry = map.entry(id.to_owned()).or_insert((0, rejection));
+            entry.0 = entry.0.saturating_add(1);
+            if rejection.at >= entry.1.at {
+                entry.1 = rejection;
+            }
             first
         };
         if !first {

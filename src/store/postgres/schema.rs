@@ -77,6 +77,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX probes_by_creation ON probes (created_at);
     CREATE INDEX probes_by_expiry ON probes (expires_at);",
+    // 4: the latest refused reply of a challenge (SPEC §4 "Explanations").
+    "ALTER TABLE challenges ADD COLUMN last_rejection TEXT;",
 ];
 
 pub(super) fn known_version() -> i64 {

@@ -60,7 +60,7 @@ use tokio::sync::mpsc;
 
 use super::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, NewProbe,
-    ProbeRecord, RateLimits, Store, StoreError, TokenHash,
+    ProbeRecord, RateLimits, Rejection, Store, StoreError, TokenHash,
 };
 use crate::lock;
 
@@ -105,7 +105,8 @@ impl Default for SqliteOptions {
 /// Rejection counts gathering for the next flush.
 #[derive(Default)]
 struct Gathered {
-    counts: HashMap<String, u32>,
+    /// By challenge id: how many refusals, and the latest.
+    counts: HashMap<String, (u32, Rejection)>,
     /// A flush is scheduled and has not yet been handed to the writer.
     scheduled: bool,
 }
@@ -232,8 +233,8 @@ impl SqliteStore {
         let inner = Arc::clone(&self.inner);
         let write = self.write(move |conn| {
             let pending = std::mem::take(&mut lock(&inner.rejections).counts);
-            for (id, n) in &pending {
-                sql::add_rejections(conn, id, *n)?;
+            for (id, (n, last)) in &pending {
+                sql::add_rejections(conn, id, *n, last)?;
             }
             Ok(pending.len())
         });
@@ -374,15 +375,24 @@ impl Store for SqliteStore {
     fn record_rejection(
         &self,
         id: &str,
+        rejection: Rejection,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         let id = id.to_owned();
-        self.write(move |conn| sql::add_rejections(conn, &id, 1))
+        self.write(move |conn| sql::add_rejections(conn, &id, 1, &rejection))
     }
 
-    fn count_rejection(&self, id: &str) {
+    fn count_rejection(&self, id: &str, rejection: Rejection) {
         let handle = {
             let mut gathered = lock(&self.inner.rejections);
-            *gathered.counts.entry(id.to_owned()).or_insert(0) += 1;
+            let entry = gathered
+                .counts
+                .entry(id.to_owned())
+                .or_insert((0, rejection));
+            entry.0 = entry.0.saturating_add(1);
+            // Refusals of one challenge arrive in time order; keep the latest.
+            if rejection.at >= entry.1.at {
+                entry.1 = rejection;
+            }
             if gathered.scheduled {
                 return;
             }

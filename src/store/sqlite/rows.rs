@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::Row;
 
 use crate::backend::Evidence;
-use crate::store::{ChallengeRecord, Confirmation, StoreError, TokenHash};
+use crate::store::{ChallengeRecord, Confirmation, Rejection, StoreError, TokenHash};
 
 /// The columns [`RawRow::from_row`] reads, in its order.
 pub(super) const COLUMNS: &str = "id, address, token_hash, session_code, message_id_tail, status, created_at, expires_at,
-    rejections, confirmed_at, evidence, confirm_message_id, confirm_from, confirm_session, confirm_session_ended";
+    rejections, confirmed_at, evidence, confirm_message_id, confirm_from, confirm_session, confirm_session_ended, last_rejection";
 
 /// A row as SQLite returns it, converted outside the rusqlite closure so that corrupt data
 /// becomes a [`StoreError`] rather than a panic.
@@ -31,6 +31,7 @@ pub(super) struct RawRow {
     confirm_from: Option<String>,
     confirm_session: Option<String>,
     confirm_session_ended: i64,
+    last_rejection: Option<String>,
 }
 
 impl RawRow {
@@ -51,6 +52,7 @@ impl RawRow {
             confirm_from: r.get(12)?,
             confirm_session: r.get(13)?,
             confirm_session_ended: r.get(14)?,
+            last_rejection: r.get(15)?,
         })
     }
 
@@ -92,6 +94,11 @@ impl RawRow {
             created_at: millis(self.created_at)?,
             expires_at: millis(self.expires_at)?,
             rejections: u32::try_from(self.rejections).unwrap_or(u32::MAX),
+            last_rejection: self
+                .last_rejection
+                .as_deref()
+                .map(Rejection::from_stored)
+                .transpose()?,
             confirmation,
         })
     }

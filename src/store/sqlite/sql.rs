@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::rows::{COLUMNS, RawRow};
 use crate::store::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, RateLimits,
-    StoreError, TokenHash,
+    Rejection, StoreError, TokenHash,
 };
 
 /// Run one statement through the connection's prepared-statement cache: the same few
@@ -171,12 +171,17 @@ pub(super) fn confirm(
     })
 }
 
-/// Add `n` refused replies to a pending challenge.
-pub(super) fn add_rejections(conn: &Connection, id: &str, n: u32) -> Result<(), StoreError> {
+/// Add `n` refused replies to a pending challenge, `last` the latest of them.
+pub(super) fn add_rejections(
+    conn: &Connection,
+    id: &str,
+    n: u32,
+    last: &Rejection,
+) -> Result<(), StoreError> {
     exec(
         conn,
-        "UPDATE challenges SET rejections = rejections + ?1 WHERE id = ?2 AND status = 'pending'",
-        params![n, id],
+        "UPDATE challenges SET rejections = rejections + ?1, last_rejection = ?3 WHERE id = ?2 AND status = 'pending'",
+        params![n, id, last.to_stored()],
     )
     .map_err(db)?;
     Ok(())

@@ -65,7 +65,22 @@ fn automatic_markers() {
         ("auto-submitted: auto-generated\r\n", Outcome::Fail),
         ("X-Autoreply: yes\r\n", Outcome::Fail),
         ("X-Autorespond: x\r\n", Outcome::Fail),
-        ("X-Auto-Response-Suppress: All\r\n", Outcome::Fail),
+        // Alone it is what Exchange writes on mail people send: not a marker (SPEC §4).
+        ("X-Auto-Response-Suppress: All\r\n", Outcome::Ok),
+        (
+            "X-Auto-Response-Suppress: DR, RN, NRN, OOF, AutoReply\r\n",
+            Outcome::Ok,
+        ),
+        ("x-auto-response-suppress: OOF\r\n", Outcome::Ok),
+        // An Exchange OOF: the suppress header and Auto-Submitted together stay refused.
+        (
+            "X-Auto-Response-Suppress: All\r\nAuto-Submitted: auto-replied\r\n",
+            Outcome::Fail,
+        ),
+        (
+            "Auto-Submitted: auto-generated\r\nX-Auto-Response-Suppress: All\r\n",
+            Outcome::Fail,
+        ),
         ("Precedence: bulk\r\n", Outcome::Fail),
         ("Precedence: junk\r\n", Outcome::Fail),
         ("Precedence: list\r\n", Outcome::Fail),
