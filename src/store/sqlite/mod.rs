@@ -156,7 +156,7 @@ impl SqliteStore {
         if options.read_only {
             schema::check_version(&conn)?;
         } else {
-            schema::migrate(&conn)?;
+            schema::migrate(&conn, options.busy_timeout)?;
         }
         let commits = Arc::new(AtomicU64::new(0));
         let writer = writer::spawn(conn, Arc::clone(&commits))?;

@@ -5,6 +5,7 @@
 //! newer program (higher version) is refused. Times are stored as Unix milliseconds (UTC).
 
 use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
@@ -69,9 +70,10 @@ pub(super) fn open_connection(
     // Room for every statement of this module (see `exec`).
     conn.set_prepared_statement_cache_capacity(32);
     if writer && !options.read_only {
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .map_err(db)?;
+        let mode: String = retry_busy(options.busy_timeout, || {
+            conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        })
+        .map_err(db)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::NoWal(mode));
         }
@@ -82,6 +84,30 @@ pub(super) fn open_connection(
         conn.pragma_update(None, "query_only", true).map_err(db)?;
     }
     Ok(conn)
+}
+
+/// Run `step` again while SQLite answers "busy", up to `budget`. Two processes opening one
+/// new file at once can get `SQLITE_BUSY` from the switch to WAL (it needs the exclusive
+/// lock, and SQLite skips the busy handler where waiting could deadlock), so the busy
+/// timeout alone does not cover it (tested: two opens at once, 20 trials).
+fn retry_busy<T>(
+    budget: Duration,
+    mut step: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + budget;
+    loop {
+        match step() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn current_version(conn: &Connection) -> Result<i64, StoreError> {
@@ -119,12 +145,12 @@ pub(super) fn check_version(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+pub(super) fn migrate(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError> {
     // One `BEGIN IMMEDIATE` transaction for the whole migration, the version read inside
     // it: a second process opening the same empty file waits for the write lock (busy
     // timeout), then finds the schema current. Reading the version before taking the lock
     // let both see 0 and the second fail on `CREATE TABLE` (tested: two opens at once).
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+    retry_busy(busy_timeout, || conn.execute_batch("BEGIN IMMEDIATE")).map_err(db)?;
     match migrate_locked(conn) {
         Ok(()) => conn.execute_batch("COMMIT").map_err(db),
         Err(e) => {
