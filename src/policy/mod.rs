@@ -40,6 +40,8 @@
 //!    that is required but `Skipped` (it could not run) is never taken as a pass; it
 //!    refuses with the reason of the check (fail closed).
 
+// The challenge half reads the store's types: daemon only (the fuzz crate builds the pure core).
+#[cfg(feature = "daemon")]
 pub mod challenge;
 pub mod probe;
 
