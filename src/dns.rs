@@ -126,49 +126,7 @@ pub enum LookupError {
     Temporary,
 }
 
-/// What DNSSEC validation said about one answer (module documentation).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dnssec {
-    /// `dns.dnssec = false`: nothing was validated.
-    Off,
-    Secure,
-    /// Provably unsigned (no DS at the delegation), or not provable either way.
-    Insecure,
-    /// Validation failed: the answer must not be used.
-    Bogus,
-    /// No answer to judge (timeout, SERVFAIL, refused).
-    Unknown,
-}
-
-impl Dnssec {
-    /// The name in check results, events and evidence.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dnssec::Off => "off",
-            Dnssec::Secure => "secure",
-            Dnssec::Insecure => "insecure",
-            Dnssec::Bogus => "bogus",
-            Dnssec::Unknown => "unknown",
-        }
-    }
-
-    /// The weaker of two proofs, for a decision that rests on both: bogus, then unknown, then
-    /// insecure, then secure; off only when validation is off for both.
-    pub fn weakest(self, other: Dnssec) -> Dnssec {
-        let rank = |d: Dnssec| match d {
-            Dnssec::Bogus => 0,
-            Dnssec::Unknown => 1,
-            Dnssec::Insecure => 2,
-            Dnssec::Off => 3,
-            Dnssec::Secure => 4,
-        };
-        if rank(other) < rank(self) {
-            other
-        } else {
-            self
-        }
-    }
-}
+pub use crate::policy::Dnssec;
 
 /// A TXT lookup and what DNSSEC said about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -312,25 +270,6 @@ mod tests {
         assert_eq!(ns.ip, addr.ip());
         assert_eq!(ns.connections.len(), 2);
         assert!(ns.connections.iter().all(|c| c.port == 5300));
-    }
-
-    #[test]
-    fn weakest_proof_wins() {
-        use Dnssec::*;
-        let table = [
-            (Secure, Secure, Secure),
-            (Secure, Insecure, Insecure),
-            (Insecure, Secure, Insecure),
-            (Secure, Bogus, Bogus),
-            (Insecure, Bogus, Bogus),
-            (Unknown, Insecure, Unknown),
-            (Bogus, Unknown, Bogus),
-            (Off, Off, Off),
-            (Off, Secure, Off),
-        ];
-        for (a, b, want) in table {
-            assert_eq!(a.weakest(b), want, "{a:?} {b:?}");
-        }
     }
 
     #[test]
