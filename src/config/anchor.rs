@@ -204,7 +204,9 @@ mod tests {
 
     #[test]
     fn accepted_files() {
-        let table: &[(&str, &[(&str, u16, u8)])] = &[
+        /// (file text, the keys it gives: zone, flags, algorithm)
+        type Row = (&'static str, &'static [(&'static str, u16, u8)]);
+        let table: &[Row] = &[
             (ROOT_2017, &[(".", 257, 8)]),
             // ldns-keygen's .key file: tabs, no TTL, trailing comment.
             (

@@ -510,8 +510,8 @@ fn content(r: &CheckResults, req: &Requirements) -> [(Outcome, Reason, bool); 4]
     ]
 }
 
-/// 5. Temporary errors of required checks, DNSSEC refusals first: a check built on a
-/// refused answer cannot be trusted whatever it says.
+/// Step 5, temporary errors of required checks, DNSSEC refusals first: a check built on
+/// a refused answer cannot be trusted whatever it says.
 fn temporary(r: &CheckResults, req: &Requirements) -> Option<Reason> {
     let d = &r.dnssec;
     if (req.spf && d.spf.refused(d.required)) || (req.dkim && d.dkim.refused(d.required)) {
