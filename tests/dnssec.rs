@@ -15,6 +15,8 @@
 //! | `nosig.gouv.fr` | the key TXT's RRSIG removed | 451 `dns.temperror`, `dnssec.dkim` bogus |
 //! | `plain.gouv.fr` | unsigned, no DS (insecure) | 250, evidence `insecure` |
 //! | `strict.gouv.fr` | unsigned, `require_dnssec = true` | 451 `dns.temperror`, `insecure_refused` |
+//! | `nospf.gouv.fr` | signed, no SPF record (a proven NODATA) | 550 `spf.none`, not a 4xx |
+//! | `nokey.gouv.fr` | signed, no key at the selector (proven NXDOMAIN) | 550 `dkim.fail` |
 //! | `m365.gouv.fr` `selector1` | signed CNAME into the unsigned `tenant.gouv.fr` | 250, key `insecure` |
 //! | `m365.gouv.fr` `selector2` | signed CNAME into the signed `secure.gouv.fr` | 250, key `secure` |
 //! | `m365strict.gouv.fr` | the `selector1` CNAME, `require_dnssec = true` | 451, key `insecure_refused` |
@@ -97,6 +99,8 @@ enum Kind {
 struct Zone {
     name: &'static str,
     kind: Kind,
+    /// Publishes `v=spf1 ip4:127.0.0.25 -all` at the apex.
+    spf: bool,
     /// Records beyond SOA, NS and SPF, relative to the zone.
     extra: Vec<String>,
 }
@@ -134,6 +138,7 @@ fn zones() -> Vec<Zone> {
     let with_key = |name, kind| Zone {
         name,
         kind,
+        spf: true,
         extra: vec![format!("{SELECTOR}._domainkey IN TXT {key}")],
     };
     vec![
@@ -145,9 +150,19 @@ fn zones() -> Vec<Zone> {
         with_key("strict.gouv.fr", Kind::Unsigned),
         // Microsoft 365's pattern: the selector is a CNAME into the tenant's zone.
         with_key("tenant.gouv.fr", Kind::Unsigned),
+        // Proven absences: no SPF record; no key at the selector.
+        Zone {
+            spf: false,
+            ..with_key("nospf.gouv.fr", Kind::Signed)
+        },
+        Zone {
+            extra: Vec::new(),
+            ..with_key("nokey.gouv.fr", Kind::Signed)
+        },
         Zone {
             name: "m365.gouv.fr",
             kind: Kind::Signed,
+            spf: true,
             extra: vec![
                 format!("selector1._domainkey IN CNAME {SELECTOR}._domainkey.tenant.gouv.fr."),
                 format!("selector2._domainkey IN CNAME {SELECTOR}._domainkey.secure.gouv.fr."),
@@ -156,6 +171,7 @@ fn zones() -> Vec<Zone> {
         Zone {
             name: "m365strict.gouv.fr",
             kind: Kind::Signed,
+            spf: true,
             extra: vec![format!(
                 "selector1._domainkey IN CNAME {SELECTOR}._domainkey.tenant.gouv.fr."
             )],
@@ -163,13 +179,15 @@ fn zones() -> Vec<Zone> {
     ]
 }
 
-fn zone_text(origin: &str, extra: &[String]) -> String {
+fn zone_text(origin: &str, spf: bool, extra: &[String]) -> String {
     let mut text = format!(
         "$ORIGIN {origin}.\n$TTL 300\n\
          @ IN SOA ns.gouv.fr. hostmaster.gouv.fr. 1 3600 600 86400 300\n\
-         @ IN NS ns.gouv.fr.\n\
-         @ IN TXT \"v=spf1 ip4:127.0.0.25 -all\"\n"
+         @ IN NS ns.gouv.fr.\n"
     );
+    if spf {
+        text.push_str("@ IN TXT \"v=spf1 ip4:127.0.0.25 -all\"\n");
+    }
     for line in extra {
         text.push_str(line);
         text.push('\n');
@@ -282,7 +300,7 @@ impl SignedWorld {
         let mut served = Vec::new();
         for z in zones() {
             let file = format!("{}.zone", z.name);
-            std::fs::write(dir.join(&file), zone_text(z.name, &z.extra)).unwrap();
+            std::fs::write(dir.join(&file), zone_text(z.name, z.spf, &z.extra)).unwrap();
             let child = z.name.strip_suffix(".gouv.fr").unwrap();
             parent.push(format!("{child} IN NS ns.gouv.fr."));
             if z.kind == Kind::Unsigned {
@@ -301,7 +319,11 @@ impl SignedWorld {
             }
             served.push((z.name.to_string(), signed));
         }
-        std::fs::write(dir.join("gouv.fr.zone"), zone_text("gouv.fr", &parent)).unwrap();
+        std::fs::write(
+            dir.join("gouv.fr.zone"),
+            zone_text("gouv.fr", false, &parent),
+        )
+        .unwrap();
         let key = keygen(&dir, "gouv.fr");
         let signed = sign(&dir, "gouv.fr.zone", &key, false);
         served.push(("gouv.fr".to_string(), signed));
@@ -405,8 +427,10 @@ async fn start_daemon(tmp: &Path, dns: &SignedWorld) -> Daemon {
 struct Case {
     address: &'static str,
     selector: &'static str,
-    /// 250 or 451.
+    /// 250, 451 (`dns.temperror`) or a 550 with `reason`.
     code: u16,
+    /// The refusal's reason (empty when accepted).
+    reason: &'static str,
     /// `dnssec.spf` and `dnssec.dkim` in the event.
     spf: &'static str,
     dkim: &'static str,
@@ -496,8 +520,13 @@ async fn confirm(d: &Daemon, case: &Case, n: u32) {
         assert_eq!(ev["spf_dnssec"], case.spf, "{row}: {ev}");
         assert_eq!(ev["dkim_key_dnssec"], case.dkim, "{row}: {ev}");
         assert_eq!(ev["dkim_selector"], case.selector, "{row}: {ev}");
+    } else if case.code == 550 {
+        // A proven absence is a definite answer: the permanent refusal, not a 4xx.
+        assert_eq!(reason_of(event), case.reason, "{row}: {event}");
+        assert_eq!(shown["status"], "pending", "{row}: {shown}");
+        assert_eq!(shown["rejections"], 1, "{row}: {shown}");
     } else {
-        assert_eq!(reason_of(event), "dns.temperror", "{row}: {event}");
+        assert_eq!(reason_of(event), case.reason, "{row}: {event}");
         assert!(reply.text.contains("4.4.3"), "{row}: {reply}");
         // Temporary: the challenge stays pending, and (like every 4xx) the refusal is not
         // counted against the person, who did nothing wrong.
@@ -526,6 +555,7 @@ async fn confirmations_on_signed_zones() {
             address: "alice@secure.gouv.fr",
             selector: SELECTOR,
             code: 250,
+            reason: "",
             spf: "secure",
             dkim: "secure",
         },
@@ -533,6 +563,7 @@ async fn confirmations_on_signed_zones() {
             address: "alice@tampered.gouv.fr",
             selector: SELECTOR,
             code: 451,
+            reason: "dns.temperror",
             spf: "secure",
             dkim: "bogus",
         },
@@ -540,6 +571,7 @@ async fn confirmations_on_signed_zones() {
             address: "alice@expired.gouv.fr",
             selector: SELECTOR,
             code: 451,
+            reason: "dns.temperror",
             spf: "bogus",
             dkim: "bogus",
         },
@@ -547,6 +579,7 @@ async fn confirmations_on_signed_zones() {
             address: "alice@nosig.gouv.fr",
             selector: SELECTOR,
             code: 451,
+            reason: "dns.temperror",
             spf: "secure",
             dkim: "bogus",
         },
@@ -554,6 +587,7 @@ async fn confirmations_on_signed_zones() {
             address: "alice@plain.gouv.fr",
             selector: SELECTOR,
             code: 250,
+            reason: "",
             spf: "insecure",
             dkim: "insecure",
         },
@@ -561,13 +595,31 @@ async fn confirmations_on_signed_zones() {
             address: "alice@strict.gouv.fr",
             selector: SELECTOR,
             code: 451,
+            reason: "dns.temperror",
             spf: "insecure_refused",
             dkim: "insecure_refused",
+        },
+        Case {
+            address: "alice@nospf.gouv.fr",
+            selector: SELECTOR,
+            code: 550,
+            reason: "spf.none",
+            spf: "secure",
+            dkim: "secure",
+        },
+        Case {
+            address: "alice@nokey.gouv.fr",
+            selector: SELECTOR,
+            code: 550,
+            reason: "dkim.fail",
+            spf: "secure",
+            dkim: "secure",
         },
         Case {
             address: "alice@m365.gouv.fr",
             selector: "selector1",
             code: 250,
+            reason: "",
             spf: "secure",
             dkim: "insecure",
         },
@@ -575,6 +627,7 @@ async fn confirmations_on_signed_zones() {
             address: "bob@m365.gouv.fr",
             selector: "selector2",
             code: 250,
+            reason: "",
             spf: "secure",
             dkim: "secure",
         },
@@ -582,6 +635,7 @@ async fn confirmations_on_signed_zones() {
             address: "alice@m365strict.gouv.fr",
             selector: "selector1",
             code: 451,
+            reason: "dns.temperror",
             spf: "secure",
             dkim: "insecure_refused",
         },
