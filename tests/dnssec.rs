@@ -108,6 +108,8 @@ struct Zone {
 /// The zones on disk, signed, and NSD serving them.
 struct SignedWorld {
     anchor: PathBuf,
+    /// Another key generated for `gouv.fr.`, never published: an anchor that proves nothing.
+    wrong_anchor: PathBuf,
     nsd: Child,
     addr: SocketAddr,
 }
@@ -330,6 +332,9 @@ impl SignedWorld {
         // The anchor: the parent's only DNSKEY, as ldns-keygen wrote it.
         let anchor = dir.join("trust-anchor");
         std::fs::copy(dir.join(format!("{key}.key")), &anchor).unwrap();
+        let spare = keygen(&dir, "gouv.fr");
+        let wrong_anchor = dir.join("wrong-anchor");
+        std::fs::copy(dir.join(format!("{spare}.key")), &wrong_anchor).unwrap();
 
         let port = free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -365,7 +370,12 @@ impl SignedWorld {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nsd");
-        let world = SignedWorld { anchor, nsd, addr };
+        let world = SignedWorld {
+            anchor,
+            wrong_anchor,
+            nsd,
+            addr,
+        };
         let started = Instant::now();
         while !answers(addr) {
             assert!(
@@ -643,43 +653,121 @@ async fn confirmations_on_signed_zones() {
     for (n, case) in rows.iter().enumerate() {
         confirm(&d, case, u32::try_from(n).unwrap() + 1).await;
     }
+
+    // The anchor decides: the same kind of secure reply through `gatekeeper verify` (the
+    // real binary), with the configured anchor, then with a key the zone never published.
+    let address = "carol@secure.gouv.fr";
+    let eml = tmp.path().join("secure.eml");
+    let vars = Vars::new(Utc::now(), 99);
+    std::fs::write(&eml, reply_mail(address, SELECTOR).build(&vars)).unwrap();
+    let (code, json) = verify_cli(&d.layout.config, &eml, address);
+    assert_eq!(
+        (code, json["decision"].as_str()),
+        (0, Some("accept")),
+        "{json}"
+    );
+    assert_eq!(json["checks"]["dnssec.spf"], "secure", "{json}");
+    assert_eq!(json["checks"]["dnssec.dkim"], "secure", "{json}");
+    let wrong = tmp.path().join("wrong.toml");
+    let text = std::fs::read_to_string(&d.layout.config).unwrap().replace(
+        &dns.anchor.display().to_string(),
+        &dns.wrong_anchor.display().to_string(),
+    );
+    std::fs::write(&wrong, text).unwrap();
+    let (code, json) = verify_cli(&wrong, &eml, address);
+    assert_eq!(
+        (code, json["decision"].as_str()),
+        (2, Some("tempfail")),
+        "{json}"
+    );
+    assert_eq!(json["reason"], "dns.temperror", "{json}");
+    assert_eq!(json["checks"]["dnssec.spf"], "bogus", "{json}");
+    assert_eq!(json["checks"]["dnssec.dkim"], "bogus", "{json}");
 }
 
-/// A trust anchor file with a DS line or a typo is refused at load, with the anchor file's
-/// line (through `gatekeeper check-config`, the operator's command).
+/// `gatekeeper verify` without a recipient (the binding checks are skipped): exit code and
+/// JSON verdict.
+fn verify_cli(config: &Path, eml: &Path, mail_from: &str) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+        .args(["verify", "-c"])
+        .arg(config)
+        .args([
+            "--client-ip",
+            "127.0.0.25",
+            "--helo",
+            "smtp.interieur.gouv.fr",
+        ])
+        .args(["--mail-from", mail_from])
+        .arg(eml)
+        .output()
+        .expect("run gatekeeper verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+/// DNSSEC settings an operator can get wrong are refused at load by `gatekeeper check-config`
+/// (exit 1), each error naming its line: the anchor file's own line for a bad record.
 #[test]
-fn check_config_names_the_anchor_line() {
+fn check_config_refuses_dnssec_mistakes() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = Layout::new(tmp.path());
     let path = layout.write_config("127.0.0.1:53".parse().unwrap(), &Settings::default());
+    let base = std::fs::read_to_string(&path).unwrap();
     let anchor = tmp.path().join("anchor");
     std::fs::write(
         &anchor,
         "; the parent's key\ngouv.fr. IN DS 7746 13 2 95d492676bc76d52dde875596b5994d6fb4e6a83\n",
     )
     .unwrap();
-    let text = std::fs::read_to_string(&path).unwrap().replacen(
-        "[dns]\n",
-        &format!(
-            "[dns]\ndnssec = true\ntrust_anchor = \"{}\"\n",
-            anchor.display()
+    let a = anchor.display();
+    // (what is added under [dns], under [policy], what the error must say)
+    let rows = [
+        (
+            format!("dnssec = true\ntrust_anchor = \"{a}\"\n"),
+            String::new(),
+            format!("dns.trust_anchor: {a}:2: DS records cannot anchor"),
         ),
-        1,
-    );
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
-        .args(["check-config", "-c", &path.display().to_string()])
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(
-        said.contains(&format!("{}:2: DS records cannot anchor", anchor.display())),
-        "{said}"
-    );
-    assert!(said.contains("dns.trust_anchor"), "{said}");
+        (
+            format!("trust_anchor = \"{a}.missing\"\n"),
+            String::new(),
+            "dns.trust_anchor: set dns.dnssec = true".to_string(),
+        ),
+        (
+            String::new(),
+            "[policy.domains.\"culture.gouv.fr\"]\nrequire_dnssec = true\n".to_string(),
+            "require_dnssec: needs dns.dnssec = true".to_string(),
+        ),
+    ];
+    for (dns, policy, want) in rows {
+        let text = base
+            .replacen("[dns]\n", &format!("[dns]\n{dns}"), 1)
+            .replacen(
+                "alignment = \"strict\"\n",
+                &format!("alignment = \"strict\"\n{policy}"),
+                1,
+            );
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+            .args(["check-config", "-c", &path.display().to_string()])
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{want}: {said}");
+        assert!(said.contains(&want), "want {want:?} in: {said}");
+        // Every error names the configuration file and a line.
+        assert!(
+            said.contains(&format!("{}:", path.display())),
+            "{want}: {said}"
+        );
+    }
 }
