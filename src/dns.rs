@@ -176,10 +176,18 @@ pub async fn txt_lookup_proved(auth: &MessageAuthenticator, name: &str) -> Prove
                 .collect()),
             dnssec: proof_of(validating, lookup.answers()),
         },
-        Err(err) => Proved {
-            records: Err(classify(&err)),
-            dnssec: error_proof(validating, &err),
-        },
+        Err(err) => {
+            let dnssec = error_proof(validating, &err);
+            if dnssec == Dnssec::Bogus {
+                // The operator's first clue; hickory logs why at debug level
+                // (`RUST_LOG=info,hickory_net::dnssec=trace`).
+                tracing::warn!(name = %fqdn, "DNSSEC validation failed: bogus TXT answer not used");
+            }
+            Proved {
+                records: Err(classify(&err)),
+                dnssec,
+            }
+        }
     }
 }
 
