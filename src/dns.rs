@@ -179,7 +179,7 @@ pub async fn txt_lookup_proved(auth: &MessageAuthenticator, name: &str) -> Prove
         Err(err) => {
             let dnssec = error_proof(validating, &err);
             if dnssec == Dnssec::Bogus {
-                // The operator's first clue; hickory logs why at debug level
+                // The operator's first clue; hickory logs why in its debug and trace logs
                 // (`RUST_LOG=info,hickory_net::dnssec=trace`).
                 tracing::warn!(name = %fqdn, "DNSSEC validation failed: bogus TXT answer not used");
             }

@@ -19,6 +19,7 @@
 //! | `nokey.gouv.fr` | signed, no key at the selector (proven NXDOMAIN) | 550 `dkim.fail` |
 //! | `m365.gouv.fr` `selector1` | signed CNAME into the unsigned `tenant.gouv.fr` | 250, key `insecure` |
 //! | `m365.gouv.fr` `selector2` | signed CNAME into the signed `secure.gouv.fr` | 250, key `secure` |
+//! | `m365.gouv.fr` `selector3` | signed CNAME into the tampered key of `tampered.gouv.fr` | 451, key `bogus` |
 //! | `m365strict.gouv.fr` | the `selector1` CNAME, `require_dnssec = true` | 451, key `insecure_refused` |
 //!
 //! Needs `ldns-keygen`, `ldns-signzone`, `ldns-key2ds` and `nsd` (tests/run.sh installs them
@@ -168,6 +169,7 @@ fn zones() -> Vec<Zone> {
             extra: vec![
                 format!("selector1._domainkey IN CNAME {SELECTOR}._domainkey.tenant.gouv.fr."),
                 format!("selector2._domainkey IN CNAME {SELECTOR}._domainkey.secure.gouv.fr."),
+                format!("selector3._domainkey IN CNAME {SELECTOR}._domainkey.tampered.gouv.fr."),
             ],
         },
         Zone {
@@ -640,6 +642,14 @@ async fn confirmations_on_signed_zones() {
             reason: "",
             spf: "secure",
             dkim: "secure",
+        },
+        Case {
+            address: "carol@m365.gouv.fr",
+            selector: "selector3",
+            code: 451,
+            reason: "dns.temperror",
+            spf: "secure",
+            dkim: "bogus",
         },
         Case {
             address: "alice@m365strict.gouv.fr",
