@@ -107,7 +107,7 @@ pub struct Evidence {
     pub dkim_algorithm: String,
     pub spf: String,
     /// DNSSEC proof of the MAIL FROM domain's SPF answer: `secure`, `insecure`, `off`
-    /// (`dns.dnssec = false`), `skipped` (SPF waived); empty in evidence older than DNSSEC.
+    /// (`dns.dnssec = false`), `unknown` (no answer); empty in evidence older than DNSSEC.
     #[serde(default)]
     pub spf_dnssec: String,
     /// DNSSEC proof of the confirming signature's key record (through any CNAME), same
