@@ -13,6 +13,7 @@
 //! | `tampered.gouv.fr` | one byte of the key TXT's RRSIG changed | 451 `dns.temperror`, `dnssec.dkim` bogus |
 //! | `expired.gouv.fr` | signatures expired in 2020 | 451 `dns.temperror`, both bogus |
 //! | `nosig.gouv.fr` | the key TXT's RRSIG removed | 451 `dns.temperror`, `dnssec.dkim` bogus |
+//! | `brokenchain.gouv.fr` | signed, the parent's DS is of another key | 451 `dns.temperror`, both bogus |
 //! | `plain.gouv.fr` | unsigned, no DS (insecure) | 250, evidence `insecure` |
 //! | `strict.gouv.fr` | unsigned, `require_dnssec = true` | 451 `dns.temperror`, `insecure_refused` |
 //! | `nospf.gouv.fr` | signed, no SPF record (a proven NODATA) | 550 `spf.none`, not a 4xx |
@@ -96,6 +97,8 @@ enum Kind {
     NoKeySig,
     /// Not signed; the parent has no DS for it (a provably insecure delegation).
     Unsigned,
+    /// Signed, but the parent's DS is of another key (a broken chain of trust).
+    WrongDs,
 }
 
 struct Zone {
@@ -150,6 +153,7 @@ fn zones() -> Vec<Zone> {
         with_key("tampered.gouv.fr", Kind::Tampered),
         with_key("expired.gouv.fr", Kind::Expired),
         with_key("nosig.gouv.fr", Kind::NoKeySig),
+        with_key("brokenchain.gouv.fr", Kind::WrongDs),
         with_key("plain.gouv.fr", Kind::Unsigned),
         with_key("strict.gouv.fr", Kind::Unsigned),
         // Microsoft 365's pattern: the selector is a CNAME into the tenant's zone.
@@ -313,10 +317,15 @@ impl SignedWorld {
                 continue;
             }
             let key = keygen(&dir, z.name);
+            let delegated = if z.kind == Kind::WrongDs {
+                keygen(&dir, z.name)
+            } else {
+                key.clone()
+            };
             parent.push(run(
                 &dir,
                 "ldns-key2ds",
-                &["-n", "-2", &format!("{key}.key")],
+                &["-n", "-2", &format!("{delegated}.key")],
             ));
             let signed = sign(&dir, &file, &key, z.kind == Kind::Expired);
             if matches!(z.kind, Kind::Tampered | Kind::NoKeySig) {
@@ -600,6 +609,14 @@ async fn confirmations_on_signed_zones() {
             code: 451,
             reason: "dns.temperror",
             spf: "secure",
+            dkim: "bogus",
+        },
+        Case {
+            address: "alice@brokenchain.gouv.fr",
+            selector: SELECTOR,
+            code: 451,
+            reason: "dns.temperror",
+            spf: "bogus",
             dkim: "bogus",
         },
         Case {
