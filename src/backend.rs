@@ -106,6 +106,14 @@ pub struct Evidence {
     pub dkim_selector: String,
     pub dkim_algorithm: String,
     pub spf: String,
+    /// DNSSEC proof of the MAIL FROM domain's SPF answer: `secure`, `insecure`, `off`
+    /// (`dns.dnssec = false`), `unknown` (no answer); empty in evidence older than DNSSEC.
+    #[serde(default)]
+    pub spf_dnssec: String,
+    /// DNSSEC proof of the confirming signature's key record (through any CNAME), same
+    /// values; `skipped` for a domain confirmed unsigned.
+    #[serde(default)]
+    pub dkim_key_dnssec: String,
     pub message_id: Option<String>,
     pub date: Option<String>,
     /// The raw top-level header block of the confirming mail (lossy UTF-8).

@@ -10,6 +10,7 @@
 //! Relative paths stay relative to the working directory (SPEC §6): nothing here resolves
 //! them against the configuration file's directory.
 
+mod anchor;
 mod check;
 mod duration;
 mod error;
@@ -29,6 +30,7 @@ use crate::address::{Domain, ParseOptions};
 /// Fixed by the SPEC; `confirm.local_prefix` may not take it.
 pub const PROBE_PREFIX: &str = "probe";
 
+pub use anchor::{AnchorKey, TrustAnchor};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, KeyPath, Problem, Segment};
 pub use oidc::{ClientSecret, OidcClient, OidcConfig, SigningAlg, is_loopback_host};
@@ -158,6 +160,8 @@ pub struct DomainOverride {
     pub require_dkim: bool,
     pub require_spf: bool,
     pub require_iprev: bool,
+    /// Answers DNSSEC proves unsigned (insecure) are refused, temporarily, for this domain.
+    pub require_dnssec: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -166,6 +170,9 @@ pub struct DnsConfig {
     pub nameservers: Vec<SocketAddr>,
     pub timeout: Duration,
     pub dnssec: bool,
+    /// `dns.trust_anchor`, read and checked at load; `None` = the root's keys built into
+    /// hickory.
+    pub trust_anchor: Option<TrustAnchor>,
     /// Upper bound on cached entries.
     pub cache_size: usize,
 }

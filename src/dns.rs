@@ -15,25 +15,44 @@
 //!   ([`LookupError::Temporary`]; mail-auth reports it as TempError); only NXDOMAIN / NODATA
 //!   mean "no record". A temporary fault must end in a 4xx, never in "none"/"fail" (SPEC I5).
 //! - **DNSSEC.** `dns.dnssec = true` turns on hickory's validation (`ResolverOpts::validate`)
-//!   with its built-in root trust anchor. A zone the chain from the root proves unsigned
-//!   still resolves (insecure); a bogus answer, or one that cannot be proven either way (no
-//!   chain of trust: `tests/verify_dns.rs` against the loopback test server), is an error
-//!   and therefore temporary. Validating against a signed zone is not tested: the test DNS
-//!   server does not sign.
+//!   anchored on `dns.trust_anchor` (its DNSKEYs, given to the resolver builder as
+//!   `TrustAnchors`) or, without one, on the root keys built into hickory. Every answer then
+//!   carries a proof, which [`txt_lookup_proved`] reports as a [`Dnssec`]:
+//!   - secure: the chain from an anchor checks out;
+//!   - insecure: a validated "no DS" proves the zone unsigned; the answer is used (the
+//!     verifier refuses it only for a domain with `require_dnssec`);
+//!   - bogus: a bad or expired signature, a missing RRSIG in a signed zone, a broken chain;
+//!     hickory answers `DnssecBogus` instead of records, so the lookup is an error, and
+//!     temporary: mail-auth's SPF and DKIM see the same error and report TempError.
+//!
+//!   A CNAME (a Microsoft 365 DKIM selector points into the tenant's zone) is validated link
+//!   by link: the answer holds the CNAME and the target's records, each with its own proof,
+//!   and the weakest proof is the answer's.
+//! - **Trust anchor file format**: DNSKEY records only (`config::anchor`): hickory 0.26 has no
+//!   DS anchors. `ResolverOpts::trust_anchor` (a path) only switches validation on in 0.26:
+//!   the builder never reads that file, so the keys go through `with_trust_anchor`. The
+//!   anchor replaces the built-in root keys; a non-root anchor must list every DNSKEY of its
+//!   zone (else hickory asks the zone's parent for a DS, which fails past the anchor).
 //! - hickory answers `localhost.` and `*.127.in-addr.arpa` itself without asking the server;
 //!   this matters only for tests on loopback (the reverse of 127.0.0.x is always `localhost.`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mail_auth::MessageAuthenticator;
+use mail_auth::hickory_resolver::TokioResolver;
 use mail_auth::hickory_resolver::config::{
     NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
+use mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider;
 use mail_auth::hickory_resolver::net::{DnsError, NetError};
-use mail_auth::hickory_resolver::proto::rr::{Name, RData};
+use mail_auth::hickory_resolver::proto::dnssec::{
+    Algorithm, DnssecSummary, Proof, PublicKeyBuf, TrustAnchors,
+};
+use mail_auth::hickory_resolver::proto::rr::{LowerName, Name, RData, Record};
 
-use crate::config::DnsConfig;
+use crate::config::{DnsConfig, TrustAnchor};
 
 /// The resolver could not be built (system configuration unreadable, bad options).
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +69,27 @@ pub fn build(cfg: &DnsConfig) -> Result<MessageAuthenticator, DnsSetupError> {
     } else {
         ResolverConfig::from_name_servers(cfg.nameservers.iter().map(name_server).collect())
     };
-    MessageAuthenticator::new(config, options(cfg)).map_err(|e| DnsSetupError(e.to_string()))
+    let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(options(cfg));
+    if cfg.dnssec
+        && let Some(anchor) = &cfg.trust_anchor
+    {
+        builder = builder.with_trust_anchor(Arc::new(trust_anchors(anchor)?));
+    }
+    let resolver = builder.build().map_err(|e| DnsSetupError(e.to_string()))?;
+    Ok(MessageAuthenticator(resolver))
+}
+
+/// hickory's anchor set from the checked file: each key under its own zone name.
+fn trust_anchors(anchor: &TrustAnchor) -> Result<TrustAnchors, DnsSetupError> {
+    let mut set = TrustAnchors::empty();
+    for key in &anchor.keys {
+        let name = Name::from_ascii(&key.zone)
+            .map_err(|e| DnsSetupError(format!("trust anchor {}: {e}", key.zone)))?;
+        let public = PublicKeyBuf::new(key.public_key.clone(), Algorithm::from_u8(key.algorithm));
+        set.insert_with_name(&public, LowerName::from(name));
+    }
+    Ok(set)
 }
 
 /// The shortest per-query timeout, whatever `dns.timeout` says.
@@ -87,39 +126,111 @@ pub enum LookupError {
     Temporary,
 }
 
+pub use crate::policy::Dnssec;
+
+/// A TXT lookup and what DNSSEC said about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proved {
+    pub records: Result<Vec<Vec<u8>>, LookupError>,
+    pub dnssec: Dnssec,
+}
+
 /// TXT lookup through the shared cache; each record's strings concatenated (RFC 7208 §3.3,
 /// RFC 6376 §3.6.2.2).
 pub async fn txt_lookup(
     auth: &MessageAuthenticator,
     name: &str,
 ) -> Result<Vec<Vec<u8>>, LookupError> {
+    txt_lookup_proved(auth, name).await.records
+}
+
+/// [`txt_lookup`] with the DNSSEC proof of the answer (of the negative answer for NXDOMAIN /
+/// NODATA). A bogus answer is a temporary error with `Dnssec::Bogus`.
+pub async fn txt_lookup_proved(auth: &MessageAuthenticator, name: &str) -> Proved {
     let fqdn = if name.ends_with('.') {
         name.to_string()
     } else {
         format!("{name}.")
     };
-    let name = Name::from_str_relaxed(fqdn.as_str()).map_err(|_| LookupError::NotFound)?;
+    let Ok(name) = Name::from_str_relaxed(fqdn.as_str()) else {
+        return Proved {
+            records: Err(LookupError::NotFound),
+            dnssec: Dnssec::Unknown,
+        };
+    };
+    let validating = auth.resolver().options().validate;
     match auth.resolver().txt_lookup(name).await {
-        Ok(lookup) => Ok(lookup
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::TXT(txt) => Some(
-                    txt.txt_data
-                        .iter()
-                        .flat_map(|s| s.iter().copied())
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect()),
-        Err(err) => Err(classify(&err)),
+        Ok(lookup) => Proved {
+            records: Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(txt) => Some(
+                        txt.txt_data
+                            .iter()
+                            .flat_map(|s| s.iter().copied())
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect()),
+            dnssec: proof_of(validating, lookup.answers()),
+        },
+        Err(err) => {
+            let dnssec = error_proof(validating, &err);
+            if dnssec == Dnssec::Bogus {
+                // The operator's first clue; hickory logs why in its debug and trace logs
+                // (`RUST_LOG=info,hickory_net::dnssec=trace`).
+                tracing::warn!(name = %fqdn, "DNSSEC validation failed: bogus TXT answer not used");
+            }
+            Proved {
+                records: Err(classify(&err)),
+                dnssec,
+            }
+        }
     }
 }
 
-/// NXDOMAIN/NODATA (except a SERVFAIL carried as "no records") is definite; all else temporary.
+/// The proof of a set of records (the answer, or the authority section of a negative answer):
+/// hickory's own summary, so that a CNAME chain counts at its weakest link.
+fn proof_of(validating: bool, records: &[Record]) -> Dnssec {
+    if !validating {
+        return Dnssec::Off;
+    }
+    match DnssecSummary::from_records(records.iter()) {
+        DnssecSummary::Secure => Dnssec::Secure,
+        DnssecSummary::Insecure => Dnssec::Insecure,
+        DnssecSummary::Bogus => Dnssec::Bogus,
+    }
+}
+
+/// The proof carried by a failed lookup.
+fn error_proof(validating: bool, err: &NetError) -> Dnssec {
+    if !validating {
+        return Dnssec::Off;
+    }
+    match err {
+        NetError::Dns(DnsError::DnssecBogus) => Dnssec::Bogus,
+        NetError::Dns(DnsError::Nsec { proof, .. }) => match proof {
+            Proof::Secure => Dnssec::Secure,
+            Proof::Bogus => Dnssec::Bogus,
+            _ => Dnssec::Insecure,
+        },
+        NetError::Dns(DnsError::NoRecordsFound(no)) if classify(err) == LookupError::NotFound => no
+            .authorities
+            .as_deref()
+            .map_or(Dnssec::Insecure, |auth| proof_of(true, auth)),
+        _ => Dnssec::Unknown,
+    }
+}
+
+/// NXDOMAIN/NODATA (except a SERVFAIL carried as "no records"), also when DNSSEC proved it
+/// (hickory's `Nsec` error, unless bogus), is definite; all else temporary.
 fn classify(err: &NetError) -> LookupError {
     match err {
+        NetError::Dns(DnsError::Nsec { proof, .. }) if *proof != Proof::Bogus => {
+            LookupError::NotFound
+        }
         NetError::Dns(DnsError::NoRecordsFound(no)) => {
             if no.response_code == mail_auth::hickory_resolver::proto::op::ResponseCode::ServFail {
                 LookupError::Temporary
@@ -140,6 +251,7 @@ mod tests {
             nameservers,
             timeout: Duration::from_millis(700),
             dnssec: false,
+            trust_anchor: None,
             cache_size: 123,
         }
     }
@@ -166,6 +278,31 @@ mod tests {
         assert_eq!(ns.ip, addr.ip());
         assert_eq!(ns.connections.len(), 2);
         assert!(ns.connections.iter().all(|c| c.port == 5300));
+    }
+
+    #[test]
+    fn anchors_are_kept_under_their_zone() {
+        let text = "gouv.fr.\tIN\tDNSKEY\t257 3 13 slIT4ZvhSKCmb6tFpwRDNtsSpp0oOBATyh/Yd84DMgnaHMFlMqrsBfotgkVk0U/onbQ/sS7KaBmsRaiGPfVWLQ==";
+        let anchor = crate::config::TrustAnchor::parse(text).unwrap_or_else(|e| panic!("{e:?}"));
+        let set = trust_anchors(&anchor).unwrap_or_else(|e| panic!("{e}"));
+        let key = &anchor.keys[0];
+        let public = PublicKeyBuf::new(key.public_key.clone(), Algorithm::ECDSAP256SHA256);
+        let zone = |z: &str| LowerName::from(Name::from_ascii(z).unwrap_or_else(|e| panic!("{e}")));
+        assert!(set.contains_with_name(&public, &zone("gouv.fr.")));
+        // Not a root key, and not trusted for another zone.
+        assert!(set.is_empty());
+        assert!(!set.contains_with_name(&public, &zone("culture.gouv.fr.")));
+    }
+
+    #[tokio::test]
+    async fn builds_with_a_trust_anchor() {
+        let addr: SocketAddr = "127.0.0.1:5300".parse().unwrap_or_else(|_| unreachable!());
+        let text = "gouv.fr. IN DNSKEY 257 3 13 slIT4ZvhSKCmb6tFpwRDNtsSpp0oOBATyh/Yd84DMgnaHMFlMqrsBfotgkVk0U/onbQ/sS7KaBmsRaiGPfVWLQ==";
+        let mut c = cfg(vec![addr]);
+        c.dnssec = true;
+        c.trust_anchor = crate::config::TrustAnchor::parse(text).ok();
+        let auth = build(&c).unwrap_or_else(|e| panic!("{e}"));
+        assert!(auth.resolver().options().validate);
     }
 
     #[tokio::test]

@@ -60,16 +60,26 @@ impl DomainPolicy {
         self.check(domain)
     }
 
+    /// The most specific override for `domain` says `require_dnssec = true`: answers DNSSEC
+    /// proves unsigned do not count for it (kept apart from [`Requirements`], which is about
+    /// which checks must pass, not about how their answers were obtained).
+    pub fn requires_dnssec(&self, domain: &Domain) -> bool {
+        self.best(domain).is_some_and(|o| o.require_dnssec)
+    }
+
+    /// The override with the longest domain that covers `domain`.
+    fn best(&self, domain: &Domain) -> Option<&DomainOverride> {
+        self.overrides
+            .iter()
+            .filter(|o| domain.is_within(&o.domain))
+            .max_by_key(|o| o.domain.as_str().len())
+    }
+
     /// The requirements for `domain`: DKIM and SPF always, iprev from `policy.require_iprev`,
     /// unless the most specific override (longest matching domain) says otherwise. Without
     /// DKIM, SPF and iprev are forced on whatever the override says.
     pub fn requirements(&self, domain: &Domain) -> Requirements {
-        let best = self
-            .overrides
-            .iter()
-            .filter(|o| domain.is_within(&o.domain))
-            .max_by_key(|o| o.domain.as_str().len());
-        let mut req = match best {
+        let mut req = match self.best(domain) {
             Some(o) => Requirements {
                 dkim: o.require_dkim,
                 spf: o.require_spf,
@@ -108,6 +118,7 @@ mod tests {
             require_dkim: dkim,
             require_spf: spf,
             require_iprev: iprev,
+            require_dnssec: false,
         }
     }
 
@@ -281,5 +292,27 @@ mod tests {
                 ..Requirements::strict()
             }
         );
+    }
+
+    #[test]
+    fn requires_dnssec_follows_the_most_specific_override() {
+        let strict = DomainOverride {
+            require_dnssec: true,
+            ..ov("culture.gouv.fr", true, true, false)
+        };
+        // A more specific override without the flag turns it off for its subtree.
+        let lax = ov("musees.culture.gouv.fr", true, true, false);
+        let p = policy(&["gouv.fr"], &[], false, vec![strict, lax]);
+        let table = [
+            ("culture.gouv.fr", true),
+            ("archives.culture.gouv.fr", true),
+            ("musees.culture.gouv.fr", false),
+            ("louvre.musees.culture.gouv.fr", false),
+            ("interieur.gouv.fr", false),
+            ("agriculture.gouv.fr", false),
+        ];
+        for (domain, want) in table {
+            assert_eq!(p.requires_dnssec(&d(domain)), want, "{domain}");
+        }
     }
 }

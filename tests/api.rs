@@ -315,6 +315,8 @@ async fn get_shows_rejections_confirmation_and_evidence() {
         dkim_selector: "s2024".into(),
         dkim_algorithm: "rsa-sha256".into(),
         spf: "pass".into(),
+        spf_dnssec: "secure".into(),
+        dkim_key_dnssec: "secure".into(),
         message_id: Some("m1@interieur.gouv.fr".into()),
         date: Some("Thu, 26 Nov 2026 08:00:00 +0100".into()),
         headers: "From: Alice <alice@interieur.gouv.fr>\r\n".into(),

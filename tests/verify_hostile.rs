@@ -910,6 +910,7 @@ async fn configuration_changes_the_rules() {
         require_dkim: false,
         require_spf: true,
         require_iprev: true,
+        require_dnssec: false,
     }];
     let unsigned = Mail::alice().sigs(vec![]);
     let v = run(&world, &unsigned, 10).await;

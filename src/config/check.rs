@@ -235,6 +235,7 @@ mod tests {
                 require_dkim: dkim,
                 require_spf: spf,
                 require_iprev: iprev,
+                require_dnssec: false,
             };
             assert_eq!(check_override(&o).is_ok(), ok, "{dkim} {spf} {iprev}");
         }

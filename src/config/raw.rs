@@ -201,6 +201,10 @@ pub struct RawDomainOverride {
     /// Require forward-confirmed reverse DNS; absent = `policy.require_iprev`.
     #[serde(default)]
     pub require_iprev: Option<bool>,
+    /// Refuse (temporarily) answers DNSSEC proves unsigned for this domain; needs
+    /// `dns.dnssec = true`.
+    #[serde(default)]
+    pub require_dnssec: bool,
 }
 
 /// `[dns]`.
@@ -217,6 +221,10 @@ pub struct RawDns {
     /// Validate DNSSEC.
     #[serde(default)]
     pub dnssec: bool,
+    /// File of DNSKEY records to anchor validation on; absent = the root's keys built into
+    /// the resolver.
+    #[serde(default)]
+    pub trust_anchor: Option<String>,
     /// Upper bound on cached entries.
     #[serde(default = "default_dns_cache_size")]
     pub cache_size: u64,
@@ -228,6 +236,7 @@ impl Default for RawDns {
             nameservers: Vec::new(),
             timeout: default_dns_timeout(),
             dnssec: false,
+            trust_anchor: None,
             cache_size: default_dns_cache_size(),
         }
     }

@@ -11,7 +11,7 @@ use super::error::KeyPath;
 use super::raw::{RawAlignment, RawConfig, RawConfirm, RawDns, RawOutbound, RawPolicy, RawSmtp};
 use super::{
     Alignment, ApiConfig, Config, ConfirmConfig, DnsConfig, DomainOverride, OutboundConfig,
-    OutboundDkim, OutboundTarget, PolicyConfig, SmtpConfig, StoreConfig, TlsConfig,
+    OutboundDkim, OutboundTarget, PolicyConfig, SmtpConfig, StoreConfig, TlsConfig, TrustAnchor,
 };
 use crate::address::{Mailbox, ParseOptions};
 
@@ -39,6 +39,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
     let confirm = c.confirm(&raw.confirm, &opts);
     let smtp = c.smtp(&raw.smtp, confirm.as_ref(), &opts);
     let dns = c.dns(&raw.dns);
+    c.require_dnssec(policy.as_ref(), &dns);
     let store = StoreConfig {
         path: c.path(
             &KeyPath::of(&["store", "path"]),
@@ -280,6 +281,7 @@ impl Check {
                 require_dkim: o.require_dkim,
                 require_spf: o.require_spf,
                 require_iprev: o.require_iprev.unwrap_or(raw.require_iprev),
+                require_dnssec: o.require_dnssec,
             };
             if let Err(message) = check_override(&over) {
                 self.fail(&here, message);
@@ -343,7 +345,46 @@ impl Check {
                 Duration::from_secs(60),
             ),
             dnssec: raw.dnssec,
+            trust_anchor: self.trust_anchor(&at.key("trust_anchor"), raw),
             cache_size: to_usize(self.range(&at.key("cache_size"), raw.cache_size, 1, 10_000_000)),
+        }
+    }
+
+    /// `require_dnssec` in an override means nothing without validation: refused, so that an
+    /// operator who asked for signed answers is not silently given unsigned ones.
+    fn require_dnssec(&mut self, policy: Option<&PolicyConfig>, dns: &DnsConfig) {
+        if dns.dnssec {
+            return;
+        }
+        for o in policy.iter().flat_map(|p| &p.domains) {
+            if o.require_dnssec {
+                let at = KeyPath::of(&["policy", "domains", o.domain.as_str(), "require_dnssec"]);
+                self.fail(
+                    &at,
+                    "needs dns.dnssec = true (nothing is validated otherwise)",
+                );
+            }
+        }
+    }
+
+    /// `dns.trust_anchor`: read now, every bad line reported as `file:line` (see `anchor`).
+    fn trust_anchor(&mut self, at: &KeyPath, raw: &RawDns) -> Option<TrustAnchor> {
+        let path = raw.trust_anchor.as_deref()?;
+        if !raw.dnssec {
+            self.fail(
+                at,
+                "set dns.dnssec = true: a trust anchor without validation would be ignored",
+            );
+        }
+        let path = self.path(at, path);
+        match super::anchor::load(&path) {
+            Ok(anchor) => Some(anchor),
+            Err(problems) => {
+                for problem in problems {
+                    self.fail(at, problem);
+                }
+                None
+            }
         }
     }
 

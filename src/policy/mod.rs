@@ -35,7 +35,10 @@
 //! 4. Content bound to the signature: `date.stale`, `binding.token_unsigned`,
 //!    `binding.not_a_reply`, `binding.session_code`.
 //! 5. Only when nothing above failed for certain: temporary errors of required checks,
-//!    `spf.temperror`, then `dkim.temperror`, then `dns.temperror` (iprev).
+//!    first `dns.temperror` for an answer DNSSEC refuses (bogus; or not secure where the
+//!    domain has `require_dnssec`), then `spf.temperror`, then `dkim.temperror`, then
+//!    `dns.temperror` (iprev). A bogus answer never reaches steps 3 and 4: hickory returns
+//!    an error instead of its records, so the check that asked is a temporary error.
 //! 6. Otherwise accept — and only when every required check positively passed: a check
 //!    that is required but `Skipped` (it could not run) is never taken as a pass; it
 //!    refuses with the reason of the check (fail closed).
@@ -199,6 +202,101 @@ impl HeaderChecks {
     }
 }
 
+/// What DNSSEC validation said about an answer a check used (`dns.dnssec`; `dns` reads it
+/// from hickory's proofs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dnssec {
+    /// `dns.dnssec = false`: nothing was validated.
+    Off,
+    /// The chain from a trust anchor checks out.
+    Secure,
+    /// Provably unsigned (no DS at the delegation), or not provable either way.
+    Insecure,
+    /// Validation failed (bad or expired signature, missing RRSIG, broken chain): the answer
+    /// must not be used.
+    Bogus,
+    /// The lookup got no answer to judge (timeout, SERVFAIL, refused).
+    Unknown,
+    /// No answer of this kind was used (no aligned signature; a domain that does not require
+    /// the check).
+    Skipped,
+}
+
+impl Dnssec {
+    /// The name in check results, events and evidence.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dnssec::Off => "off",
+            Dnssec::Secure => "secure",
+            Dnssec::Insecure => "insecure",
+            Dnssec::Bogus => "bogus",
+            Dnssec::Unknown => "unknown",
+            Dnssec::Skipped => "skipped",
+        }
+    }
+
+    /// The weaker of two proofs, for a decision that rests on both: bogus, unknown, insecure,
+    /// off, secure; `Skipped` (nothing used) is neutral.
+    pub fn weakest(self, other: Dnssec) -> Dnssec {
+        let rank = |d: Dnssec| match d {
+            Dnssec::Bogus => 0,
+            Dnssec::Unknown => 1,
+            Dnssec::Insecure => 2,
+            Dnssec::Off => 3,
+            Dnssec::Secure => 4,
+            Dnssec::Skipped => 5,
+        };
+        if rank(other) < rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// This answer may not be used: bogus always; with `require_dnssec`, anything but secure
+    /// (fail closed: "off" or "unknown" prove nothing either).
+    pub fn refused(self, required: bool) -> bool {
+        match self {
+            Dnssec::Bogus => true,
+            Dnssec::Secure | Dnssec::Skipped => false,
+            Dnssec::Insecure | Dnssec::Off | Dnssec::Unknown => required,
+        }
+    }
+
+    /// The result string of a `dnssec.*` check: the proof, or `insecure_refused` when
+    /// `require_dnssec` refuses an answer that is not secure.
+    fn result(self, required: bool) -> &'static str {
+        if required && self.refused(true) && self != Dnssec::Bogus {
+            "insecure_refused"
+        } else {
+            self.as_str()
+        }
+    }
+}
+
+/// DNSSEC over the answers the decision rests on (SPEC §6 `[dns]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnssecChecks {
+    /// The MAIL FROM domain's SPF record.
+    pub spf: Dnssec,
+    /// The key records of the signatures aligned with From: the weakest of their proofs (a
+    /// CNAME'd key counts at the weakest link of its chain).
+    pub dkim: Dnssec,
+    /// `require_dnssec` for the From domain (`[policy.domains."…"]`).
+    pub required: bool,
+}
+
+impl DnssecChecks {
+    /// Validation off: nothing to say.
+    pub fn off() -> Self {
+        Self {
+            spf: Dnssec::Off,
+            dkim: Dnssec::Off,
+            required: false,
+        }
+    }
+}
+
 /// Every check's result for one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckResults {
@@ -214,6 +312,7 @@ pub struct CheckResults {
     pub token_unsigned: Outcome,
     pub not_a_reply: Outcome,
     pub session_code: Outcome,
+    pub dnssec: DnssecChecks,
 }
 
 impl CheckResults {
@@ -231,6 +330,7 @@ impl CheckResults {
             token_unsigned: Outcome::Ok,
             not_a_reply: Outcome::Ok,
             session_code: Outcome::Ok,
+            dnssec: DnssecChecks::off(),
         }
     }
 
@@ -265,6 +365,8 @@ impl CheckResults {
             c("binding.token_unsigned", self.token_unsigned.as_str()),
             c("binding.not_a_reply", self.not_a_reply.as_str()),
             c("binding.session_code", self.session_code.as_str()),
+            c("dnssec.spf", self.dnssec.spf.result(self.dnssec.required)),
+            c("dnssec.dkim", self.dnssec.dkim.result(self.dnssec.required)),
         ]
     }
 }
@@ -408,8 +510,13 @@ fn content(r: &CheckResults, req: &Requirements) -> [(Outcome, Reason, bool); 4]
     ]
 }
 
-/// 5. Temporary errors of required checks.
+/// Step 5, temporary errors of required checks, DNSSEC refusals first: a check built on
+/// a refused answer cannot be trusted whatever it says.
 fn temporary(r: &CheckResults, req: &Requirements) -> Option<Reason> {
+    let d = &r.dnssec;
+    if (req.spf && d.spf.refused(d.required)) || (req.dkim && d.dkim.refused(d.required)) {
+        return Some(Reason::DnsTemperror);
+    }
     if req.spf && r.spf == Spf::TempError {
         return Some(Reason::SpfTemperror);
     }

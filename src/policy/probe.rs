@@ -10,6 +10,10 @@
 //! - Every other reason (headers, binding, auto-replies, a domain outside the allowed list)
 //!   has no override: the fix is in the mail system or in `policy.allowed_domains`, and the
 //!   report says so in words.
+//! - A DNSSEC refusal (`dns.temperror` with a `dnssec.*` check `bogus` or
+//!   `insecure_refused`) is temporary for the sender, but sending again does not help until
+//!   the domain's DNS changes: the advice says what to fix instead of "send it again". No
+//!   override is offered for a bogus answer (it must never be used).
 
 use serde::Serialize;
 
@@ -89,9 +93,26 @@ pub fn fix_for(reason: Reason, checks: &[Check], domain: &str) -> Option<Fix> {
 }
 
 /// Advice when there is no override.
-fn advice_for(reason: Reason, fix: bool) -> Option<String> {
+fn advice_for(reason: Reason, checks: &[Check], fix: bool) -> Option<String> {
     if fix {
         return None;
+    }
+    let dnssec = |wanted: &str| {
+        ["dnssec.spf", "dnssec.dkim"]
+            .iter()
+            .any(|name| result_of(checks, name) == Some(wanted))
+    };
+    if reason == Reason::DnsTemperror && dnssec("bogus") {
+        return Some(
+            "a DNSSEC validation failure (see dnssec.spf / dnssec.dkim): the domain's DNS operator must fix its signatures or the DS at its parent; sending again does not help until then"
+                .into(),
+        );
+    }
+    if reason == Reason::DnsTemperror && dnssec("insecure_refused") {
+        return Some(
+            "require_dnssec is set for this domain but its answers are not signed: sign the zone and publish its DS, or remove require_dnssec from the override"
+                .into(),
+        );
     }
     let text = match reason.class() {
         Class::Temporary => "a temporary failure (DNS or store): send the probe again",
@@ -130,7 +151,7 @@ pub fn analyse(reason: Option<Reason>, checks: &[Check], domain: &str) -> Analys
                 would_get: r.as_str().into(),
                 reply: format!("{} {} {}", reply.code, reply.enhanced, reply.text),
                 checks: rows,
-                advice: advice_for(r, fix.is_some()),
+                advice: advice_for(r, checks, fix.is_some()),
                 fix,
             }
         }
@@ -225,5 +246,34 @@ mod tests {
         );
         let a = analyse(Some(Reason::DnsTemperror), &[], "x.gouv.fr");
         assert!(a.advice.is_some_and(|t| t.contains("again")));
+    }
+
+    #[test]
+    fn dnssec_refusals_get_their_own_advice() {
+        let with = |spf: &str, dkim: &str| {
+            let mut c = checks("pass", "pass", "pass");
+            c.push(Check {
+                name: "dnssec.spf",
+                result: spf.into(),
+            });
+            c.push(Check {
+                name: "dnssec.dkim",
+                result: dkim.into(),
+            });
+            c
+        };
+        let rows = [
+            ("secure", "bogus", "DNSSEC validation failure"),
+            ("bogus", "secure", "DNSSEC validation failure"),
+            ("insecure_refused", "insecure_refused", "sign the zone"),
+            ("secure", "insecure_refused", "sign the zone"),
+            ("secure", "secure", "send the probe again"),
+        ];
+        for (spf, dkim, want) in rows {
+            let a = analyse(Some(Reason::DnsTemperror), &with(spf, dkim), "x.gouv.fr");
+            assert!(a.fix.is_none(), "{spf} {dkim}");
+            let advice = a.advice.unwrap_or_default();
+            assert!(advice.contains(want), "{spf} {dkim}: {advice}");
+        }
     }
 }

@@ -92,7 +92,7 @@ fn one_row_per_reason() {
 fn checks_list_every_result() {
     let (_, checks) = decide(&CheckResults::all_pass(), &Requirements::strict());
     let names: Vec<&str> = checks.iter().map(|c| c.name).collect();
-    assert_eq!(names.len(), 18);
+    assert_eq!(names.len(), 20);
     for n in [
         "header.malformed",
         "spf",
@@ -388,5 +388,174 @@ fn every_temporary_outcome_is_4xx() {
         Reason::DnsTemperror,
     ] {
         assert_eq!(reason.class(), Class::Temporary);
+    }
+}
+
+/// DNSSEC (SPEC §6 `[dns]`): a bogus answer, or one not secure under `require_dnssec`, is
+/// `dns.temperror` before the checks' own temporary errors; certain failures still win; an
+/// answer a domain does not require (DKIM waived, `Skipped`) does not count.
+#[test]
+fn dnssec_refusals() {
+    use Dnssec::*;
+    let with = |spf: Dnssec, dkim: Dnssec, required: bool| CheckResults {
+        dnssec: DnssecChecks {
+            spf,
+            dkim,
+            required,
+        },
+        ..CheckResults::all_pass()
+    };
+    let strict = Requirements::strict();
+    let no_dkim = Requirements {
+        dkim: false,
+        iprev: true,
+        ..strict
+    };
+    let rows: Vec<(&str, CheckResults, Requirements, Decision)> = vec![
+        (
+            "all secure",
+            with(Secure, Secure, false),
+            strict,
+            Decision::Accept,
+        ),
+        (
+            "all secure, required",
+            with(Secure, Secure, true),
+            strict,
+            Decision::Accept,
+        ),
+        ("off", with(Off, Off, false), strict, Decision::Accept),
+        (
+            "insecure accepted",
+            with(Insecure, Insecure, false),
+            strict,
+            Decision::Accept,
+        ),
+        (
+            "insecure key accepted",
+            with(Secure, Insecure, false),
+            strict,
+            Decision::Accept,
+        ),
+        (
+            "insecure spf, required",
+            with(Insecure, Secure, true),
+            strict,
+            refuse(Reason::DnsTemperror),
+        ),
+        (
+            "insecure key, required",
+            with(Secure, Insecure, true),
+            strict,
+            refuse(Reason::DnsTemperror),
+        ),
+        (
+            "off, required: fail closed",
+            with(Off, Off, true),
+            strict,
+            refuse(Reason::DnsTemperror),
+        ),
+        (
+            "bogus spf",
+            with(Bogus, Secure, false),
+            strict,
+            refuse(Reason::DnsTemperror),
+        ),
+        (
+            "bogus key",
+            with(Secure, Bogus, false),
+            strict,
+            refuse(Reason::DnsTemperror),
+        ),
+        (
+            "waived DKIM: its key does not count",
+            with(Secure, Skipped, true),
+            no_dkim,
+            Decision::Accept,
+        ),
+        (
+            "bogus beats the checks' own temperror",
+            CheckResults {
+                spf: Spf::TempError,
+                ..with(Bogus, Secure, false)
+            },
+            strict,
+            refuse(Reason::DnsTemperror),
+        ),
+        (
+            "a certain failure beats bogus",
+            CheckResults {
+                header: HeaderChecks {
+                    resent: Outcome::Fail,
+                    ..HeaderChecks::all_pass()
+                },
+                ..with(Bogus, Bogus, false)
+            },
+            strict,
+            refuse(Reason::HeaderResent),
+        ),
+    ];
+    for (row, r, req, want) in rows {
+        assert_eq!(decide(&r, &req).0, want, "{row}");
+        assert_ne!(
+            decide(&r, &req).0,
+            refuse(Reason::SpfTemperror),
+            "{row}: a DNSSEC refusal is dns.temperror"
+        );
+    }
+}
+
+#[test]
+fn dnssec_results_in_the_check_list() {
+    use Dnssec::*;
+    let table = [
+        (Secure, false, "secure"),
+        (Insecure, false, "insecure"),
+        (Insecure, true, "insecure_refused"),
+        (Off, true, "insecure_refused"),
+        (Bogus, true, "bogus"),
+        (Bogus, false, "bogus"),
+        (Skipped, true, "skipped"),
+        (Off, false, "off"),
+    ];
+    for (proof, required, want) in table {
+        let r = CheckResults {
+            dnssec: DnssecChecks {
+                spf: proof,
+                dkim: proof,
+                required,
+            },
+            ..CheckResults::all_pass()
+        };
+        let checks = r.checks();
+        for name in ["dnssec.spf", "dnssec.dkim"] {
+            let got = checks
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| c.result.as_str());
+            assert_eq!(got, Some(want), "{name} {proof:?} {required}");
+        }
+    }
+}
+
+#[test]
+fn weakest_proof_wins() {
+    use Dnssec::*;
+    let table = [
+        (Secure, Secure, Secure),
+        (Secure, Insecure, Insecure),
+        (Insecure, Secure, Insecure),
+        (Secure, Bogus, Bogus),
+        (Insecure, Bogus, Bogus),
+        (Unknown, Insecure, Unknown),
+        (Bogus, Unknown, Bogus),
+        (Off, Off, Off),
+        (Off, Secure, Off),
+        (Skipped, Secure, Secure),
+        (Insecure, Skipped, Insecure),
+        (Skipped, Skipped, Skipped),
+    ];
+    for (a, b, want) in table {
+        assert_eq!(a.weakest(b), want, "{a:?} {b:?}");
     }
 }

@@ -13,7 +13,7 @@ use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{AuthenticatedMessage, DkimResult, IprevResult, SpfResult};
 
 use crate::backend::Transaction;
-use crate::dns::{self, LookupError};
+use crate::dns::{self, Dnssec, LookupError};
 use crate::policy::{Iprev, Spf};
 use crate::verify::dkim::{self, Crypto, KeyLookup, SigInfo};
 
@@ -31,14 +31,16 @@ impl Auth {
         Self { resolver, timeout }
     }
 
-    /// SPF for MAIL FROM (RFC 7208), bounded by `dns.timeout`.
+    /// SPF for MAIL FROM (RFC 7208), bounded by `dns.timeout`, with the DNSSEC proof of the
+    /// MAIL FROM domain's TXT answer (the record the evaluation starts from; what `include`
+    /// and `redirect` reach is mail-auth's, and a bogus answer there is its TempError).
     ///
     /// mail-auth evaluates the first `v=spf1` record it finds where RFC 7208 §4.5 makes two
     /// records a `permerror` (so its answer would depend on the order the DNS server lists
     /// them in), and reads a control character as a term separator where §4.6.1 allows
     /// spaces only. Both are checked here on the MAIL FROM domain's own record, through the
     /// same cache; records reached by `include`/`redirect` remain mail-auth's reading.
-    pub async fn spf(&self, tx: &Transaction, host: &str) -> Spf {
+    pub async fn spf(&self, tx: &Transaction, host: &str) -> (Spf, Dnssec) {
         let helo = tx.session.helo.as_deref().unwrap_or("unknown");
         let sender = tx.mail_from.to_string();
         let params = SpfParameters::verify_mail_from(tx.session.client_ip, helo, host, &sender);
@@ -52,10 +54,13 @@ impl Auth {
                 SpfResult::PermError => Spf::PermError,
                 SpfResult::TempError => Spf::TempError,
             };
+            // Looked up whatever mail-auth said (the cache answers): a TempError may be a
+            // bogus answer, which only the proof tells apart.
+            let own = dns::txt_lookup_proved(&self.resolver, tx.mail_from.domain().as_str()).await;
             if matches!(result, Spf::TempError | Spf::None) {
-                return result;
+                return (result, own.dnssec);
             }
-            match dns::txt_lookup(&self.resolver, tx.mail_from.domain().as_str()).await {
+            let spf = match own.records {
                 Ok(records) => {
                     let spf: Vec<&Vec<u8>> = records.iter().filter(|r| is_spf_record(r)).collect();
                     let malformed = spf.iter().any(|r| r.iter().any(u8::is_ascii_control));
@@ -68,11 +73,12 @@ impl Auth {
                 // The pass cannot be confirmed now; a refusal stands whatever the record.
                 Err(LookupError::Temporary) if result == Spf::Pass => Spf::TempError,
                 Err(_) => result,
-            }
+            };
+            (spf, own.dnssec)
         };
         tokio::time::timeout(self.timeout, check)
             .await
-            .unwrap_or(Spf::TempError)
+            .unwrap_or((Spf::TempError, Dnssec::Unknown))
     }
 
     /// Forward-confirmed reverse DNS, bounded by `dns.timeout`.
@@ -138,17 +144,19 @@ impl Auth {
             .collect()
     }
 
-    /// The key record of a signature, through the shared resolver cache.
-    pub fn key(&self, sig: &SigInfo) -> impl Future<Output = KeyLookup> + Send + '_ {
+    /// The key record of a signature, through the shared resolver cache, with the DNSSEC
+    /// proof of its answer (a CNAME to another zone counts at the weakest link of the chain).
+    pub fn key(&self, sig: &SigInfo) -> impl Future<Output = (KeyLookup, Dnssec)> + Send + '_ {
         let name = match &sig.domain {
             Some(d) => format!("{}._domainkey.{}", sig.selector, d.as_str()),
             None => String::new(),
         };
         async move {
             if name.is_empty() || sig_selector_invalid(&name) {
-                return KeyLookup::Missing;
+                return (KeyLookup::Missing, Dnssec::Skipped);
             }
-            match dns::txt_lookup(&self.resolver, &name).await {
+            let proved = dns::txt_lookup_proved(&self.resolver, &name).await;
+            let key = match proved.records {
                 // Several key records at one selector (RFC 6376 §3.6.2.2 leaves the result
                 // undefined): which one mail-auth used and which one we measure could differ,
                 // e.g. a factorable 512-bit key next to a 2048-bit one. Refused.
@@ -161,7 +169,8 @@ impl Auth {
                 }
                 Err(LookupError::NotFound) => KeyLookup::Missing,
                 Err(LookupError::Temporary) => KeyLookup::TempError,
-            }
+            };
+            (key, proved.dnssec)
         }
     }
 }

@@ -60,7 +60,7 @@ use crate::config::{Config, ConfirmConfig, PolicyConfig};
 use crate::dns::{self, DnsSetupError};
 use crate::domains::DomainPolicy;
 pub use crate::policy::Outcome;
-use crate::policy::{self, CheckResults, Dkim, Requirements};
+use crate::policy::{self, CheckResults, Dkim, Dnssec, DnssecChecks, Requirements};
 
 use self::auth::{Auth, Resolver, crypto_of};
 use self::binding::{Choice, Content, Proof};
@@ -82,10 +82,11 @@ pub struct Verifier {
 /// Receives the duration of each DNS-bound check.
 pub type DnsObserver = std::sync::Arc<dyn Fn(Duration) + Send + Sync>;
 
-/// A signature that passed every rule, with what it covers.
+/// A signature that passed every rule, with what it covers and how its key was proven.
 struct Selected {
     info: SigInfo,
     signed: HashSet<usize>,
+    key_dnssec: Dnssec,
 }
 
 /// The proof kept with an accepted confirmation (SPEC §6 `evidence`).
@@ -95,6 +96,7 @@ fn evidence(
     block: &HeaderBlock<'_>,
     chosen: Option<&Selected>,
     spf: policy::Spf,
+    spf_dnssec: Dnssec,
     message_id: Option<String>,
 ) -> Evidence {
     Evidence {
@@ -111,6 +113,11 @@ fn evidence(
         dkim_selector: chosen.map(|s| s.info.selector.clone()).unwrap_or_default(),
         dkim_algorithm: chosen.map(|s| s.info.algorithm.clone()).unwrap_or_default(),
         spf: spf.as_str().to_string(),
+        spf_dnssec: spf_dnssec.as_str().to_string(),
+        dkim_key_dnssec: chosen
+            .map_or(Dnssec::Skipped, |s| s.key_dnssec)
+            .as_str()
+            .to_string(),
         message_id,
         date: block.named("date").next().map(|(_, f)| f.unfolded()),
         headers: String::from_utf8_lossy(block.raw).into_owned(),
@@ -142,15 +149,18 @@ struct DkimReport {
     /// An aligned signature could not be judged for a temporary reason (its key lookup or
     /// its verification failed temporarily): it might have proved what the good ones do not.
     temp: bool,
+    /// The weakest DNSSEC proof of the aligned signatures' key records.
+    dnssec: Dnssec,
 }
 
 impl DkimReport {
     /// A result with no passing aligned signature.
-    fn without_good(result: Dkim, temp: bool) -> Self {
+    fn without_good(result: Dkim, temp: bool, dnssec: Dnssec) -> Self {
         Self {
             result,
             good: Vec::new(),
             temp,
+            dnssec,
         }
     }
 }
@@ -256,7 +266,7 @@ impl Verifier {
             .next()
             .filter(|_| block.count("from") == 1);
         let host = self.confirm.domain.as_str();
-        let (spf, dkim_report, iprev) = tokio::join!(
+        let ((spf, spf_dnssec), dkim_report, iprev) = tokio::join!(
             self.timed(self.auth.spf(tx, host)),
             self.timed(self.dkim(message, &block, from.as_ref(), from_field, now)),
             self.timed(self.auth.iprev(tx.session.client_ip)),
@@ -296,6 +306,15 @@ impl Verifier {
             } else {
                 bound.session_code
             },
+            dnssec: DnssecChecks {
+                spf: if req.spf { spf_dnssec } else { Dnssec::Skipped },
+                dkim: if req.dkim {
+                    dkim_report.dnssec
+                } else {
+                    Dnssec::Skipped
+                },
+                required: self.requires_dnssec(tx, from.as_ref()),
+            },
         };
         let (decision, checks) = policy::decide(&results, &req);
 
@@ -307,6 +326,7 @@ impl Verifier {
                 &block,
                 bound.chosen,
                 spf,
+                spf_dnssec,
                 message_id.clone(),
             )),
             _ => None,
@@ -338,6 +358,13 @@ impl Verifier {
             binding: challenge.is_some(),
             ..self.domains.requirements(domain)
         }
+    }
+
+    /// `require_dnssec` for the From domain (the envelope's when From did not parse), as
+    /// [`requirements`](Self::requirements) picks its domain.
+    fn requires_dnssec(&self, tx: &Transaction, from: Option<&Mailbox>) -> bool {
+        let domain = from.map_or(tx.mail_from.domain(), Mailbox::domain);
+        self.domains.requires_dnssec(domain)
     }
 
     /// The signature-bound checks: against a passing aligned signature (the one
@@ -427,7 +454,7 @@ impl Verifier {
             .filter_map(|s| data_encoding::BASE64.decode(s.b.as_bytes()).ok())
             .collect();
         if sigs.is_empty() {
-            return DkimReport::without_good(Dkim::None, false);
+            return DkimReport::without_good(Dkim::None, false, Dnssec::Skipped);
         }
         let is_aligned = |d: &str| -> bool {
             match (Domain::parse(d.as_bytes(), &self.opts), from) {
@@ -442,7 +469,12 @@ impl Verifier {
                 Ok(results) => sigs.iter().any(|s| crypto_of(&results, s) == Crypto::Pass),
                 Err(_) => false,
             };
-            return DkimReport::without_good(dkim::aggregate(sigs.len(), &[], any_pass), false);
+            // No aligned key decides anything: the outcome is a refusal whatever DNSSEC says.
+            return DkimReport::without_good(
+                dkim::aggregate(sigs.len(), &[], any_pass),
+                false,
+                Dnssec::Skipped,
+            );
         }
         let work = async {
             let results = self
@@ -451,16 +483,19 @@ impl Verifier {
                 .await;
             let mut statuses = Vec::new();
             let mut good = Vec::new();
+            let mut dnssec = Dnssec::Skipped;
             for sig in &aligned {
                 let signed = sig.signed_fields(block);
                 let crypto = crypto_of(&results, sig);
-                let status = self
+                let (status, key_dnssec) = self
                     .judge(sig, crypto, &signed, from, from_field, now)
                     .await;
+                dnssec = dnssec.weakest(key_dnssec);
                 if status == SigStatus::Good {
                     good.push(Selected {
                         info: (*sig).clone(),
                         signed,
+                        key_dnssec,
                     });
                 }
                 statuses.push(status);
@@ -469,16 +504,17 @@ impl Verifier {
                 result: dkim::aggregate(sigs.len(), &statuses, false),
                 good,
                 temp: statuses.contains(&SigStatus::TempError),
+                dnssec,
             }
         };
         match tokio::time::timeout(self.dns_timeout, work).await {
             Ok(report) => report,
-            Err(_) => DkimReport::without_good(Dkim::TempError, true),
+            Err(_) => DkimReport::without_good(Dkim::TempError, true, Dnssec::Unknown),
         }
     }
 
     /// One aligned signature under the product's rules: its `i=` against From, then
-    /// [`dkim::judge`] with its key record.
+    /// [`dkim::judge`] with its key record; with the DNSSEC proof of that record.
     async fn judge(
         &self,
         sig: &SigInfo,
@@ -487,17 +523,18 @@ impl Verifier {
         from: Option<&Mailbox>,
         from_field: Option<usize>,
         now: DateTime<Utc>,
-    ) -> SigStatus {
-        let key = self.auth.key(sig).await;
+    ) -> (SigStatus, Dnssec) {
+        let (key, dnssec) = self.auth.key(sig).await;
         if let Some(f) = from
             && !dkim::identity_agrees(sig, f, &self.opts)
         {
-            return SigStatus::Fail;
+            return (SigStatus::Fail, dnssec);
         }
         let min_bits = self.policy.dkim_min_rsa_bits;
         // Before 1970 cannot happen on a running MX; 0 only makes every `x=` look unexpired.
         let secs = u64::try_from(now.timestamp()).unwrap_or(0);
-        dkim::judge(sig, crypto, &key, signed, from_field, min_bits, secs)
+        let status = dkim::judge(sig, crypto, &key, signed, from_field, min_bits, secs);
+        (status, dnssec)
     }
 }
 

@@ -81,6 +81,7 @@ pub fn dns_config(addr: SocketAddr, timeout: Duration) -> DnsConfig {
         nameservers: vec![addr],
         timeout,
         dnssec: false,
+        trust_anchor: None,
         cache_size: 1024,
     }
 }
