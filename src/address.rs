@@ -306,6 +306,172 @@ impl Domain {
     }
 }
 
+/// A bounce-address tag that an outbound gateway may put before the local part of the
+/// envelope sender (SPEC §3 "Envelope tags"), accepted only in MAIL FROM and only for a domain
+/// whose override names it (`[policy.domains."…"] envelope_tag`).
+///
+/// | tag | shape accepted | source |
+/// |---|---|---|
+/// | `batv` | `prvs=KDDDSSSSSS=local@domain`: K one digit, DDD three digits, SSSSSS six hex digits | draft-levine-smtp-batv-01 §4.1 |
+/// | `batv` | `prvs=DDDSSSSSS=local@domain`: the same without the key digit | what Cisco Secure Email (IronPort) gateways write, e.g. `prvs=234d5777c=…@citrix.com` in public list archives |
+/// | `btv1` | `btv1==HHHHHHHHHHH==local@domain`: eleven hex digits | what Barracuda gateways write, e.g. `btv1==1086afe1179==…@heig-vd.ch` in public list archives (no public specification) |
+///
+/// Refused on purpose: the reversed `prvs=local=TAG` form that some filters also strip (it
+/// cannot be told apart from the draft form when the local part looks like a tag, and no
+/// gateway seen in real mail writes it), `msprvs1=` and every other tag type, a tag inside a
+/// tag, and any other `=` in the local part (`policy.local_part_extra_chars` still decides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvelopeTag {
+    Batv,
+    Btv1,
+}
+
+impl EnvelopeTag {
+    /// The configuration value (`envelope_tag = "batv"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvelopeTag::Batv => "batv",
+            EnvelopeTag::Btv1 => "btv1",
+        }
+    }
+
+    /// The prefix that opens the tag, lower-case (matched without regard to case).
+    fn prefix(self) -> &'static str {
+        match self {
+            EnvelopeTag::Batv => "prvs=",
+            EnvelopeTag::Btv1 => "btv1==",
+        }
+    }
+
+    /// Split `local` after the tag: the untagged local part, or the refusal detail of a local
+    /// part that opens with this tag's prefix but is not exactly its shape.
+    fn strip(self, local: &str) -> Option<Result<&str, AddressError>> {
+        let rest = strip_prefix_ci(local, self.prefix())?;
+        Some(match self {
+            EnvelopeTag::Batv => {
+                let Some((tag, untagged)) = rest.split_once('=') else {
+                    return Some(Err(err("batv_tag")));
+                };
+                let b = tag.as_bytes();
+                let digits = |r: std::ops::Range<usize>| {
+                    b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+                };
+                let hex = |r: std::ops::Range<usize>| {
+                    b.get(r)
+                        .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+                };
+                let shaped = match b.len() {
+                    10 => digits(0..4) && hex(4..10),
+                    9 => digits(0..3) && hex(3..9),
+                    _ => false,
+                };
+                if shaped {
+                    Ok(untagged)
+                } else if untagged.len() >= 9 && is_batv_value(untagged) {
+                    // `prvs=alice=1234abcdef`: the reversed form, named so that an operator
+                    // can tell it from a broken tag.
+                    Err(err("batv_reversed"))
+                } else {
+                    Err(err("batv_tag"))
+                }
+            }
+            EnvelopeTag::Btv1 => match rest.split_once("==") {
+                Some((tag, untagged))
+                    if tag.len() == 11 && tag.bytes().all(|c| c.is_ascii_hexdigit()) =>
+                {
+                    Ok(untagged)
+                }
+                _ => Err(err("btv1_tag")),
+            },
+        })
+    }
+}
+
+/// `KDDDSSSSSS` or `DDDSSSSSS` alone (used to name the reversed form).
+fn is_batv_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    let split = match b.len() {
+        10 => 4,
+        9 => 3,
+        _ => return false,
+    };
+    b.iter().enumerate().all(|(i, c)| {
+        if i < split {
+            c.is_ascii_digit()
+        } else {
+            c.is_ascii_hexdigit()
+        }
+    })
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| s.get(prefix.len()..))
+        .flatten()
+}
+
+/// A MAIL FROM address: the untagged mailbox that every check compares, and the address as
+/// the client sent it when a configured tag was removed (kept for the event and the evidence).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub mailbox: Mailbox,
+    /// `Some` only when an [`EnvelopeTag`] was removed: the raw `local@domain` as sent.
+    pub tagged: Option<String>,
+}
+
+impl Envelope {
+    /// Parse the inside of `MAIL FROM:<...>`. `tag_for` names the tag the domain's override
+    /// accepts. Without one, or when the local part does not open with that tag's prefix, this
+    /// is exactly [`Mailbox::parse`] (same result, same detail).
+    pub fn parse(
+        input: &[u8],
+        opts: &ParseOptions,
+        tag_for: impl Fn(&Domain) -> Option<EnvelopeTag>,
+    ) -> Result<Self, AddressError> {
+        let plain = Mailbox::parse(input, opts);
+        // Only an input that is otherwise a strict address with a strict domain can be tagged:
+        // every earlier refusal (NUL, controls, specials, two `@`, length) keeps its detail.
+        let s = ascii_printable(input)?;
+        specials(s)?;
+        let Some((local, domain)) = s.split_once('@') else {
+            return plain.map(Self::untagged);
+        };
+        if domain.contains('@') || s.len() > MAX_ADDRESS || check_domain(domain, opts).is_err() {
+            return plain.map(Self::untagged);
+        }
+        let domain = Domain(domain.to_ascii_lowercase());
+        let Some(tag) = tag_for(&domain) else {
+            return plain.map(Self::untagged);
+        };
+        let untagged = match tag.strip(local) {
+            None => return plain.map(Self::untagged),
+            Some(r) => r?,
+        };
+        if [EnvelopeTag::Batv, EnvelopeTag::Btv1]
+            .iter()
+            .any(|t| strip_prefix_ci(untagged, t.prefix()).is_some())
+        {
+            return Err(err("tag_nested"));
+        }
+        check_local(untagged, opts)?;
+        Ok(Envelope {
+            mailbox: Mailbox {
+                local: untagged.to_ascii_lowercase(),
+                domain,
+            },
+            tagged: Some(s.to_owned()),
+        })
+    }
+
+    fn untagged(mailbox: Mailbox) -> Self {
+        Envelope {
+            mailbox,
+            tagged: None,
+        }
+    }
+}
+
 impl Mailbox {
     /// Parse `local@domain` exactly (SPEC §3). Also used for the API claim and for the
     /// inside of `MAIL FROM:<...>` / `RCPT TO:<...>`.
@@ -792,6 +958,285 @@ mod tests {
         }
         let long = vec![b'a'; MAX_INPUT + 1];
         assert_eq!(header(&long), Err("length"));
+    }
+
+    /// `envelope(input, tag)`: what [`Envelope::parse`] gives when `interieur.gouv.fr` (and
+    /// only it) is configured with `tag`.
+    fn envelope(
+        v: &str,
+        tag: Option<EnvelopeTag>,
+    ) -> Result<(String, Option<String>), &'static str> {
+        let own = Domain("interieur.gouv.fr".into());
+        Envelope::parse(v.as_bytes(), &ParseOptions::default(), |d| {
+            (d == &own).then_some(tag).flatten()
+        })
+        .map(|e| (e.mailbox.to_string(), e.tagged))
+        .map_err(|e| e.detail)
+    }
+
+    #[test]
+    fn envelope_tags_accepted() {
+        use EnvelopeTag::{Batv, Btv1};
+        let rows: &[(&str, EnvelopeTag, &str)] = &[
+            // draft-levine-smtp-batv-01: K DDD SSSSSS.
+            (
+                "prvs=4068eb2540=alice@interieur.gouv.fr",
+                Batv,
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                "prvs=9905C7C8D6=Alice.Martin@Interieur.Gouv.Fr",
+                Batv,
+                "alice.martin@interieur.gouv.fr",
+            ),
+            (
+                "PRVS=0000000000=a@interieur.gouv.fr",
+                Batv,
+                "a@interieur.gouv.fr",
+            ),
+            // Cisco Secure Email (IronPort): DDD SSSSSS.
+            (
+                "prvs=234d5777c=ross.lagerwall@interieur.gouv.fr",
+                Batv,
+                "ross.lagerwall@interieur.gouv.fr",
+            ),
+            (
+                "prvs=039576d22=a+b@interieur.gouv.fr",
+                Batv,
+                "a+b@interieur.gouv.fr",
+            ),
+            // Barracuda: eleven hex digits between `==`.
+            (
+                "btv1==1086afe1179==rick@interieur.gouv.fr",
+                Btv1,
+                "rick@interieur.gouv.fr",
+            ),
+            (
+                "BTV1==34826E458E2==Ryan.Carmichael@interieur.gouv.fr",
+                Btv1,
+                "ryan.carmichael@interieur.gouv.fr",
+            ),
+        ];
+        for (v, tag, want) in rows {
+            assert_eq!(
+                envelope(v, Some(*tag)),
+                Ok(((*want).to_string(), Some((*v).to_string()))),
+                "{v}"
+            );
+        }
+        // Untagged senders of a tagged domain are unchanged.
+        assert_eq!(
+            envelope("alice@interieur.gouv.fr", Some(Batv)),
+            Ok(("alice@interieur.gouv.fr".into(), None))
+        );
+    }
+
+    #[test]
+    fn envelope_tags_refused() {
+        use EnvelopeTag::{Batv, Btv1};
+        let rows: &[(&str, Option<EnvelopeTag>, &str)] = &[
+            // No override, another domain, or the other tag: `=` is an ordinary bad char.
+            ("prvs=4068eb2540=alice@interieur.gouv.fr", None, "bad_char"),
+            (
+                "prvs=4068eb2540=alice@culture.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "prvs=4068eb2540=alice@dgsi.interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "prvs=4068eb2540=alice@interieur.gouv.fr",
+                Some(Btv1),
+                "bad_char",
+            ),
+            (
+                "btv1==1086afe1179==alice@interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "btv1==1086afe1179==alice@interieur.gouv.fr",
+                None,
+                "bad_char",
+            ),
+            // BATV near misses.
+            ("prvs=alice@interieur.gouv.fr", Some(Batv), "batv_tag"),
+            ("prvs==alice@interieur.gouv.fr", Some(Batv), "batv_tag"),
+            (
+                "prvs=4068eb25=alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=40x8eb254=alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=4068eb25400=alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=40a8eb2540=alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=4068eb254g=alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=23ad5777c=alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=4068eb2540alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=alice=4068eb2540@interieur.gouv.fr",
+                Some(Batv),
+                "batv_reversed",
+            ),
+            (
+                "prvs=alice=234d5777c@interieur.gouv.fr",
+                Some(Batv),
+                "batv_reversed",
+            ),
+            (
+                "prvs=4068eb2540=@interieur.gouv.fr",
+                Some(Batv),
+                "local_length",
+            ),
+            (
+                "prvs=4068eb2540==alice@interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "prvs=4068eb2540=alice=x@interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "prvs=4068eb2540=.alice@interieur.gouv.fr",
+                Some(Batv),
+                "leading_dot",
+            ),
+            (
+                "prvs=4068eb2540=prvs=4068eb2540=alice@interieur.gouv.fr",
+                Some(Batv),
+                "tag_nested",
+            ),
+            (
+                "prvs=4068eb2540=btv1==1086afe1179==alice@interieur.gouv.fr",
+                Some(Batv),
+                "tag_nested",
+            ),
+            (
+                "msprvs1=1202020UU5ulBw=alice@interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "alice=prvs=4068eb2540@interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "alice+prvs=4068eb2540@interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            // Barracuda near misses.
+            (
+                "btv1=1086afe1179=alice@interieur.gouv.fr",
+                Some(Btv1),
+                "bad_char",
+            ),
+            (
+                "btv1==1086afe117==alice@interieur.gouv.fr",
+                Some(Btv1),
+                "btv1_tag",
+            ),
+            (
+                "btv1==1086afe11790==alice@interieur.gouv.fr",
+                Some(Btv1),
+                "btv1_tag",
+            ),
+            (
+                "btv1==1086afe117g==alice@interieur.gouv.fr",
+                Some(Btv1),
+                "btv1_tag",
+            ),
+            ("btv1====alice@interieur.gouv.fr", Some(Btv1), "btv1_tag"),
+            (
+                "btv1==1086afe1179=alice@interieur.gouv.fr",
+                Some(Btv1),
+                "btv1_tag",
+            ),
+            (
+                "btv1==1086afe1179==@interieur.gouv.fr",
+                Some(Btv1),
+                "local_length",
+            ),
+            (
+                "btv1==1086afe1179===alice@interieur.gouv.fr",
+                Some(Btv1),
+                "bad_char",
+            ),
+            (
+                "btv1==1086afe1179==btv1==1086afe1179==a@interieur.gouv.fr",
+                Some(Btv1),
+                "tag_nested",
+            ),
+            // Everything the plain parser refuses keeps its own detail.
+            (
+                "prvs=4068eb2540=a@evil.example@interieur.gouv.fr",
+                Some(Batv),
+                "two_at",
+            ),
+            (
+                "prvs=4068eb2540=a%evil.example@interieur.gouv.fr",
+                Some(Batv),
+                "percent_hack",
+            ),
+            (
+                "prvs=4068eb2540=a\\b@interieur.gouv.fr",
+                Some(Batv),
+                "quoted_local",
+            ),
+            ("prvs=4068eb2540=a\0@interieur.gouv.fr", Some(Batv), "nul"),
+            (
+                "prvs=4068eb2540=a b@interieur.gouv.fr",
+                Some(Batv),
+                "whitespace",
+            ),
+            (
+                "prvs=4068eb2540=a@interieur.gouv.fr.",
+                Some(Batv),
+                "bad_char",
+            ),
+            ("prvs=4068eb2540=alice", Some(Batv), "no_at"),
+        ];
+        for (v, tag, want) in rows {
+            assert_eq!(envelope(v, *tag), Err(*want), "{v} with {tag:?}");
+        }
+        let long = format!("prvs=4068eb2540={}@interieur.gouv.fr", "a".repeat(65));
+        assert_eq!(envelope(&long, Some(Batv)), Err("local_length"));
+        let too_long = format!(
+            "prvs=4068eb2540={}@{}interieur.gouv.fr",
+            "a".repeat(60),
+            "b.".repeat(90)
+        );
+        assert_eq!(envelope(&too_long, Some(Batv)), Err("length"));
     }
 
     #[test]

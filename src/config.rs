@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::address::{Domain, ParseOptions};
+use crate::address::{Domain, EnvelopeTag, ParseOptions};
 
 /// The local-part prefix of a probe address, `probe+<token>@<confirm.domain>` (SPEC §10).
 /// Fixed by the SPEC; `confirm.local_prefix` may not take it.
@@ -158,6 +158,10 @@ pub struct DomainOverride {
     pub require_dkim: bool,
     pub require_spf: bool,
     pub require_iprev: bool,
+    /// `envelope_tag`: the tag the strict parser removes from this domain's MAIL FROM.
+    pub envelope_tag: Option<EnvelopeTag>,
+    /// `dkim_domains`: `d=` that count as aligned for this domain (`aligned_by_override`).
+    pub dkim_domains: Vec<Domain>,
 }
 
 #[derive(Clone, Debug)]

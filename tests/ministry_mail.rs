@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use common::e2e::{Instance, Reply, Settings, Smtp, reason_of, send_mail};
 use common::mail::Mail;
+use common::mail::Sig;
 use common::{Vars, World};
 
 const ALICE: &str = "alice@interieur.gouv.fr";
@@ -33,8 +34,17 @@ struct Bench {
 
 impl Bench {
     async fn start() -> Bench {
+        Bench::with_policy("").await
+    }
+
+    /// The daemon with `extra` appended to `[policy]` (per-domain overrides).
+    async fn with_policy(extra: &str) -> Bench {
         let world = World::start().await;
-        let inst = Instance::start(world.dns.addr, &Settings::default()).await;
+        let settings = Settings {
+            policy_extra: extra.to_string(),
+            ..Settings::default()
+        };
+        let inst = Instance::start(world.dns.addr, &settings).await;
         Bench {
             world,
             inst,
@@ -44,8 +54,13 @@ impl Bench {
 
     /// A fresh challenge for Alice: its id and the placeholders its reply takes.
     async fn claim(&mut self) -> (String, Vars) {
+        self.claim_for(ALICE).await
+    }
+
+    /// A fresh challenge for `address`.
+    async fn claim_for(&mut self, address: &str) -> (String, Vars) {
         self.n += 1;
-        let (status, body) = self.inst.api.claim(ALICE).await;
+        let (status, body) = self.inst.api.claim(address).await;
         assert_eq!(status, 201, "{body}");
         let id = body["id"].as_str().expect("id").to_string();
         let challenge = self.inst.layout.challenge_mail(&id);
@@ -195,4 +210,235 @@ async fn refusals_carry_explanations_and_a_reference() {
     assert_eq!(r.code, 503, "{r}");
     assert_eq!(r.text.lines().count(), 1, "{r}");
     smtp.quit().await;
+}
+
+/// `MAIL FROM:<mail_from>` after EHLO from `ip`: the reply to MAIL, and the audit event of
+/// the session when MAIL was refused.
+async fn mail_from_only(b: &Bench, ip: &str, mail_from: &str) -> (Reply, Option<Value>) {
+    let mut smtp = Smtp::connect(ip.parse().expect("ip"), b.inst.smtp)
+        .await
+        .expect("connect");
+    smtp.read_reply().await.expect("greeting");
+    smtp.cmd("EHLO smtp.example.gouv.fr").await.expect("ehlo");
+    let r = smtp
+        .cmd(&format!("MAIL FROM:<{mail_from}>"))
+        .await
+        .expect("reply to MAIL");
+    smtp.quit().await;
+    let event = if r.is_refusal() {
+        Some(b.event(smtp.local).await)
+    } else {
+        None
+    };
+    (r, event)
+}
+
+/// The result of check `name` in an audit event's `gatekeeper.checks`.
+fn check_of(event: &Value, name: &str) -> Option<String> {
+    event["gatekeeper"]["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["result"].as_str())
+        .map(str::to_string)
+}
+
+const BATV: &str = "prvs=4068eb2540=alice@interieur.gouv.fr";
+
+/// A BATV-tagged envelope (SPEC §3 "Envelope tags") confirms with the override: both the raw
+/// and the untagged sender are in the event and the evidence. Without the override, with the
+/// other tag, or for a neighbour domain, MAIL is refused (`envelope.syntax`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelope_tag_on_off_and_neighbour() {
+    let mut b =
+        Bench::with_policy("[policy.domains.\"interieur.gouv.fr\"]\nenvelope_tag = \"batv\"\n")
+            .await;
+
+    let (id, vars) = b.claim().await;
+    let (reply, local) = b.send(&Mail::alice().envelope(BATV), &vars).await;
+    assert_eq!(reply.code, 250, "{reply}");
+    let event = b.event(local).await;
+    assert_eq!(event["email"]["sender"]["address"], ALICE, "{event}");
+    assert_eq!(event["gatekeeper"]["mail_from_tagged"], BATV, "{event}");
+    assert_eq!(
+        check_of(&event, "envelope.mismatch").as_deref(),
+        Some("ok"),
+        "{event}"
+    );
+    let shown = b.inst.api.show(&id).await;
+    assert_eq!(shown["status"], "confirmed", "{shown}");
+    assert_eq!(shown["evidence"]["mail_from"], ALICE, "{shown}");
+    assert_eq!(shown["evidence"]["mail_from_tagged"], BATV, "{shown}");
+
+    // An untagged reply of the same domain still confirms, with no tagged sender.
+    let (id, vars) = b.claim().await;
+    let (reply, local) = b.send(&Mail::alice(), &vars).await;
+    assert_eq!(reply.code, 250, "{reply}");
+    assert!(b.event(local).await["gatekeeper"]["mail_from_tagged"].is_null());
+    assert!(b.inst.api.show(&id).await["evidence"]["mail_from_tagged"].is_null());
+
+    // The override names one shape: Barracuda's, a broken tag, and the reversed form stay
+    // refused; so does the same tag for a neighbour domain without the override.
+    for (ip, sender) in [
+        ("127.0.0.25", "btv1==1086afe1179==alice@interieur.gouv.fr"),
+        ("127.0.0.25", "prvs=4068eb25=alice@interieur.gouv.fr"),
+        ("127.0.0.25", "prvs=alice=4068eb2540@interieur.gouv.fr"),
+        ("127.0.0.50", "prvs=4068eb2540=mallory@ville.gouv.fr"),
+    ] {
+        let (r, event) = mail_from_only(&b, ip, sender).await;
+        assert_eq!(r.code, 553, "{sender}: {r}");
+        assert_eq!(
+            reason_of(&event.expect("event")),
+            "envelope.syntax",
+            "{sender}"
+        );
+    }
+
+    // Off: the same daemon without the override refuses the tagged sender at MAIL.
+    let off = Bench::start().await;
+    let (r, event) = mail_from_only(&off, "127.0.0.25", BATV).await;
+    assert_eq!(r.code, 553, "{r}");
+    assert_eq!(reason_of(&event.expect("event")), "envelope.syntax");
+    drop(off.world);
+    drop(b.world);
+}
+
+/// Barracuda's `btv1==…==` tag with its own override.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barracuda_tag_confirms_with_its_override() {
+    let mut b =
+        Bench::with_policy("[policy.domains.\"interieur.gouv.fr\"]\nenvelope_tag = \"btv1\"\n")
+            .await;
+    let tagged = "btv1==1086afe1179==alice@interieur.gouv.fr";
+    let (id, vars) = b.claim().await;
+    let (reply, local) = b.send(&Mail::alice().envelope(tagged), &vars).await;
+    assert_eq!(reply.code, 250, "{reply}");
+    assert_eq!(
+        b.event(local).await["gatekeeper"]["mail_from_tagged"],
+        tagged
+    );
+    assert_eq!(b.inst.api.show(&id).await["status"], "confirmed");
+    let (r, _) = mail_from_only(&b, "127.0.0.25", BATV).await;
+    assert_eq!(r.code, 553, "{r}");
+    drop(b.world);
+}
+
+const TENANT: &str = "interieur.onmicrosoft.com";
+
+/// The ministry's signature made by its Microsoft 365 tenant: `d=interieur.onmicrosoft.com`
+/// (the corpus key of the ministry, published under the tenant's selector).
+fn tenant_signed(b: &Bench, mail: Mail) -> Mail {
+    let key = common::corpus::zone_records()
+        .into_iter()
+        .find(|r| r.name == "s2024._domainkey.interieur.gouv.fr" && r.rtype == "TXT")
+        .expect("the ministry's key record");
+    b.world
+        .dns
+        .add(&format!("selector1._domainkey.{TENANT}"), "TXT", &key.value);
+    mail.sigs(vec![Sig::with(
+        "gov-rsa2048",
+        TENANT,
+        "selector1",
+        "rsa-sha256",
+    )])
+}
+
+/// `dkim_domains` (SPEC §4 "Microsoft 365 tenants"): the tenant's signature confirms for the
+/// ministry that lists it, and the event says `aligned_by_override`; without the override it
+/// is `dkim.unaligned`, and a neighbour domain never gets the override.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_dkim_domain_on_off_and_neighbour() {
+    let mut b = Bench::with_policy(&format!(
+        "[policy.domains.\"interieur.gouv.fr\"]\ndkim_domains = [\"{TENANT}\"]\n"
+    ))
+    .await;
+
+    let (id, vars) = b.claim().await;
+    let (reply, local) = b.send(&tenant_signed(&b, Mail::alice()), &vars).await;
+    assert_eq!(reply.code, 250, "{reply}");
+    let event = b.event(local).await;
+    assert_eq!(
+        check_of(&event, "dkim").as_deref(),
+        Some("aligned_by_override"),
+        "{event}"
+    );
+    let shown = b.inst.api.show(&id).await;
+    assert_eq!(shown["status"], "confirmed", "{shown}");
+    assert_eq!(shown["evidence"]["dkim_domain"], TENANT, "{shown}");
+
+    // The ministry's own signature is still a plain pass.
+    let (_, vars) = b.claim().await;
+    let (reply, local) = b.send(&Mail::alice(), &vars).await;
+    assert_eq!(reply.code, 250, "{reply}");
+    assert_eq!(
+        check_of(&b.event(local).await, "dkim").as_deref(),
+        Some("pass")
+    );
+
+    // Neighbour: ville.gouv.fr has no override; the tenant's signature is not its own.
+    let (id, vars) = b.claim_for("mallory@ville.gouv.fr").await;
+    let mallory = Mail::alice()
+        .via("127.0.0.50", "smtp.ville.gouv.fr")
+        .envelope("mallory@ville.gouv.fr")
+        .set("From", "From: Mallory <mallory@ville.gouv.fr>")
+        .set("Message-ID", "Message-ID: <{MSGID}@ville.gouv.fr>");
+    let (reply, local) = b.send(&tenant_signed(&b, mallory), &vars).await;
+    assert_eq!(reply.code, 550, "{reply}");
+    let event = b.event(local).await;
+    assert_eq!(
+        check_of(&event, "dkim").as_deref(),
+        Some("unaligned"),
+        "{event}"
+    );
+    assert_eq!(reason_of(&event), "dkim.unaligned", "{event}");
+    assert_eq!(b.inst.api.show(&id).await["status"], "pending");
+    drop(b.world);
+
+    // Off: without the override the same mail is unaligned.
+    let mut off = Bench::start().await;
+    let (id, vars) = off.claim().await;
+    let (reply, local) = off.send(&tenant_signed(&off, Mail::alice()), &vars).await;
+    assert_eq!(reply.code, 550, "{reply}");
+    assert_eq!(reason_of(&off.event(local).await), "dkim.unaligned");
+    assert_eq!(off.inst.api.show(&id).await["status"], "pending");
+    drop(off.world);
+}
+
+/// `MAIL FROM: <addr>` (one SP after the colon) is tolerated; any other whitespace there is
+/// `smtp.syntax` (501), never `envelope.syntax`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_after_mail_from_colon() {
+    let b = Bench::start().await;
+    let rows = [
+        ("MAIL FROM: <alice@interieur.gouv.fr>", 250, None),
+        (
+            "MAIL FROM:  <alice@interieur.gouv.fr>",
+            501,
+            Some("smtp.syntax"),
+        ),
+        (
+            "MAIL FROM:\t<alice@interieur.gouv.fr>",
+            501,
+            Some("smtp.syntax"),
+        ),
+        (
+            "MAIL FROM: <alice @interieur.gouv.fr>",
+            553,
+            Some("envelope.syntax"),
+        ),
+    ];
+    for (line, code, reason) in rows {
+        let mut smtp = Smtp::connect("127.0.0.25".parse().unwrap(), b.inst.smtp)
+            .await
+            .expect("connect");
+        smtp.read_reply().await.expect("greeting");
+        smtp.cmd("EHLO smtp.interieur.gouv.fr").await.expect("ehlo");
+        let r = smtp.cmd(line).await.expect("reply");
+        smtp.quit().await;
+        assert_eq!(r.code, code, "{line}: {r}");
+        if let Some(reason) = reason {
+            assert_eq!(reason_of(&b.event(smtp.local).await), reason, "{line}");
+        }
+    }
+    drop(b.world);
 }

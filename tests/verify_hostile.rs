@@ -910,6 +910,8 @@ async fn configuration_changes_the_rules() {
         require_dkim: false,
         require_spf: true,
         require_iprev: true,
+        envelope_tag: None,
+        dkim_domains: Vec::new(),
     }];
     let unsigned = Mail::alice().sigs(vec![]);
     let v = run(&world, &unsigned, 10).await;

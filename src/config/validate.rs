@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use super::check::{Check, check_override, is_selector, to_u32, to_usize};
 use super::error::KeyPath;
-use super::raw::{RawAlignment, RawConfig, RawConfirm, RawDns, RawOutbound, RawPolicy, RawSmtp};
+use super::raw::{
+    RawAlignment, RawConfig, RawConfirm, RawDns, RawEnvelopeTag, RawOutbound, RawPolicy, RawSmtp,
+};
 use super::{
     Alignment, ApiConfig, Config, ConfirmConfig, DnsConfig, DomainOverride, OutboundConfig,
     OutboundDkim, OutboundTarget, PolicyConfig, SmtpConfig, StoreConfig, TlsConfig,
 };
-use crate::address::{Mailbox, ParseOptions};
+use crate::address::{EnvelopeTag, Mailbox, ParseOptions};
 
 mod siem;
 mod store;
@@ -275,17 +277,42 @@ impl Check {
                     "override for a domain outside policy.allowed_domains",
                 );
             }
+            let (dkim_domains, cross) = self.dkim_domains(&here, &domain, o, &allowed, &opts);
             let over = DomainOverride {
                 domain,
                 require_dkim: o.require_dkim,
                 require_spf: o.require_spf,
                 require_iprev: o.require_iprev.unwrap_or(raw.require_iprev),
+                envelope_tag: o.envelope_tag.map(|t| match t {
+                    RawEnvelopeTag::Batv => EnvelopeTag::Batv,
+                    RawEnvelopeTag::Btv1 => EnvelopeTag::Btv1,
+                }),
+                dkim_domains,
             };
             if let Err(message) = check_override(&over) {
                 self.fail(&here, message);
             }
-            overrides.push(over);
+            overrides.push((here, over, cross));
         }
+        // One tenant trusted by two domains: whoever runs it can confirm for both. Allowed
+        // only when both overrides state it twice.
+        for (i, (here, a, a_cross)) in overrides.iter().enumerate() {
+            for (_, b, b_cross) in overrides.iter().skip(i + 1) {
+                for d in a.dkim_domains.iter().filter(|d| b.dkim_domains.contains(d)) {
+                    if !(a_cross.contains(d) && b_cross.contains(d)) {
+                        self.fail(
+                            &here.key("dkim_domains"),
+                            format!(
+                                "{d:?} is also listed for {:?}: state it in \
+                                 dkim_domains_cross_allowed of both to trust it for both",
+                                b.domain.as_str()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        let overrides: Vec<DomainOverride> = overrides.into_iter().map(|(_, o, _)| o).collect();
         let bits = self.range(
             &at.key("dkim_min_rsa_bits"),
             raw.dkim_min_rsa_bits,

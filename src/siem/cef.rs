@@ -32,6 +32,7 @@
 //! | `gatekeeper.challenge_id` | `cs5`, `cs5Label=challengeId` |
 //! | `gatekeeper.checks` | `cs6`, `cs6Label=checks`, as `name:result,name:result` |
 //! | `tls.version` | `flexString1`, `flexString1Label=tlsVersion` |
+//! | `gatekeeper.mail_from_tagged` | `flexString2`, `flexString2Label=envelopeSenderTagged` |
 //! | `gatekeeper.siem.dropped` | `cnt` |
 //! | `observer.hostname` | `dvchost` |
 //! | `message` | `msg` |
@@ -140,6 +141,11 @@ fn extension<'a>(
     }
     put("flexString1", borrowed(&event.tls_version));
     put("flexString1Label", label(&event.tls_version, "tlsVersion"));
+    put("flexString2", borrowed(&event.mail_from_tagged));
+    put(
+        "flexString2Label",
+        label(&event.mail_from_tagged, "envelopeSenderTagged"),
+    );
     put("cnt", event.lost.map(|l| Cow::Owned(l.count.to_string())));
     put(
         "dvchost",

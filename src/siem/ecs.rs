@@ -50,6 +50,7 @@ pub fn to_line(event: &AuditEvent, opts: &FormatOptions) -> String {
             session_id: truncate(&event.session_id, max),
             challenge_id: cut(max, &event.challenge_id),
             helo: cut(max, &event.helo),
+            mail_from_tagged: cut(max, &event.mail_from_tagged),
             checks: event.checks.iter().map(|c| CheckOut::new(c, max)).collect(),
             siem: event.lost.map(|l| SiemLoss { dropped: l.count }),
         },
@@ -168,6 +169,10 @@ struct Gatekeeper<'a> {
     challenge_id: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     helo: Option<Cow<'a, str>>,
+    /// MAIL FROM as sent, when an envelope tag was removed (`email.sender.address` is the
+    /// untagged address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail_from_tagged: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     checks: Vec<CheckOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -34,6 +34,8 @@ pub struct Settings {
     /// `[store] url` and `password_file` (plaintext, loopback): a shared PostgreSQL database
     /// instead of the instance's own SQLite file (`super::postgres::Cluster::config`).
     pub postgres: Option<gatekeeper::config::PostgresConfig>,
+    /// TOML appended to `[policy]` (its own keys, then `[policy.domains."…"]` tables).
+    pub policy_extra: String,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             max_pending: 100,
             max_per_hour: 1000,
             postgres: None,
+            policy_extra: String::new(),
         }
     }
 }
@@ -135,6 +138,7 @@ service_name = "Test"
 [policy]
 allowed_domains = ["gouv.fr"]
 alignment = "strict"
+{policy_extra}
 
 [dns]
 nameservers = ["{dns}"]
@@ -165,6 +169,7 @@ path = "{d}/var/events.jsonl"
             max_pending = s.max_pending,
             max_per_hour = s.max_per_hour,
             dns_timeout = s.dns_timeout,
+            policy_extra = s.policy_extra,
             store = match &s.postgres {
                 None => format!("path = \"{d}/var/gatekeeper.db\""),
                 Some(pg) => format!(
