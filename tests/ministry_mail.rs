@@ -442,3 +442,62 @@ async fn space_after_mail_from_colon() {
     }
     drop(b.world);
 }
+
+/// The audit event lists `skipped` for checks that could not run: with an unreadable From
+/// nothing can be aligned or bound; without a signature nothing binds the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_says_skipped_for_checks_that_could_not_run() {
+    let mut b = Bench::start().await;
+    let rows: Vec<(Mail, &str, Vec<&str>, Vec<(&str, &str)>)> = vec![
+        (
+            Mail::alice().set("From", "From: Alice <alice@evil.example@interieur.gouv.fr>"),
+            "header.from_syntax",
+            vec![
+                "envelope.mismatch",
+                "domain.not_allowed",
+                "dkim",
+                "binding.mismatch",
+                "binding.token_unsigned",
+                "binding.session_code",
+                "date.stale",
+            ],
+            vec![("header.from_syntax", "fail"), ("spf", "pass")],
+        ),
+        (
+            Mail::alice().sigs(vec![]),
+            "dkim.none",
+            vec![
+                "binding.token_unsigned",
+                "binding.session_code",
+                "date.stale",
+            ],
+            vec![
+                ("dkim", "none"),
+                ("envelope.mismatch", "ok"),
+                ("binding.mismatch", "ok"),
+            ],
+        ),
+    ];
+    for (mail, reason, skipped, others) in rows {
+        let (_, vars) = b.claim().await;
+        let (reply, local) = b.send(&mail, &vars).await;
+        assert_eq!(reply.code, 550, "{reason}: {reply}");
+        let event = b.event(local).await;
+        assert_eq!(reason_of(&event), reason, "{event}");
+        for name in &skipped {
+            assert_eq!(
+                check_of(&event, name).as_deref(),
+                Some("skipped"),
+                "{name}: {event}"
+            );
+        }
+        for (name, result) in &others {
+            assert_eq!(
+                check_of(&event, name).as_deref(),
+                Some(*result),
+                "{name}: {event}"
+            );
+        }
+    }
+    drop(b.world);
+}

@@ -403,6 +403,8 @@ impl Verifier {
 
     /// DKIM over every signature, in two phases each bounded by `dns.timeout`:
     ///
+    /// No signature is `none`; no From to align with is `skipped` (nothing is verified).
+    ///
     /// 1. the signatures aligned with From (by our strict reading of `d=`): only these can
     ///    confirm, so a timeout here is a temporary error;
     /// 2. only when none is aligned, the others, to tell `dkim.unaligned` (one verifies) from
@@ -429,6 +431,11 @@ impl Verifier {
             .collect();
         if sigs.is_empty() {
             return DkimReport::without_good(Dkim::None, false);
+        }
+        // Without one From address there is nothing to align with: the check could not run
+        // (`skipped`, not `unaligned` or `fail`); `header.from_*` names the refusal.
+        if from.is_none() {
+            return DkimReport::without_good(Dkim::Skipped, false);
         }
         // `d=` the From domain's override trusts besides ordinary alignment (SPEC §4
         // "Microsoft 365 tenants"): exact names, for that domain only.
