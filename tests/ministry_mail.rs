@@ -448,7 +448,14 @@ async fn space_after_mail_from_colon() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_says_skipped_for_checks_that_could_not_run() {
     let mut b = Bench::start().await;
-    let rows: Vec<(Mail, &str, Vec<&str>, Vec<(&str, &str)>)> = vec![
+    // (mail, primary reason, checks skipped, other checks and their result)
+    type Row = (
+        Mail,
+        &'static str,
+        Vec<&'static str>,
+        Vec<(&'static str, &'static str)>,
+    );
+    let rows: Vec<Row> = vec![
         (
             Mail::alice().set("From", "From: Alice <alice@evil.example@interieur.gouv.fr>"),
             "header.from_syntax",
