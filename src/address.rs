@@ -28,7 +28,8 @@
 //! ```text
 //! from-value   = [FWS] ( Mailbox / [display-name FWS-or-nothing] "<" Mailbox ">" ) [FWS]
 //! display-name = word *(WSP word)
-//! word         = 1*atext-without-"!%" / quoted-string / encoded-word (RFC 2047, B or Q)
+//! word         = atom-or-dots / quoted-string / encoded-word (RFC 2047, B or Q)
+//! atom-or-dots = 1*(atext-without-"!%" / ".")  ; no leading ".", no ".." (obs-phrase)
 //! ```
 //!
 //! Folding (CRLF followed by SP or HTAB) is unfolded first; any other CR or LF is refused. The
@@ -67,7 +68,7 @@
 //! | `group` | `From: team: a@x.fr;` | RFC 5322 groups hiding or multiplying mailboxes |
 //! | `display_name_at` | `From: "alice@interieur.gouv.fr" <attacker@evil.example>` | a display name that a mail client shows as the address (raw, quoted or encoded) |
 //! | `trailing` | `From: <a@x.fr> b@y.fr` | text after the address that another parser takes as the address |
-//! | `display_name` | `From: J. Doe <a@x.fr>` | a display name outside the atom/quoted/encoded subset |
+//! | `display_name` | `From: .J Doe <a@x.fr>`, `From: J..Doe <a@x.fr>` | a display name outside the atom/quoted/encoded/obs-phrase subset |
 //!
 //! The checks run in a fixed order so the detail names the real attack: a NUL anywhere is `nul`,
 //! a `!` anywhere is `bang_path`, a `"` anywhere is `quoted_local`, before `two_at` or any
@@ -606,6 +607,17 @@ fn split_display(v: &str) -> Result<(Option<&str>, &str), AddressError> {
             if inner.is_empty() {
                 return Err(err("empty"));
             }
+            // RFC 2047 §5: an encoded word ends at whitespace. `=?utf-8?Q?x?=<a@b.fr>` is
+            // refused: Python's parser flags it as invalid, others may read the `<` into it.
+            let last_word = display.rsplit([' ', '\t']).next().unwrap_or("");
+            if last_word.starts_with("=?") {
+                return Err(err("encoded_word"));
+            }
+            // `Bob.<a@b.fr>`: an obs-phrase dot touching the bracket, on which Python's parser
+            // fails; with a space (`Bob. <a@b.fr>`) every reader agrees.
+            if display.ends_with('.') {
+                return Err(err("display_name"));
+            }
             let display = display.trim_matches(|c| c == ' ' || c == '\t');
             Ok((Some(display), inner))
         }
@@ -640,9 +652,15 @@ fn check_display_name(display: &str) -> Result<(), AddressError> {
                 if word.contains("=?") {
                     return Err(err("encoded_word"));
                 }
+                // An unquoted `.` is RFC 5322 obs-phrase (`Alice M. Martin`, `J. Doe`), which
+                // mail clients write and every reader we test against reads as one name; not
+                // at the start of a word (Python's parser fails on `.Alice`) nor doubled.
+                if word.starts_with('.') || word.contains("..") {
+                    return Err(err("display_name"));
+                }
                 if !word
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "#$&'*+-/=?^_`{|}~".contains(c))
+                    .all(|c| c.is_ascii_alphanumeric() || "#$&'*+-./=?^_`{|}~".contains(c))
                 {
                     return Err(err("display_name"));
                 }
@@ -826,6 +844,27 @@ mod tests {
                 b"=?iso-8859-1?q?Am=E9lie?= <amelie@interieur.gouv.fr>",
                 "amelie@interieur.gouv.fr",
             ),
+            // Real display names of French administrations (issue 15).
+            (
+                b"\"MARTIN Alice (DGSI/SDSI)\" <alice.martin@interieur.gouv.fr>",
+                "alice.martin@interieur.gouv.fr",
+            ),
+            (
+                b"Alice M. Martin <alice.martin@interieur.gouv.fr>",
+                "alice.martin@interieur.gouv.fr",
+            ),
+            (
+                b"J. Martin <alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"Alice M.Martin <a@interieur.gouv.fr>",
+                "a@interieur.gouv.fr",
+            ),
+            (
+                b"=?utf-8?Q?Am=C3=A9lie?= M. Martin <amelie@interieur.gouv.fr>",
+                "amelie@interieur.gouv.fr",
+            ),
             (
                 b"Alice Martin\r\n <alice@interieur.gouv.fr>",
                 "alice@interieur.gouv.fr",
@@ -906,6 +945,11 @@ mod tests {
             (b"=?utf-8?Q?=C3?= <alice@interieur.gouv.fr>", "encoded_word"),
             (b"=?utf-8?Q?a=0Db?= <alice@interieur.gouv.fr>", "control"),
             (b"x=?utf-8?Q?a?= <alice@interieur.gouv.fr>", "encoded_word"),
+            (b"=?utf-8?Q?x?=<alice@interieur.gouv.fr>", "encoded_word"),
+            (
+                b"Alice =?utf-8?Q?x?=<alice@interieur.gouv.fr>",
+                "encoded_word",
+            ),
             (b"=?utf-8?Q?alice=40interieur.gouv.fr?=", "encoded_word"),
             (b"<=?utf-8?Q?alice?=@interieur.gouv.fr>", "encoded_word"),
             // Comments anywhere.
@@ -949,7 +993,18 @@ mod tests {
             (b"Alice <alice@interieur.gouv.fr.>", "trailing_dot"),
             (b"Alice <alice>", "no_at"),
             // Display-name syntax outside the subset.
-            (b"J. Martin <alice@interieur.gouv.fr>", "display_name"),
+            (b".J Martin <alice@interieur.gouv.fr>", "display_name"),
+            (b"J..Martin <alice@interieur.gouv.fr>", "display_name"),
+            (b"Alice M.<alice@interieur.gouv.fr>", "display_name"),
+            (b"Alice . Martin <alice@interieur.gouv.fr>", "display_name"),
+            // Unquoted parentheses are comments, which readers drop or keep differently.
+            (
+                b"MARTIN Alice (DGSI/SDSI) <alice@interieur.gouv.fr>",
+                "comment",
+            ),
+            // An unquoted comma splits the list.
+            (b"Martin, Alice <alice@interieur.gouv.fr>", "list"),
+            (b"Alice M. <alice@interieur.gouv.fr> x", "trailing"),
             (b"\"unterminated <alice@interieur.gouv.fr>", "quoted_local"),
             (b"\"alice\"@interieur.gouv.fr", "quoted_local"),
         ];
@@ -1305,7 +1360,26 @@ mod tests {
         let encoded_q = "[A-Za-zé ,.-]{1,15}".prop_map(|t| format!("=?utf-8?Q?{}?=", encode_q(&t)));
         let encoded_b = "[A-Za-zé ,.<>-]{1,15}"
             .prop_map(|t| format!("=?UTF-8?B?{}?=", data_encoding::BASE64.encode(t.as_bytes())));
-        let word = prop_oneof![atoms, quoted, encoded_q, encoded_b];
+        // obs-phrase words with dots: `M.`, `J.-P.`, `M.Martin`.
+        let dotted = "[A-Za-z][A-Za-z-]{0,5}(\\.[A-Za-z][A-Za-z-]{0,5}){0,2}\\.?";
+        // What French administrations write: a service in parentheses, "Last, First".
+        let service = (
+            "[A-Z]{2,8}",
+            "[A-Z][a-z]{1,8}",
+            "[A-Z]{2,5}(/[A-Z]{2,5}){0,2}",
+        )
+            .prop_map(|(last, first, unit)| format!("\"{last} {first} ({unit})\""));
+        let last_first = ("[A-Z][a-z]{1,8}", "[A-Z][a-z]{1,8}")
+            .prop_map(|(last, first)| format!("\"{last}, {first}\""));
+        let word = prop_oneof![
+            atoms,
+            quoted,
+            encoded_q,
+            encoded_b,
+            dotted.prop_map(String::from),
+            service,
+            last_first
+        ];
         proptest::collection::vec(
             (word, prop_oneof![Just(" "), Just("\r\n "), Just("\r\n\t")]),
             1..4,
@@ -1392,6 +1466,117 @@ mod tests {
                     .map_err(|e| format!("{addr:?}: {e}"))
             }
             more => Err(format!("{} addresses", more.len())),
+        }
+    }
+
+    /// What Python's `email` package (policy `strict`, `email.headerregistry`) reads in each
+    /// `From:<value>`, from one run of `tests/tools/from_header.py` over the whole batch:
+    /// `Ok(address)` when it reads exactly one mailbox with no defect other than
+    /// `ObsoleteHeaderDefect` (obs-phrase, which it reads the same way) and no `@` in the
+    /// display name; `Err(why)` otherwise. `None` when python3 cannot be run.
+    fn python_reads(values: &[String]) -> Option<Vec<Result<String, String>>> {
+        use std::io::Write;
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/from_header.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        let mut input = String::new();
+        for v in values {
+            input.push_str(&serde_json::to_string(v).ok()?);
+            input.push('\n');
+        }
+        child.stdin.take()?.write_all(input.as_bytes()).ok()?;
+        let out = child.wait_with_output().ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let read = |line: &str| -> Result<String, String> {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            if let Some(e) = v["error"].as_str() {
+                return Err(e.to_string());
+            }
+            let defects: Vec<&str> = v["defects"]
+                .as_array()
+                .map(|d| d.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            if defects.iter().any(|d| *d != "ObsoleteHeaderDefect") {
+                return Err(format!("defects {defects:?}"));
+            }
+            match v["addresses"].as_array().map(Vec::as_slice) {
+                Some([one]) => {
+                    let name = one[0].as_str().unwrap_or_default();
+                    let addr = one[1].as_str().unwrap_or_default();
+                    if name.contains('@') {
+                        return Err(format!("display name {name:?}"));
+                    }
+                    Mailbox::parse(addr.as_bytes(), &ParseOptions::default())
+                        .map(|m| m.to_string())
+                        .map_err(|e| format!("{addr:?}: {e}"))
+                }
+                _ => Err(format!("read {}", v["addresses"])),
+            }
+        };
+        let results: Vec<_> = text.lines().map(read).collect();
+        (results.len() == values.len()).then_some(results)
+    }
+
+    /// The differential against Python, once over a batch: every From value we accept
+    /// (generated accepted shapes, the real-world forms, and hostile token soups), Python reads
+    /// as exactly one mailbox equal to ours, as mail-parser does.
+    #[test]
+    fn from_header_agrees_with_python() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let mut values: Vec<String> = Vec::new();
+        let shapes = from_value_strategy();
+        let soup = (
+            proptest::collection::vec(proptest::sample::select(SOUP.to_vec()), 0..8),
+            any::<bool>(),
+        )
+            .prop_map(|(before, bracketed)| {
+                let addr = if bracketed {
+                    "<alice@interieur.gouv.fr>"
+                } else {
+                    "alice@interieur.gouv.fr"
+                };
+                format!("{}{addr}", before.concat())
+            });
+        for _ in 0..1500 {
+            if let Ok(tree) = shapes.new_tree(&mut runner) {
+                values.push(tree.current());
+            }
+            if let Ok(tree) = soup.new_tree(&mut runner) {
+                values.push(tree.current());
+            }
+        }
+        let opts = ParseOptions::default();
+        let accepted: Vec<(String, String)> = values
+            .into_iter()
+            .filter_map(|v| {
+                let ours = Mailbox::parse_header(v.as_bytes(), &opts).ok()?;
+                Some((v, ours.to_string()))
+            })
+            .collect();
+        assert!(
+            accepted.len() > 1000,
+            "too few accepted: {}",
+            accepted.len()
+        );
+        let batch: Vec<String> = accepted.iter().map(|(v, _)| v.clone()).collect();
+        let Some(python) = python_reads(&batch) else {
+            eprintln!("SKIPPED: python3 could not run tests/tools/from_header.py");
+            return;
+        };
+        for ((value, ours), theirs) in accepted.iter().zip(python) {
+            assert_eq!(theirs.as_ref(), Ok(ours), "python on {value:?}");
+            assert_eq!(
+                mail_parser_reads(value).as_ref(),
+                Ok(ours),
+                "mail-parser on {value:?}"
+            );
         }
     }
 

@@ -508,3 +508,36 @@ async fn event_says_skipped_for_checks_that_could_not_run() {
     }
     drop(b.world);
 }
+
+/// Display names French administrations' clients write confirm over SMTP; an unquoted
+/// comment or comma stays refused (`header.from_syntax`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_display_names() {
+    let mut b = Bench::start().await;
+    let rows = [
+        (
+            "From: \"MARTIN Alice (DGSI/SDSI)\" <alice@interieur.gouv.fr>",
+            250,
+        ),
+        ("From: \"Martin, Alice\" <alice@interieur.gouv.fr>", 250),
+        ("From: Alice M. Martin <alice@interieur.gouv.fr>", 250),
+        (
+            "From: MARTIN Alice (DGSI/SDSI) <alice@interieur.gouv.fr>",
+            550,
+        ),
+        ("From: Martin, Alice <alice@interieur.gouv.fr>", 550),
+        ("From: .Alice Martin <alice@interieur.gouv.fr>", 550),
+    ];
+    for (from, code) in rows {
+        let (id, vars) = b.claim().await;
+        let (reply, local) = b.send(&Mail::alice().set("From", from), &vars).await;
+        assert_eq!(reply.code, code, "{from}: {reply}");
+        let event = b.event(local).await;
+        if code == 250 {
+            assert_eq!(b.inst.api.show(&id).await["status"], "confirmed", "{from}");
+        } else {
+            assert_eq!(reason_of(&event), "header.from_syntax", "{from}: {event}");
+        }
+    }
+    drop(b.world);
+}
