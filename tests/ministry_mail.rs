@@ -541,3 +541,235 @@ async fn real_display_names() {
     }
     drop(b.world);
 }
+
+/// A network namespace joined to ours by one veth pair, as a ministry's MTA on its own
+/// network: the host end `10.232.<t>.1/29` here, the client addresses `10.232.<t>.2`–`.6`
+/// inside. Everything it created is removed on drop, also when the test fails.
+struct Netns {
+    name: String,
+    host_if: String,
+    t: u8,
+}
+
+impl Netns {
+    fn create() -> Result<Netns, String> {
+        let id = std::process::id();
+        let ns = Netns {
+            name: format!("gk-iprev-{id}"),
+            host_if: format!("gkh{}", id % 1_000_000),
+            t: u8::try_from(id % 250).unwrap_or(0) + 1,
+        };
+        let peer_if = format!("gkp{}", id % 1_000_000);
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        ip(&["netns", "add", &ns.name])?;
+        // From here `ns` is dropped on any error, which removes what exists.
+        let host = format!("{}/29", ns.host());
+        ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer_if,
+        ])?;
+        ip(&["link", "set", &peer_if, "netns", &ns.name])?;
+        ip(&["addr", "add", &host, "dev", &ns.host_if])?;
+        ip(&["link", "set", &ns.host_if, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", ns.name.as_str(), "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        for n in 2..=6u8 {
+            inside(&[
+                "addr",
+                "add",
+                &format!("{}/29", ns.client(n)),
+                "dev",
+                &peer_if,
+            ])?;
+        }
+        inside(&["link", "set", &peer_if, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn host(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 232, self.t, 1)
+    }
+
+    fn client(&self, n: u8) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 232, self.t, n)
+    }
+
+    /// Send `message` from `client(n)` inside the namespace (Python's smtplib under
+    /// `ip netns exec`): the last reply and the client's port.
+    async fn send(
+        &self,
+        n: u8,
+        server: SocketAddr,
+        mail: &Mail,
+        rcpt: &str,
+        message: Vec<u8>,
+        dir: &std::path::Path,
+    ) -> (Reply, u16) {
+        let file = dir.join(format!("netns-message-{n}.eml"));
+        std::fs::write(&file, message).expect("message file");
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/smtp_send.py");
+        let args: Vec<String> = vec![
+            "netns".into(),
+            "exec".into(),
+            self.name.clone(),
+            "python3".into(),
+            script.display().to_string(),
+            server.ip().to_string(),
+            server.port().to_string(),
+            mail.helo.clone(),
+            mail.mail_from.clone(),
+            rcpt.to_string(),
+            file.display().to_string(),
+            self.client(n).to_string(),
+        ];
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("ip").args(&args).output()
+        })
+        .await
+        .expect("join")
+        .expect("ip netns exec python3");
+        assert!(
+            out.status.success(),
+            "smtp_send.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("smtp_send.py JSON");
+        let reply = Reply {
+            code: u16::try_from(v["code"].as_u64().unwrap_or(0)).unwrap_or(0),
+            text: v["text"].as_str().unwrap_or_default().to_string(),
+        };
+        let port = u16::try_from(v["local_port"].as_u64().unwrap_or(0)).unwrap_or(0);
+        (reply, port)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace destroys the peer end and so the pair; the host end is
+        // deleted too in case the peer never moved into the namespace.
+        for args in [
+            vec!["netns", "del", self.name.as_str()],
+            vec!["link", "del", self.host_if.as_str()],
+        ] {
+            let _ = std::process::Command::new("ip")
+                .args(&args)
+                .stderr(std::process::Stdio::null())
+                .output();
+        }
+    }
+}
+
+/// `require_iprev` end to end (hickory answers `127.in-addr.arpa` itself, so loopback
+/// clients never exercised it): the ministry's MTA sends from an address of a network
+/// namespace whose PTR and A records are in the test DNS. Pass, PTR naming a host whose A
+/// is another address (mismatch), no PTR, and a PTR lookup that fails (451).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iprev_for_real_from_a_network_namespace() {
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIPPED iprev_for_real_from_a_network_namespace: no ip netns ({why})");
+            return;
+        }
+    };
+    let world = World::start().await;
+    let settings = Settings {
+        smtp_host: ns.host().to_string(),
+        policy_extra: "require_iprev = true\n".into(),
+        ..Settings::default()
+    };
+    let inst = Instance::start(world.dns.addr, &settings).await;
+    let mut b = Bench {
+        world,
+        inst,
+        n: 1000,
+    };
+    let t = ns.t;
+    let ptr = |n: u8| format!("{n}.{t}.232.10.in-addr.arpa");
+    let dns = &b.world.dns;
+    dns.replace(
+        "interieur.gouv.fr",
+        "TXT",
+        &format!("v=spf1 ip4:10.232.{t}.0/29 -all"),
+    );
+    // .2: forward-confirmed. .3: its PTR names a host whose A is .2. .4: no PTR.
+    // .5: the PTR lookup fails.
+    dns.add(&ptr(2), "PTR", "mx-a.interieur.gouv.fr");
+    dns.add("mx-a.interieur.gouv.fr", "A", &ns.client(2).to_string());
+    dns.add(&ptr(3), "PTR", "mx-b.interieur.gouv.fr");
+    dns.add("mx-b.interieur.gouv.fr", "A", &ns.client(2).to_string());
+    dns.servfail(&ptr(5));
+
+    let rows: [(u8, u16, &str, &str); 4] = [
+        (2, 250, "", "pass"),
+        (3, 550, "iprev.fail", "fail"),
+        (4, 550, "iprev.fail", "fail"),
+        (5, 451, "dns.temperror", "temperror"),
+    ];
+    for (n, code, reason, iprev) in rows {
+        let (id, vars) = b.claim().await;
+        let mail = Mail::alice();
+        let rcpt = format!("confirm+{}@verify.example.gouv.fr", vars.token);
+        let (reply, port) = ns
+            .send(
+                n,
+                b.inst.smtp,
+                &mail,
+                &rcpt,
+                mail.build(&vars),
+                b.inst.tmp.path(),
+            )
+            .await;
+        assert_eq!(reply.code, code, "client .{n}: {reply}");
+        let client: std::net::IpAddr = ns.client(n).into();
+        let evs = b
+            .inst
+            .events
+            .wait_client(client, port, Duration::from_secs(3), |e| !e.is_empty())
+            .await;
+        let event = evs.last().cloned().unwrap_or_default();
+        assert_eq!(
+            check_of(&event, "iprev").as_deref(),
+            Some(iprev),
+            "client .{n}: {event}"
+        );
+        assert_eq!(
+            check_of(&event, "spf").as_deref(),
+            Some("pass"),
+            "client .{n}: {event}"
+        );
+        if code == 250 {
+            assert_eq!(b.inst.api.show(&id).await["status"], "confirmed");
+        } else {
+            assert_eq!(reason_of(&event), reason, "client .{n}: {event}");
+            assert_eq!(b.inst.api.show(&id).await["status"], "pending");
+        }
+    }
+    drop(b);
+    drop(ns);
+}

@@ -36,6 +36,8 @@ pub struct Settings {
     pub postgres: Option<gatekeeper::config::PostgresConfig>,
     /// TOML appended to `[policy]` (its own keys, then `[policy.domains."…"]` tables).
     pub policy_extra: String,
+    /// `smtp.listen` host (default `127.0.0.1`): the host end of a test's veth pair.
+    pub smtp_host: String,
 }
 
 impl Default for Settings {
@@ -51,6 +53,7 @@ impl Default for Settings {
             max_per_hour: 1000,
             postgres: None,
             policy_extra: String::new(),
+            smtp_host: "127.0.0.1".into(),
         }
     }
 }
@@ -116,7 +119,7 @@ impl Layout {
         let text = format!(
             r#"
 [smtp]
-listen = ["127.0.0.1:{smtp_port}"]
+listen = ["{smtp_host}:{smtp_port}"]
 hostname = "verify.example.gouv.fr"
 session_timeout = "{session_timeout}"
 command_timeout = "30s"
@@ -163,6 +166,7 @@ type = "file"
 path = "{d}/var/events.jsonl"
 "#,
             smtp_port = s.smtp_port,
+            smtp_host = s.smtp_host,
             api_port = s.api_port,
             session_timeout = s.session_timeout,
             ttl = s.challenge_ttl,
