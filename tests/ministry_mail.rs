@@ -279,19 +279,34 @@ async fn envelope_tag_on_off_and_neighbour() {
 
     // The override names one shape: Barracuda's, a broken tag, and the reversed form stay
     // refused; so does the same tag for a neighbour domain without the override.
-    for (ip, sender) in [
-        ("127.0.0.25", "btv1==1086afe1179==alice@interieur.gouv.fr"),
-        ("127.0.0.25", "prvs=4068eb25=alice@interieur.gouv.fr"),
-        ("127.0.0.25", "prvs=alice=4068eb2540@interieur.gouv.fr"),
-        ("127.0.0.50", "prvs=4068eb2540=mallory@ville.gouv.fr"),
+    // The event names the shape check that refused it.
+    for (ip, sender, detail) in [
+        (
+            "127.0.0.25",
+            "btv1==1086afe1179==alice@interieur.gouv.fr",
+            "bad_char",
+        ),
+        (
+            "127.0.0.25",
+            "prvs=4068eb25=alice@interieur.gouv.fr",
+            "batv_tag",
+        ),
+        (
+            "127.0.0.25",
+            "prvs=alice=4068eb2540@interieur.gouv.fr",
+            "batv_reversed",
+        ),
+        (
+            "127.0.0.50",
+            "prvs=4068eb2540=mallory@ville.gouv.fr",
+            "bad_char",
+        ),
     ] {
         let (r, event) = mail_from_only(&b, ip, sender).await;
         assert_eq!(r.code, 553, "{sender}: {r}");
-        assert_eq!(
-            reason_of(&event.expect("event")),
-            "envelope.syntax",
-            "{sender}"
-        );
+        let event = event.expect("event");
+        assert_eq!(reason_of(&event), "envelope.syntax", "{sender}");
+        assert_eq!(event["message"], format!("address: {detail}"), "{event}");
     }
 
     // Off: the same daemon without the override refuses the tagged sender at MAIL.

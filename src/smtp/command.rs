@@ -215,6 +215,24 @@ pub fn parse_mail_from(
     })
 }
 
+/// The strict parser's detail (`two_at`, `batv_tag`, ...) for a MAIL argument that
+/// [`parse_mail_from`] refused as `envelope.syntax` because of its address; `None` when the
+/// path itself was malformed or the address parses. A fixed string: the audit event may
+/// carry it so that an operator sees which shape check refused a tagged sender.
+pub fn mail_from_detail(
+    arg: &[u8],
+    opts: &ParseOptions,
+    tag_for: impl Fn(&Domain) -> Option<EnvelopeTag>,
+) -> Option<&'static str> {
+    let (inside, _) = split_path(arg)?;
+    if inside.is_empty() {
+        return None;
+    }
+    Envelope::parse(inside, opts, tag_for)
+        .err()
+        .map(|e| e.detail)
+}
+
 /// `size-value = 1*20DIGIT` (RFC 1870 §3). A value too large for u64 is over any limit.
 fn parse_size(value: &[u8]) -> Result<u64, Reason> {
     if value.is_empty() || value.len() > 20 || !value.iter().all(u8::is_ascii_digit) {
@@ -412,6 +430,25 @@ mod tests {
                 .map(|m| (m.from.to_string(), m.tagged.as_deref()));
             let want = want.map(|(f, t)| (f.to_string(), t));
             assert_eq!(got.map_err(|r| *r), want, "{arg}");
+        }
+        let details: &[(&str, Option<&str>)] = &[
+            ("<prvs=4068eb25=alice@interieur.gouv.fr>", Some("batv_tag")),
+            (
+                "<prvs=alice=4068eb2540@interieur.gouv.fr>",
+                Some("batv_reversed"),
+            ),
+            ("<prvs=4068eb2540=alice@culture.gouv.fr>", Some("bad_char")),
+            ("<a@b@interieur.gouv.fr>", Some("two_at")),
+            ("<prvs=4068eb2540=alice@interieur.gouv.fr>", None),
+            ("alice@interieur.gouv.fr", None),
+            ("<>", None),
+        ];
+        for (arg, want) in details {
+            assert_eq!(
+                mail_from_detail(arg.as_bytes(), &opts, tag_for),
+                *want,
+                "{arg}"
+            );
         }
     }
 

@@ -65,7 +65,11 @@ impl Session {
             }
             Err(reason) => {
                 self.tx.refused = true;
+                if reason == Reason::EnvelopeSyntax {
+                    self.tx.detail = command::mail_from_detail(arg, &s.parse, tag_for);
+                }
                 self.refuse_counted(out, reason, now);
+                self.tx.detail = None;
             }
         }
     }
