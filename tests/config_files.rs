@@ -795,6 +795,10 @@ fn envelope_tags_and_tenant_domains() {
             "dkim_domains = [\"culture.onmicrosoft.com\"]\ndkim_domains_cross_allowed = [\"interieur.gouv.fr\"]\n",
             "is not in dkim_domains",
         ),
+        (
+            "dkim_domains = [\"verify.example.gouv.fr\"]\ndkim_domains_cross_allowed = [\"verify.example.gouv.fr\"]\n",
+            "is under confirm.domain",
+        ),
     ];
     for (body, want) in refused {
         let err = error_of(&t(body));

@@ -39,6 +39,24 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
     let mut c = Check::default();
     let (policy, opts) = c.policy(&raw.policy);
     let confirm = c.confirm(&raw.confirm, &opts);
+    if let (Some(p), Some(conf)) = (&policy, &confirm) {
+        // gatekeeper's own domain signs the challenge mails: trusting it for a ministry
+        // would make gatekeeper's signature count as the ministry's.
+        for o in &p.domains {
+            for (i, d) in o.dkim_domains.iter().enumerate() {
+                if d.is_within(&conf.domain) {
+                    c.fail(
+                        &KeyPath::of(&["policy", "domains", o.domain.as_str(), "dkim_domains"])
+                            .index(i),
+                        format!(
+                            "{:?} is under confirm.domain (gatekeeper's own)",
+                            d.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+    }
     let smtp = c.smtp(&raw.smtp, confirm.as_ref(), &opts);
     let dns = c.dns(&raw.dns);
     let store = StoreConfig {
