@@ -1600,6 +1600,57 @@ mod tests {
             prop_assert!(m.domain().is_within(m.domain()));
         }
 
+        /// Without a tag for the domain the envelope parser is exactly the strict parser
+        /// (same result, same detail); with one, a well-shaped tag is removed and the raw
+        /// address kept, and whatever is accepted re-parses to itself.
+        #[test]
+        fn envelope_parse_is_the_strict_parser_plus_one_shape(
+            local in local_strategy(),
+            tag in prop_oneof![
+                "prvs=[0-9]{4}[0-9a-f]{6}=",
+                "prvs=[0-9]{3}[0-9a-fA-F]{6}=",
+                "btv1==[0-9a-f]{11}==",
+                "(prvs|btv1)=[0-9a-z=]{0,14}",
+                "",
+            ],
+            noise in "[a-z0-9=@.<> \"-]{0,12}",
+        ) {
+            let opts = ParseOptions::default();
+            let own = Domain("interieur.gouv.fr".into());
+            for input in [
+                format!("{tag}{local}@interieur.gouv.fr"),
+                format!("{tag}{local}{noise}@interieur.gouv.fr"),
+                format!("{tag}{local}@culture.gouv.fr"),
+            ] {
+                let plain = Mailbox::parse(input.as_bytes(), &opts);
+                let none = Envelope::parse(input.as_bytes(), &opts, |_| None);
+                prop_assert_eq!(none.map(|e| e.mailbox), plain.clone(), "{}", input);
+                for kind in [EnvelopeTag::Batv, EnvelopeTag::Btv1] {
+                    let tagged = Envelope::parse(input.as_bytes(), &opts, |d| {
+                        (d == &own).then_some(kind)
+                    });
+                    match tagged {
+                        Ok(Envelope { mailbox, tagged: Some(raw) }) => {
+                            prop_assert_eq!(&raw, &input);
+                            prop_assert_eq!(mailbox.domain(), &own);
+                            let prefix_len = raw.len() - mailbox.to_string().len();
+                            prop_assert!(raw
+                                .get(..prefix_len)
+                                .is_some_and(|p| p.to_ascii_lowercase().starts_with(kind.prefix())));
+                            prop_assert_eq!(
+                                Mailbox::parse(mailbox.to_string().as_bytes(), &opts),
+                                Ok(mailbox.clone())
+                            );
+                        }
+                        Ok(Envelope { mailbox, tagged: None }) => {
+                            prop_assert_eq!(Ok(mailbox), plain.clone(), "{}", input);
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let opts = ParseOptions { local_part_extra_chars: "#'~".into(), allow_idna: true };
@@ -1609,6 +1660,12 @@ mod tests {
             }
             let _ = Domain::parse(&bytes, &opts);
             let _ = Mailbox::parse_header(&bytes, &opts);
+            for kind in [EnvelopeTag::Batv, EnvelopeTag::Btv1] {
+                if let Ok(e) = Envelope::parse(&bytes, &opts, |_| Some(kind)) {
+                    let again = Mailbox::parse(e.mailbox.to_string().as_bytes(), &opts);
+                    prop_assert_eq!(again, Ok(e.mailbox));
+                }
+            }
         }
 
         #[test]

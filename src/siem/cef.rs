@@ -192,6 +192,33 @@ fn push_value(out: &mut String, value: &str) {
 mod tests {
     use super::*;
 
+    /// The tagged envelope sender is `flexString2`, its `=` escaped like any value's.
+    #[test]
+    fn tagged_sender() {
+        use crate::audit::Action;
+        use crate::config::SiemFormat;
+        let mut ev = AuditEvent::new(
+            chrono::Utc::now(),
+            Action::ConfirmationAccepted,
+            None,
+            "s-1",
+        );
+        ev.mail_from = Some("alice@example.gouv.fr".into());
+        let opts = FormatOptions::new(SiemFormat::Cef, "mx1");
+        assert!(!to_line(&ev, &opts).contains("flexString2"));
+        ev.mail_from_tagged = Some("btv1==1086afe1179==alice@example.gouv.fr".into());
+        let line = to_line(&ev, &opts);
+        assert!(line.contains("cs1=alice@example.gouv.fr"), "{line}");
+        assert!(
+            line.contains("flexString2=btv1\\=\\=1086afe1179\\=\\=alice@example.gouv.fr"),
+            "{line}"
+        );
+        assert!(
+            line.contains("flexString2Label=envelopeSenderTagged"),
+            "{line}"
+        );
+    }
+
     #[test]
     fn value_escape_table() {
         let rows: &[(&str, &str)] = &[

@@ -247,5 +247,16 @@ mod tests {
         assert_eq!(v["gatekeeper"]["checks"][0]["result"], "fail");
         assert_eq!(v["observer"]["hostname"], "mx1");
         assert!(v.get("tls").is_none());
+        assert!(v["gatekeeper"].get("mail_from_tagged").is_none());
+
+        // A tagged envelope sender (SPEC §3): the untagged one is `email.sender`.
+        ev.mail_from_tagged = Some("prvs=4068eb2540=alice@example.gouv.fr".into());
+        let line = to_line(&ev, &FormatOptions::new(SiemFormat::Ecs, "mx1"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        assert_eq!(v["email"]["sender"]["address"], "alice@example.gouv.fr");
+        assert_eq!(
+            v["gatekeeper"]["mail_from_tagged"],
+            "prvs=4068eb2540=alice@example.gouv.fr"
+        );
     }
 }
