@@ -101,13 +101,13 @@ impl Check {
         &mut self,
         here: &KeyPath,
         domain: &Domain,
-        o: &super::raw::RawDomainOverride,
+        (listed, cross_listed): (&[String], &[String]),
         allowed: &[Domain],
         opts: &ParseOptions,
     ) -> (Vec<Domain>, Vec<Domain>) {
         let at = here.key("dkim_domains");
         let mut out: Vec<Domain> = Vec::new();
-        for (i, text) in o.dkim_domains.iter().enumerate() {
+        for (i, text) in listed.iter().enumerate() {
             let at = at.index(i);
             if text.contains('*') {
                 self.fail(
@@ -142,7 +142,7 @@ impl Check {
         }
         let at = here.key("dkim_domains_cross_allowed");
         let mut cross = Vec::new();
-        for (i, text) in o.dkim_domains_cross_allowed.iter().enumerate() {
+        for (i, text) in cross_listed.iter().enumerate() {
             let Some(d) = self.domain(&at.index(i), text, opts) else {
                 continue;
             };

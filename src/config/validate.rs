@@ -295,7 +295,11 @@ impl Check {
                     "override for a domain outside policy.allowed_domains",
                 );
             }
-            let (dkim_domains, cross) = self.dkim_domains(&here, &domain, o, &allowed, &opts);
+            let lists = (
+                o.dkim_domains.as_slice(),
+                o.dkim_domains_cross_allowed.as_slice(),
+            );
+            let (dkim_domains, cross) = self.dkim_domains(&here, &domain, lists, &allowed, &opts);
             let over = DomainOverride {
                 domain,
                 require_dkim: o.require_dkim,
