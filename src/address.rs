@@ -28,7 +28,8 @@
 //! ```text
 //! from-value   = [FWS] ( Mailbox / [display-name FWS-or-nothing] "<" Mailbox ">" ) [FWS]
 //! display-name = word *(WSP word)
-//! word         = 1*atext-without-"!%" / quoted-string / encoded-word (RFC 2047, B or Q)
+//! word         = atom-or-dots / quoted-string / encoded-word (RFC 2047, B or Q)
+//! atom-or-dots = 1*(atext-without-"!%" / ".")  ; no leading ".", no ".." (obs-phrase)
 //! ```
 //!
 //! Folding (CRLF followed by SP or HTAB) is unfolded first; any other CR or LF is refused. The
@@ -67,7 +68,7 @@
 //! | `group` | `From: team: a@x.fr;` | RFC 5322 groups hiding or multiplying mailboxes |
 //! | `display_name_at` | `From: "alice@interieur.gouv.fr" <attacker@evil.example>` | a display name that a mail client shows as the address (raw, quoted or encoded) |
 //! | `trailing` | `From: <a@x.fr> b@y.fr` | text after the address that another parser takes as the address |
-//! | `display_name` | `From: J. Doe <a@x.fr>` | a display name outside the atom/quoted/encoded subset |
+//! | `display_name` | `From: .J Doe <a@x.fr>`, `From: J..Doe <a@x.fr>` | a display name outside the atom/quoted/encoded/obs-phrase subset |
 //!
 //! The checks run in a fixed order so the detail names the real attack: a NUL anywhere is `nul`,
 //! a `!` anywhere is `bang_path`, a `"` anywhere is `quoted_local`, before `two_at` or any
@@ -306,6 +307,172 @@ impl Domain {
     }
 }
 
+/// A bounce-address tag that an outbound gateway may put before the local part of the
+/// envelope sender (SPEC §3 "Envelope tags"), accepted only in MAIL FROM and only for a domain
+/// whose override names it (`[policy.domains."…"] envelope_tag`).
+///
+/// | tag | shape accepted | source |
+/// |---|---|---|
+/// | `batv` | `prvs=KDDDSSSSSS=local@domain`: K one digit, DDD three digits, SSSSSS six hex digits | draft-levine-smtp-batv-01 §4.1 |
+/// | `batv` | `prvs=DDDSSSSSS=local@domain`: the same without the key digit | what Cisco Secure Email (IronPort) gateways write, e.g. `prvs=234d5777c=…@citrix.com` in public list archives |
+/// | `btv1` | `btv1==HHHHHHHHHHH==local@domain`: eleven hex digits | what Barracuda gateways write, e.g. `btv1==1086afe1179==…@heig-vd.ch` in public list archives (no public specification) |
+///
+/// Refused on purpose: the reversed `prvs=local=TAG` form that some filters also strip (it
+/// cannot be told apart from the draft form when the local part looks like a tag, and no
+/// gateway seen in real mail writes it), `msprvs1=` and every other tag type, a tag inside a
+/// tag, and any other `=` in the local part (`policy.local_part_extra_chars` still decides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvelopeTag {
+    Batv,
+    Btv1,
+}
+
+impl EnvelopeTag {
+    /// The configuration value (`envelope_tag = "batv"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvelopeTag::Batv => "batv",
+            EnvelopeTag::Btv1 => "btv1",
+        }
+    }
+
+    /// The prefix that opens the tag, lower-case (matched without regard to case).
+    fn prefix(self) -> &'static str {
+        match self {
+            EnvelopeTag::Batv => "prvs=",
+            EnvelopeTag::Btv1 => "btv1==",
+        }
+    }
+
+    /// Split `local` after the tag: the untagged local part, or the refusal detail of a local
+    /// part that opens with this tag's prefix but is not exactly its shape.
+    fn strip(self, local: &str) -> Option<Result<&str, AddressError>> {
+        let rest = strip_prefix_ci(local, self.prefix())?;
+        Some(match self {
+            EnvelopeTag::Batv => {
+                let Some((tag, untagged)) = rest.split_once('=') else {
+                    return Some(Err(err("batv_tag")));
+                };
+                let b = tag.as_bytes();
+                let digits = |r: std::ops::Range<usize>| {
+                    b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+                };
+                let hex = |r: std::ops::Range<usize>| {
+                    b.get(r)
+                        .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+                };
+                let shaped = match b.len() {
+                    10 => digits(0..4) && hex(4..10),
+                    9 => digits(0..3) && hex(3..9),
+                    _ => false,
+                };
+                if shaped {
+                    Ok(untagged)
+                } else if untagged.len() >= 9 && is_batv_value(untagged) {
+                    // `prvs=alice=1234abcdef`: the reversed form, named so that an operator
+                    // can tell it from a broken tag.
+                    Err(err("batv_reversed"))
+                } else {
+                    Err(err("batv_tag"))
+                }
+            }
+            EnvelopeTag::Btv1 => match rest.split_once("==") {
+                Some((tag, untagged))
+                    if tag.len() == 11 && tag.bytes().all(|c| c.is_ascii_hexdigit()) =>
+                {
+                    Ok(untagged)
+                }
+                _ => Err(err("btv1_tag")),
+            },
+        })
+    }
+}
+
+/// `KDDDSSSSSS` or `DDDSSSSSS` alone (used to name the reversed form).
+fn is_batv_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    let split = match b.len() {
+        10 => 4,
+        9 => 3,
+        _ => return false,
+    };
+    b.iter().enumerate().all(|(i, c)| {
+        if i < split {
+            c.is_ascii_digit()
+        } else {
+            c.is_ascii_hexdigit()
+        }
+    })
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| s.get(prefix.len()..))
+        .flatten()
+}
+
+/// A MAIL FROM address: the untagged mailbox that every check compares, and the address as
+/// the client sent it when a configured tag was removed (kept for the event and the evidence).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub mailbox: Mailbox,
+    /// `Some` only when an [`EnvelopeTag`] was removed: the raw `local@domain` as sent.
+    pub tagged: Option<String>,
+}
+
+impl Envelope {
+    /// Parse the inside of `MAIL FROM:<...>`. `tag_for` names the tag the domain's override
+    /// accepts. Without one, or when the local part does not open with that tag's prefix, this
+    /// is exactly [`Mailbox::parse`] (same result, same detail).
+    pub fn parse(
+        input: &[u8],
+        opts: &ParseOptions,
+        tag_for: impl Fn(&Domain) -> Option<EnvelopeTag>,
+    ) -> Result<Self, AddressError> {
+        let plain = Mailbox::parse(input, opts);
+        // Only an input that is otherwise a strict address with a strict domain can be tagged:
+        // every earlier refusal (NUL, controls, specials, two `@`, length) keeps its detail.
+        let s = ascii_printable(input)?;
+        specials(s)?;
+        let Some((local, domain)) = s.split_once('@') else {
+            return plain.map(Self::untagged);
+        };
+        if domain.contains('@') || s.len() > MAX_ADDRESS || check_domain(domain, opts).is_err() {
+            return plain.map(Self::untagged);
+        }
+        let domain = Domain(domain.to_ascii_lowercase());
+        let Some(tag) = tag_for(&domain) else {
+            return plain.map(Self::untagged);
+        };
+        let untagged = match tag.strip(local) {
+            None => return plain.map(Self::untagged),
+            Some(r) => r?,
+        };
+        if [EnvelopeTag::Batv, EnvelopeTag::Btv1]
+            .iter()
+            .any(|t| strip_prefix_ci(untagged, t.prefix()).is_some())
+        {
+            return Err(err("tag_nested"));
+        }
+        check_local(untagged, opts)?;
+        Ok(Envelope {
+            mailbox: Mailbox {
+                local: untagged.to_ascii_lowercase(),
+                domain,
+            },
+            tagged: Some(s.to_owned()),
+        })
+    }
+
+    fn untagged(mailbox: Mailbox) -> Self {
+        Envelope {
+            mailbox,
+            tagged: None,
+        }
+    }
+}
+
 impl Mailbox {
     /// Parse `local@domain` exactly (SPEC §3). Also used for the API claim and for the
     /// inside of `MAIL FROM:<...>` / `RCPT TO:<...>`.
@@ -440,6 +607,17 @@ fn split_display(v: &str) -> Result<(Option<&str>, &str), AddressError> {
             if inner.is_empty() {
                 return Err(err("empty"));
             }
+            // RFC 2047 §5: an encoded word ends at whitespace. `=?utf-8?Q?x?=<a@b.fr>` is
+            // refused: Python's parser flags it as invalid, others may read the `<` into it.
+            let last_word = display.rsplit([' ', '\t']).next().unwrap_or("");
+            if last_word.starts_with("=?") {
+                return Err(err("encoded_word"));
+            }
+            // `Bob.<a@b.fr>`: an obs-phrase dot touching the bracket, on which Python's parser
+            // fails; with a space (`Bob. <a@b.fr>`) every reader agrees.
+            if display.ends_with('.') {
+                return Err(err("display_name"));
+            }
             let display = display.trim_matches(|c| c == ' ' || c == '\t');
             Ok((Some(display), inner))
         }
@@ -474,9 +652,15 @@ fn check_display_name(display: &str) -> Result<(), AddressError> {
                 if word.contains("=?") {
                     return Err(err("encoded_word"));
                 }
+                // An unquoted `.` is RFC 5322 obs-phrase (`Alice M. Martin`, `J. Doe`), which
+                // mail clients write and every reader we test against reads as one name; not
+                // at the start of a word (Python's parser fails on `.Alice`) nor doubled.
+                if word.starts_with('.') || word.contains("..") {
+                    return Err(err("display_name"));
+                }
                 if !word
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "#$&'*+-/=?^_`{|}~".contains(c))
+                    .all(|c| c.is_ascii_alphanumeric() || "#$&'*+-./=?^_`{|}~".contains(c))
                 {
                     return Err(err("display_name"));
                 }
@@ -660,6 +844,27 @@ mod tests {
                 b"=?iso-8859-1?q?Am=E9lie?= <amelie@interieur.gouv.fr>",
                 "amelie@interieur.gouv.fr",
             ),
+            // Real display names of French administrations (issue 15).
+            (
+                b"\"MARTIN Alice (DGSI/SDSI)\" <alice.martin@interieur.gouv.fr>",
+                "alice.martin@interieur.gouv.fr",
+            ),
+            (
+                b"Alice M. Martin <alice.martin@interieur.gouv.fr>",
+                "alice.martin@interieur.gouv.fr",
+            ),
+            (
+                b"J. Martin <alice@interieur.gouv.fr>",
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                b"Alice M.Martin <a@interieur.gouv.fr>",
+                "a@interieur.gouv.fr",
+            ),
+            (
+                b"=?utf-8?Q?Am=C3=A9lie?= M. Martin <amelie@interieur.gouv.fr>",
+                "amelie@interieur.gouv.fr",
+            ),
             (
                 b"Alice Martin\r\n <alice@interieur.gouv.fr>",
                 "alice@interieur.gouv.fr",
@@ -740,6 +945,11 @@ mod tests {
             (b"=?utf-8?Q?=C3?= <alice@interieur.gouv.fr>", "encoded_word"),
             (b"=?utf-8?Q?a=0Db?= <alice@interieur.gouv.fr>", "control"),
             (b"x=?utf-8?Q?a?= <alice@interieur.gouv.fr>", "encoded_word"),
+            (b"=?utf-8?Q?x?=<alice@interieur.gouv.fr>", "encoded_word"),
+            (
+                b"Alice =?utf-8?Q?x?=<alice@interieur.gouv.fr>",
+                "encoded_word",
+            ),
             (b"=?utf-8?Q?alice=40interieur.gouv.fr?=", "encoded_word"),
             (b"<=?utf-8?Q?alice?=@interieur.gouv.fr>", "encoded_word"),
             // Comments anywhere.
@@ -783,7 +993,18 @@ mod tests {
             (b"Alice <alice@interieur.gouv.fr.>", "trailing_dot"),
             (b"Alice <alice>", "no_at"),
             // Display-name syntax outside the subset.
-            (b"J. Martin <alice@interieur.gouv.fr>", "display_name"),
+            (b".J Martin <alice@interieur.gouv.fr>", "display_name"),
+            (b"J..Martin <alice@interieur.gouv.fr>", "display_name"),
+            (b"Alice M.<alice@interieur.gouv.fr>", "display_name"),
+            (b"Alice . Martin <alice@interieur.gouv.fr>", "display_name"),
+            // Unquoted parentheses are comments, which readers drop or keep differently.
+            (
+                b"MARTIN Alice (DGSI/SDSI) <alice@interieur.gouv.fr>",
+                "comment",
+            ),
+            // An unquoted comma splits the list.
+            (b"Martin, Alice <alice@interieur.gouv.fr>", "list"),
+            (b"Alice M. <alice@interieur.gouv.fr> x", "trailing"),
             (b"\"unterminated <alice@interieur.gouv.fr>", "quoted_local"),
             (b"\"alice\"@interieur.gouv.fr", "quoted_local"),
         ];
@@ -792,6 +1013,285 @@ mod tests {
         }
         let long = vec![b'a'; MAX_INPUT + 1];
         assert_eq!(header(&long), Err("length"));
+    }
+
+    /// `envelope(input, tag)`: what [`Envelope::parse`] gives when `interieur.gouv.fr` (and
+    /// only it) is configured with `tag`.
+    fn envelope(
+        v: &str,
+        tag: Option<EnvelopeTag>,
+    ) -> Result<(String, Option<String>), &'static str> {
+        let own = Domain("interieur.gouv.fr".into());
+        Envelope::parse(v.as_bytes(), &ParseOptions::default(), |d| {
+            (d == &own).then_some(tag).flatten()
+        })
+        .map(|e| (e.mailbox.to_string(), e.tagged))
+        .map_err(|e| e.detail)
+    }
+
+    #[test]
+    fn envelope_tags_accepted() {
+        use EnvelopeTag::{Batv, Btv1};
+        let rows: &[(&str, EnvelopeTag, &str)] = &[
+            // draft-levine-smtp-batv-01: K DDD SSSSSS.
+            (
+                "prvs=4068eb2540=alice@interieur.gouv.fr",
+                Batv,
+                "alice@interieur.gouv.fr",
+            ),
+            (
+                "prvs=9905C7C8D6=Alice.Martin@Interieur.Gouv.Fr",
+                Batv,
+                "alice.martin@interieur.gouv.fr",
+            ),
+            (
+                "PRVS=0000000000=a@interieur.gouv.fr",
+                Batv,
+                "a@interieur.gouv.fr",
+            ),
+            // Cisco Secure Email (IronPort): DDD SSSSSS.
+            (
+                "prvs=234d5777c=ross.lagerwall@interieur.gouv.fr",
+                Batv,
+                "ross.lagerwall@interieur.gouv.fr",
+            ),
+            (
+                "prvs=039576d22=a+b@interieur.gouv.fr",
+                Batv,
+                "a+b@interieur.gouv.fr",
+            ),
+            // Barracuda: eleven hex digits between `==`.
+            (
+                "btv1==1086afe1179==rick@interieur.gouv.fr",
+                Btv1,
+                "rick@interieur.gouv.fr",
+            ),
+            (
+                "BTV1==34826E458E2==Ryan.Carmichael@interieur.gouv.fr",
+                Btv1,
+                "ryan.carmichael@interieur.gouv.fr",
+            ),
+        ];
+        for (v, tag, want) in rows {
+            assert_eq!(
+                envelope(v, Some(*tag)),
+                Ok(((*want).to_string(), Some((*v).to_string()))),
+                "{v}"
+            );
+        }
+        // Untagged senders of a tagged domain are unchanged.
+        assert_eq!(
+            envelope("alice@interieur.gouv.fr", Some(Batv)),
+            Ok(("alice@interieur.gouv.fr".into(), None))
+        );
+    }
+
+    #[test]
+    fn envelope_tags_refused() {
+        use EnvelopeTag::{Batv, Btv1};
+        let rows: &[(&str, Option<EnvelopeTag>, &str)] = &[
+            // No override, another domain, or the other tag: `=` is an ordinary bad char.
+            ("prvs=4068eb2540=alice@interieur.gouv.fr", None, "bad_char"),
+            (
+                "prvs=4068eb2540=alice@culture.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "prvs=4068eb2540=alice@dgsi.interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "prvs=4068eb2540=alice@interieur.gouv.fr",
+                Some(Btv1),
+                "bad_char",
+            ),
+            (
+                "btv1==1086afe1179==alice@interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "btv1==1086afe1179==alice@interieur.gouv.fr",
+                None,
+                "bad_char",
+            ),
+            // BATV near misses.
+            ("prvs=alice@interieur.gouv.fr", Some(Batv), "batv_tag"),
+            ("prvs==alice@interieur.gouv.fr", Some(Batv), "batv_tag"),
+            (
+                "prvs=4068eb25=alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=40x8eb254=alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=4068eb25400=alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=40a8eb2540=alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=4068eb254g=alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=23ad5777c=alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=4068eb2540alice@interieur.gouv.fr",
+                Some(Batv),
+                "batv_tag",
+            ),
+            (
+                "prvs=alice=4068eb2540@interieur.gouv.fr",
+                Some(Batv),
+                "batv_reversed",
+            ),
+            (
+                "prvs=alice=234d5777c@interieur.gouv.fr",
+                Some(Batv),
+                "batv_reversed",
+            ),
+            (
+                "prvs=4068eb2540=@interieur.gouv.fr",
+                Some(Batv),
+                "local_length",
+            ),
+            (
+                "prvs=4068eb2540==alice@interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "prvs=4068eb2540=alice=x@interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "prvs=4068eb2540=.alice@interieur.gouv.fr",
+                Some(Batv),
+                "leading_dot",
+            ),
+            (
+                "prvs=4068eb2540=prvs=4068eb2540=alice@interieur.gouv.fr",
+                Some(Batv),
+                "tag_nested",
+            ),
+            (
+                "prvs=4068eb2540=btv1==1086afe1179==alice@interieur.gouv.fr",
+                Some(Batv),
+                "tag_nested",
+            ),
+            (
+                "msprvs1=1202020UU5ulBw=alice@interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "alice=prvs=4068eb2540@interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            (
+                "alice+prvs=4068eb2540@interieur.gouv.fr",
+                Some(Batv),
+                "bad_char",
+            ),
+            // Barracuda near misses.
+            (
+                "btv1=1086afe1179=alice@interieur.gouv.fr",
+                Some(Btv1),
+                "bad_char",
+            ),
+            (
+                "btv1==1086afe117==alice@interieur.gouv.fr",
+                Some(Btv1),
+                "btv1_tag",
+            ),
+            (
+                "btv1==1086afe11790==alice@interieur.gouv.fr",
+                Some(Btv1),
+                "btv1_tag",
+            ),
+            (
+                "btv1==1086afe117g==alice@interieur.gouv.fr",
+                Some(Btv1),
+                "btv1_tag",
+            ),
+            ("btv1====alice@interieur.gouv.fr", Some(Btv1), "btv1_tag"),
+            (
+                "btv1==1086afe1179=alice@interieur.gouv.fr",
+                Some(Btv1),
+                "btv1_tag",
+            ),
+            (
+                "btv1==1086afe1179==@interieur.gouv.fr",
+                Some(Btv1),
+                "local_length",
+            ),
+            (
+                "btv1==1086afe1179===alice@interieur.gouv.fr",
+                Some(Btv1),
+                "bad_char",
+            ),
+            (
+                "btv1==1086afe1179==btv1==1086afe1179==a@interieur.gouv.fr",
+                Some(Btv1),
+                "tag_nested",
+            ),
+            // Everything the plain parser refuses keeps its own detail.
+            (
+                "prvs=4068eb2540=a@evil.example@interieur.gouv.fr",
+                Some(Batv),
+                "two_at",
+            ),
+            (
+                "prvs=4068eb2540=a%evil.example@interieur.gouv.fr",
+                Some(Batv),
+                "percent_hack",
+            ),
+            (
+                "prvs=4068eb2540=a\\b@interieur.gouv.fr",
+                Some(Batv),
+                "quoted_local",
+            ),
+            ("prvs=4068eb2540=a\0@interieur.gouv.fr", Some(Batv), "nul"),
+            (
+                "prvs=4068eb2540=a b@interieur.gouv.fr",
+                Some(Batv),
+                "whitespace",
+            ),
+            (
+                "prvs=4068eb2540=a@interieur.gouv.fr.",
+                Some(Batv),
+                "bad_char",
+            ),
+            ("prvs=4068eb2540=alice", Some(Batv), "no_at"),
+        ];
+        for (v, tag, want) in rows {
+            assert_eq!(envelope(v, *tag), Err(*want), "{v} with {tag:?}");
+        }
+        let long = format!("prvs=4068eb2540={}@interieur.gouv.fr", "a".repeat(65));
+        assert_eq!(envelope(&long, Some(Batv)), Err("local_length"));
+        let too_long = format!(
+            "prvs=4068eb2540={}@{}interieur.gouv.fr",
+            "a".repeat(60),
+            "b.".repeat(90)
+        );
+        assert_eq!(envelope(&too_long, Some(Batv)), Err("length"));
     }
 
     #[test]
@@ -860,7 +1360,26 @@ mod tests {
         let encoded_q = "[A-Za-zé ,.-]{1,15}".prop_map(|t| format!("=?utf-8?Q?{}?=", encode_q(&t)));
         let encoded_b = "[A-Za-zé ,.<>-]{1,15}"
             .prop_map(|t| format!("=?UTF-8?B?{}?=", data_encoding::BASE64.encode(t.as_bytes())));
-        let word = prop_oneof![atoms, quoted, encoded_q, encoded_b];
+        // obs-phrase words with dots: `M.`, `J.-P.`, `M.Martin`.
+        let dotted = "[A-Za-z][A-Za-z-]{0,5}(\\.[A-Za-z][A-Za-z-]{0,5}){0,2}\\.?";
+        // What French administrations write: a service in parentheses, "Last, First".
+        let service = (
+            "[A-Z]{2,8}",
+            "[A-Z][a-z]{1,8}",
+            "[A-Z]{2,5}(/[A-Z]{2,5}){0,2}",
+        )
+            .prop_map(|(last, first, unit)| format!("\"{last} {first} ({unit})\""));
+        let last_first = ("[A-Z][a-z]{1,8}", "[A-Z][a-z]{1,8}")
+            .prop_map(|(last, first)| format!("\"{last}, {first}\""));
+        let word = prop_oneof![
+            atoms,
+            quoted,
+            encoded_q,
+            encoded_b,
+            dotted.prop_map(String::from),
+            service,
+            last_first
+        ];
         proptest::collection::vec(
             (word, prop_oneof![Just(" "), Just("\r\n "), Just("\r\n\t")]),
             1..4,
@@ -950,6 +1469,117 @@ mod tests {
         }
     }
 
+    /// What Python's `email` package (policy `strict`, `email.headerregistry`) reads in each
+    /// `From:<value>`, from one run of `tests/tools/from_header.py` over the whole batch:
+    /// `Ok(address)` when it reads exactly one mailbox with no defect other than
+    /// `ObsoleteHeaderDefect` (obs-phrase, which it reads the same way) and no `@` in the
+    /// display name; `Err(why)` otherwise. `None` when python3 cannot be run.
+    fn python_reads(values: &[String]) -> Option<Vec<Result<String, String>>> {
+        use std::io::Write;
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/from_header.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        let mut input = String::new();
+        for v in values {
+            input.push_str(&serde_json::to_string(v).ok()?);
+            input.push('\n');
+        }
+        child.stdin.take()?.write_all(input.as_bytes()).ok()?;
+        let out = child.wait_with_output().ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let read = |line: &str| -> Result<String, String> {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            if let Some(e) = v["error"].as_str() {
+                return Err(e.to_string());
+            }
+            let defects: Vec<&str> = v["defects"]
+                .as_array()
+                .map(|d| d.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            if defects.iter().any(|d| *d != "ObsoleteHeaderDefect") {
+                return Err(format!("defects {defects:?}"));
+            }
+            match v["addresses"].as_array().map(Vec::as_slice) {
+                Some([one]) => {
+                    let name = one[0].as_str().unwrap_or_default();
+                    let addr = one[1].as_str().unwrap_or_default();
+                    if name.contains('@') {
+                        return Err(format!("display name {name:?}"));
+                    }
+                    Mailbox::parse(addr.as_bytes(), &ParseOptions::default())
+                        .map(|m| m.to_string())
+                        .map_err(|e| format!("{addr:?}: {e}"))
+                }
+                _ => Err(format!("read {}", v["addresses"])),
+            }
+        };
+        let results: Vec<_> = text.lines().map(read).collect();
+        (results.len() == values.len()).then_some(results)
+    }
+
+    /// The differential against Python, once over a batch: every From value we accept
+    /// (generated accepted shapes, the real-world forms, and hostile token soups), Python reads
+    /// as exactly one mailbox equal to ours, as mail-parser does.
+    #[test]
+    fn from_header_agrees_with_python() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let mut values: Vec<String> = Vec::new();
+        let shapes = from_value_strategy();
+        let soup = (
+            proptest::collection::vec(proptest::sample::select(SOUP.to_vec()), 0..8),
+            any::<bool>(),
+        )
+            .prop_map(|(before, bracketed)| {
+                let addr = if bracketed {
+                    "<alice@interieur.gouv.fr>"
+                } else {
+                    "alice@interieur.gouv.fr"
+                };
+                format!("{}{addr}", before.concat())
+            });
+        for _ in 0..1500 {
+            if let Ok(tree) = shapes.new_tree(&mut runner) {
+                values.push(tree.current());
+            }
+            if let Ok(tree) = soup.new_tree(&mut runner) {
+                values.push(tree.current());
+            }
+        }
+        let opts = ParseOptions::default();
+        let accepted: Vec<(String, String)> = values
+            .into_iter()
+            .filter_map(|v| {
+                let ours = Mailbox::parse_header(v.as_bytes(), &opts).ok()?;
+                Some((v, ours.to_string()))
+            })
+            .collect();
+        assert!(
+            accepted.len() > 1000,
+            "too few accepted: {}",
+            accepted.len()
+        );
+        let batch: Vec<String> = accepted.iter().map(|(v, _)| v.clone()).collect();
+        let Some(python) = python_reads(&batch) else {
+            eprintln!("SKIPPED: python3 could not run tests/tools/from_header.py");
+            return;
+        };
+        for ((value, ours), theirs) in accepted.iter().zip(python) {
+            assert_eq!(theirs.as_ref(), Ok(ours), "python on {value:?}");
+            assert_eq!(
+                mail_parser_reads(value).as_ref(),
+                Ok(ours),
+                "mail-parser on {value:?}"
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -970,6 +1600,57 @@ mod tests {
             prop_assert!(m.domain().is_within(m.domain()));
         }
 
+        /// Without a tag for the domain the envelope parser is exactly the strict parser
+        /// (same result, same detail); with one, a well-shaped tag is removed and the raw
+        /// address kept, and whatever is accepted re-parses to itself.
+        #[test]
+        fn envelope_parse_is_the_strict_parser_plus_one_shape(
+            local in local_strategy(),
+            tag in prop_oneof![
+                "prvs=[0-9]{4}[0-9a-f]{6}=",
+                "prvs=[0-9]{3}[0-9a-fA-F]{6}=",
+                "btv1==[0-9a-f]{11}==",
+                "(prvs|btv1)=[0-9a-z=]{0,14}",
+                "",
+            ],
+            noise in "[a-z0-9=@.<> \"-]{0,12}",
+        ) {
+            let opts = ParseOptions::default();
+            let own = Domain("interieur.gouv.fr".into());
+            for input in [
+                format!("{tag}{local}@interieur.gouv.fr"),
+                format!("{tag}{local}{noise}@interieur.gouv.fr"),
+                format!("{tag}{local}@culture.gouv.fr"),
+            ] {
+                let plain = Mailbox::parse(input.as_bytes(), &opts);
+                let none = Envelope::parse(input.as_bytes(), &opts, |_| None);
+                prop_assert_eq!(none.map(|e| e.mailbox), plain.clone(), "{}", input);
+                for kind in [EnvelopeTag::Batv, EnvelopeTag::Btv1] {
+                    let tagged = Envelope::parse(input.as_bytes(), &opts, |d| {
+                        (d == &own).then_some(kind)
+                    });
+                    match tagged {
+                        Ok(Envelope { mailbox, tagged: Some(raw) }) => {
+                            prop_assert_eq!(&raw, &input);
+                            prop_assert_eq!(mailbox.domain(), &own);
+                            let prefix_len = raw.len() - mailbox.to_string().len();
+                            prop_assert!(raw
+                                .get(..prefix_len)
+                                .is_some_and(|p| p.to_ascii_lowercase().starts_with(kind.prefix())));
+                            prop_assert_eq!(
+                                Mailbox::parse(mailbox.to_string().as_bytes(), &opts),
+                                Ok(mailbox.clone())
+                            );
+                        }
+                        Ok(Envelope { mailbox, tagged: None }) => {
+                            prop_assert_eq!(Ok(mailbox), plain.clone(), "{}", input);
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let opts = ParseOptions { local_part_extra_chars: "#'~".into(), allow_idna: true };
@@ -979,6 +1660,12 @@ mod tests {
             }
             let _ = Domain::parse(&bytes, &opts);
             let _ = Mailbox::parse_header(&bytes, &opts);
+            for kind in [EnvelopeTag::Batv, EnvelopeTag::Btv1] {
+                if let Ok(e) = Envelope::parse(&bytes, &opts, |_| Some(kind)) {
+                    let again = Mailbox::parse(e.mailbox.to_string().as_bytes(), &opts);
+                    prop_assert_eq!(again, Ok(e.mailbox));
+                }
+            }
         }
 
         #[test]

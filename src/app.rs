@@ -213,6 +213,7 @@ impl<S: Store, V: Verify> App<S, V> {
             "helo": tx.session.helo,
             "tls_version": tx.session.tls_version,
             "mail_from": tx.mail_from.to_string(),
+            "mail_from_tagged": tx.mail_from_tagged,
             "from": verdict.from,
             "message_id": verdict.message_id,
             "domain": domain,
@@ -354,6 +355,7 @@ fn fallback_evidence(tx: &Transaction) -> Evidence {
         helo: tx.session.helo.clone(),
         tls_version: tx.session.tls_version.clone(),
         mail_from: tx.mail_from.to_string(),
+        mail_from_tagged: tx.mail_from_tagged.clone(),
         ..Evidence::default()
     }
 }

@@ -91,6 +91,9 @@ pub struct AuditEvent {
     pub helo: Option<String>,
     /// `email.sender.address`: MAIL FROM, canonical when it parsed, raw otherwise.
     pub mail_from: Option<String>,
+    /// `gatekeeper.mail_from_tagged`: MAIL FROM as sent, when a configured envelope tag
+    /// (SPEC §3) was removed to give `mail_from`.
+    pub mail_from_tagged: Option<String>,
     /// `email.from.address`: the From header address, canonical when it parsed.
     pub from: Option<String>,
     /// `email.to.address`, already redacted: `confirm+[redacted]@<domain>`.
@@ -152,6 +155,7 @@ impl AuditEvent {
             source_port: None,
             helo: None,
             mail_from: None,
+            mail_from_tagged: None,
             from: None,
             to: None,
             challenge_id: None,

@@ -64,7 +64,11 @@ pub enum RcptOutcome {
 #[derive(Clone, Debug)]
 pub struct Transaction {
     pub session: SessionInfo,
+    /// The untagged envelope sender: what every check compares.
     pub mail_from: Mailbox,
+    /// MAIL FROM as sent when a configured envelope tag was removed (SPEC §3); SPF is
+    /// evaluated on it, as RFC 7208 §2.4 says of the MAIL FROM identity.
+    pub mail_from_tagged: Option<String>,
     pub rcpt: Recipient,
     pub challenge_id: String,
     /// The message as received: dot-unstuffed, CRLF line endings, without the final `.`.
@@ -101,6 +105,9 @@ pub struct Evidence {
     pub helo: Option<String>,
     pub tls_version: Option<String>,
     pub mail_from: String,
+    /// MAIL FROM as sent, when an envelope tag was removed to give `mail_from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail_from_tagged: Option<String>,
     pub from: String,
     pub dkim_domain: String,
     pub dkim_selector: String,

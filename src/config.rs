@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::address::{Domain, ParseOptions};
+use crate::address::{Domain, EnvelopeTag, ParseOptions};
 
 /// The local-part prefix of a probe address, `probe+<token>@<confirm.domain>` (SPEC §10).
 /// Fixed by the SPEC; `confirm.local_prefix` may not take it.
@@ -162,6 +162,10 @@ pub struct DomainOverride {
     pub require_iprev: bool,
     /// Answers DNSSEC proves unsigned (insecure) are refused, temporarily, for this domain.
     pub require_dnssec: bool,
+    /// `envelope_tag`: the tag the strict parser removes from this domain's MAIL FROM.
+    pub envelope_tag: Option<EnvelopeTag>,
+    /// `dkim_domains`: `d=` that count as aligned for this domain (`aligned_by_override`).
+    pub dkim_domains: Vec<Domain>,
 }
 
 #[derive(Clone, Debug)]

@@ -7,7 +7,7 @@
 //! forward-confirmed reverse DNS, which `requirements` enforces even if a caller built an
 //! override by hand.
 
-use crate::address::Domain;
+use crate::address::{Domain, EnvelopeTag};
 use crate::config::{DomainOverride, PolicyConfig};
 use crate::reason::Reason;
 
@@ -75,6 +75,19 @@ impl DomainPolicy {
             .max_by_key(|o| o.domain.as_str().len())
     }
 
+    /// The envelope tag the strict parser may remove from a MAIL FROM of `domain`: the most
+    /// specific override's `envelope_tag`, so a more specific override without one turns it
+    /// off for its subdomain, and a neighbour domain never gets it.
+    pub fn envelope_tag(&self, domain: &Domain) -> Option<EnvelopeTag> {
+        self.best(domain).and_then(|o| o.envelope_tag)
+    }
+
+    /// The `d=` that count as aligned for a From in `domain` besides the ordinary alignment
+    /// (`aligned_by_override`), from the most specific override.
+    pub fn dkim_domains(&self, domain: &Domain) -> &[Domain] {
+        self.best(domain).map_or(&[], |o| o.dkim_domains.as_slice())
+    }
+
     /// The requirements for `domain`: DKIM and SPF always, iprev from `policy.require_iprev`,
     /// unless the most specific override (longest matching domain) says otherwise. Without
     /// DKIM, SPF and iprev are forced on whatever the override says.
@@ -119,6 +132,31 @@ mod tests {
             require_spf: spf,
             require_iprev: iprev,
             require_dnssec: false,
+            envelope_tag: None,
+            dkim_domains: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tags_and_dkim_domains_from_the_most_specific_override() {
+        let mut interieur = ov("interieur.gouv.fr", true, true, false);
+        interieur.envelope_tag = Some(EnvelopeTag::Batv);
+        interieur.dkim_domains = vec![d("interieur.onmicrosoft.com")];
+        // A more specific override without either turns both off for its subdomain.
+        let dgsi = ov("dgsi.interieur.gouv.fr", true, true, false);
+        let p = policy(&["gouv.fr"], &[], false, vec![interieur, dgsi]);
+        let tenant = [d("interieur.onmicrosoft.com")];
+        let rows: &[(&str, Option<EnvelopeTag>, &[Domain])] = &[
+            ("interieur.gouv.fr", Some(EnvelopeTag::Batv), &tenant),
+            ("sg.interieur.gouv.fr", Some(EnvelopeTag::Batv), &tenant),
+            ("dgsi.interieur.gouv.fr", None, &[]),
+            ("culture.gouv.fr", None, &[]),
+            ("evilinterieur.gouv.fr", None, &[]),
+            ("gouv.fr", None, &[]),
+        ];
+        for (domain, tag, dkim) in rows {
+            assert_eq!(p.envelope_tag(&d(domain)), *tag, "{domain}");
+            assert_eq!(p.dkim_domains(&d(domain)), *dkim, "{domain}");
         }
     }
 

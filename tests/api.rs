@@ -310,6 +310,7 @@ async fn get_shows_rejections_confirmation_and_evidence() {
         helo: Some("smtp.interieur.gouv.fr".into()),
         tls_version: Some("1.3".into()),
         mail_from: "alice@interieur.gouv.fr".into(),
+        mail_from_tagged: None,
         from: "alice@interieur.gouv.fr".into(),
         dkim_domain: "interieur.gouv.fr".into(),
         dkim_selector: "s2024".into(),
@@ -1319,6 +1320,7 @@ async fn issued_challenge_confirmed_through_the_backend() {
         .deliver(Transaction {
             session,
             mail_from: parse("alice@interieur.gouv.fr"),
+            mail_from_tagged: None,
             rcpt,
             challenge_id,
             message: message.into_bytes(),

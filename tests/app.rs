@@ -172,6 +172,7 @@ fn tx(
     Transaction {
         session: session(session_id),
         mail_from: mailbox(ALICE),
+        mail_from_tagged: None,
         rcpt: rcpt(token),
         challenge_id: challenge_id.into(),
         message: msg,

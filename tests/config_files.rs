@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gatekeeper::address::EnvelopeTag;
 use gatekeeper::config::{Config, OutboundTarget, SiemSink, SyslogTransport};
 
 const DEFAULT: &str = include_str!("../conf/gatekeeper.toml");
@@ -746,6 +747,104 @@ fn overrides_never_remove_both_dkim_and_spf() {
         )
     });
     assert_eq!(o, Some(("culture.gouv.fr".to_owned(), false, true, true)));
+}
+
+/// `envelope_tag` and `dkim_domains` (SPEC §3 "Envelope tags", §4 "Microsoft 365 tenants"):
+/// every foot-gun refused with its message, the deliberate forms accepted.
+#[test]
+fn envelope_tags_and_tenant_domains() {
+    let t = |body: &str| format!("{DEFAULT}\n[policy.domains.\"culture.gouv.fr\"]\n{body}");
+    let refused: &[(&str, &str)] = &[
+        ("envelope_tag = \"srs\"\n", "unknown variant `srs`"),
+        ("envelope_tag = \"BATV\"\n", "unknown variant `BATV`"),
+        (
+            "dkim_domains = [\"not a domain\"]\n",
+            "is not a valid domain",
+        ),
+        (
+            "dkim_domains = [\"culture@onmicrosoft.com\"]\n",
+            "is not a valid domain",
+        ),
+        (
+            "dkim_domains = [\"*.onmicrosoft.com\"]\n",
+            "wildcards are not accepted",
+        ),
+        (
+            "dkim_domains = [\"onmicrosoft.com\"]\n",
+            "is shared by every tenant",
+        ),
+        ("dkim_domains = [\"gouv.fr\"]\n", "is a public suffix"),
+        ("dkim_domains = [\"co.uk\"]\n", "is a public suffix"),
+        (
+            "dkim_domains = [\"culture.gouv.fr\"]\n",
+            "is the domain itself",
+        ),
+        (
+            "dkim_domains = [\"culture.onmicrosoft.com\", \"Culture.onmicrosoft.com\"]\n",
+            "is listed twice",
+        ),
+        (
+            "dkim_domains = [\"interieur.gouv.fr\"]\n",
+            "is under another allowed domain",
+        ),
+        (
+            "dkim_domains = [\"mail.interieur.gouv.fr\"]\n",
+            "is under another allowed domain",
+        ),
+        (
+            "dkim_domains = [\"culture.onmicrosoft.com\"]\ndkim_domains_cross_allowed = [\"interieur.gouv.fr\"]\n",
+            "is not in dkim_domains",
+        ),
+        (
+            "dkim_domains = [\"verify.example.gouv.fr\"]\ndkim_domains_cross_allowed = [\"verify.example.gouv.fr\"]\n",
+            "is under confirm.domain",
+        ),
+    ];
+    for (body, want) in refused {
+        let err = error_of(&t(body));
+        assert!(err.contains(want), "{body}: want {want:?}\ngot  {err}");
+    }
+    // One tenant for two ministries: refused unless both state it twice.
+    let two = |cross: &str| {
+        format!(
+            "{DEFAULT}\n[policy.domains.\"culture.gouv.fr\"]\ndkim_domains = [\"shared.onmicrosoft.com\"]\n{cross}\n\
+             [policy.domains.\"interieur.gouv.fr\"]\ndkim_domains = [\"shared.onmicrosoft.com\"]\n{cross}\n"
+        )
+    };
+    let err = error_of(&two(""));
+    assert!(err.contains("is also listed for"), "{err}");
+    let both = two("dkim_domains_cross_allowed = [\"shared.onmicrosoft.com\"]");
+    assert!(Config::from_toml_str(&both, ORIGIN).is_ok());
+
+    // Accepted: a tenant, an own subdomain, a cross entry stated twice, each tag.
+    let accepted: &[(&str, Option<EnvelopeTag>, &[&str])] = &[
+        ("envelope_tag = \"batv\"\n", Some(EnvelopeTag::Batv), &[]),
+        ("envelope_tag = \"btv1\"\n", Some(EnvelopeTag::Btv1), &[]),
+        (
+            "dkim_domains = [\"Culture.OnMicrosoft.com\"]\n",
+            None,
+            &["culture.onmicrosoft.com"],
+        ),
+        (
+            "dkim_domains = [\"mail.culture.gouv.fr\"]\n",
+            None,
+            &["mail.culture.gouv.fr"],
+        ),
+        (
+            "dkim_domains = [\"interieur.gouv.fr\"]\ndkim_domains_cross_allowed = [\"interieur.gouv.fr\"]\n",
+            None,
+            &["interieur.gouv.fr"],
+        ),
+    ];
+    for (body, tag, domains) in accepted {
+        let c = Config::from_toml_str(&t(body), ORIGIN).unwrap_or_else(|e| panic!("{body}: {e}"));
+        let Some(o) = c.policy.domains.first() else {
+            panic!("{body}: no override");
+        };
+        assert_eq!(o.envelope_tag, *tag, "{body}");
+        let got: Vec<&str> = o.dkim_domains.iter().map(|d| d.as_str()).collect();
+        assert_eq!(got, *domains, "{body}");
+    }
 }
 
 #[test]

@@ -91,6 +91,7 @@ fn transaction(v: &Vector, message: Vec<u8>) -> Transaction {
             tls_version: None,
         },
         mail_from: common::mailbox(v.from),
+        mail_from_tagged: None,
         rcpt: Recipient {
             token: "t".into(),
             address: common::mailbox("confirm+t@verify.example.gouv.fr"),

@@ -963,7 +963,9 @@ async fn hostile_dialogues_over_the_real_daemon() {
         format!("<\"confirm+{tok}\"@verify.example.gouv.fr>"),
         format!("<@relay.gouv.fr:{rcpt}>"),
         format!("<{rcpt}> NOTIFY=NEVER"),
-        format!(" <{rcpt}>"),
+        // One SP after the colon is tolerated; what follows is still judged as the path.
+        format!(" {rcpt}"),
+        format!(" <{rcpt}.>"),
         format!("<{rcpt}"),
         rcpt.clone(),
         format!("<confirm+{tok}@VERIFY.example.gouv.fr.>"),
@@ -1157,9 +1159,16 @@ async fn hostile_dialogues_over_the_real_daemon() {
             vec!["smtp.bad_sequence"],
         ),
         (
+            // One SP after the colon is tolerated (Postfix's default); two are the
+            // command's fault, not the address's.
             b(&format!("EHLO c\r\nMAIL FROM: <{BASE}>\r\nQUIT\r\n")),
-            vec![220, 250, 553, 221],
-            vec!["envelope.syntax"],
+            vec![220, 250, 250, 221],
+            vec![],
+        ),
+        (
+            b(&format!("EHLO c\r\nMAIL FROM:  <{BASE}>\r\nQUIT\r\n")),
+            vec![220, 250, 501, 221],
+            vec!["smtp.syntax"],
         ),
         (
             b(&format!("EHLO c\r\nMAIL FROM:<{BASE}>\tSIZE=1\r\nQUIT\r\n")),

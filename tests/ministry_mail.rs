@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use common::e2e::{Instance, Reply, Settings, Smtp, reason_of, send_mail};
 use common::mail::Mail;
+use common::mail::Sig;
 use common::{Vars, World};
 
 const ALICE: &str = "alice@interieur.gouv.fr";
@@ -33,8 +34,17 @@ struct Bench {
 
 impl Bench {
     async fn start() -> Bench {
+        Bench::with_policy("").await
+    }
+
+    /// The daemon with `extra` appended to `[policy]` (per-domain overrides).
+    async fn with_policy(extra: &str) -> Bench {
         let world = World::start().await;
-        let inst = Instance::start(world.dns.addr, &Settings::default()).await;
+        let settings = Settings {
+            policy_extra: extra.to_string(),
+            ..Settings::default()
+        };
+        let inst = Instance::start(world.dns.addr, &settings).await;
         Bench {
             world,
             inst,
@@ -44,8 +54,13 @@ impl Bench {
 
     /// A fresh challenge for Alice: its id and the placeholders its reply takes.
     async fn claim(&mut self) -> (String, Vars) {
+        self.claim_for(ALICE).await
+    }
+
+    /// A fresh challenge for `address`.
+    async fn claim_for(&mut self, address: &str) -> (String, Vars) {
         self.n += 1;
-        let (status, body) = self.inst.api.claim(ALICE).await;
+        let (status, body) = self.inst.api.claim(address).await;
         assert_eq!(status, 201, "{body}");
         let id = body["id"].as_str().expect("id").to_string();
         let challenge = self.inst.layout.challenge_mail(&id);
@@ -195,4 +210,581 @@ async fn refusals_carry_explanations_and_a_reference() {
     assert_eq!(r.code, 503, "{r}");
     assert_eq!(r.text.lines().count(), 1, "{r}");
     smtp.quit().await;
+}
+
+/// `MAIL FROM:<mail_from>` after EHLO from `ip`: the reply to MAIL, and the audit event of
+/// the session when MAIL was refused.
+async fn mail_from_only(b: &Bench, ip: &str, mail_from: &str) -> (Reply, Option<Value>) {
+    let mut smtp = Smtp::connect(ip.parse().expect("ip"), b.inst.smtp)
+        .await
+        .expect("connect");
+    smtp.read_reply().await.expect("greeting");
+    smtp.cmd("EHLO smtp.example.gouv.fr").await.expect("ehlo");
+    let r = smtp
+        .cmd(&format!("MAIL FROM:<{mail_from}>"))
+        .await
+        .expect("reply to MAIL");
+    smtp.quit().await;
+    let event = if r.is_refusal() {
+        Some(b.event(smtp.local).await)
+    } else {
+        None
+    };
+    (r, event)
+}
+
+/// The result of check `name` in an audit event's `gatekeeper.checks`.
+fn check_of(event: &Value, name: &str) -> Option<String> {
+    event["gatekeeper"]["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["result"].as_str())
+        .map(str::to_string)
+}
+
+const BATV: &str = "prvs=4068eb2540=alice@interieur.gouv.fr";
+
+/// A BATV-tagged envelope (SPEC §3 "Envelope tags") confirms with the override: both the raw
+/// and the untagged sender are in the event and the evidence. Without the override, with the
+/// other tag, or for a neighbour domain, MAIL is refused (`envelope.syntax`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelope_tag_on_off_and_neighbour() {
+    let mut b =
+        Bench::with_policy("[policy.domains.\"interieur.gouv.fr\"]\nenvelope_tag = \"batv\"\n")
+            .await;
+
+    let (id, vars) = b.claim().await;
+    let (reply, local) = b.send(&Mail::alice().envelope(BATV), &vars).await;
+    assert_eq!(reply.code, 250, "{reply}");
+    let event = b.event(local).await;
+    assert_eq!(event["email"]["sender"]["address"], ALICE, "{event}");
+    assert_eq!(event["gatekeeper"]["mail_from_tagged"], BATV, "{event}");
+    assert_eq!(
+        check_of(&event, "envelope.mismatch").as_deref(),
+        Some("ok"),
+        "{event}"
+    );
+    let shown = b.inst.api.show(&id).await;
+    assert_eq!(shown["status"], "confirmed", "{shown}");
+    assert_eq!(shown["evidence"]["mail_from"], ALICE, "{shown}");
+    assert_eq!(shown["evidence"]["mail_from_tagged"], BATV, "{shown}");
+
+    // An untagged reply of the same domain still confirms, with no tagged sender.
+    let (id, vars) = b.claim().await;
+    let (reply, local) = b.send(&Mail::alice(), &vars).await;
+    assert_eq!(reply.code, 250, "{reply}");
+    assert!(b.event(local).await["gatekeeper"]["mail_from_tagged"].is_null());
+    assert!(b.inst.api.show(&id).await["evidence"]["mail_from_tagged"].is_null());
+
+    // The override names one shape: Barracuda's, a broken tag, and the reversed form stay
+    // refused; so does the same tag for a neighbour domain without the override.
+    // The event names the shape check that refused it.
+    for (ip, sender, detail) in [
+        (
+            "127.0.0.25",
+            "btv1==1086afe1179==alice@interieur.gouv.fr",
+            "bad_char",
+        ),
+        (
+            "127.0.0.25",
+            "prvs=4068eb25=alice@interieur.gouv.fr",
+            "batv_tag",
+        ),
+        (
+            "127.0.0.25",
+            "prvs=alice=4068eb2540@interieur.gouv.fr",
+            "batv_reversed",
+        ),
+        (
+            "127.0.0.50",
+            "prvs=4068eb2540=mallory@ville.gouv.fr",
+            "bad_char",
+        ),
+    ] {
+        let (r, event) = mail_from_only(&b, ip, sender).await;
+        assert_eq!(r.code, 553, "{sender}: {r}");
+        let event = event.expect("event");
+        assert_eq!(reason_of(&event), "envelope.syntax", "{sender}");
+        assert_eq!(event["message"], format!("address: {detail}"), "{event}");
+    }
+
+    // Off: the same daemon without the override refuses the tagged sender at MAIL.
+    let off = Bench::start().await;
+    let (r, event) = mail_from_only(&off, "127.0.0.25", BATV).await;
+    assert_eq!(r.code, 553, "{r}");
+    assert_eq!(reason_of(&event.expect("event")), "envelope.syntax");
+    drop(off.world);
+    drop(b.world);
+}
+
+/// Barracuda's `btv1==…==` tag with its own override.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barracuda_tag_confirms_with_its_override() {
+    let mut b =
+        Bench::with_policy("[policy.domains.\"interieur.gouv.fr\"]\nenvelope_tag = \"btv1\"\n")
+            .await;
+    let tagged = "btv1==1086afe1179==alice@interieur.gouv.fr";
+    let (id, vars) = b.claim().await;
+    let (reply, local) = b.send(&Mail::alice().envelope(tagged), &vars).await;
+    assert_eq!(reply.code, 250, "{reply}");
+    assert_eq!(
+        b.event(local).await["gatekeeper"]["mail_from_tagged"],
+        tagged
+    );
+    assert_eq!(b.inst.api.show(&id).await["status"], "confirmed");
+    let (r, _) = mail_from_only(&b, "127.0.0.25", BATV).await;
+    assert_eq!(r.code, 553, "{r}");
+    drop(b.world);
+}
+
+const TENANT: &str = "interieur.onmicrosoft.com";
+
+/// The ministry's signature made by its Microsoft 365 tenant: `d=interieur.onmicrosoft.com`
+/// (the corpus key of the ministry, published under the tenant's selector).
+fn tenant_signed(b: &Bench, mail: Mail) -> Mail {
+    let key = common::corpus::zone_records()
+        .into_iter()
+        .find(|r| r.name == "s2024._domainkey.interieur.gouv.fr" && r.rtype == "TXT")
+        .expect("the ministry's key record");
+    b.world
+        .dns
+        .add(&format!("selector1._domainkey.{TENANT}"), "TXT", &key.value);
+    mail.sigs(vec![Sig::with(
+        "gov-rsa2048",
+        TENANT,
+        "selector1",
+        "rsa-sha256",
+    )])
+}
+
+/// `dkim_domains` (SPEC §4 "Microsoft 365 tenants"): the tenant's signature confirms for the
+/// ministry that lists it, and the event says `aligned_by_override`; without the override it
+/// is `dkim.unaligned`, and a neighbour domain never gets the override.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_dkim_domain_on_off_and_neighbour() {
+    let mut b = Bench::with_policy(&format!(
+        "[policy.domains.\"interieur.gouv.fr\"]\ndkim_domains = [\"{TENANT}\"]\n"
+    ))
+    .await;
+
+    let (id, vars) = b.claim().await;
+    let (reply, local) = b.send(&tenant_signed(&b, Mail::alice()), &vars).await;
+    assert_eq!(reply.code, 250, "{reply}");
+    let event = b.event(local).await;
+    assert_eq!(
+        check_of(&event, "dkim").as_deref(),
+        Some("aligned_by_override"),
+        "{event}"
+    );
+    let shown = b.inst.api.show(&id).await;
+    assert_eq!(shown["status"], "confirmed", "{shown}");
+    assert_eq!(shown["evidence"]["dkim_domain"], TENANT, "{shown}");
+
+    // The ministry's own signature is still a plain pass.
+    let (_, vars) = b.claim().await;
+    let (reply, local) = b.send(&Mail::alice(), &vars).await;
+    assert_eq!(reply.code, 250, "{reply}");
+    assert_eq!(
+        check_of(&b.event(local).await, "dkim").as_deref(),
+        Some("pass")
+    );
+
+    // Neighbour: ville.gouv.fr has no override; the tenant's signature is not its own.
+    let (id, vars) = b.claim_for("mallory@ville.gouv.fr").await;
+    let mallory = Mail::alice()
+        .via("127.0.0.50", "smtp.ville.gouv.fr")
+        .envelope("mallory@ville.gouv.fr")
+        .set("From", "From: Mallory <mallory@ville.gouv.fr>")
+        .set("Message-ID", "Message-ID: <{MSGID}@ville.gouv.fr>");
+    let (reply, local) = b.send(&tenant_signed(&b, mallory), &vars).await;
+    assert_eq!(reply.code, 550, "{reply}");
+    let event = b.event(local).await;
+    assert_eq!(
+        check_of(&event, "dkim").as_deref(),
+        Some("unaligned"),
+        "{event}"
+    );
+    assert_eq!(reason_of(&event), "dkim.unaligned", "{event}");
+    assert_eq!(b.inst.api.show(&id).await["status"], "pending");
+    drop(b.world);
+
+    // Off: without the override the same mail is unaligned.
+    let mut off = Bench::start().await;
+    let (id, vars) = off.claim().await;
+    let (reply, local) = off.send(&tenant_signed(&off, Mail::alice()), &vars).await;
+    assert_eq!(reply.code, 550, "{reply}");
+    assert_eq!(reason_of(&off.event(local).await), "dkim.unaligned");
+    assert_eq!(off.inst.api.show(&id).await["status"], "pending");
+    drop(off.world);
+}
+
+/// `MAIL FROM: <addr>` (one SP after the colon) is tolerated; any other whitespace there is
+/// `smtp.syntax` (501), never `envelope.syntax`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_after_mail_from_colon() {
+    let b = Bench::start().await;
+    let rows = [
+        ("MAIL FROM: <alice@interieur.gouv.fr>", 250, None),
+        (
+            "MAIL FROM:  <alice@interieur.gouv.fr>",
+            501,
+            Some("smtp.syntax"),
+        ),
+        (
+            "MAIL FROM:\t<alice@interieur.gouv.fr>",
+            501,
+            Some("smtp.syntax"),
+        ),
+        (
+            "MAIL FROM: <alice @interieur.gouv.fr>",
+            553,
+            Some("envelope.syntax"),
+        ),
+    ];
+    for (line, code, reason) in rows {
+        let mut smtp = Smtp::connect("127.0.0.25".parse().unwrap(), b.inst.smtp)
+            .await
+            .expect("connect");
+        smtp.read_reply().await.expect("greeting");
+        smtp.cmd("EHLO smtp.interieur.gouv.fr").await.expect("ehlo");
+        let r = smtp.cmd(line).await.expect("reply");
+        smtp.quit().await;
+        assert_eq!(r.code, code, "{line}: {r}");
+        if let Some(reason) = reason {
+            assert_eq!(reason_of(&b.event(smtp.local).await), reason, "{line}");
+        }
+    }
+    drop(b.world);
+}
+
+/// The audit event lists `skipped` for checks that could not run: with an unreadable From
+/// nothing can be aligned or bound; without a signature nothing binds the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_says_skipped_for_checks_that_could_not_run() {
+    let mut b = Bench::start().await;
+    // (mail, primary reason, checks skipped, other checks and their result)
+    type Row = (
+        Mail,
+        &'static str,
+        Vec<&'static str>,
+        Vec<(&'static str, &'static str)>,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            Mail::alice().set("From", "From: Alice <alice@evil.example@interieur.gouv.fr>"),
+            "header.from_syntax",
+            vec![
+                "envelope.mismatch",
+                "domain.not_allowed",
+                "dkim",
+                "binding.mismatch",
+                "binding.token_unsigned",
+                "binding.session_code",
+                "date.stale",
+            ],
+            vec![("header.from_syntax", "fail"), ("spf", "pass")],
+        ),
+        (
+            Mail::alice().sigs(vec![]),
+            "dkim.none",
+            vec![
+                "binding.token_unsigned",
+                "binding.session_code",
+                "date.stale",
+            ],
+            vec![
+                ("dkim", "none"),
+                ("envelope.mismatch", "ok"),
+                ("binding.mismatch", "ok"),
+            ],
+        ),
+    ];
+    for (mail, reason, skipped, others) in rows {
+        let (_, vars) = b.claim().await;
+        let (reply, local) = b.send(&mail, &vars).await;
+        assert_eq!(reply.code, 550, "{reason}: {reply}");
+        let event = b.event(local).await;
+        assert_eq!(reason_of(&event), reason, "{event}");
+        for name in &skipped {
+            assert_eq!(
+                check_of(&event, name).as_deref(),
+                Some("skipped"),
+                "{name}: {event}"
+            );
+        }
+        for (name, result) in &others {
+            assert_eq!(
+                check_of(&event, name).as_deref(),
+                Some(*result),
+                "{name}: {event}"
+            );
+        }
+    }
+    drop(b.world);
+}
+
+/// Display names French administrations' clients write confirm over SMTP; an unquoted
+/// comment or comma stays refused (`header.from_syntax`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_display_names() {
+    let mut b = Bench::start().await;
+    let rows = [
+        (
+            "From: \"MARTIN Alice (DGSI/SDSI)\" <alice@interieur.gouv.fr>",
+            250,
+        ),
+        ("From: \"Martin, Alice\" <alice@interieur.gouv.fr>", 250),
+        ("From: Alice M. Martin <alice@interieur.gouv.fr>", 250),
+        (
+            "From: MARTIN Alice (DGSI/SDSI) <alice@interieur.gouv.fr>",
+            550,
+        ),
+        ("From: Martin, Alice <alice@interieur.gouv.fr>", 550),
+        ("From: .Alice Martin <alice@interieur.gouv.fr>", 550),
+    ];
+    for (from, code) in rows {
+        let (id, vars) = b.claim().await;
+        let (reply, local) = b.send(&Mail::alice().set("From", from), &vars).await;
+        assert_eq!(reply.code, code, "{from}: {reply}");
+        let event = b.event(local).await;
+        if code == 250 {
+            assert_eq!(b.inst.api.show(&id).await["status"], "confirmed", "{from}");
+        } else {
+            assert_eq!(reason_of(&event), "header.from_syntax", "{from}: {event}");
+        }
+    }
+    drop(b.world);
+}
+
+/// A network namespace joined to ours by one veth pair, as a ministry's MTA on its own
+/// network: the host end `10.232.<t>.1/29` here, the client addresses `10.232.<t>.2`–`.6`
+/// inside. Everything it created is removed on drop, also when the test fails.
+struct Netns {
+    name: String,
+    host_if: String,
+    t: u8,
+}
+
+impl Netns {
+    fn create() -> Result<Netns, String> {
+        let id = std::process::id();
+        let ns = Netns {
+            name: format!("gk-iprev-{id}"),
+            host_if: format!("gkh{}", id % 1_000_000),
+            t: u8::try_from(id % 250).unwrap_or(0) + 1,
+        };
+        let peer_if = format!("gkp{}", id % 1_000_000);
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        ip(&["netns", "add", &ns.name])?;
+        // From here `ns` is dropped on any error, which removes what exists.
+        let host = format!("{}/29", ns.host());
+        ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer_if,
+        ])?;
+        ip(&["link", "set", &peer_if, "netns", &ns.name])?;
+        ip(&["addr", "add", &host, "dev", &ns.host_if])?;
+        ip(&["link", "set", &ns.host_if, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", ns.name.as_str(), "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        for n in 2..=6u8 {
+            inside(&[
+                "addr",
+                "add",
+                &format!("{}/29", ns.client(n)),
+                "dev",
+                &peer_if,
+            ])?;
+        }
+        inside(&["link", "set", &peer_if, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn host(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 232, self.t, 1)
+    }
+
+    fn client(&self, n: u8) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 232, self.t, n)
+    }
+
+    /// Send `message` from `client(n)` inside the namespace (Python's smtplib under
+    /// `ip netns exec`): the last reply and the client's port.
+    async fn send(
+        &self,
+        n: u8,
+        server: SocketAddr,
+        mail: &Mail,
+        rcpt: &str,
+        message: Vec<u8>,
+        dir: &std::path::Path,
+    ) -> (Reply, u16) {
+        let file = dir.join(format!("netns-message-{n}.eml"));
+        std::fs::write(&file, message).expect("message file");
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/smtp_send.py");
+        let args: Vec<String> = vec![
+            "netns".into(),
+            "exec".into(),
+            self.name.clone(),
+            "python3".into(),
+            script.display().to_string(),
+            server.ip().to_string(),
+            server.port().to_string(),
+            mail.helo.clone(),
+            mail.mail_from.clone(),
+            rcpt.to_string(),
+            file.display().to_string(),
+            self.client(n).to_string(),
+        ];
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("ip").args(&args).output()
+        })
+        .await
+        .expect("join")
+        .expect("ip netns exec python3");
+        assert!(
+            out.status.success(),
+            "smtp_send.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("smtp_send.py JSON");
+        let reply = Reply {
+            code: u16::try_from(v["code"].as_u64().unwrap_or(0)).unwrap_or(0),
+            text: v["text"].as_str().unwrap_or_default().to_string(),
+        };
+        let port = u16::try_from(v["local_port"].as_u64().unwrap_or(0)).unwrap_or(0);
+        (reply, port)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace destroys the peer end and so the pair; the host end is
+        // deleted too in case the peer never moved into the namespace.
+        for args in [
+            vec!["netns", "del", self.name.as_str()],
+            vec!["link", "del", self.host_if.as_str()],
+        ] {
+            let _ = std::process::Command::new("ip")
+                .args(&args)
+                .stderr(std::process::Stdio::null())
+                .output();
+        }
+    }
+}
+
+/// `require_iprev` end to end (hickory answers `127.in-addr.arpa` itself, so loopback
+/// clients never exercised it): the ministry's MTA sends from an address of a network
+/// namespace whose PTR and A records are in the test DNS. Pass, PTR naming a host whose A
+/// is another address (mismatch), no PTR, and a PTR lookup that fails (451).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iprev_for_real_from_a_network_namespace() {
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIPPED iprev_for_real_from_a_network_namespace: no ip netns ({why})");
+            return;
+        }
+    };
+    let world = World::start().await;
+    let settings = Settings {
+        smtp_host: ns.host().to_string(),
+        policy_extra: "require_iprev = true\n".into(),
+        ..Settings::default()
+    };
+    let inst = Instance::start(world.dns.addr, &settings).await;
+    let mut b = Bench {
+        world,
+        inst,
+        n: 1000,
+    };
+    let t = ns.t;
+    let ptr = |n: u8| format!("{n}.{t}.232.10.in-addr.arpa");
+    let dns = &b.world.dns;
+    dns.replace(
+        "interieur.gouv.fr",
+        "TXT",
+        &format!("v=spf1 ip4:10.232.{t}.0/29 -all"),
+    );
+    // .2: forward-confirmed. .3: its PTR names a host whose A is .2. .4: no PTR.
+    // .5: the PTR lookup fails.
+    dns.add(&ptr(2), "PTR", "mx-a.interieur.gouv.fr");
+    dns.add("mx-a.interieur.gouv.fr", "A", &ns.client(2).to_string());
+    dns.add(&ptr(3), "PTR", "mx-b.interieur.gouv.fr");
+    dns.add("mx-b.interieur.gouv.fr", "A", &ns.client(2).to_string());
+    dns.servfail(&ptr(5));
+
+    let rows: [(u8, u16, &str, &str); 4] = [
+        (2, 250, "", "pass"),
+        (3, 550, "iprev.fail", "fail"),
+        (4, 550, "iprev.fail", "fail"),
+        (5, 451, "dns.temperror", "temperror"),
+    ];
+    for (n, code, reason, iprev) in rows {
+        let (id, vars) = b.claim().await;
+        let mail = Mail::alice();
+        let rcpt = format!("confirm+{}@verify.example.gouv.fr", vars.token);
+        let (reply, port) = ns
+            .send(
+                n,
+                b.inst.smtp,
+                &mail,
+                &rcpt,
+                mail.build(&vars),
+                b.inst.tmp.path(),
+            )
+            .await;
+        assert_eq!(reply.code, code, "client .{n}: {reply}");
+        let client: std::net::IpAddr = ns.client(n).into();
+        let evs = b
+            .inst
+            .events
+            .wait_client(client, port, Duration::from_secs(3), |e| !e.is_empty())
+            .await;
+        let event = evs.last().cloned().unwrap_or_default();
+        assert_eq!(
+            check_of(&event, "iprev").as_deref(),
+            Some(iprev),
+            "client .{n}: {event}"
+        );
+        assert_eq!(
+            check_of(&event, "spf").as_deref(),
+            Some("pass"),
+            "client .{n}: {event}"
+        );
+        if code == 250 {
+            assert_eq!(b.inst.api.show(&id).await["status"], "confirmed");
+        } else {
+            assert_eq!(reason_of(&event), reason, "client .{n}: {event}");
+            assert_eq!(b.inst.api.show(&id).await["status"], "pending");
+        }
+    }
+    drop(b);
+    drop(ns);
 }

@@ -206,7 +206,9 @@ fn mail_from_refusals() {
             Reason::EnvelopeSyntax,
         ),
         ("<alice@interieur.gouv.fr> AUTH=<>", Reason::EnvelopeSyntax),
-        (" <alice@interieur.gouv.fr>", Reason::EnvelopeSyntax),
+        // One SP after the colon is tolerated: what follows is judged as the path.
+        (" <alice@interieur.gouv.fr.>", Reason::EnvelopeSyntax),
+        (" alice@interieur.gouv.fr", Reason::EnvelopeSyntax),
         ("<alice @interieur.gouv.fr>", Reason::EnvelopeSyntax),
         ("<attacker@evil.example>", Reason::DomainNotAllowed),
         ("<alice@evilgouv.fr>", Reason::DomainNotAllowed),
@@ -229,7 +231,8 @@ fn mail_from_refusals() {
             .refused(Reason::SmtpBadSequence);
         assert_eq!(
             t.events.first().unwrap().mail_from.as_deref(),
-            Some(*arg),
+            // The tolerated SP is not part of the path.
+            Some(arg.strip_prefix(' ').unwrap_or(arg)),
             "{arg}"
         );
     }
@@ -240,6 +243,54 @@ fn mail_from_refusals() {
         .refused(Reason::SmtpBadSequence);
     t.send("MAIL TO:<alice@interieur.gouv.fr>\r\n")
         .refused(Reason::SmtpSyntax);
+}
+
+/// `MAIL FROM: <addr>`: one SP after the colon is tolerated (Postfix's default); any other
+/// whitespace there is the command's shape, `smtp.syntax` (501), and never
+/// `envelope.syntax`; the address inside the brackets stays strict.
+#[test]
+fn mail_from_space_after_colon() {
+    let rows: &[(&str, Result<u16, Reason>)] = &[
+        ("MAIL FROM: <alice@interieur.gouv.fr>", Ok(250)),
+        ("MAIL FROM: <alice@interieur.gouv.fr> SIZE=10", Ok(250)),
+        ("mail from: <Alice@Interieur.Gouv.Fr>", Ok(250)),
+        (
+            "MAIL FROM:  <alice@interieur.gouv.fr>",
+            Err(Reason::SmtpSyntax),
+        ),
+        (
+            "MAIL FROM:\t<alice@interieur.gouv.fr>",
+            Err(Reason::SmtpSyntax),
+        ),
+        (
+            "MAIL FROM: \t<alice@interieur.gouv.fr>",
+            Err(Reason::SmtpSyntax),
+        ),
+        (
+            "MAIL FROM :<alice@interieur.gouv.fr>",
+            Err(Reason::SmtpSyntax),
+        ),
+        (
+            "MAIL FROM: <alice @interieur.gouv.fr>",
+            Err(Reason::EnvelopeSyntax),
+        ),
+        (
+            "MAIL FROM: <a@b@interieur.gouv.fr>",
+            Err(Reason::EnvelopeSyntax),
+        ),
+        ("MAIL FROM: <>", Err(Reason::EnvelopeNullSender)),
+    ];
+    for (line, want) in rows {
+        let mut t = greeted();
+        match want {
+            Ok(code) => {
+                t.send(format!("{line}\r\n")).expect(*code);
+            }
+            Err(reason) => {
+                t.send(format!("{line}\r\n")).refused(*reason);
+            }
+        }
+    }
 }
 
 #[test]

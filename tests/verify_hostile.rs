@@ -911,6 +911,8 @@ async fn configuration_changes_the_rules() {
         require_spf: true,
         require_iprev: true,
         require_dnssec: false,
+        envelope_tag: None,
+        dkim_domains: Vec::new(),
     }];
     let unsigned = Mail::alice().sigs(vec![]);
     let v = run(&world, &unsigned, 10).await;

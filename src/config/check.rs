@@ -90,6 +90,87 @@ impl Check {
         }
     }
 
+    /// `[policy.domains."<domain>"] dkim_domains` (SPEC §4 "Microsoft 365 tenants"): strict
+    /// domains, each naming one tenant. Refused, because each would widen trust far beyond
+    /// what the operator means: a wildcard; a public suffix or a bare TLD (`gouv.fr`, `fr`);
+    /// a shared multi-tenant parent (`onmicrosoft.com` itself: every tenant's signatures);
+    /// the domain itself (already aligned); a duplicate; and, unless stated again in
+    /// `dkim_domains_cross_allowed`, a `d=` under another allowed domain (one ministry's
+    /// signatures confirming for another). Returns the entries and the cross-allowed set.
+    pub(super) fn dkim_domains(
+        &mut self,
+        here: &KeyPath,
+        domain: &Domain,
+        (listed, cross_listed): (&[String], &[String]),
+        allowed: &[Domain],
+        opts: &ParseOptions,
+    ) -> (Vec<Domain>, Vec<Domain>) {
+        let at = here.key("dkim_domains");
+        let mut out: Vec<Domain> = Vec::new();
+        for (i, text) in listed.iter().enumerate() {
+            let at = at.index(i);
+            if text.contains('*') {
+                self.fail(
+                    &at,
+                    format!("{text:?}: wildcards are not accepted, name the tenant"),
+                );
+                continue;
+            }
+            let Some(d) = self.domain(&at, text, opts) else {
+                continue;
+            };
+            if is_public_suffix(&d) {
+                self.fail(
+                    &at,
+                    format!("{text:?} is a public suffix: every domain under it would align"),
+                );
+            } else if SHARED_SIGNING_PARENTS.contains(&d.as_str()) {
+                self.fail(
+                    &at,
+                    format!("{text:?} is shared by every tenant: name yours (<tenant>.{text})"),
+                );
+            } else if &d == domain {
+                self.fail(
+                    &at,
+                    format!("{text:?} is the domain itself (already aligned)"),
+                );
+            } else if out.contains(&d) {
+                self.fail(&at, format!("{text:?} is listed twice"));
+            } else {
+                out.push(d);
+            }
+        }
+        let at = here.key("dkim_domains_cross_allowed");
+        let mut cross = Vec::new();
+        for (i, text) in cross_listed.iter().enumerate() {
+            let Some(d) = self.domain(&at.index(i), text, opts) else {
+                continue;
+            };
+            if !out.contains(&d) {
+                self.fail(&at.index(i), format!("{text:?} is not in dkim_domains"));
+            } else if cross.contains(&d) {
+                self.fail(&at.index(i), format!("{text:?} is listed twice"));
+            } else {
+                cross.push(d);
+            }
+        }
+        for (i, d) in out.iter().enumerate() {
+            let under_other = !d.is_within(domain) && allowed.iter().any(|a| d.is_within(a));
+            if under_other && !cross.contains(d) {
+                self.fail(
+                    &here.key("dkim_domains").index(i),
+                    format!(
+                        "{:?} is under another allowed domain: its signatures would confirm for {:?}; \
+                         if that is meant, state it again in dkim_domains_cross_allowed",
+                        d.as_str(),
+                        domain.as_str()
+                    ),
+                );
+            }
+        }
+        (out, cross)
+    }
+
     pub(super) fn sockets(
         &mut self,
         at: &KeyPath,
@@ -185,6 +266,29 @@ pub(super) fn check_override(o: &DomainOverride) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Parents under which anyone can get a signing domain of their own: naming one would trust
+/// every tenant. Not all are public suffixes (`onmicrosoft.com` is not in the list psl ships).
+const SHARED_SIGNING_PARENTS: &[&str] = &[
+    "onmicrosoft.com",
+    "onmicrosoft.de",
+    "onmicrosoft.us",
+    "partner.onmschina.cn",
+    "mail.onmicrosoft.com",
+];
+
+/// A public suffix (`fr`, `gouv.fr`, `co.uk`) by the Public Suffix List. The pure core (no
+/// `daemon` feature, the fuzz build) has no list: a single label is all it can tell.
+fn is_public_suffix(d: &Domain) -> bool {
+    #[cfg(feature = "daemon")]
+    {
+        psl::suffix_str(d.as_str()) == Some(d.as_str())
+    }
+    #[cfg(not(feature = "daemon"))]
+    {
+        !d.as_str().contains('.')
+    }
+}
+
 /// A DKIM selector: dot-separated labels of letters, digits and hyphens (RFC 6376 §3.1).
 pub(super) fn is_selector(s: &str) -> bool {
     !s.is_empty()
@@ -236,6 +340,8 @@ mod tests {
                 require_spf: spf,
                 require_iprev: iprev,
                 require_dnssec: false,
+                envelope_tag: None,
+                dkim_domains: Vec::new(),
             };
             assert_eq!(check_override(&o).is_ok(), ok, "{dkim} {spf} {iprev}");
         }

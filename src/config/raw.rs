@@ -205,6 +205,26 @@ pub struct RawDomainOverride {
     /// `dns.dnssec = true`.
     #[serde(default)]
     pub require_dnssec: bool,
+    /// The bounce-address tag this domain's outbound gateway puts in MAIL FROM.
+    #[serde(default)]
+    pub envelope_tag: Option<RawEnvelopeTag>,
+    /// DKIM `d=` that count as aligned for this domain (a Microsoft 365 tenant).
+    #[serde(default)]
+    pub dkim_domains: Vec<String>,
+    /// Entries of `dkim_domains` stated a second time because they are under another allowed
+    /// domain (or listed by another override): trusting them is deliberate.
+    #[serde(default)]
+    pub dkim_domains_cross_allowed: Vec<String>,
+}
+
+/// `envelope_tag`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawEnvelopeTag {
+    /// `prvs=KDDDSSSSSS=local@domain` (draft-levine-smtp-batv), or `prvs=DDDSSSSSS=`.
+    Batv,
+    /// Barracuda's `btv1==HHHHHHHHHHH==local@domain`.
+    Btv1,
 }
 
 /// `[dns]`.

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use super::check::{Check, check_override, is_selector, to_u32, to_usize};
 use super::error::KeyPath;
-use super::raw::{RawAlignment, RawConfig, RawConfirm, RawDns, RawOutbound, RawPolicy, RawSmtp};
+use super::raw::{
+    RawAlignment, RawConfig, RawConfirm, RawDns, RawEnvelopeTag, RawOutbound, RawPolicy, RawSmtp,
+};
 use super::{
     Alignment, ApiConfig, Config, ConfirmConfig, DnsConfig, DomainOverride, OutboundConfig,
     OutboundDkim, OutboundTarget, PolicyConfig, SmtpConfig, StoreConfig, TlsConfig, TrustAnchor,
 };
-use crate::address::{Mailbox, ParseOptions};
+use crate::address::{EnvelopeTag, Mailbox, ParseOptions};
 
 mod siem;
 mod store;
@@ -37,6 +39,24 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
     let mut c = Check::default();
     let (policy, opts) = c.policy(&raw.policy);
     let confirm = c.confirm(&raw.confirm, &opts);
+    if let (Some(p), Some(conf)) = (&policy, &confirm) {
+        // gatekeeper's own domain signs the challenge mails: trusting it for a ministry
+        // would make gatekeeper's signature count as the ministry's.
+        for o in &p.domains {
+            for (i, d) in o.dkim_domains.iter().enumerate() {
+                if d.is_within(&conf.domain) {
+                    c.fail(
+                        &KeyPath::of(&["policy", "domains", o.domain.as_str(), "dkim_domains"])
+                            .index(i),
+                        format!(
+                            "{:?} is under confirm.domain (gatekeeper's own)",
+                            d.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+    }
     let smtp = c.smtp(&raw.smtp, confirm.as_ref(), &opts);
     let dns = c.dns(&raw.dns);
     c.require_dnssec(policy.as_ref(), &dns);
@@ -276,18 +296,47 @@ impl Check {
                     "override for a domain outside policy.allowed_domains",
                 );
             }
+            let lists = (
+                o.dkim_domains.as_slice(),
+                o.dkim_domains_cross_allowed.as_slice(),
+            );
+            let (dkim_domains, cross) = self.dkim_domains(&here, &domain, lists, &allowed, &opts);
             let over = DomainOverride {
                 domain,
                 require_dkim: o.require_dkim,
                 require_spf: o.require_spf,
                 require_iprev: o.require_iprev.unwrap_or(raw.require_iprev),
                 require_dnssec: o.require_dnssec,
+                envelope_tag: o.envelope_tag.map(|t| match t {
+                    RawEnvelopeTag::Batv => EnvelopeTag::Batv,
+                    RawEnvelopeTag::Btv1 => EnvelopeTag::Btv1,
+                }),
+                dkim_domains,
             };
             if let Err(message) = check_override(&over) {
                 self.fail(&here, message);
             }
-            overrides.push(over);
+            overrides.push((here, over, cross));
         }
+        // One tenant trusted by two domains: whoever runs it can confirm for both. Allowed
+        // only when both overrides state it twice.
+        for (i, (here, a, a_cross)) in overrides.iter().enumerate() {
+            for (_, b, b_cross) in overrides.iter().skip(i + 1) {
+                for d in a.dkim_domains.iter().filter(|d| b.dkim_domains.contains(d)) {
+                    if !(a_cross.contains(d) && b_cross.contains(d)) {
+                        self.fail(
+                            &here.key("dkim_domains"),
+                            format!(
+                                "{d:?} is also listed for {:?}: state it in \
+                                 dkim_domains_cross_allowed of both to trust it for both",
+                                b.domain.as_str()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        let overrides: Vec<DomainOverride> = overrides.into_iter().map(|(_, o, _)| o).collect();
         let bits = self.range(
             &at.key("dkim_min_rsa_bits"),
             raw.dkim_min_rsa_bits,

@@ -111,6 +111,9 @@ impl Spf {
 pub enum Dkim {
     /// An aligned signature verified and passed every rule.
     Pass,
+    /// As `Pass`, but every passing signature's `d=` is aligned only through the domain's
+    /// `dkim_domains` override (a Microsoft 365 tenant, SPEC §4): visible in the event.
+    AlignedByOverride,
     None,
     Fail,
     Unaligned,
@@ -126,6 +129,7 @@ impl Dkim {
     pub fn as_str(self) -> &'static str {
         match self {
             Dkim::Pass => "pass",
+            Dkim::AlignedByOverride => "aligned_by_override",
             Dkim::None => "none",
             Dkim::Fail => "fail",
             Dkim::Unaligned => "unaligned",
@@ -138,6 +142,11 @@ impl Dkim {
         }
     }
 
+    /// A passing aligned signature, by ordinary alignment or by the override.
+    pub fn passed(self) -> bool {
+        matches!(self, Dkim::Pass | Dkim::AlignedByOverride)
+    }
+
     fn reason(self) -> Option<Reason> {
         Some(match self {
             Dkim::None => Reason::DkimNone,
@@ -147,7 +156,9 @@ impl Dkim {
             Dkim::Testing => Reason::DkimTesting,
             Dkim::Partial => Reason::DkimPartial,
             Dkim::FromUnsigned => Reason::DkimFromUnsigned,
-            Dkim::Pass | Dkim::TempError | Dkim::Skipped => return None,
+            Dkim::Pass | Dkim::AlignedByOverride | Dkim::TempError | Dkim::Skipped => {
+                return None;
+            }
         })
     }
 }
@@ -538,7 +549,7 @@ fn fail_closed(
     if req.spf && r.spf != Spf::Pass {
         return Some(Reason::SpfNone);
     }
-    if req.dkim && r.dkim != Dkim::Pass {
+    if req.dkim && !r.dkim.passed() {
         return Some(Reason::DkimNone);
     }
     if req.iprev && r.iprev != Iprev::Pass {

@@ -59,7 +59,13 @@ fn result_of<'a>(checks: &'a [Check], name: &str) -> Option<&'a str> {
 
 /// The override for `reason`, judged on the other checks (`domain`: the From domain).
 pub fn fix_for(reason: Reason, checks: &[Check], domain: &str) -> Option<Fix> {
-    let passed = |name: &str| result_of(checks, name) == Some("pass");
+    // `aligned_by_override` is a DKIM pass (SPEC §4 "Microsoft 365 tenants").
+    let passed = |name: &str| {
+        matches!(
+            result_of(checks, name),
+            Some("pass" | "aligned_by_override")
+        )
+    };
     let table = format!("[policy.domains.\"{domain}\"]");
     match reason {
         Reason::SpfFail

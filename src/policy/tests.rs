@@ -117,6 +117,74 @@ fn checks_list_every_result() {
     assert_eq!(get("dkim").as_deref(), Some("temperror"));
 }
 
+/// Checks that could not run say `skipped` in the list, never `fail` or `unaligned`, and a
+/// skipped required check never accepts: the primary reason is what stopped it, or the
+/// fail-closed reason when nothing else failed.
+#[test]
+fn skipped_checks_are_listed_as_skipped() {
+    type Edit = fn(&mut CheckResults);
+    // The From header did not parse: alignment, the domain and the binding cannot run.
+    let no_from: Edit = |r| {
+        r.header.from_syntax = Outcome::Fail;
+        r.envelope_mismatch = Outcome::Skipped;
+        r.domain_allowed = Outcome::Skipped;
+        r.dkim = Dkim::Skipped;
+        r.binding_mismatch = Outcome::Skipped;
+        r.token_unsigned = Outcome::Skipped;
+        r.session_code = Outcome::Skipped;
+        r.date = Outcome::Skipped;
+    };
+    // No signature: nothing binds the token, the code or the date.
+    let unsigned: Edit = |r| {
+        r.dkim = Dkim::None;
+        r.token_unsigned = Outcome::Skipped;
+        r.session_code = Outcome::Skipped;
+        r.date = Outcome::Skipped;
+    };
+    let only_dkim: Edit = |r| r.dkim = Dkim::Skipped;
+    let rows: &[(Edit, &[&str], Reason)] = &[
+        (
+            no_from,
+            &[
+                "envelope.mismatch",
+                "domain.not_allowed",
+                "dkim",
+                "binding.mismatch",
+                "binding.token_unsigned",
+                "binding.session_code",
+                "date.stale",
+            ],
+            Reason::HeaderFromSyntax,
+        ),
+        (
+            unsigned,
+            &[
+                "binding.token_unsigned",
+                "binding.session_code",
+                "date.stale",
+            ],
+            Reason::DkimNone,
+        ),
+        (only_dkim, &["dkim"], Reason::DkimNone),
+    ];
+    for (edit, skipped, reason) in rows {
+        let mut r = CheckResults::all_pass();
+        edit(&mut r);
+        let (decision, checks) = decide(&r, &Requirements::strict());
+        assert_eq!(decision, refuse(*reason), "{skipped:?}");
+        for c in &checks {
+            let want_skipped = skipped.contains(&c.name);
+            assert_eq!(
+                c.result == "skipped",
+                want_skipped,
+                "{}: {} ({skipped:?})",
+                c.name,
+                c.result
+            );
+        }
+    }
+}
+
 /// Several checks failing at once: the documented order decides.
 #[test]
 fn several_failures() {

@@ -32,6 +32,7 @@
 //! | `gatekeeper.challenge_id` | `cs5`, `cs5Label=challengeId` |
 //! | `gatekeeper.checks` | `cs6`, `cs6Label=checks`, as `name:result,name:result` |
 //! | `tls.version` | `flexString1`, `flexString1Label=tlsVersion` |
+//! | `gatekeeper.mail_from_tagged` | `flexString2`, `flexString2Label=envelopeSenderTagged` |
 //! | `gatekeeper.siem.dropped` | `cnt` |
 //! | `observer.hostname` | `dvchost` |
 //! | `message` | `msg` |
@@ -140,6 +141,11 @@ fn extension<'a>(
     }
     put("flexString1", borrowed(&event.tls_version));
     put("flexString1Label", label(&event.tls_version, "tlsVersion"));
+    put("flexString2", borrowed(&event.mail_from_tagged));
+    put(
+        "flexString2Label",
+        label(&event.mail_from_tagged, "envelopeSenderTagged"),
+    );
     put("cnt", event.lost.map(|l| Cow::Owned(l.count.to_string())));
     put(
         "dvchost",
@@ -185,6 +191,33 @@ fn push_value(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tagged envelope sender is `flexString2`, its `=` escaped like any value's.
+    #[test]
+    fn tagged_sender() {
+        use crate::audit::Action;
+        use crate::config::SiemFormat;
+        let mut ev = AuditEvent::new(
+            chrono::Utc::now(),
+            Action::ConfirmationAccepted,
+            None,
+            "s-1",
+        );
+        ev.mail_from = Some("alice@example.gouv.fr".into());
+        let opts = FormatOptions::new(SiemFormat::Cef, "mx1");
+        assert!(!to_line(&ev, &opts).contains("flexString2"));
+        ev.mail_from_tagged = Some("btv1==1086afe1179==alice@example.gouv.fr".into());
+        let line = to_line(&ev, &opts);
+        assert!(line.contains("cs1=alice@example.gouv.fr"), "{line}");
+        assert!(
+            line.contains("flexString2=btv1\\=\\=1086afe1179\\=\\=alice@example.gouv.fr"),
+            "{line}"
+        );
+        assert!(
+            line.contains("flexString2Label=envelopeSenderTagged"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn value_escape_table() {

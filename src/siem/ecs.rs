@@ -50,6 +50,7 @@ pub fn to_line(event: &AuditEvent, opts: &FormatOptions) -> String {
             session_id: truncate(&event.session_id, max),
             challenge_id: cut(max, &event.challenge_id),
             helo: cut(max, &event.helo),
+            mail_from_tagged: cut(max, &event.mail_from_tagged),
             checks: event.checks.iter().map(|c| CheckOut::new(c, max)).collect(),
             siem: event.lost.map(|l| SiemLoss { dropped: l.count }),
         },
@@ -168,6 +169,10 @@ struct Gatekeeper<'a> {
     challenge_id: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     helo: Option<Cow<'a, str>>,
+    /// MAIL FROM as sent, when an envelope tag was removed (`email.sender.address` is the
+    /// untagged address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mail_from_tagged: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     checks: Vec<CheckOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -242,5 +247,16 @@ mod tests {
         assert_eq!(v["gatekeeper"]["checks"][0]["result"], "fail");
         assert_eq!(v["observer"]["hostname"], "mx1");
         assert!(v.get("tls").is_none());
+        assert!(v["gatekeeper"].get("mail_from_tagged").is_none());
+
+        // A tagged envelope sender (SPEC §3): the untagged one is `email.sender`.
+        ev.mail_from_tagged = Some("prvs=4068eb2540=alice@example.gouv.fr".into());
+        let line = to_line(&ev, &FormatOptions::new(SiemFormat::Ecs, "mx1"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        assert_eq!(v["email"]["sender"]["address"], "alice@example.gouv.fr");
+        assert_eq!(
+            v["gatekeeper"]["mail_from_tagged"],
+            "prvs=4068eb2540=alice@example.gouv.fr"
+        );
     }
 }

@@ -7,8 +7,10 @@
 //! [`Mailbox::parse`], the one strict parser (SPEC I2): nothing here splits an address.
 //!
 //! Decisions the SPEC leaves open:
-//! - Verbs are case-insensitive; the separator is exactly one SP; `MAIL FROM:` / `RCPT TO:` take
-//!   no space after the colon (RFC 5321 §4.1.1.2 grammar; lenient forms are refused).
+//! - Verbs are case-insensitive; the separator is exactly one SP. `MAIL FROM:` / `RCPT TO:`
+//!   may be followed by one SP before the path (RFC 5321 forbids it; Postfix tolerates it by
+//!   default); any other whitespace there is `smtp.syntax` (the command's shape is wrong, not
+//!   the address).
 //! - Every refusal of a MAIL argument (path *or* parameters, including an unknown or
 //!   unadvertised parameter such as `SMTPUTF8`, or a second path) is `envelope.syntax`
 //!   (553 5.1.7): one stable reason for "not a strict MAIL FROM", rather than 555.
@@ -17,7 +19,7 @@
 //! - AUTH and BDAT are not offered: `smtp.unknown_command` (500), as SPEC §4 says of
 //!   "unoffered" commands.
 
-use crate::address::{Domain, Mailbox, ParseOptions};
+use crate::address::{Domain, Envelope, EnvelopeTag, Mailbox, ParseOptions};
 use crate::backend::Recipient;
 use crate::reason::Reason;
 
@@ -118,11 +120,21 @@ fn helo_argument(arg: Option<&[u8]>) -> Result<String, Reason> {
     }
 }
 
-/// `FROM:` / `TO:` (case-insensitive) followed by the argument.
+/// `FROM:` / `TO:` (case-insensitive) followed by the argument. One SP after the colon is
+/// tolerated (`MAIL FROM: <a@b.fr>`): RFC 5321 forbids it, Postfix accepts it by default
+/// (`strict_rfc821_envelopes = no`) and some clients send it; it cannot change which address
+/// is meant. Any other whitespace there (a second SP, a tab) is a malformed command,
+/// `smtp.syntax`, never `envelope.syntax`: the address inside the brackets is not at fault.
 fn prefixed(arg: Option<&[u8]>, prefix: &[u8]) -> Result<Vec<u8>, Reason> {
     let arg = arg.ok_or(Reason::SmtpSyntax)?;
     match (arg.get(..prefix.len()), arg.get(prefix.len()..)) {
-        (Some(p), Some(rest)) if p.eq_ignore_ascii_case(prefix) => Ok(rest.to_vec()),
+        (Some(p), Some(rest)) if p.eq_ignore_ascii_case(prefix) => {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            match rest.first() {
+                Some(b' ' | b'\t') => Err(Reason::SmtpSyntax),
+                _ => Ok(rest.to_vec()),
+            }
+        }
         _ => Err(Reason::SmtpSyntax),
     }
 }
@@ -137,7 +149,10 @@ pub enum Body {
 /// A valid MAIL FROM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MailFrom {
+    /// The untagged sender: what every check compares.
     pub from: Mailbox,
+    /// The address as sent when a configured envelope tag was removed ([`EnvelopeTag`]).
+    pub tagged: Option<String>,
     /// `SIZE=` (RFC 1870), already checked against the limit.
     pub size: Option<u64>,
     pub body: Option<Body>,
@@ -153,17 +168,20 @@ pub struct MailFrom {
 /// ```
 ///
 /// `<>` is `envelope.null_sender`; a SIZE over `max_message_bytes` is `message.too_large`
-/// (RFC 1870 §6.1: 552 at MAIL); every other refusal is `envelope.syntax`.
+/// (RFC 1870 §6.1: 552 at MAIL); every other refusal is `envelope.syntax`. `tag_for` names
+/// the envelope tag a domain's override accepts (SPEC §3 "Envelope tags"); the path goes
+/// through [`Envelope::parse`], the strict parser.
 pub fn parse_mail_from(
     arg: &[u8],
     opts: &ParseOptions,
     max_message_bytes: usize,
+    tag_for: impl Fn(&Domain) -> Option<EnvelopeTag>,
 ) -> Result<MailFrom, Reason> {
     let (inside, params) = split_path(arg).ok_or(Reason::EnvelopeSyntax)?;
     if inside.is_empty() {
         return Err(Reason::EnvelopeNullSender);
     }
-    let from = Mailbox::parse(inside, opts).map_err(|e| e.reason())?;
+    let envelope = Envelope::parse(inside, opts, tag_for).map_err(|e| e.reason())?;
     let mut size = None;
     let mut body = None;
     for param in params {
@@ -189,7 +207,30 @@ pub fn parse_mail_from(
     {
         return Err(Reason::MessageTooLarge);
     }
-    Ok(MailFrom { from, size, body })
+    Ok(MailFrom {
+        from: envelope.mailbox,
+        tagged: envelope.tagged,
+        size,
+        body,
+    })
+}
+
+/// The strict parser's detail (`two_at`, `batv_tag`, ...) for a MAIL argument that
+/// [`parse_mail_from`] refused as `envelope.syntax` because of its address; `None` when the
+/// path itself was malformed or the address parses. A fixed string: the audit event may
+/// carry it so that an operator sees which shape check refused a tagged sender.
+pub fn mail_from_detail(
+    arg: &[u8],
+    opts: &ParseOptions,
+    tag_for: impl Fn(&Domain) -> Option<EnvelopeTag>,
+) -> Option<&'static str> {
+    let (inside, _) = split_path(arg)?;
+    if inside.is_empty() {
+        return None;
+    }
+    Envelope::parse(inside, opts, tag_for)
+        .err()
+        .map(|e| e.detail)
 }
 
 /// `size-value = 1*20DIGIT` (RFC 1870 §3). A value too large for u64 is over any limit.
@@ -289,6 +330,23 @@ mod tests {
                 Ok(Command::Mail(b"<a@b.fr>".to_vec())),
             ),
             ("MAIL TO:<a@b.fr>", Err(Reason::SmtpSyntax)),
+            // One SP after the colon is tolerated; any other whitespace is the command's fault.
+            (
+                "MAIL FROM: <a@b.fr>",
+                Ok(Command::Mail(b"<a@b.fr>".to_vec())),
+            ),
+            (
+                "MAIL FROM: <a@b.fr> SIZE=10",
+                Ok(Command::Mail(b"<a@b.fr> SIZE=10".to_vec())),
+            ),
+            ("RCPT TO: <x>", Ok(Command::Rcpt(b"<x>".to_vec()))),
+            ("MAIL FROM:  <a@b.fr>", Err(Reason::SmtpSyntax)),
+            ("MAIL FROM:\t<a@b.fr>", Err(Reason::SmtpSyntax)),
+            ("MAIL FROM: \t<a@b.fr>", Err(Reason::SmtpSyntax)),
+            ("MAIL FROM :<a@b.fr>", Err(Reason::SmtpSyntax)),
+            ("MAIL  FROM:<a@b.fr>", Err(Reason::SmtpSyntax)),
+            ("RCPT TO:  <x>", Err(Reason::SmtpSyntax)),
+            ("MAIL FROM: ", Ok(Command::Mail(Vec::new()))),
             ("MAIL", Err(Reason::SmtpSyntax)),
             ("RCPT To:<x>", Ok(Command::Rcpt(b"<x>".to_vec()))),
             ("DATA", Ok(Command::Data)),
@@ -332,6 +390,66 @@ mod tests {
         assert_eq!(parse_size(b"99999999999999999999"), Ok(u64::MAX));
         assert_eq!(parse_size(b"1x"), Err(Reason::EnvelopeSyntax));
         assert_eq!(parse_size(b""), Err(Reason::EnvelopeSyntax));
+    }
+
+    #[test]
+    fn mail_from_with_tags() {
+        let opts = ParseOptions::default();
+        let interieur = Domain::parse(b"interieur.gouv.fr", &opts);
+        let tag_for = |d: &Domain| (Ok(d) == interieur.as_ref()).then_some(EnvelopeTag::Batv);
+        type Want = Result<(&'static str, Option<&'static str>), Reason>;
+        let rows: &[(&str, Want)] = &[
+            (
+                "<prvs=4068eb2540=alice@interieur.gouv.fr> SIZE=10",
+                Ok((
+                    "alice@interieur.gouv.fr",
+                    Some("prvs=4068eb2540=alice@interieur.gouv.fr"),
+                )),
+            ),
+            (
+                "<alice@interieur.gouv.fr>",
+                Ok(("alice@interieur.gouv.fr", None)),
+            ),
+            (
+                "<prvs=4068eb2540=alice@culture.gouv.fr>",
+                Err(Reason::EnvelopeSyntax),
+            ),
+            (
+                "<prvs=4068eb25=alice@interieur.gouv.fr>",
+                Err(Reason::EnvelopeSyntax),
+            ),
+            (
+                "<btv1==1086afe1179==alice@interieur.gouv.fr>",
+                Err(Reason::EnvelopeSyntax),
+            ),
+        ];
+        for (arg, want) in rows {
+            let got = parse_mail_from(arg.as_bytes(), &opts, 1000, tag_for);
+            let got = got
+                .as_ref()
+                .map(|m| (m.from.to_string(), m.tagged.as_deref()));
+            let want = want.map(|(f, t)| (f.to_string(), t));
+            assert_eq!(got.map_err(|r| *r), want, "{arg}");
+        }
+        let details: &[(&str, Option<&str>)] = &[
+            ("<prvs=4068eb25=alice@interieur.gouv.fr>", Some("batv_tag")),
+            (
+                "<prvs=alice=4068eb2540@interieur.gouv.fr>",
+                Some("batv_reversed"),
+            ),
+            ("<prvs=4068eb2540=alice@culture.gouv.fr>", Some("bad_char")),
+            ("<a@b@interieur.gouv.fr>", Some("two_at")),
+            ("<prvs=4068eb2540=alice@interieur.gouv.fr>", None),
+            ("alice@interieur.gouv.fr", None),
+            ("<>", None),
+        ];
+        for (arg, want) in details {
+            assert_eq!(
+                mail_from_detail(arg.as_bytes(), &opts, tag_for),
+                *want,
+                "{arg}"
+            );
+        }
     }
 
     #[test]

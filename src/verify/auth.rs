@@ -42,7 +42,12 @@ impl Auth {
     /// same cache; records reached by `include`/`redirect` remain mail-auth's reading.
     pub async fn spf(&self, tx: &Transaction, host: &str) -> (Spf, Dnssec) {
         let helo = tx.session.helo.as_deref().unwrap_or("unknown");
-        let sender = tx.mail_from.to_string();
+        // The MAIL FROM identity as sent (RFC 7208 §2.4): with its envelope tag, if one was
+        // removed; the domain, the only part most records use, is the same either way.
+        let sender = tx
+            .mail_from_tagged
+            .clone()
+            .unwrap_or_else(|| tx.mail_from.to_string());
         let params = SpfParameters::verify_mail_from(tx.session.client_ip, helo, host, &sender);
         let check = async {
             let result = match self.resolver.verify_spf(params).await.result() {

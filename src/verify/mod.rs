@@ -104,6 +104,7 @@ fn evidence(
         helo: tx.session.helo.clone(),
         tls_version: tx.session.tls_version.clone(),
         mail_from: tx.mail_from.to_string(),
+        mail_from_tagged: tx.mail_from_tagged.clone(),
         from: from.to_string(),
         // No chosen signature: a domain that does not require DKIM, confirmed unsigned.
         dkim_domain: chosen
@@ -385,8 +386,8 @@ impl Verifier {
             session_code: Outcome::Skipped,
             date: Outcome::Skipped,
         };
-        let unsigned_fallback = !req.dkim && report.result != Dkim::Pass;
-        if report.result == Dkim::Pass || unsigned_fallback {
+        let unsigned_fallback = !req.dkim && !report.result.passed();
+        if report.result.passed() || unsigned_fallback {
             let candidates: Vec<Option<&Selected>> = if unsigned_fallback {
                 vec![None]
             } else {
@@ -429,6 +430,8 @@ impl Verifier {
 
     /// DKIM over every signature, in two phases each bounded by `dns.timeout`:
     ///
+    /// No signature is `none`; no From to align with is `skipped` (nothing is verified).
+    ///
     /// 1. the signatures aligned with From (by our strict reading of `d=`): only these can
     ///    confirm, so a timeout here is a temporary error;
     /// 2. only when none is aligned, the others, to tell `dkim.unaligned` (one verifies) from
@@ -456,9 +459,20 @@ impl Verifier {
         if sigs.is_empty() {
             return DkimReport::without_good(Dkim::None, false, Dnssec::Skipped);
         }
+        // Without one From address there is nothing to align with: the check could not run
+        // (`skipped`, not `unaligned` or `fail`); `header.from_*` names the refusal.
+        if from.is_none() {
+            return DkimReport::without_good(Dkim::Skipped, false, Dnssec::Skipped);
+        }
+        // `d=` the From domain's override trusts besides ordinary alignment (SPEC §4
+        // "Microsoft 365 tenants"): exact names, for that domain only.
+        let by_override: &[Domain] = from.map_or(&[], |f| self.domains.dkim_domains(f.domain()));
+        let natively = |d: &Domain| -> bool {
+            from.is_some_and(|f| dkim::aligned(d, f.domain(), &self.policy.alignment))
+        };
         let is_aligned = |d: &str| -> bool {
             match (Domain::parse(d.as_bytes(), &self.opts), from) {
-                (Ok(d), Some(f)) => dkim::aligned(&d, f.domain(), &self.policy.alignment),
+                (Ok(d), Some(_)) => natively(&d) || by_override.contains(&d),
                 _ => false,
             }
         };
@@ -500,8 +514,15 @@ impl Verifier {
                 }
                 statuses.push(status);
             }
+            let mut result = dkim::aggregate(sigs.len(), &statuses, false);
+            let native_good = good
+                .iter()
+                .any(|g| g.info.domain.as_ref().is_some_and(natively));
+            if result == Dkim::Pass && !native_good {
+                result = Dkim::AlignedByOverride;
+            }
             DkimReport {
-                result: dkim::aggregate(sigs.len(), &statuses, false),
+                result,
                 good,
                 temp: statuses.contains(&SigStatus::TempError),
                 dnssec,

@@ -34,6 +34,10 @@ pub struct Settings {
     /// `[store] url` and `password_file` (plaintext, loopback): a shared PostgreSQL database
     /// instead of the instance's own SQLite file (`super::postgres::Cluster::config`).
     pub postgres: Option<gatekeeper::config::PostgresConfig>,
+    /// TOML appended to `[policy]` (its own keys, then `[policy.domains."…"]` tables).
+    pub policy_extra: String,
+    /// `smtp.listen` host (default `127.0.0.1`): the host end of a test's veth pair.
+    pub smtp_host: String,
 }
 
 impl Default for Settings {
@@ -48,6 +52,8 @@ impl Default for Settings {
             max_pending: 100,
             max_per_hour: 1000,
             postgres: None,
+            policy_extra: String::new(),
+            smtp_host: "127.0.0.1".into(),
         }
     }
 }
@@ -113,7 +119,7 @@ impl Layout {
         let text = format!(
             r#"
 [smtp]
-listen = ["127.0.0.1:{smtp_port}"]
+listen = ["{smtp_host}:{smtp_port}"]
 hostname = "verify.example.gouv.fr"
 session_timeout = "{session_timeout}"
 command_timeout = "30s"
@@ -135,6 +141,7 @@ service_name = "Test"
 [policy]
 allowed_domains = ["gouv.fr"]
 alignment = "strict"
+{policy_extra}
 
 [dns]
 nameservers = ["{dns}"]
@@ -159,12 +166,14 @@ type = "file"
 path = "{d}/var/events.jsonl"
 "#,
             smtp_port = s.smtp_port,
+            smtp_host = s.smtp_host,
             api_port = s.api_port,
             session_timeout = s.session_timeout,
             ttl = s.challenge_ttl,
             max_pending = s.max_pending,
             max_per_hour = s.max_per_hour,
             dns_timeout = s.dns_timeout,
+            policy_extra = s.policy_extra,
             store = match &s.postgres {
                 None => format!("path = \"{d}/var/gatekeeper.db\""),
                 Some(pg) => format!(

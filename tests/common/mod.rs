@@ -191,6 +191,7 @@ pub fn transaction(
             tls_version: None,
         },
         mail_from: mailbox(mail_from),
+        mail_from_tagged: None,
         rcpt: Recipient {
             token: vars.token.clone(),
             address: mailbox(&rcpt),

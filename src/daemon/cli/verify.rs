@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use super::load_config;
-use crate::address::Mailbox;
+use crate::address::{Envelope, Mailbox};
 use crate::backend::{ChallengeBinding, Decision, Recipient, SessionInfo, Transaction, Verdict};
 use crate::config::Config;
 use crate::daemon::assemble::open_store;
@@ -61,10 +61,13 @@ pub fn exit_code(verdict: &Verdict) -> u8 {
 pub async fn verify(config: &Config, args: VerifyArgs) -> Verdict {
     let opts = config.parse_options();
     let bare = strip_brackets(&args.mail_from);
-    let mail_from = match Mailbox::parse(bare, &opts) {
-        Ok(m) => m,
-        Err(e) => return Verdict::refuse(e.reason()),
-    };
+    // The same tag rule as MAIL FROM over SMTP (SPEC §3 "Envelope tags").
+    let domains = crate::domains::DomainPolicy::new(&config.policy);
+    let (mail_from, mail_from_tagged) =
+        match Envelope::parse(bare, &opts, |d| domains.envelope_tag(d)) {
+            Ok(e) => (e.mailbox, e.tagged),
+            Err(e) => return Verdict::refuse(e.reason()),
+        };
     let confirm = ConfirmAddress {
         domain: config.confirm.domain.clone(),
         local_prefix: config.confirm.local_prefix.clone(),
@@ -115,6 +118,7 @@ pub async fn verify(config: &Config, args: VerifyArgs) -> Verdict {
             tls_version: None,
         },
         mail_from,
+        mail_from_tagged,
         challenge_id: challenge.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
         rcpt,
         message: args.message,

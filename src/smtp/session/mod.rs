@@ -328,6 +328,8 @@ impl Session {
         event.helo = self.info.helo.clone();
         event.tls_version = self.info.tls_version.clone();
         event.mail_from = self.tx.mail_from.clone();
+        event.mail_from_tagged = self.tx.mail_from_tagged.clone();
+        event.message = self.tx.detail.map(|d| format!("address: {d}"));
         event.to = self.tx.to.clone();
         event.challenge_id = self.tx.challenge_id.clone();
         event

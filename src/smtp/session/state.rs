@@ -49,6 +49,10 @@ pub(super) enum State {
 #[derive(Debug, Default)]
 pub(super) struct TxFacts {
     pub(super) mail_from: Option<String>,
+    /// MAIL FROM as sent, when a configured envelope tag was removed from it.
+    pub(super) mail_from_tagged: Option<String>,
+    /// The strict parser's detail of the refusal being reported (`address: two_at`).
+    pub(super) detail: Option<&'static str>,
     pub(super) to: Option<String>,
     pub(super) challenge_id: Option<String>,
     /// The last MAIL or RCPT of this transaction was refused: the 503s a pipelining client

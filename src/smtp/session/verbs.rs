@@ -48,21 +48,28 @@ impl Session {
             return self.close(out);
         }
         let s = &self.settings;
-        let mail = command::parse_mail_from(arg, &s.parse, s.max_message_bytes).and_then(|m| {
-            s.domains
-                .check_claim(m.from.domain(), &s.confirm.domain)
-                .map(|()| m)
-        });
+        let tag_for = |d: &crate::address::Domain| s.domains.envelope_tag(d);
+        let mail =
+            command::parse_mail_from(arg, &s.parse, s.max_message_bytes, tag_for).and_then(|m| {
+                s.domains
+                    .check_claim(m.from.domain(), &s.confirm.domain)
+                    .map(|()| m)
+            });
         match mail {
             Ok(mail) => {
                 self.tx.mail_from = Some(mail.from.to_string());
+                self.tx.mail_from_tagged = mail.tagged;
                 self.transactions += 1;
                 self.state = State::Mail { from: mail.from };
                 out.push(Output::Reply(reply::SENDER_OK.to_vec()));
             }
             Err(reason) => {
                 self.tx.refused = true;
+                if reason == Reason::EnvelopeSyntax {
+                    self.tx.detail = command::mail_from_detail(arg, &s.parse, tag_for);
+                }
                 self.refuse_counted(out, reason, now);
+                self.tx.detail = None;
             }
         }
     }
@@ -176,6 +183,7 @@ impl Session {
                 out.push(Output::Deliver(Box::new(Transaction {
                     session: self.info.clone(),
                     mail_from: from,
+                    mail_from_tagged: self.tx.mail_from_tagged.clone(),
                     rcpt,
                     challenge_id,
                     message,
