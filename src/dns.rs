@@ -118,7 +118,7 @@ pub async fn txt_lookup(
 }
 
 /// NXDOMAIN/NODATA (except a SERVFAIL carried as "no records") is definite; all else temporary.
-fn classify(err: &NetError) -> LookupError {
+pub fn classify(err: &NetError) -> LookupError {
     match err {
         NetError::Dns(DnsError::NoRecordsFound(no)) => {
             if no.response_code == mail_auth::hickory_resolver::proto::op::ResponseCode::ServFail {

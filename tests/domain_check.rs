@@ -1,0 +1,421 @@
+//! `gatekeeper domain-check` through the real binary, against loopback zones that each show
+//! one pattern (SPEC §10): the verdict, the exit status, the snippet, and the facts behind
+//! them, in JSON and in the terminal form.
+//!
+//! One test DNS server serves every zone; each domain is one pattern:
+//!
+//! | domain               | pattern                                      | verdict        |
+//! |----------------------|----------------------------------------------|----------------|
+//! | ready.gouv.fr        | SPF -all, DMARC reject, ed25519 key          | ready          |
+//! | nospf.gouv.fr        | no SPF, a key                                | needs override |
+//! | softfail.gouv.fr     | SPF ~all                                     | ready (note)   |
+//! | lookups.gouv.fr      | SPF over 10 DNS lookups                      | needs override |
+//! | nodmarc.gouv.fr      | no DMARC                                     | ready (note)   |
+//! | m365.gouv.fr         | DKIM only at selector1, a CNAME (M365)       | ready          |
+//! | weak.gouv.fr         | a 1024-bit RSA key                           | ready (note)   |
+//! | testing.gouv.fr      | the only key has t=y                         | needs override |
+//! | tenant.gouv.fr       | no own key; earlier confirmations signed by  | needs override |
+//! |                      | tenant.onmicrosoft.com (from the store)      | (dkim_domains) |
+//! | nothing.gouv.fr      | no SPF, no DKIM                              | cannot confirm |
+//! | nullmx.gouv.fr       | null MX (RFC 7505)                           | cannot confirm |
+//! | outside.example.org  | outside policy.allowed_domains               | cannot confirm |
+//!
+//! Run: `cargo test --test domain_check`.
+
+// Test code: a failed expectation is a test failure, with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use chrono::Utc;
+use serde_json::Value;
+
+use common::dns::{Rec, TestDns};
+use common::e2e::{Layout, Settings};
+use common::keys::Key;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatekeeper");
+
+/// The records of every pattern zone (see the table above).
+pub fn zones(ed25519: &str, rsa1024: &str) -> Vec<Rec> {
+    let key = format!("v=DKIM1; k=ed25519; p={ed25519}");
+    let mut r = Vec::new();
+    let mut zone = |d: &str, spf: Option<&str>, dmarc: Option<&str>, keys: &[(&str, &str)]| {
+        if let Some(spf) = spf {
+            r.push(Rec::new(d, "TXT", spf));
+        }
+        if let Some(dmarc) = dmarc {
+            r.push(Rec::new(&format!("_dmarc.{d}"), "TXT", dmarc));
+        }
+        for (sel, txt) in keys {
+            r.push(Rec::new(&format!("{sel}._domainkey.{d}"), "TXT", txt));
+        }
+        r.push(Rec::new(d, "MX", &format!("10 mx.{d}")));
+        r.push(Rec::new(&format!("mx.{d}"), "A", "127.0.0.25"));
+    };
+    let dmarc = Some("v=DMARC1; p=reject; adkim=s; aspf=s");
+    let spf = Some("v=spf1 ip4:127.0.0.25 -all");
+    zone("ready.gouv.fr", spf, dmarc, &[("google", &key)]);
+    zone("nospf.gouv.fr", None, dmarc, &[("default", &key)]);
+    zone(
+        "softfail.gouv.fr",
+        Some("v=spf1 ip4:127.0.0.25 ~all"),
+        dmarc,
+        &[("mail", &key)],
+    );
+    // 4 includes, each with `a` and `mx`: 4 + 8 = 12 lookups (RFC 7208 §4.6.4 allows 10).
+    zone(
+        "lookups.gouv.fr",
+        Some(
+            "v=spf1 include:i1.lookups.gouv.fr include:i2.lookups.gouv.fr \
+             include:i3.lookups.gouv.fr include:i4.lookups.gouv.fr -all",
+        ),
+        dmarc,
+        &[("dkim", &key)],
+    );
+    zone("nodmarc.gouv.fr", spf, None, &[("s1", &key)]);
+    zone(
+        "m365.gouv.fr",
+        Some("v=spf1 include:spf.protection.outlook.test -all"),
+        Some("v=DMARC1; p=quarantine"),
+        &[],
+    );
+    zone(
+        "weak.gouv.fr",
+        spf,
+        dmarc,
+        &[("default", &format!("v=DKIM1; k=rsa; p={rsa1024}"))],
+    );
+    zone(
+        "testing.gouv.fr",
+        spf,
+        dmarc,
+        &[("selector1", &format!("{key}; t=y"))],
+    );
+    zone("tenant.gouv.fr", spf, dmarc, &[]);
+    zone("nothing.gouv.fr", None, dmarc, &[]);
+    zone("outside.example.org", spf, dmarc, &[("google", &key)]);
+    r.push(Rec::new("nullmx.gouv.fr", "TXT", "v=spf1 -all"));
+    r.push(Rec::new("nullmx.gouv.fr", "MX", "0 ."));
+    r.push(Rec::new(
+        "_dmarc.nullmx.gouv.fr",
+        "TXT",
+        "v=DMARC1; p=reject",
+    ));
+    r.push(Rec::new("google._domainkey.nullmx.gouv.fr", "TXT", &key));
+    for i in 1..=4 {
+        r.push(Rec::new(
+            &format!("i{i}.lookups.gouv.fr"),
+            "TXT",
+            "v=spf1 a mx -all",
+        ));
+    }
+    // Microsoft 365: the selector is a CNAME into the tenant's onmicrosoft.com zone.
+    r.push(Rec::new(
+        "selector1._domainkey.m365.gouv.fr",
+        "CNAME",
+        "selector1-m365-gouv-fr._domainkey.m365gouv.onmicrosoft.test",
+    ));
+    r.push(Rec::new(
+        "selector1-m365-gouv-fr._domainkey.m365gouv.onmicrosoft.test",
+        "TXT",
+        &key,
+    ));
+    r.push(Rec::new(
+        "spf.protection.outlook.test",
+        "TXT",
+        "v=spf1 ip4:127.0.0.25 -all",
+    ));
+    // The tenant whose mail is signed by its onmicrosoft.com domain only.
+    r.push(Rec::new(
+        "selector1-tenant-gouv-fr._domainkey.tenant.onmicrosoft.test",
+        "TXT",
+        &key,
+    ));
+    r
+}
+
+/// A domain-check run: its exit status, JSON and terminal output.
+struct Run {
+    code: Option<i32>,
+    json: Value,
+    text: String,
+}
+
+fn domain_check(config: &Path, domain: &str) -> Run {
+    let run = |json: bool| -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["domain-check", domain, "-c"]).arg(config);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap_or_else(|e| panic!("{BIN}: {e}"))
+    };
+    let json = run(true);
+    let text = run(false);
+    assert_eq!(
+        json.status.code(),
+        text.status.code(),
+        "{domain}: same exit either way"
+    );
+    let parsed: Value = serde_json::from_slice(&json.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{domain}: JSON: {e}\n{}\n{}",
+            String::from_utf8_lossy(&json.stdout),
+            String::from_utf8_lossy(&json.stderr)
+        )
+    });
+    Run {
+        code: json.status.code(),
+        json: parsed,
+        text: String::from_utf8_lossy(&text.stdout).into_owned(),
+    }
+}
+
+/// The DKIM key report of `selector` at `domain`.
+fn key<'a>(run: &'a Run, selector: &str, domain: &str) -> &'a Value {
+    run.json["dkim"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["selector"] == selector && k["domain"] == domain)
+        .unwrap_or_else(|| panic!("no key {selector} at {domain}: {}", run.json))
+}
+
+fn notes(run: &Run) -> String {
+    run.json["notes"].to_string()
+}
+
+/// Record one confirmation of `address` signed by `d=`/`s=` in the store at `path`, as the
+/// daemon would after a confirmed reply.
+async fn confirmed(path: &Path, address: &str, d: &str, s: &str) {
+    use gatekeeper::backend::Evidence;
+    use gatekeeper::store::{
+        ConfirmOutcome, ConfirmRequest, Confirmation, RateLimits, SqliteOptions, SqliteStore, Store,
+    };
+    let store = SqliteStore::open(path, SqliteOptions::default()).unwrap();
+    let now = Utc::now();
+    let c = common::challenge::new_challenge("seen1", address, "tok-seen1", now, 3600);
+    let limits = RateLimits {
+        max_pending: 10,
+        max_per_hour: 10,
+    };
+    store.create(c, limits, now).await.unwrap();
+    let outcome = store
+        .confirm(ConfirmRequest {
+            id: "seen1".into(),
+            confirmation: Confirmation {
+                confirmed_at: now,
+                evidence: Evidence {
+                    from: address.into(),
+                    dkim_domain: d.into(),
+                    dkim_selector: s.into(),
+                    ..Evidence::default()
+                },
+                message_id: Some("m1@tenant.gouv.fr".into()),
+                from: address.into(),
+                session_id: "sess1".into(),
+                session_ended: true,
+            },
+            now,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(outcome, ConfirmOutcome::Confirmed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pattern_per_zone() {
+    let ed = Key::generate("ed25519").public_b64();
+    let rsa = Key::generate("rsa 1024").public_b64();
+    let dns = TestDns::start(zones(&ed, &rsa)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(tmp.path());
+    let config = layout.write_config(dns.addr, &Settings::default());
+    std::fs::create_dir_all(layout.store.parent().unwrap()).unwrap();
+    confirmed(
+        &layout.store,
+        "alice@tenant.gouv.fr",
+        "tenant.onmicrosoft.test",
+        "selector1-tenant-gouv-fr",
+    )
+    .await;
+
+    // Ready: every part in place; nothing to add.
+    let r = domain_check(&config, "ready.gouv.fr");
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    assert_eq!(r.json["verdict"], "ready");
+    assert_eq!(r.json["snippet"], Value::Null);
+    assert_eq!(r.json["spf"]["valid"], true);
+    assert_eq!(r.json["spf"]["all"], "-all");
+    assert_eq!(r.json["spf"]["lookups"], 0);
+    assert_eq!(r.json["dmarc"]["p"], "reject");
+    assert_eq!(r.json["dmarc"]["adkim"], "strict");
+    assert_eq!(r.json["mx"]["hosts"][0], "10 mx.ready.gouv.fr");
+    assert_eq!(r.json["dnssec"], "not validated");
+    let k = key(&r, "google", "ready.gouv.fr");
+    assert_eq!(
+        (k["key_type"].as_str(), k["usable"].as_bool()),
+        (Some("ed25519"), Some(true))
+    );
+    assert!(r.text.contains("verdict: ready"), "{}", r.text);
+    assert!(
+        r.text
+            .contains("google._domainkey.ready.gouv.fr (usual): ed25519"),
+        "{}",
+        r.text
+    );
+
+    // No SPF: DKIM alone may confirm with the override.
+    let r = domain_check(&config, "nospf.gouv.fr");
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    assert_eq!(r.json["verdict"], "needs override");
+    assert_eq!(r.json["spf"]["status"], "none");
+    assert_eq!(
+        r.json["snippet"],
+        "[policy.domains.\"nospf.gouv.fr\"]\nrequire_spf = false\n"
+    );
+    assert!(
+        r.text.contains(
+            "add to the configuration:\n[policy.domains.\"nospf.gouv.fr\"]\nrequire_spf = false\n"
+        ),
+        "{}",
+        r.text
+    );
+
+    // ~all: still ready (SPF pass is needed either way), said in a note.
+    let r = domain_check(&config, "softfail.gouv.fr");
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    assert_eq!(r.json["spf"]["all"], "~all");
+    assert!(notes(&r).contains("~all"), "{}", r.json);
+
+    // Too many lookups: a permerror for every mail.
+    let r = domain_check(&config, "lookups.gouv.fr");
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    assert_eq!(r.json["spf"]["valid"], false);
+    assert!(
+        r.json["spf"]["lookups"].as_u64().unwrap() > 10,
+        "{}",
+        r.json
+    );
+    assert!(
+        r.json["spf"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 10"),
+        "{}",
+        r.json
+    );
+    assert_eq!(
+        r.json["snippet"],
+        "[policy.domains.\"lookups.gouv.fr\"]\nrequire_spf = false\n"
+    );
+
+    // No DMARC: gatekeeper does not need one; a note says what it means.
+    let r = domain_check(&config, "nodmarc.gouv.fr");
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    assert_eq!(r.json["dmarc"]["status"], "none");
+    assert!(notes(&r).contains("no DMARC record"), "{}", r.json);
+
+    // Microsoft 365: the key is only at selector1, through a CNAME; SPF through an include.
+    let r = domain_check(&config, "m365.gouv.fr");
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    let k = key(&r, "selector1", "m365.gouv.fr");
+    assert_eq!(
+        k["cname"],
+        "selector1-m365-gouv-fr._domainkey.m365gouv.onmicrosoft.test"
+    );
+    assert_eq!(k["usable"], true);
+    assert_eq!(key(&r, "selector2", "m365.gouv.fr")["status"], "none");
+    assert_eq!(r.json["spf"]["lookups"], 1);
+    assert_eq!(r.json["dmarc"]["p"], "quarantine");
+    assert!(
+        r.text
+            .contains("-> selector1-m365-gouv-fr._domainkey.m365gouv.onmicrosoft.test"),
+        "{}",
+        r.text
+    );
+
+    // A 1024-bit key: accepted at the default policy.dkim_min_rsa_bits, noted.
+    let r = domain_check(&config, "weak.gouv.fr");
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    let k = key(&r, "default", "weak.gouv.fr");
+    assert_eq!(
+        (k["key_type"].as_str(), k["bits"].as_u64()),
+        (Some("rsa"), Some(1024))
+    );
+    assert!(notes(&r).contains("1024 bits"), "{}", r.json);
+
+    // t=y: signatures are refused as dkim.testing; without DKIM, SPF and iprev.
+    let r = domain_check(&config, "testing.gouv.fr");
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    let k = key(&r, "selector1", "testing.gouv.fr");
+    assert_eq!(
+        (k["testing"].as_bool(), k["usable"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        r.json["snippet"],
+        "[policy.domains.\"testing.gouv.fr\"]\nrequire_dkim = false\nrequire_iprev = true\n"
+    );
+
+    // Signed only by the tenant's onmicrosoft domain, as earlier confirmations show.
+    let r = domain_check(&config, "tenant.gouv.fr");
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    let k = key(&r, "selector1-tenant-gouv-fr", "tenant.onmicrosoft.test");
+    assert_eq!(
+        (k["source"].as_str(), k["usable"].as_bool()),
+        (Some("seen"), Some(true))
+    );
+    assert_eq!(
+        r.json["snippet"],
+        "[policy.domains.\"tenant.gouv.fr\"]\ndkim_domains = [\"tenant.onmicrosoft.test\"]\n"
+    );
+
+    // Neither SPF nor DKIM: no override can waive both.
+    let r = domain_check(&config, "nothing.gouv.fr");
+    assert_eq!(r.code, Some(2), "{}", r.text);
+    assert_eq!(r.json["verdict"], "cannot confirm");
+    assert_eq!(r.json["snippet"], Value::Null);
+    assert!(
+        r.json["why"].to_string().contains("never waive both"),
+        "{}",
+        r.json
+    );
+
+    // Null MX: the challenge mail cannot be delivered.
+    let r = domain_check(&config, "nullmx.gouv.fr");
+    assert_eq!(r.code, Some(2), "{}", r.text);
+    assert_eq!(r.json["mx"]["status"], "null");
+
+    // Outside the allowed domains.
+    let r = domain_check(&config, "outside.example.org");
+    assert_eq!(r.code, Some(2), "{}", r.text);
+    assert!(
+        r.json["why"].to_string().contains("allowed_domains"),
+        "{}",
+        r.json
+    );
+}
+
+#[test]
+fn bad_domain_or_config_cannot_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.toml");
+    for (args, config) in [
+        (vec!["domain-check", "not a domain"], None),
+        (vec!["domain-check", "ready.gouv.fr", "-c"], Some(&missing)),
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args).env_remove("GATEKEEPER_CONFIG");
+        if let Some(c) = config {
+            cmd.arg(c);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+}
