@@ -9,7 +9,8 @@
 //!
 //! - **SPF**: the one `v=spf1` record, parsed; DNS-lookup terms counted per RFC 7208 §4.6.4
 //!   (`include`, `a`, `mx`, `ptr`, `exists`, `redirect`, through every `include` and
-//!   `redirect` target, stopping past [`SPF_LOOKUP_LIMIT`]); the qualifier of `all` (of the
+//!   `redirect` target, counted past [`SPF_LOOKUP_LIMIT`] up to [`SPF_COUNT_BOUND`]); the
+//!   qualifier of `all` (of the
 //!   `redirect` target when the record has none). A term whose domain is a macro cannot be
 //!   followed without a sender: it counts once and is noted.
 //! - **DMARC**: `_dmarc.DOMAIN`, else `_dmarc` of the organisational domain (RFC 7489
@@ -52,6 +53,10 @@ use crate::verify::dkim::KeyRecord;
 
 /// RFC 7208 §4.6.4: at most 10 terms that cause DNS lookups, else `permerror`.
 pub const SPF_LOOKUP_LIMIT: u32 = 10;
+
+/// The walk goes on past the limit so the report says how far over a record is (12 tells
+/// the ministry more than "11"), up to this bound, which keeps the queries of one run few.
+pub const SPF_COUNT_BOUND: u32 = 40;
 
 /// Selectors tried on every domain, whatever the store knows. Bounded (about twenty lookups)
 /// and chosen from what ministries' providers publish:
@@ -489,8 +494,8 @@ struct SpfWalk {
     redirect_all: Option<String>,
 }
 
-/// Deeper than this, the 10-lookup limit is exceeded anyway; the bound keeps a loop finite
-/// even before the count stops it.
+/// Deeper than this, the 10-lookup limit is exceeded anyway (each level costs one); the
+/// bound keeps a loop of includes finite even before the count stops it.
 const MAX_SPF_DEPTH: u32 = 12;
 
 impl SpfWalk {
@@ -503,7 +508,7 @@ impl SpfWalk {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
             for d in spf.directives.iter() {
-                if self.lookups > SPF_LOOKUP_LIMIT {
+                if self.lookups > SPF_COUNT_BOUND {
                     return;
                 }
                 match &d.mechanism {
@@ -521,7 +526,7 @@ impl SpfWalk {
             }
             if let Some(redirect) = &spf.redirect {
                 // RFC 7208 §6.1: redirect is ignored when the record has an `all`.
-                if all_of(spf).is_none() && self.lookups <= SPF_LOOKUP_LIMIT {
+                if all_of(spf).is_none() && self.lookups <= SPF_COUNT_BOUND {
                     self.lookups += 1;
                     self.follow(lookup, domain, redirect, depth, "redirect")
                         .await;
