@@ -11,8 +11,10 @@
 //!   (`include`, `a`, `mx`, `ptr`, `exists`, `redirect`, through every `include` and
 //!   `redirect` target, counted past [`SPF_LOOKUP_LIMIT`] up to [`SPF_COUNT_BOUND`]); the
 //!   qualifier of `all` (of the
-//!   `redirect` target when the record has none). A term whose domain is a macro cannot be
-//!   followed without a sender: it counts once and is noted.
+//!   `redirect` target when the record has none); void lookups (`a`, `mx`, `exists` names
+//!   without records), a note past [`SPF_VOID_LIMIT`] since the verifier does not apply that
+//!   limit. A term whose domain is a macro cannot be followed without a sender: it counts
+//!   once and is noted.
 //! - **DMARC**: `_dmarc.DOMAIN`, else `_dmarc` of the organisational domain (RFC 7489
 //!   §6.6.3, Public Suffix List): `p=`, `sp=`, `adkim=`, `aspf=`.
 //! - **DKIM**: the selectors of [`usual_selectors`] (a bounded list, documented there) and
@@ -53,6 +55,10 @@ use crate::verify::dkim::KeyRecord;
 
 /// RFC 7208 §4.6.4: at most 10 terms that cause DNS lookups, else `permerror`.
 pub const SPF_LOOKUP_LIMIT: u32 = 10;
+
+/// RFC 7208 §4.6.4: receivers SHOULD stop at more than two void lookups. mail-auth, the
+/// verifier's SPF, does not apply this limit, so it is a note, not a reason to fail.
+pub const SPF_VOID_LIMIT: u32 = 2;
 
 /// The walk goes on past the limit so the report says how far over a record is (12 tells
 /// the ministry more than "11"), up to this bound, which keeps the queries of one run few.
@@ -157,6 +163,8 @@ pub struct SpfReport {
     pub error: Option<String>,
     /// DNS-lookup terms counted (RFC 7208 §4.6.4), through includes and redirects.
     pub lookups: u32,
+    /// Of those, `a`/`mx`/`exists` terms whose name had no record (RFC 7208 §4.6.4 "void").
+    pub void_lookups: u32,
     /// `-all`, `~all`, `?all`, `+all`, or `none` (no `all`: neutral).
     pub all: Option<String>,
     pub dnssec: Option<&'static str>,
@@ -445,12 +453,22 @@ async fn spf(lookup: &Lookup, domain: &str, notes: &mut Vec<String>) -> SpfRepor
     report.all = all_of(&parsed).map(str::to_owned);
     let mut walk = SpfWalk {
         lookups: 0,
+        voids: 0,
         error: None,
         macros: false,
         redirect_all: None,
     };
     walk.count(lookup, domain, &parsed, 0).await;
     report.lookups = walk.lookups;
+    report.void_lookups = walk.voids;
+    if walk.voids > SPF_VOID_LIMIT {
+        notes.push(format!(
+            "the SPF record makes {} void lookups (names without records): RFC 7208 §4.6.4 \
+             lets receivers stop at {SPF_VOID_LIMIT} with a permerror; gatekeeper's SPF \
+             evaluation does not, but other receivers may refuse this domain's mail",
+            walk.voids
+        ));
+    }
     if report.all.is_none() {
         report.all = Some(walk.redirect_all.unwrap_or_else(|| "none".into()));
     }
@@ -487,6 +505,8 @@ fn all_of(spf: &Spf) -> Option<&'static str> {
 /// The recursive count of lookup terms (RFC 7208 §4.6.4).
 struct SpfWalk {
     lookups: u32,
+    /// `a`, `mx` and `exists` terms whose name has no address (or MX) record.
+    voids: u32,
     /// The first definite error met below the top record (an include without a record…).
     error: Option<String>,
     macros: bool,
@@ -517,10 +537,16 @@ impl SpfWalk {
                         self.follow(lookup, domain, macro_string, depth, "include")
                             .await;
                     }
-                    Mechanism::A { .. }
-                    | Mechanism::Mx { .. }
-                    | Mechanism::Ptr { .. }
-                    | Mechanism::Exists { .. } => self.lookups += 1,
+                    Mechanism::A { macro_string, .. } | Mechanism::Exists { macro_string } => {
+                        self.lookups += 1;
+                        self.void_check(lookup, domain, macro_string, false).await;
+                    }
+                    Mechanism::Mx { macro_string, .. } => {
+                        self.lookups += 1;
+                        self.void_check(lookup, domain, macro_string, true).await;
+                    }
+                    // Its answer depends on the client's address: nothing to follow here.
+                    Mechanism::Ptr { .. } => self.lookups += 1,
                     Mechanism::All | Mechanism::Ip4 { .. } | Mechanism::Ip6 { .. } => {}
                 }
             }
@@ -533,6 +559,33 @@ impl SpfWalk {
                 }
             }
         })
+    }
+
+    /// Count a void lookup: the term's name (the current domain when it names none) has no
+    /// address record (or, for `mx`, no MX). A macro name is not expanded.
+    async fn void_check(&mut self, lookup: &Lookup, domain: &str, target: &Macro, mx: bool) {
+        let name = match target {
+            Macro::Literal(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            Macro::None => domain.to_owned(),
+            _ => {
+                self.macros = true;
+                return;
+            }
+        };
+        let Ok(name) = fqdn(&name) else {
+            self.voids += 1;
+            return;
+        };
+        let result = if mx {
+            lookup.resolver.mx_lookup(name).await.map(drop)
+        } else {
+            lookup.resolver.lookup_ip(name).await.map(drop)
+        };
+        if let Err(e) = result
+            && classify(&e) == LookupError::NotFound
+        {
+            self.voids += 1;
+        }
     }
 
     /// Fetch and count the record an include or redirect names.
@@ -855,9 +908,10 @@ impl Report {
         if let Some(r) = &self.spf.record {
             o.push_str(&format!("  record: {r}\n"));
             o.push_str(&format!(
-                "  valid: {}\n  lookups: {}\n  all: {}\n",
+                "  valid: {}\n  lookups: {} ({} void)\n  all: {}\n",
                 if self.spf.valid { "yes" } else { "no" },
                 self.spf.lookups,
+                self.spf.void_lookups,
                 opt(&self.spf.all)
             ));
         }
