@@ -613,3 +613,34 @@ async fn agrees_with_checkdmarc() {
         }
     }
 }
+
+/// `dns.dnssec = true` against the test server, which signs nothing and has no chain of trust
+/// from the root: every answer is unprovable, so a temporary failure (`src/dns.rs`), and
+/// domain-check says `cannot confirm` (try again), never `ready` on answers it could not
+/// validate. (Validated answers from a signed zone are the DNSSEC suite's to show.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnssec_without_a_chain_of_trust_cannot_confirm() {
+    let ed = Key::generate("ed25519").public_b64();
+    let dns = TestDns::start(zones(&ed, &ed)).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(tmp.path());
+    let config = layout.write_config(dns.addr, &Settings::default());
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("[dns]\n"));
+    std::fs::write(
+        &config,
+        text.replacen("[dns]\n", "[dns]\ndnssec = true\n", 1),
+    )
+    .unwrap();
+    let r = tokio::task::spawn_blocking(move || domain_check(&config, "ready.gouv.fr"))
+        .await
+        .unwrap();
+    assert_eq!(r.code, Some(2), "{}", r.text);
+    assert_eq!(r.json["dnssec"], "validated");
+    assert_eq!(r.json["spf"]["status"], "temperror", "{}", r.json);
+    assert!(
+        r.json["why"].to_string().contains("try again later"),
+        "{}",
+        r.json
+    );
+}

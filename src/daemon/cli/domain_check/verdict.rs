@@ -183,19 +183,28 @@ pub fn judge(f: &Facts) -> Verdict {
     }
     let spf_ok = f.spf == SpfState::CanPass;
     let dkim_ok = f.dkim == DkimState::Usable;
-    let spf_why = match f.spf {
-        SpfState::Missing => "no SPF record: SPF can never pass (spf.none)",
-        _ => "the SPF record can never pass (spf.permerror): fix the record, or",
+    // (what is wrong, what the ministry could fix instead of an override)
+    let (spf_why, spf_fix) = match f.spf {
+        SpfState::Missing => (
+            "no SPF record, so SPF never passes (spf.none)",
+            "publish one",
+        ),
+        _ => (
+            "the SPF record can never pass (spf.permerror)",
+            "fix the record",
+        ),
     };
-    let dkim_why = match f.dkim {
-        DkimState::Unusable => {
+    let (dkim_why, dkim_fix) = match f.dkim {
+        DkimState::Unusable => (
             "no usable DKIM key: every key found is in testing (t=y), too weak, revoked or \
-             unreadable (dkim.testing / dkim.weak / dkim.fail): fix the key, or"
-        }
-        _ => {
+             unreadable (dkim.testing / dkim.weak / dkim.fail)",
+            "fix the key",
+        ),
+        _ => (
             "no DKIM key at any usual selector nor at one seen in earlier confirmations \
-             (dkim.none); the domain may sign with another selector: send a probe to be sure, or"
-        }
+             (dkim.none)",
+            "the domain may sign with another selector: send a probe to be sure",
+        ),
     };
     match (spf_ok, dkim_ok) {
         (true, true) => Verdict::new(Ready, Vec::new(), None),
@@ -207,7 +216,7 @@ pub fn judge(f: &Facts) -> Verdict {
         (false, true) => Verdict::new(
             NeedsOverride,
             vec![format!(
-                "{spf_why} accept on the aligned DKIM signature alone"
+                "{spf_why}: {spf_fix}, or accept on the aligned DKIM signature alone"
             )],
             Some(format!("{table}require_spf = false\n")),
         ),
@@ -240,8 +249,8 @@ pub fn judge(f: &Facts) -> Verdict {
         (true, false) => Verdict::new(
             NeedsOverride,
             vec![format!(
-                "{dkim_why} accept on SPF pass with forward-confirmed reverse DNS (iprev) of \
-                 the ministry's outbound hosts"
+                "{dkim_why}: {dkim_fix}, or accept on SPF pass with forward-confirmed reverse \
+                 DNS (iprev) of the ministry's outbound hosts"
             )],
             Some(format!(
                 "{table}require_dkim = false\nrequire_iprev = true\n"
@@ -250,8 +259,8 @@ pub fn judge(f: &Facts) -> Verdict {
         (false, false) => Verdict::new(
             CannotConfirm,
             vec![
-                spf_why.trim_end_matches(": fix the record, or").to_owned(),
-                dkim_why.trim_end_matches(", or").to_owned(),
+                spf_why.to_owned(),
+                dkim_why.to_owned(),
                 "an override can never waive both DKIM and SPF: the ministry must publish a \
                  DKIM key or an SPF record first"
                     .into(),
