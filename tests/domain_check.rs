@@ -19,6 +19,7 @@
 //! |                      | tenant.onmicrosoft.com (from the store)      | (dkim_domains) |
 //! | nothing.gouv.fr      | no SPF, no DKIM                              | cannot confirm |
 //! | nullmx.gouv.fr       | null MX (RFC 7505)                           | cannot confirm |
+//! | flaky.gouv.fr        | SERVFAIL at selector1, no key elsewhere      | cannot confirm |
 //! | outside.example.org  | outside policy.allowed_domains               | cannot confirm |
 //!
 //! Run: `cargo test --test domain_check`.
@@ -106,6 +107,7 @@ pub fn zones(ed25519: &str, rsa1024: &str) -> Vec<Rec> {
         &[("selector1", &format!("{key}; t=y"))],
     );
     zone("tenant.gouv.fr", spf, dmarc, &[]);
+    zone("flaky.gouv.fr", spf, dmarc, &[]);
     zone("nothing.gouv.fr", None, dmarc, &[]);
     zone("outside.example.org", spf, dmarc, &[("google", &key)]);
     r.push(Rec::new("nullmx.gouv.fr", "TXT", "v=spf1 -all"));
@@ -415,6 +417,21 @@ async fn one_pattern_per_zone() {
     let r = domain_check(&config, "nullmx.gouv.fr");
     assert_eq!(r.code, Some(2), "{}", r.text);
     assert_eq!(r.json["mx"]["status"], "null");
+
+    // A selector that fails for now may hold the key: unknown, not "no key" (exit 2, try
+    // again), never a require_dkim = false snippet on a guess.
+    dns.servfail("selector1._domainkey.flaky.gouv.fr");
+    let r = domain_check(&config, "flaky.gouv.fr");
+    assert_eq!(r.code, Some(2), "{}", r.text);
+    assert_eq!(key(&r, "selector1", "flaky.gouv.fr")["status"], "temperror");
+    assert_eq!(r.json["snippet"], Value::Null);
+    assert!(
+        r.json["why"]
+            .to_string()
+            .contains("DKIM key lookups failed for now"),
+        "{}",
+        r.json
+    );
 
     // Outside the allowed domains.
     let r = domain_check(&config, "outside.example.org");

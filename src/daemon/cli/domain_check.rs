@@ -260,12 +260,14 @@ pub async fn check(config: &Config, domain: &Domain) -> Result<Report, String> {
     let policy = DomainPolicy::new(&config.policy);
     let req = policy.requirements(domain);
     let own: Vec<&KeyReport> = dkim.iter().filter(|k| k.domain == name).collect();
+    // A selector whose lookup failed for now may hold the usable key: unless one is already
+    // found, the DKIM state is unknown rather than "none" or "unusable".
     let dkim_state = if own.iter().any(|k| k.usable) {
         DkimState::Usable
+    } else if own.iter().any(|k| k.status == "temperror") {
+        DkimState::Temporary
     } else if own.iter().any(|k| k.status == "found") {
         DkimState::Unusable
-    } else if own.iter().all(|k| k.status == "temperror") && !own.is_empty() {
-        DkimState::Temporary
     } else {
         DkimState::NotFound
     };

@@ -53,7 +53,7 @@ pub enum DkimState {
     Unusable,
     /// No key at any tried selector.
     NotFound,
-    /// Every lookup failed for now (and none found a usable key).
+    /// A lookup failed for now, and no usable key was found elsewhere.
     Temporary,
 }
 
@@ -207,6 +207,16 @@ pub fn judge(f: &Facts) -> Verdict {
         ),
     };
     match (spf_ok, dkim_ok) {
+        (true, true) if f.require_iprev => Verdict::new(
+            Ready,
+            vec![
+                "the policy also requires iprev for this domain: the ministry's outbound hosts \
+                 need forward-confirmed reverse DNS, which DNS alone cannot show for hosts it \
+                 does not name (a probe tells)"
+                    .into(),
+            ],
+            None,
+        ),
         (true, true) => Verdict::new(Ready, Vec::new(), None),
         (false, true) if !f.require_spf => Verdict::new(
             Ready,
@@ -307,10 +317,13 @@ mod tests {
         outside.allowed = false;
         let mut null_mx = facts(S::CanPass, D::Usable);
         null_mx.mx = MxState::Undeliverable;
+        let mut iprev = facts(S::CanPass, D::Usable);
+        iprev.require_iprev = true;
         let mut mx_temp = facts(S::CanPass, D::Usable);
         mx_temp.mx = MxState::Temporary;
         let cases: Vec<(Facts, Outcome, Option<&str>)> = vec![
             (facts(S::CanPass, D::Usable), Ready, None),
+            (iprev, Ready, None),
             (facts(S::Missing, D::Usable), NeedsOverride, Some(&no_spf)),
             (facts(S::Broken, D::Usable), NeedsOverride, Some(&no_spf)),
             (waived_spf, Ready, None),
