@@ -18,7 +18,10 @@
 //!
 //! `--watch` keeps the DNS up and answers every new challenge mail in the outbox instead,
 //! asking for the session code on the terminal, like a person copying it from the page:
-//! for trying the API by hand or the OpenID sign-in page.
+//! for trying the API by hand or the OpenID sign-in page. With `[oidc]` in the configuration
+//! and a public client whose redirect URI is on loopback (the demo configuration's `demo`),
+//! it also prints a sign-in URL (PKCE S256) and plays that relying party's redirect: it
+//! exchanges the code at `/token` and prints the ID token's claims.
 //!
 //! Run: `cargo run --example demo_ministry [-- -c conf/examples/demo.toml] [--address A]
 //! [--watch]`. Every socket is on loopback.
@@ -104,6 +107,12 @@ pub struct ChallengeMail {
 impl Ministry {
     /// Read gatekeeper's configuration and start the ministry's DNS where it points.
     pub async fn start(config: &Path) -> Result<Ministry> {
+        Self::start_in(config, Path::new(".")).await
+    }
+
+    /// [`Ministry::start`] for a gatekeeper whose working directory is `dir` (its relative
+    /// paths, outbox and token file, are relative to it).
+    pub async fn start_in(config: &Path, dir: &Path) -> Result<Ministry> {
         let c = Config::load(config).map_err(|e| format!("{}: {e}", config.display()))?;
         let dns_addr = *c
             .dns
@@ -123,10 +132,10 @@ impl Ministry {
         Ok(Ministry {
             dns,
             key,
-            outbox: outbox.clone(),
+            outbox: dir.join(outbox),
             smtp,
             api_addr: c.api.listen,
-            token_file: c.api.token_file.clone(),
+            token_file: dir.join(&c.api.token_file),
             confirm_domain: c.confirm.domain.as_str().to_owned(),
             local_prefix: c.confirm.local_prefix.clone(),
         })
@@ -281,10 +290,162 @@ impl Ministry {
         }
     }
 
+    /// `--watch` with a sign-in: catch the redirect in the background; the URL to open
+    /// (`None` without a suitable `[oidc]` client).
+    pub async fn sign_in(config: &Path) -> Result<Option<String>> {
+        let c = Config::load(config).map_err(|e| format!("{}: {e}", config.display()))?;
+        let Some(s) = SignIn::new(&c)? else {
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::bind(s.callback).await?;
+        let url = s.authorize_url.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                if let Err(e) = s.callback(stream).await {
+                    say(&format!("sign-in redirect: {e}"));
+                }
+            }
+        });
+        Ok(Some(url))
+    }
+
     fn is_reply_address(&self, addr: &str) -> bool {
         addr.strip_suffix(&format!("@{}", self.confirm_domain))
             .and_then(|l| l.strip_prefix(&format!("{}+", self.local_prefix)))
             .is_some_and(|t| !t.is_empty())
+    }
+}
+
+/// The relying party `--watch` plays for the OpenID page: a public client of the
+/// configuration whose redirect URI is plain http on loopback.
+struct SignIn {
+    authorize_url: String,
+    token_url: String,
+    client_id: String,
+    redirect_uri: String,
+    verifier: String,
+    state: String,
+    callback: SocketAddr,
+}
+
+impl SignIn {
+    fn new(c: &Config) -> Result<Option<SignIn>> {
+        let Some(oidc) = &c.oidc else {
+            return Ok(None);
+        };
+        let found = oidc
+            .clients
+            .iter()
+            .filter(|cl| cl.secret.is_none())
+            .find_map(|cl| {
+                cl.redirect_uris.iter().find_map(|u| {
+                    let url = url::Url::parse(u).ok()?;
+                    let ip: IpAddr = url.host_str()?.parse().ok()?;
+                    (url.scheme() == "http" && ip.is_loopback())
+                        .then(|| (cl, u.clone(), SocketAddr::new(ip, url.port().unwrap_or(80))))
+                })
+            });
+        let Some((client, redirect_uri, callback)) = found else {
+            return Ok(None);
+        };
+        let random = |n: usize| -> Result<String> {
+            let mut bytes = vec![0u8; n];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                .map_err(|_| "no random")?;
+            Ok(data_encoding::BASE64URL_NOPAD.encode(&bytes))
+        };
+        let verifier = random(32)?;
+        let state = random(12)?;
+        let challenge = data_encoding::BASE64URL_NOPAD
+            .encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()).as_ref());
+        let q = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+        let authorize_url = format!(
+            "{}/authorize?response_type=code&client_id={}&redirect_uri={}&scope=openid%20email\
+             &state={state}&nonce={}&code_challenge={challenge}&code_challenge_method=S256",
+            oidc.issuer,
+            q(&client.id),
+            q(&redirect_uri),
+            random(12)?
+        );
+        Ok(Some(SignIn {
+            authorize_url,
+            token_url: format!("{}/token", oidc.issuer),
+            client_id: client.id.clone(),
+            redirect_uri,
+            verifier,
+            state,
+            callback,
+        }))
+    }
+
+    /// One request to the redirect URI: exchange its code, print the claims, answer the
+    /// browser.
+    async fn callback(&self, mut stream: tokio::net::TcpStream) -> Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 2048];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            let n = tokio::time::timeout(WAIT, stream.read(&mut chunk)).await??;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        }
+        let head = String::from_utf8_lossy(&head);
+        let target = head.split_whitespace().nth(1).unwrap_or_default();
+        let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        let param = |name: &str| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        let page = match (param("code"), param("state")) {
+            (Some(code), Some(state)) if state == self.state => {
+                let claims = self.exchange(&code).await?;
+                say(&format!(
+                    "the relying party got an ID token: email {}, email_verified {}, evidence {}",
+                    claims["email"], claims["email_verified"], claims["gatekeeper_evidence"]
+                ));
+                format!("Signed in as {}. See the demo's terminal.", claims["email"])
+            }
+            _ => format!("No code in {target}"),
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \
+             {}\r\nConnection: close\r\n\r\n{page}",
+            page.len()
+        );
+        stream.write_all(answer.as_bytes()).await?;
+        Ok(())
+    }
+
+    /// `POST /token` with the PKCE verifier; the ID token's claims. The demo prints them
+    /// without checking the signature: a real relying party verifies it against
+    /// `/jwks.json` (as `tests/oidc.rs` does).
+    async fn exchange(&self, code: &str) -> Result<Value> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &self.redirect_uri),
+            ("client_id", &self.client_id),
+            ("code_verifier", &self.verifier),
+        ];
+        let body: Value = reqwest::Client::new()
+            .post(&self.token_url)
+            .form(&form)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let payload = body["id_token"]
+            .as_str()
+            .and_then(|t| t.split('.').nth(1))
+            .ok_or_else(|| format!("no ID token: {body}"))?;
+        let json = data_encoding::BASE64URL_NOPAD.decode(payload.as_bytes())?;
+        Ok(serde_json::from_slice(&json)?)
     }
 }
 
@@ -424,6 +585,12 @@ fn main() -> std::process::ExitCode {
             ministry.dns.addr
         ));
         if args.watch {
+            if let Some(url) = Ministry::sign_in(&args.config).await? {
+                say(&format!(
+                    "OpenID sign-in: open {url} , type an address at {MINISTRY}, then the \
+                     session code here"
+                ));
+            }
             return ministry.watch().await;
         }
         let shown = ministry.confirm_once(&args.address).await?;
