@@ -226,7 +226,7 @@ fn error_proof(validating: bool, err: &NetError) -> Dnssec {
 
 /// NXDOMAIN/NODATA (except a SERVFAIL carried as "no records"), also when DNSSEC proved it
 /// (hickory's `Nsec` error, unless bogus), is definite; all else temporary.
-fn classify(err: &NetError) -> LookupError {
+pub fn classify(err: &NetError) -> LookupError {
     match err {
         NetError::Dns(DnsError::Nsec { proof, .. }) if *proof != Proof::Bogus => {
             LookupError::NotFound

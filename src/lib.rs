@@ -24,7 +24,7 @@
 //! - [`app`]: the production SMTP [`backend::Backend`] (store lookup, verify, commit), only.
 //! - [`daemon`]: the one assembly (`daemon/assemble.rs` builds and starts every part), the
 //!   decorators, background jobs, control loop, signals, the one `ConfigSource` and the CLI
-//!   command bodies (`main.rs` is clap and dispatch).
+//!   command bodies, `domain-check` and `probe` among them (`main.rs` is clap and dispatch).
 //! - [`oidc`]: the OpenID Provider (SPEC §9): sign-in for relying parties through the reply flow.
 //! - [`audit`], [`siem`]: the audit trail.
 //! - [`backend`]: the seam types between the SMTP engine and what answers it.

@@ -57,6 +57,27 @@ enum Command {
     /// Issue or inspect challenges from the command line.
     #[command(subcommand)]
     Challenge(ChallengeCommand),
+    /// Create or inspect probes (SPEC §10): an address a ministry writes to, to learn what a
+    /// confirmation from its mail system would get. A probe never confirms anything.
+    #[command(subcommand)]
+    Probe(ProbeCommand),
+    /// What confirming an address at DOMAIN needs, from live DNS: SPF, DMARC, DKIM keys at
+    /// the usual selectors and at those seen in earlier confirmations, MX; then a verdict.
+    ///
+    /// Exit 0 ready, 1 needs override (the `[policy.domains."…"]` snippet is printed),
+    /// 2 cannot confirm (or the command could not run).
+    DomainCheck {
+        /// The domain a ministry's addresses are at (e.g. culture.gouv.fr).
+        #[arg(value_name = "DOMAIN")]
+        domain: String,
+        /// Configuration file (its `[dns]`, `[policy]` and store). Without it: the system
+        /// resolver and the default policy, and no earlier confirmations.
+        #[arg(short = 'c', long = "config", value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file; prints `ok`, or every error as `file:line: ...`.
     ///
     /// Without -c, checks the configuration `serve` would use: $GATEKEEPER_CONFIG, else
@@ -103,6 +124,32 @@ enum ChallengeCommand {
         /// Configuration file.
         #[arg(short = 'c', long = "config", value_name = "PATH")]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProbeCommand {
+    /// Create a probe exactly as `POST /v1/probes` does (same rate limits) and print its id,
+    /// address and expiry.
+    New {
+        /// Configuration file.
+        #[arg(short = 'c', long = "config", value_name = "PATH")]
+        config: PathBuf,
+        /// Print the API's JSON body instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a probe and its latest analysis as `GET /v1/probes/{id}` does.
+    Show {
+        /// The probe id.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Configuration file.
+        #[arg(short = 'c', long = "config", value_name = "PATH")]
+        config: PathBuf,
+        /// Print the API's JSON body instead of lines.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -153,6 +200,21 @@ fn command(cli: Cli) -> cli::Command {
         Some(Command::Challenge(ChallengeCommand::Show { id, config })) => {
             cli::Command::ChallengeShow { config, id }
         }
+        Some(Command::Probe(ProbeCommand::New { config, json })) => {
+            cli::Command::ProbeNew { config, json }
+        }
+        Some(Command::Probe(ProbeCommand::Show { id, config, json })) => {
+            cli::Command::ProbeShow { config, id, json }
+        }
+        Some(Command::DomainCheck {
+            domain,
+            config,
+            json,
+        }) => cli::Command::DomainCheck {
+            config,
+            domain,
+            json,
+        },
     }
 }
 

@@ -672,6 +672,12 @@ impl Store for CountingStore {
     ) -> Result<u32, gatekeeper::store::StoreError> {
         self.inner.pending_count(a, now).await
     }
+    async fn confirmed_signers(
+        &self,
+        domain: &str,
+    ) -> Result<Vec<gatekeeper::store::Signer>, gatekeeper::store::StoreError> {
+        self.inner.confirmed_signers(domain).await
+    }
     async fn created_since(
         &self,
         a: &str,

@@ -331,6 +331,9 @@ fn every_subcommand_has_help() {
         &["--help"][..],
         &["check-config", "--help"],
         &["check-address", "--help"],
+        &["probe", "new", "--help"],
+        &["probe", "show", "--help"],
+        &["domain-check", "--help"],
     ] {
         let out = run(args, b"", None, None);
         assert_eq!(out.status.code(), Some(0), "{args:?}");

@@ -222,3 +222,93 @@ async fn probes_are_rate_limited() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"], "challenge.rate_limited", "{body}");
 }
+
+/// `gatekeeper probe new|show` (the real binary, on the running daemon's store): the same
+/// probe and report as the API, as lines or as the API's JSON; the CLI's probes count against
+/// the same rate limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_cli_new_and_show() {
+    let world = World::start().await;
+    let settings = Settings {
+        max_pending: 2,
+        ..Settings::default()
+    };
+    let i = Instance::start(world.dns.addr, &settings).await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+            .args(args)
+            .arg("-c")
+            .arg(&i.layout.config)
+            .output()
+            .expect("run gatekeeper");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // new --json: the API's body.
+    let (code, out, err) = cli(&["probe", "new", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let created: Value = serde_json::from_str(&out).expect("JSON");
+    let id = created["id"].as_str().unwrap().to_string();
+    let address = created["address"].as_str().unwrap().to_string();
+    let token = address
+        .strip_prefix("probe+")
+        .and_then(|t| t.strip_suffix(&format!("@{DOMAIN}")))
+        .unwrap_or_else(|| panic!("probe address shape: {address}"))
+        .to_string();
+    assert!(created["expires_at"].is_string(), "{created}");
+    assert_eq!(i.api.show_probe(&id).await["status"], "waiting");
+
+    // new as lines.
+    let (code, out, _) = cli(&["probe", "new"]);
+    assert_eq!(code, Some(0), "{out}");
+    for key in ["id: ", "address: probe+", "expires_at: "] {
+        assert!(out.lines().any(|l| l.starts_with(key)), "{key} in {out}");
+    }
+    // A third is past max_pending = 2, counted with the API's.
+    let (code, out, _) = cli(&["probe", "new"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(out, "rejected challenge.rate_limited\n");
+
+    // show before any mail.
+    let (code, out, _) = cli(&["probe", "show", &id]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("id: {id}\nstatus: waiting\n")),
+        "{out}"
+    );
+    assert!(out.contains("analyses: 0\n"), "{out}");
+
+    // A mail to the probe; show gives the analysis.
+    let mut vars = Vars::new(Utc::now(), 1);
+    vars.token = token.clone();
+    let (_, reply) = deliver(&i, &to_probe(Mail::alice()), &vars, &address).await;
+    assert_eq!(reply.expect("a reply").code, 250);
+    let (code, out, _) = cli(&["probe", "show", &id]);
+    assert_eq!(code, Some(0), "{out}");
+    for want in [
+        "status: analysed\n",
+        "analyses: 1\n",
+        "would_get: confirmed\n",
+        "reply: 250 2.0.0",
+        "checks:\n",
+        "  spf: pass\n",
+        "  dkim: pass\n",
+    ] {
+        assert!(out.contains(want), "{want:?} in {out}");
+    }
+    assert!(!out.contains(&token), "the token is not shown by show");
+    let (code, out, _) = cli(&["probe", "show", &id, "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let shown: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(shown, i.api.show_probe(&id).await, "the API's body");
+
+    // An unknown id.
+    let (code, out, err) = cli(&["probe", "show", "nosuchprobe"]);
+    assert_eq!(code, Some(1));
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("no probe nosuchprobe"), "{err}");
+}

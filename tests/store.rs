@@ -19,7 +19,8 @@ use gatekeeper::backend::Evidence;
 use gatekeeper::reason::Reason;
 use gatekeeper::store::{
     ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, DynStore, NewProbe, PostgresStore,
-    RateLimits, Rejection, SqliteOptions, SqliteStore, Status, Store, StoreError, TokenHash,
+    RateLimits, Rejection, Signer, SqliteOptions, SqliteStore, Status, Store, StoreError,
+    TokenHash,
 };
 
 use common::challenge::new_challenge;
@@ -96,6 +97,7 @@ on_both_stores!(
     purge_loop_removes_long_expired_challenges,
     end_open_sessions_marks_every_confirming_session,
     probes_lifecycle_limits_and_purge,
+    confirmed_signers_of_one_domain,
 );
 
 fn open(dir: &std::path::Path) -> SqliteStore {
@@ -1209,4 +1211,88 @@ async fn probes_lifecycle_limits_and_purge(place: Place) {
         .unwrap();
     assert!(store.get_probe("p1").await.unwrap().is_none());
     assert!(store.get_probe("p4").await.unwrap().is_some());
+}
+
+/// `confirmed_signers` (for `gatekeeper domain-check`): the distinct `(d=, s=)` of confirmed
+/// challenges at exactly the domain, newest first; not a pending one, not a subdomain, not a
+/// domain that merely ends with the same letters.
+async fn confirmed_signers_of_one_domain(place: Place) {
+    let store = place.open();
+    let now = t0();
+    // (id, address, the signer of its confirmation: d=, s=; None = still pending)
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>);
+    let cases: &[Case<'_>] = &[
+        (
+            "sig1",
+            "alice@interieur.gouv.fr",
+            Some(("interieur.gouv.fr", "s2024")),
+        ),
+        (
+            "sig2",
+            "bob@interieur.gouv.fr",
+            Some(("interieur.onmicrosoft.com", "selector1-interieur-gouv-fr")),
+        ),
+        // The same signer again: listed once.
+        (
+            "sig3",
+            "carol@interieur.gouv.fr",
+            Some(("interieur.gouv.fr", "s2024")),
+        ),
+        (
+            "sig4",
+            "dan@sub.interieur.gouv.fr",
+            Some(("sub.interieur.gouv.fr", "s1")),
+        ),
+        (
+            "sig5",
+            "eve@xinterieur.gouv.fr",
+            Some(("xinterieur.gouv.fr", "s9")),
+        ),
+        // Pending: no evidence yet.
+        ("sig6", "fay@interieur.gouv.fr", None),
+    ];
+    for (i, (id, address, signer)) in cases.iter().enumerate() {
+        let created = now + chrono::Duration::seconds(i as i64);
+        let c = new_challenge(id, address, &format!("tok-{id}"), created, 3600);
+        assert_eq!(
+            store.create(c, LIMITS, created).await.unwrap(),
+            CreateOutcome::Created
+        );
+        if let Some((d, s)) = signer {
+            let mut req = confirm_req(id, &format!("sess-{id}"), created);
+            req.confirmation.evidence.dkim_domain = (*d).into();
+            req.confirmation.evidence.dkim_selector = (*s).into();
+            req.confirmation.message_id = Some(format!("{id}@interieur.gouv.fr"));
+            assert!(
+                matches!(store.confirm(req).await.unwrap(), ConfirmOutcome::Confirmed),
+                "{id}"
+            );
+        }
+    }
+    let signer = |d: &str, s: &str| Signer {
+        domain: d.into(),
+        selector: s.into(),
+    };
+    assert_eq!(
+        store.confirmed_signers("interieur.gouv.fr").await.unwrap(),
+        vec![
+            signer("interieur.gouv.fr", "s2024"),
+            signer("interieur.onmicrosoft.com", "selector1-interieur-gouv-fr"),
+        ],
+        "newest first, distinct, only the domain itself"
+    );
+    assert_eq!(
+        store
+            .confirmed_signers("sub.interieur.gouv.fr")
+            .await
+            .unwrap(),
+        vec![signer("sub.interieur.gouv.fr", "s1")]
+    );
+    assert!(
+        store
+            .confirmed_signers("culture.gouv.fr")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

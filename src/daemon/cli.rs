@@ -20,6 +20,8 @@ use crate::config::Config;
 use crate::reason::Reason;
 use crate::store::{Access, Store};
 
+pub mod domain_check;
+pub mod probe;
 pub mod verify;
 
 pub use verify::{VerifyArgs, exit_code, verdict_json};
@@ -51,6 +53,20 @@ pub enum Command {
     ChallengeNew { config: PathBuf, address: Vec<u8> },
     /// Show a challenge as the API does.
     ChallengeShow { config: PathBuf, id: String },
+    /// Create a probe as `POST /v1/probes` does.
+    ProbeNew { config: PathBuf, json: bool },
+    /// Show a probe as `GET /v1/probes/{id}` does.
+    ProbeShow {
+        config: PathBuf,
+        id: String,
+        json: bool,
+    },
+    /// What confirming an address at a domain needs (SPEC §10).
+    DomainCheck {
+        config: Option<PathBuf>,
+        domain: String,
+        json: bool,
+    },
 }
 
 /// Where `check-address` reads the address.
@@ -89,6 +105,17 @@ pub fn run(command: Command) -> u8 {
                 |c| async move { cli_show(&c, &id).await },
             ))
         }
+        Command::ProbeNew { config, json } => block_on(challenge(&config, |c| async move {
+            probe::probe_new(&c, json).await
+        })),
+        Command::ProbeShow { config, id, json } => block_on(challenge(&config, |c| async move {
+            probe::probe_show(&c, &id, json).await
+        })),
+        Command::DomainCheck {
+            config,
+            domain,
+            json,
+        } => block_on(domain_check::run(config.as_deref(), &domain, json)),
     }
 }
 
@@ -128,7 +155,7 @@ fn check_config(source: &ConfigSource) -> u8 {
     }
 }
 
-/// `challenge new` and `challenge show`: print the text, or the reason and the message.
+/// `challenge new|show` and `probe new|show`: print the text, or the reason and the message.
 async fn challenge<F, Fut>(config: &Path, body: F) -> u8
 where
     F: FnOnce(Config) -> Fut,

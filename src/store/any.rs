@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use super::oidc::{CodeRecord, CodeTake, FlowRecord};
 use super::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, NewProbe,
-    PostgresStore, ProbeRecord, RateLimits, Rejection, SqliteOptions, SqliteStore, Store,
+    PostgresStore, ProbeRecord, RateLimits, Rejection, Signer, SqliteOptions, SqliteStore, Store,
     StoreError, TokenHash,
 };
 use crate::config::StoreConfig;
@@ -109,6 +109,10 @@ trait ErasedStore: Send + Sync + 'static {
         address: &'a str,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<u32, StoreError>>;
+    fn confirmed_signers<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Signer>, StoreError>>;
     fn queue_depth(&self) -> usize;
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     fn created_since<'a>(
@@ -198,6 +202,12 @@ impl<S: Store> ErasedStore for S {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<u32, StoreError>> {
         Box::pin(Store::pending_count(self, address, now))
+    }
+    fn confirmed_signers<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Signer>, StoreError>> {
+        Box::pin(Store::confirmed_signers(self, domain))
     }
     fn queue_depth(&self) -> usize {
         Store::queue_depth(self)
@@ -345,6 +355,13 @@ impl Store for DynStore {
     ) -> impl Future<Output = Result<u32, StoreError>> + Send {
         let store = &self.0;
         async move { store.pending_count(address, now).await }
+    }
+    fn confirmed_signers(
+        &self,
+        domain: &str,
+    ) -> impl Future<Output = Result<Vec<Signer>, StoreError>> + Send {
+        let store = &self.0;
+        async move { store.confirmed_signers(domain).await }
     }
     fn queue_depth(&self) -> usize {
         self.0.queue_depth()

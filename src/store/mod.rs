@@ -210,6 +210,40 @@ impl ChallengeRecord {
     }
 }
 
+/// Confirmed challenges [`Store::confirmed_signers`] reads at most: enough to see every
+/// selector a ministry rotated through, bounded so one command never reads a whole table.
+pub const MAX_SIGNER_ROWS: u32 = 500;
+
+/// A DKIM signer seen in a confirmation's evidence: the signing domain and the selector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signer {
+    pub domain: String,
+    pub selector: String,
+}
+
+/// The distinct signers of evidence texts (JSON of [`Evidence`]), in order; texts that do not
+/// parse, or name no signer, are skipped (a row of an older shape is not an error for a
+/// read that only informs).
+pub(crate) fn signers_of(evidence: impl IntoIterator<Item = String>) -> Vec<Signer> {
+    let mut out: Vec<Signer> = Vec::new();
+    for text in evidence {
+        let Ok(e) = serde_json::from_str::<Evidence>(&text) else {
+            continue;
+        };
+        if e.dkim_domain.is_empty() || e.dkim_selector.is_empty() {
+            continue;
+        }
+        let s = Signer {
+            domain: e.dkim_domain.to_ascii_lowercase(),
+            selector: e.dkim_selector,
+        };
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
 /// A probe to insert (SPEC §10): an address anyone at a ministry may write to, to learn what
 /// a confirmation from their mail system would get. No claimed address, no session code.
 #[derive(Clone, Debug)]
@@ -415,6 +449,14 @@ pub trait Store: Send + Sync + 'static {
         address: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// The distinct DKIM signers (`d=`, `s=`) of the evidence of confirmed challenges whose
+    /// address is at exactly `domain`, newest confirmation first, read from at most
+    /// [`MAX_SIGNER_ROWS`] of them (`gatekeeper domain-check`, SPEC §10). Read-only.
+    fn confirmed_signers(
+        &self,
+        domain: &str,
+    ) -> impl Future<Output = Result<Vec<Signer>, StoreError>> + Send;
 
     /// Whether the store answers right now (`/healthz`): a network store asks its database,
     /// a local one has nothing to ask (its failures show on each call).

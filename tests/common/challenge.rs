@@ -126,6 +126,12 @@ impl Store for DownStore {
     async fn pending_count(&self, _: &str, _: DateTime<Utc>) -> Result<u32, StoreError> {
         down()
     }
+    async fn confirmed_signers(
+        &self,
+        _: &str,
+    ) -> Result<Vec<gatekeeper::store::Signer>, StoreError> {
+        down()
+    }
     async fn created_since(&self, _: &str, _: DateTime<Utc>) -> Result<u32, StoreError> {
         down()
     }

@@ -9,6 +9,9 @@
 //! - `servfail(name)` answers SERVFAIL for the name and every name below it; `drop(name)`
 //!   never answers them (the resolver times out). `timeout(name)` never answers a query for
 //!   exactly that name and a type it has no record of (the SPF suite's `TIMEOUT` marker).
+//! - A `CNAME` record answers a query of any other type for its name with the CNAME and the
+//!   target's records of that type when the target is served too (as an authoritative server
+//!   of both zones would), up to 8 links.
 //! - A UDP answer larger than the client's payload size is sent truncated (TC), so the client
 //!   retries over TCP, as with a real server.
 //!
@@ -22,13 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mail_auth::hickory_resolver::proto::op::{Edns, Message, ResponseCode};
-use mail_auth::hickory_resolver::proto::rr::rdata::{A, AAAA, MX, PTR, SOA, TXT};
+use mail_auth::hickory_resolver::proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, TXT};
 use mail_auth::hickory_resolver::proto::rr::{Name, RData, Record};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
-/// One record: owner name (no trailing dot), type (`A`, `AAAA`, `MX`, `TXT`, `PTR`), value
+/// One record: owner name (no trailing dot), type (`A`, `AAAA`, `MX`, `TXT`, `PTR`, `CNAME`), value
 /// in zone-file presentation (without quotes for TXT).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rec {
@@ -258,9 +261,13 @@ fn rdata(rec: &Rec) -> Option<RData> {
             let (pref, host) = rec.value.split_once(' ')?;
             RData::MX(MX::new(
                 pref.trim().parse().ok()?,
-                Name::from_ascii(format!("{}.", host.trim())).ok()?,
+                // `0 .` is the null MX (RFC 7505): the root name.
+                Name::from_ascii(format!("{}.", host.trim().trim_end_matches('.'))).ok()?,
             ))
         }
+        "CNAME" => RData::CNAME(CNAME(
+            Name::from_ascii(format!("{}.", rec.value.trim_end_matches('.'))).ok()?,
+        )),
         "PTR" => RData::PTR(PTR(Name::from_ascii(format!(
             "{}.",
             rec.value.trim_end_matches('.')
@@ -308,15 +315,33 @@ fn answer(state: &Mutex<State>, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
         resp.metadata.response_code = ResponseCode::ServFail;
     } else {
         let type_name = qtype.to_string();
-        let matching: Vec<&Rec> = st
-            .records
-            .iter()
-            .filter(|r| lower(&r.name) == key && r.rtype == type_name)
-            .collect();
-        for rec in &matching {
-            if let Some(data) = rdata(rec) {
-                resp.add_answer(Record::from_rdata(q.name().clone(), st.ttl, data));
+        let mut owner = q.name().clone();
+        let mut owner_key = key.clone();
+        for _ in 0..8 {
+            let matching: Vec<&Rec> = st
+                .records
+                .iter()
+                .filter(|r| lower(&r.name) == owner_key && r.rtype == type_name)
+                .collect();
+            for rec in &matching {
+                if let Some(data) = rdata(rec) {
+                    resp.add_answer(Record::from_rdata(owner.clone(), st.ttl, data));
+                }
             }
+            if !matching.is_empty() || type_name == "CNAME" {
+                break;
+            }
+            let Some(cname) = st
+                .records
+                .iter()
+                .find(|r| lower(&r.name) == owner_key && r.rtype == "CNAME")
+            else {
+                break;
+            };
+            let Some(data) = rdata(cname) else { break };
+            resp.add_answer(Record::from_rdata(owner.clone(), st.ttl, data));
+            owner_key = lower(&cname.value);
+            owner = Name::from_ascii(format!("{owner_key}.")).ok()?;
         }
         if resp.answers.is_empty() && st.timeout.contains(&key) {
             return None;

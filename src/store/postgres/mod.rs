@@ -37,8 +37,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::Row;
 
 use super::{
-    ChallengeRecord, ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, NewChallenge,
-    NewProbe, ProbeRecord, RateLimits, Rejection, Store, StoreError, TokenHash,
+    ChallengeRecord, ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, MAX_SIGNER_ROWS,
+    NewChallenge, NewProbe, ProbeRecord, RateLimits, Rejection, Signer, Store, StoreError,
+    TokenHash, signers_of,
 };
 use crate::backend::Evidence;
 use crate::config::{PgTls, PostgresConfig};
@@ -522,6 +523,25 @@ impl Store for PostgresStore {
     async fn pending_count(&self, address: &str, now: DateTime<Utc>) -> Result<u32, StoreError> {
         self.count(COUNT_PENDING, address, now.timestamp_millis())
             .await
+    }
+
+    async fn confirmed_signers(&self, domain: &str) -> Result<Vec<Signer>, StoreError> {
+        let at = format!("@{domain}");
+        let limit = i64::from(MAX_SIGNER_ROWS);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT evidence FROM challenges
+                 WHERE status = 'confirmed' AND evidence IS NOT NULL
+                   AND right(address, length($1)) = $1
+                 ORDER BY confirmed_at DESC LIMIT $2",
+                &[&at, &limit],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(signers_of(rows.iter().filter_map(|r| {
+            r.try_get::<_, Option<String>>(0).ok().flatten()
+        })))
     }
 
     async fn created_since(&self, address: &str, since: DateTime<Utc>) -> Result<u32, StoreError> {

@@ -60,7 +60,7 @@ use tokio::sync::mpsc;
 
 use super::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, NewProbe,
-    ProbeRecord, RateLimits, Rejection, Store, StoreError, TokenHash,
+    ProbeRecord, RateLimits, Rejection, Signer, Store, StoreError, TokenHash,
 };
 use crate::lock;
 
@@ -436,6 +436,14 @@ impl Store for SqliteStore {
     ) -> impl std::future::Future<Output = Result<u32, StoreError>> + Send {
         let address = address.to_owned();
         self.read(move |conn| sql::pending_count(conn, &address, now.timestamp_millis()))
+    }
+
+    fn confirmed_signers(
+        &self,
+        domain: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<Signer>, StoreError>> + Send {
+        let at = format!("@{domain}");
+        self.read(move |conn| sql::confirmed_signers(conn, &at))
     }
 
     fn created_since(

@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{COLUMNS, RawRow};
 use crate::store::{
-    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, RateLimits,
-    Rejection, StoreError, TokenHash,
+    ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, MAX_SIGNER_ROWS, NewChallenge,
+    RateLimits, Rejection, Signer, StoreError, TokenHash, signers_of,
 };
 
 /// Run one statement through the connection's prepared-statement cache: the same few
@@ -66,6 +66,24 @@ pub(super) fn pending_count(
     now_ms: i64,
 ) -> Result<u32, StoreError> {
     count(conn, COUNT_PENDING, address, now_ms)
+}
+
+/// [`crate::store::Store::confirmed_signers`]: `at` is `@domain`; the suffix is compared
+/// exactly (not with LIKE, whose `_` would match any character).
+pub(super) fn confirmed_signers(conn: &Connection, at: &str) -> Result<Vec<Signer>, StoreError> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT evidence FROM challenges
+             WHERE status = 'confirmed' AND evidence IS NOT NULL
+               AND substr(address, -length(?1)) = ?1
+             ORDER BY confirmed_at DESC LIMIT ?2",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map(params![at, MAX_SIGNER_ROWS], |r| r.get::<_, String>(0))
+        .map_err(db)?;
+    let texts: Vec<String> = rows.filter_map(Result::ok).collect();
+    Ok(signers_of(texts))
 }
 
 /// Challenges of `address` created at or after `since_ms`.
