@@ -279,7 +279,7 @@ EOF
     printf '%s smtp:[%s]:25\n' "$CONFIRM_DOMAIN" "$IP_GK" >"$D/transport"
     local user
     : >"$D/vmailbox"
-    for user in alice archive postmaster; do
+    for user in alice bob archive postmaster; do
         printf '%s@%s %s/\n' "$user" "$DOMAIN" "$user" >>"$D/vmailbox"
     done
     chown nobody:nogroup "$D/mail"
@@ -508,7 +508,8 @@ status_of() { api GET "/v1/challenges/$1" | cut -d' ' -f2- | jq -r '.status // e
 status_is() { [ "$(status_of "$1")" = "$2" ]; }
 
 # --- Alice's mailbox -----------------------------------------------------------------------
-MAILDIR() { echo "$T/ministry/mail/alice/new"; }
+# The Maildir of the challenge's address (CH_ADDR, Alice by default).
+MAILDIR() { local a=${CH_ADDR:-$ALICE}; echo "$T/ministry/mail/${a%@*}/new"; }
 SEEN=$T/seen
 # new_challenge_mail: path of a challenge mail in Alice's Maildir not handed out before.
 new_challenge_mail() {
@@ -528,7 +529,7 @@ new_challenge_mail() {
 new_challenge() {
     CH_ID="" CH_CODE="" CH_TOKEN_ADDR="" CH_MSGID="" CH_SUBJECT="" CH_FILE="" CH_ERR=""
     local resp code body
-    resp=$(api POST /v1/challenges "{\"address\":\"$ALICE\"}")
+    resp=$(api POST /v1/challenges "{\"address\":\"${CH_ADDR:-$ALICE}\"}")
     code=${resp%% *}; body=${resp#* }
     if [ "$code" != 201 ]; then CH_ERR="POST /v1/challenges gave $code $body"; return 1; fi
     CH_ID=$(jq -r '.id // empty' <<<"$body")
@@ -553,7 +554,7 @@ make_reply() {
     REPLY_MSGID="<reply.$(date +%s%N).$RANDOM@interieur.gouv.fr>"
     {
         printf 'Date: %s\r\n' "$(LC_ALL=C date -R)"
-        printf 'From: Alice Martin <%s>\r\n' "$ALICE"
+        printf 'From: %s <%s>\r\n' "${REPLY_NAME:-Alice Martin}" "${CH_ADDR:-$ALICE}"
         printf 'To: %s\r\n' "$CH_TOKEN_ADDR"
         printf 'Subject: Re: %s\r\n' "$CH_SUBJECT"
         printf 'Message-ID: %s\r\n' "$REPLY_MSGID"
@@ -849,6 +850,214 @@ sc_reply_without_code() {
     pass $name
 }
 
+# --- issue 15: what the sender reads, BATV gateways, Exchange -------------------------------
+# dsn_for SITE QID: the delivery status notification the site's Postfix delivered to the
+# sender's Maildir for queue id QID (Postfix names the queue id in the delivery-status part).
+dsn_for() {
+    local f a=${CH_ADDR:-$ALICE}
+    for f in "$T/$1/mail/${a%@*}/new"/*; do
+        [ -f "$f" ] || continue
+        grep -q "^X-Postfix-Queue-ID: $2\b" "$f" 2>/dev/null || continue
+        echo "$f"
+        return 0
+    done
+    return 1
+}
+# unfold FILE: the file on one line, whitespace squeezed: Postfix wraps the quoted reply
+# (at spaces) in the human-readable part and folds the Diagnostic-Code field.
+unfold() { tr -d '\r' <"$1" | tr '\n\t' '  ' | tr -s ' '; }
+session_of() {
+    siem_for "$1" "$2" | jq -r '(.gatekeeper.session_id? // ."gatekeeper.session_id"? // empty)' 2>/dev/null | head -1
+}
+
+# Alice replies with a wrong session code; gatekeeper refuses after DATA with its multi-line
+# explanation; the ministry's Postfix bounces to Alice, and the bounce must quote every line.
+sc_dsn_explanation() {
+    local name=dsn_quotes_explanation since
+    new_challenge || { fail $name "$CH_ERR"; return; }
+    since=$(siem_lines)
+    local good=$CH_CODE
+    # A code of the right shape that is not this challenge's.
+    CH_CODE=$(printf '%06d' $(((10#$good + 1) % 1000000)))
+    make_reply "$T/wrongcode.eml"
+    CH_CODE=$good
+    submit "$IP_MIN" "$ALICE" "$CH_TOKEN_ADDR" "$T/wrongcode.eml" --helo workstation.interieur.gouv.fr
+    [ -n "$QUEUE_ID" ] || { fail $name "the ministry Postfix did not queue it"; return; }
+    if ! wait_until 30 maillog_status "$T/ministry" "$QUEUE_ID" bounced; then
+        fail $name "gatekeeper did not refuse it permanently: $(maillog_line "$T/ministry" "$QUEUE_ID")"; return
+    fi
+    if ! wait_until 10 siem_has_reason "$since" "$CH_ID" binding.session_code; then
+        fail $name "no binding.session_code event reached rsyslog (saw: $(siem_reasons_since "$since"))"; return
+    fi
+    local sid; sid=$(session_of "$since" "$CH_ID")
+    [ -n "$sid" ] || { fail $name "the refusal event has no session id"; return; }
+    if ! wait_until 30 dsn_for ministry "$QUEUE_ID"; then
+        fail $name "no delivery status notification for $QUEUE_ID reached Alice's Maildir"; return
+    fi
+    local dsn text; dsn=$(dsn_for ministry "$QUEUE_ID")
+    text=$(unfold "$dsn")
+    grep -qi 'Content-Type: multipart/report' <<<"$text" || { fail $name "$dsn is not a DSN (multipart/report)"; return; }
+    # Every line of gatekeeper's reply, each with its 550 and enhanced code as Postfix quotes it.
+    local want
+    for want in "550-5\.7\.[0-9]+ FR: [^ ]" "550-5\.7\.[0-9]+ EN: [^ ]" "550 5\.7\.[0-9]+ ref $sid"; do
+        grep -qE "$want" <<<"$text" || { fail $name "the DSN lacks /$want/: $(grep -oE 'said: .{0,400}' <<<"$text" | head -1)"; return; }
+    done
+    # The machine-readable part names the remote reply too (Diagnostic-Code: smtp; 550-…).
+    grep -qE "Diagnostic-Code: smtp; 550-5\.7\.[0-9]+ .*ref $sid" <<<"$text" \
+        || { fail $name "the DSN's Diagnostic-Code does not carry the whole reply"; return; }
+    pass $name
+}
+
+# reload_gatekeeper: SIGHUP, then wait for the daemon to say it took the new configuration.
+reload_gatekeeper() {
+    local log=$T/gk/gatekeeper.out n
+    n=$(grep -c 'configuration reloaded' "$log")
+    timeout 20 "$GK_BIN" check-config -c "$T/gk/gatekeeper.toml" >&2 || return 1
+    kill -HUP "$GK_PID" || return 1
+    wait_until 20 bash -c "[ \$(grep -c 'configuration reloaded' '$log') -gt $n ]"
+}
+
+BOB=bob@interieur.gouv.fr
+BATV_BOB=prvs=0123abcdef=bob@interieur.gouv.fr
+# The ministry's outbound gateway tags Bob's envelope sender BATV-style (draft-levine-smtp-batv
+# §4.1: prvs=KDDDSSSSSS=local). Postfix's cleanup does it with a sender canonical map limited
+# to the envelope sender: the From header stays bob@, only MAIL FROM changes. A fixed tag is
+# enough: gatekeeper checks its shape, not its hash (it cannot know the gateway's key).
+setup_batv_rewrite() {
+    local D=$1
+    printf '/^bob@interieur\\.gouv\\.fr$/ %s\n' "$BATV_BOB" >"$D/sender_canonical"
+    printf 'sender_canonical_maps = regexp:%s/sender_canonical\nsender_canonical_classes = envelope_sender\n' \
+        "$D" >>"$D/main.cf"
+}
+
+# batv_reply: Bob's reply to a fresh challenge through the ministry; sets QUEUE_ID, CH_*.
+batv_reply() {
+    CH_ADDR=$BOB new_challenge || return 1
+    CH_ADDR=$BOB REPLY_NAME="Bob Durand" make_reply "$T/batv.$CH_ID.eml"
+    CH_ADDR=$BOB submit "$IP_MIN" "$BOB" "$CH_TOKEN_ADDR" "$T/batv.$CH_ID.eml" --helo workstation.interieur.gouv.fr
+    [ -n "$QUEUE_ID" ] || { CH_ERR="the ministry Postfix did not queue Bob's reply"; return 1; }
+}
+# The tag really is on the wire: Postfix logged the rewritten envelope sender for QID.
+batv_on_wire() { wait_until 10 grep -qF " $1: from=<$BATV_BOB>" "$T/ministry/maillog"; }
+
+# Without the override a tagged MAIL FROM is not Bob's address: refused, challenge pending.
+sc_batv_refused() {
+    local name=batv_without_override_refused since
+    since=$(siem_lines)
+    batv_reply || { fail $name "$CH_ERR"; return; }
+    batv_on_wire "$QUEUE_ID" || { fail $name "Postfix did not tag the envelope sender (world broken)"; return; }
+    if ! wait_until 30 maillog_status "$T/ministry" "$QUEUE_ID" bounced; then
+        fail $name "gatekeeper did not refuse it permanently: $(maillog_line "$T/ministry" "$QUEUE_ID")"; return
+    fi
+    local st; st=$(status_of "$CH_ID")
+    [ "$st" = pending ] || { fail $name "challenge is '$st', expected pending"; return; }
+    if ! wait_until 10 siem_has_reason "$since" "$CH_ID" envelope.mismatch envelope.syntax; then
+        fail $name "no envelope.mismatch/envelope.syntax event (saw: $(siem_reasons_since "$since"))"; return
+    fi
+    pass $name
+}
+
+# With `envelope_tag = "batv"` for interieur.gouv.fr (added, then SIGHUP) the same gateway's
+# reply confirms.
+sc_batv_confirms() {
+    local name=batv_with_override_confirms
+    printf '\n[policy.domains."interieur.gouv.fr"]\nenvelope_tag = "batv"\n' >>"$T/gk/gatekeeper.toml"
+    reload_gatekeeper || { fail $name "gatekeeper did not reload with envelope_tag = \"batv\""; return; }
+    batv_reply || { fail $name "$CH_ERR"; return; }
+    batv_on_wire "$QUEUE_ID" || { fail $name "Postfix did not tag the envelope sender (world broken)"; return; }
+    if ! wait_until 30 maillog_status "$T/ministry" "$QUEUE_ID" sent; then
+        fail $name "gatekeeper did not accept it: $(maillog_line "$T/ministry" "$QUEUE_ID")"; return
+    fi
+    if ! wait_until 15 status_is "$CH_ID" confirmed; then
+        fail $name "challenge is '$(status_of "$CH_ID")' after a 250"; return
+    fi
+    pass $name
+}
+
+# make_exchange_reply OUT [EXTRA_HEADER...]: Alice's reply as Outlook/Exchange writes it: the
+# Thread-* and X-MS-* headers, Content-Language, X-Auto-Response-Suppress: All (Outlook puts it
+# on ordinary mail too), multipart/alternative with a quoted-printable text part and an HTML
+# part. Shapes from [MS-OXCMAIL] (Thread-Index, Thread-Topic, X-MS-Has-Attach,
+# X-MS-TNEF-Correlator, X-Auto-Response-Suppress) and Exchange Online mail as received.
+make_exchange_reply() {
+    local out=$1; shift
+    local b="_000_PR1P264MB3632B0C6E2A1D5F0E8C9A1B2PR1P264MB3632FRAP_"
+    local body=${EXCHANGE_TEXT:-Bonjour, c=27est bien moi.}
+    REPLY_MSGID="<PR1P264MB3632$(date +%s%N)$RANDOM@PR1P264MB3632.FRAP264.PROD.OUTLOOK.COM>"
+    {
+        printf 'From: Alice Martin <%s>\r\n' "$ALICE"
+        printf 'To: "%s" <%s>\r\n' "$CONFIRM_DOMAIN" "$CH_TOKEN_ADDR"
+        printf 'Subject: %s\r\n' "${EXCHANGE_SUBJECT:-RE: $CH_SUBJECT}"
+        printf 'Thread-Topic: %s\r\n' "$CH_SUBJECT"
+        printf 'Thread-Index: AQHa8sT3dBe6k5f0kUWd3Zx2rJ8WfbG2rDNw\r\n'
+        printf 'Date: %s\r\n' "$(LC_ALL=C date -R)"
+        printf 'Message-ID: %s\r\n' "$REPLY_MSGID"
+        printf 'References: %s\r\n' "$CH_MSGID"
+        printf 'In-Reply-To: %s\r\n' "$CH_MSGID"
+        printf 'Accept-Language: fr-FR, en-US\r\n'
+        printf 'Content-Language: fr-FR\r\n'
+        printf 'X-MS-Has-Attach:\r\n'
+        printf 'X-MS-TNEF-Correlator:\r\n'
+        printf 'X-Auto-Response-Suppress: All\r\n'
+        local h
+        for h in "$@"; do printf '%s\r\n' "$h"; done
+        printf 'Content-Type: multipart/alternative;\r\n\tboundary="%s"\r\n' "$b"
+        printf 'MIME-Version: 1.0\r\n\r\n'
+        printf -- '--%s\r\n' "$b"
+        printf 'Content-Type: text/plain; charset="iso-8859-1"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+        printf '%s\r\n\r\nCode : %s\r\n\r\nAlice\r\n\r\n' "$body" "$CH_CODE"
+        printf -- '--%s\r\n' "$b"
+        printf 'Content-Type: text/html; charset="iso-8859-1"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+        printf '<html>\r\n<head>\r\n<meta http-equiv=3D"Content-Type" content=3D"text/html; charset=3Diso-8859-1">\r\n'
+        printf '</head>\r\n<body>\r\n<div class=3D"elementToProof" style=3D"font-family: Aptos, sans-serif;">%s<br>Code : %s<br>Alice</div>\r\n</body>\r\n</html>\r\n\r\n' \
+            "$body" "$CH_CODE"
+        printf -- '--%s--\r\n' "$b"
+    } >"$out"
+}
+
+sc_exchange_reply() {
+    local name=exchange_reply_confirms since
+    new_challenge || { fail $name "$CH_ERR"; return; }
+    since=$(siem_lines)
+    make_exchange_reply "$T/exchange.eml"
+    submit "$IP_MIN" "$ALICE" "$CH_TOKEN_ADDR" "$T/exchange.eml" --helo workstation.interieur.gouv.fr
+    [ -n "$QUEUE_ID" ] || { fail $name "the ministry Postfix did not queue it"; return; }
+    if ! wait_until 30 maillog_status "$T/ministry" "$QUEUE_ID" sent; then
+        fail $name "gatekeeper did not accept it: $(maillog_line "$T/ministry" "$QUEUE_ID") (saw: $(siem_reasons_since "$since"))"; return
+    fi
+    local a
+    a=$(archived_file ministry "$REPLY_MSGID") && grep -q 'd=interieur.gouv.fr' <<<"$(hdr "$a" DKIM-Signature)" \
+        || { fail $name "the reply was not signed by OpenDKIM (world broken)"; return; }
+    if ! wait_until 15 status_is "$CH_ID" confirmed; then
+        fail $name "challenge is '$(status_of "$CH_ID")' after a 250"; return
+    fi
+    pass $name
+}
+
+# Exchange's out-of-office answer to the challenge: "Automatic reply:" subject,
+# Auto-Submitted: auto-replied, X-Auto-Response-Suppress: All. It carries the threading
+# headers and, here, even the code (a rule could quote the challenge): still refused.
+sc_exchange_oof() {
+    local name=exchange_oof_refused since
+    new_challenge || { fail $name "$CH_ERR"; return; }
+    since=$(siem_lines)
+    EXCHANGE_SUBJECT="Automatic reply: $CH_SUBJECT" EXCHANGE_TEXT="Je suis absente jusqu=27au 4 janvier." \
+        make_exchange_reply "$T/exchange-oof.eml" 'Auto-Submitted: auto-replied'
+    submit "$IP_MIN" "$ALICE" "$CH_TOKEN_ADDR" "$T/exchange-oof.eml" --helo workstation.interieur.gouv.fr
+    [ -n "$QUEUE_ID" ] || { fail $name "the ministry Postfix did not queue it"; return; }
+    if ! wait_until 30 maillog_status "$T/ministry" "$QUEUE_ID" bounced; then
+        fail $name "gatekeeper did not refuse it permanently: $(maillog_line "$T/ministry" "$QUEUE_ID")"; return
+    fi
+    local st; st=$(status_of "$CH_ID")
+    [ "$st" = pending ] || { fail $name "challenge is '$st', expected pending"; return; }
+    if ! wait_until 10 siem_has_reason "$since" "$CH_ID" message.auto_submitted; then
+        fail $name "no message.auto_submitted event (saw: $(siem_reasons_since "$since"))"; return
+    fi
+    local dk; dk=$(check_result "$since" "$CH_ID" dkim)
+    [ "$dk" = pass ] || { fail $name "dkim check is '$dk', expected pass (OpenDKIM signed it)"; return; }
+    pass $name
+}
+
 # Every event in gatekeeper's file sink also reached rsyslog over TCP (octet counting).
 sc_siem_complete() {
     local name=siem_file_equals_syslog f=$T/gk/events.jsonl n_file n_sys
@@ -959,6 +1168,7 @@ main() {
     [ "$MODE" = world ] && min_tls=may
     mk_site "$T/ministry" "$IP_MIN" interieur.gouv.fr from "$min_tls"
     mk_site "$T/evil" "$IP_EVIL" evil.example all may
+    setup_batv_rewrite "$T/ministry"
     setup_dns
     start_dns
     setup_siem
@@ -983,6 +1193,11 @@ main() {
         sc_dns_outage
         sc_out_of_office
         sc_reply_without_code
+        sc_dsn_explanation
+        sc_exchange_reply
+        sc_exchange_oof
+        sc_batv_refused
+        sc_batv_confirms
         sc_oidc_browser
         sc_oidc_synapse
         sc_siem_complete
