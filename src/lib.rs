@@ -38,8 +38,8 @@
 //! ```text
 //!  main                                        clap and dispatch (the binary)
 //!  daemon                                      assembly, start-up, signals, CLI bodies
-//!  app   api   oidc   server                   backend, HTTP front doors, SMTP listener
-//!  smtp   verify   challenge                   engines: SMTP session, mail checks, tokens
+//!  app   api   oidc   server   webhook         backend, HTTP front doors, SMTP listener, webhooks
+//!  smtp   verify   challenge   assertion       engines: SMTP session, mail checks, tokens, proofs
 //!  policy  store  siem  dns  domains  backend  decisions, storage, sinks, resolver, seams
 //!  config                                      the validated configuration
 //!  address   audit                             the address grammar, audit events
@@ -55,6 +55,8 @@ pub mod address;
 pub mod api;
 #[cfg(feature = "daemon")]
 pub mod app;
+#[cfg(feature = "daemon")]
+pub mod assertion;
 pub mod audit;
 pub mod backend;
 #[cfg(feature = "daemon")]
@@ -78,6 +80,8 @@ pub mod smtp;
 pub mod store;
 #[cfg(feature = "daemon")]
 pub mod verify;
+#[cfg(feature = "daemon")]
+pub mod webhook;
 
 /// A mutex's guard whether or not a thread panicked while holding it: what the daemon keeps
 /// behind its mutexes (maps, counters, connection pools, deadlines) holds no invariant a

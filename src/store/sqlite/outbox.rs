@@ -86,6 +86,9 @@ pub(super) fn enqueue_expired(
     Ok(n)
 }
 
+/// A leased row as SQLite returns it: seq, id, endpoint, event, challenge, body, created, attempts.
+type ClaimedRow = (i64, String, String, String, String, String, i64, i64);
+
 /// Lease the due rows (module docs of [`crate::store::outbox`]).
 pub(super) fn claim(
     conn: &Connection,
@@ -93,7 +96,7 @@ pub(super) fn claim(
     lease_until: DateTime<Utc>,
     limit: u32,
 ) -> Result<Vec<Delivery>, StoreError> {
-    let raw: Vec<(i64, String, String, String, String, String, i64, i64)> = conn
+    let raw: Vec<ClaimedRow> = conn
         .prepare_cached(
             "UPDATE webhook_outbox SET lease_until = ?2, attempts = attempts + 1
              WHERE seq IN (
