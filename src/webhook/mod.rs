@@ -69,7 +69,7 @@ pub fn lease(hooks: &[WebhookConfig]) -> Duration {
         .map(|h| h.timeout)
         .max()
         .unwrap_or(Duration::ZERO)
-        + Duration::from_secs(15)
+        + Duration::from_secs(5)
 }
 
 /// The delay before attempt `attempts + 1`: 1 s · 2^(attempts-1), capped at `cap`, plus
