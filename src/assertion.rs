@@ -123,6 +123,7 @@ pub fn verify(token: &str, jwks: &JwkSet) -> Result<Claims, AssertionError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -180,6 +180,7 @@ pub fn wanted(subs: &[Subscription], event: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -148,6 +148,12 @@ impl<S: Store> Sender<S> {
                 return;
             }
         };
+        match self.store.outbox_backlog().await {
+            Ok(n) => self
+                .metrics
+                .queue_depth("webhook_outbox", usize::try_from(n).unwrap_or(usize::MAX)),
+            Err(e) => tracing::debug!(error = %e, "webhooks: backlog not counted"),
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for d in due {
             let this = Arc::clone(self);
@@ -258,6 +264,7 @@ impl<S: Store> Sender<S> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -17,6 +17,7 @@ pub fn signature(secret: &WebhookSecret, id: &str, timestamp: i64, body: &str) -
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
