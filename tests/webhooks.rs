@@ -220,16 +220,31 @@ struct Setup {
 
 impl Setup {
     async fn new(max_age: &str) -> Setup {
-        let world = World::start().await;
+        Setup::with(World::start().await, max_age, None, None, None).await
+    }
+
+    /// A setup on `world`; with `postgres`, on that database; `hook_port` and `key` shared
+    /// with another instance (one receiver, one signing key for every instance).
+    async fn with(
+        world: World,
+        max_age: &str,
+        postgres: Option<gatekeeper::config::PostgresConfig>,
+        hook_port: Option<u16>,
+        key: Option<&Path>,
+    ) -> Setup {
         let tmp = tempfile::tempdir().expect("tempdir");
         let layout = Layout::new(tmp.path());
-        let (smtp_port, api_port, oidc_port, hook_port) =
-            (free_port(), free_port(), free_port(), free_port());
+        let (smtp_port, api_port, oidc_port) = (free_port(), free_port(), free_port());
+        let hook_port = hook_port.unwrap_or_else(free_port);
         let settings = Settings {
             smtp_port,
             api_port,
+            postgres,
             ..Settings::default()
         };
+        let key = key
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| layout.dir.join("var/oidc-key.pem"));
         let config = layout.write_config(world.dns.addr, &settings);
         let d = layout.dir.display();
         std::fs::write(layout.dir.join("hook.secret"), format!("{SECRET}\n")).unwrap();
@@ -247,14 +262,15 @@ max_age = "{max_age}"
 [oidc]
 listen = "127.0.0.1:{oidc_port}"
 issuer = "http://127.0.0.1:{oidc_port}"
-signing_key = "{d}/var/oidc-key.pem"
+signing_key = "{key}"
 subject_key = "{d}/var/oidc-subject"
 
 [[oidc.client]]
 id = "rp"
 redirect_uris = ["http://127.0.0.1:9/cb"]
 name = "RP"
-"#
+"#,
+            key = key.display()
         ));
         std::fs::write(&config, text).unwrap();
         Setup {
@@ -275,6 +291,12 @@ name = "RP"
 
     /// Claim a challenge for alice and confirm it with her signed reply; its id.
     async fn confirm_one(&mut self, api: &Api) -> String {
+        self.confirm_after_refusals(api, 0).await
+    }
+
+    /// As [`Setup::confirm_one`], after `refusals` replies with a wrong session code (each
+    /// refused with a 5xx, each a `challenge.rejected`).
+    async fn confirm_after_refusals(&mut self, api: &Api, refusals: u32) -> String {
         self.n += 1;
         let (status, body) = api.claim("alice@interieur.gouv.fr").await;
         assert_eq!(status, 201, "{body}");
@@ -283,15 +305,34 @@ name = "RP"
         let mut vars = Vars::new(Utc::now(), self.n);
         vars.token = mail.token;
         vars.challenge_msgid = mail.message_id;
-        vars.session_code = body["session_code"].as_str().unwrap().to_string();
-        let message = Mail::alice().build(&vars);
+        let code = body["session_code"].as_str().unwrap().to_string();
         let alice = Mail::alice();
         let ip: IpAddr = alice.client_ip.parse().unwrap();
-        let mut smtp = Smtp::connect(ip, self.smtp_addr).await.unwrap();
         let rcpt = format!("confirm+{}@verify.example.gouv.fr", vars.token);
-        let reply = send_mail(&mut smtp, &alice.helo, &alice.mail_from, &rcpt, &message).await;
-        smtp.quit().await;
-        assert_eq!(reply.map(|r| r.code), Some(250), "confirmation of {id}");
+        for i in 0..=refusals {
+            let last = i == refusals;
+            vars.session_code = if last {
+                code.clone()
+            } else {
+                // Another six digits: `binding.session_code`, a permanent refusal.
+                format!("{:06}", (code.parse::<u32>().unwrap() + 1 + i) % 1_000_000)
+            };
+            // A distinct Message-ID per attempt.
+            vars.msgid = format!("m{}.{i}.{}", self.n, Utc::now().timestamp_millis());
+            let message = alice.build(&vars);
+            let mut smtp = Smtp::connect(ip, self.smtp_addr).await.unwrap();
+            let reply = send_mail(&mut smtp, &alice.helo, &alice.mail_from, &rcpt, &message).await;
+            smtp.quit().await;
+            let got = reply.map(|r| r.code);
+            if last {
+                assert_eq!(got, Some(250), "confirmation of {id}");
+            } else {
+                assert!(
+                    got.is_some_and(|c| c >= 500),
+                    "refusal {i} of {id}: {got:?}"
+                );
+            }
+        }
         let _ = &self.world;
         id
     }
@@ -555,4 +596,103 @@ async fn a_wrong_secret_fails_and_what_is_never_acknowledged_is_given_up() {
         "a given-up delivery was sent again"
     );
     daemon.kill();
+}
+
+/// Two instances on one PostgreSQL, one receiver: each challenge gets one refusal, then its
+/// confirmation, through either instance. Every event arrives verified, the refusal before
+/// the confirmation, each `webhook-id` acknowledged once (one instance sends each row), and
+/// both instances' assertions verify against the one shared key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgres_send_each_event_once_in_order() {
+    let Some(python) = venv_python() else { return };
+    let cluster = common::postgres::Cluster::start();
+    let first = Setup::with(
+        World::start().await,
+        "10m",
+        Some(cluster.config()),
+        None,
+        None,
+    )
+    .await;
+    let key = first.layout.dir.join("var/oidc-key.pem");
+    let mut a = first;
+    let mut b = Setup::with(
+        World::start().await,
+        "10m",
+        Some(cluster.config()),
+        Some(a.hook_port),
+        Some(&key),
+    )
+    .await;
+    let log = a.layout.dir.join("received.jsonl");
+    let mode = a.layout.dir.join("mode");
+    std::fs::write(&mode, "ok").unwrap();
+    let _receiver = Receiver::start(&python, a.hook_port, SECRET, &log, &mode, &a.jwks_url());
+    let da = Daemon::start(&a.layout, a.api_addr, a.smtp_addr).await;
+    let db = Daemon::start(&b.layout, b.api_addr, b.smtp_addr).await;
+    let api_a = Api::new(a.api_addr, &a.layout.token_file);
+    let api_b = Api::new(b.api_addr, &b.layout.token_file);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let (s, api) = if i % 2 == 0 {
+            (&mut a, &api_a)
+        } else {
+            (&mut b, &api_b)
+        };
+        ids.push(s.confirm_after_refusals(api, 1).await);
+    }
+    let want = ids.clone();
+    wait_for(&log, Duration::from_secs(60), "every event", |rs| {
+        want.iter().all(|id| {
+            ["challenge.rejected", "challenge.confirmed"]
+                .iter()
+                .all(|t| {
+                    rs.iter().any(|r| {
+                        acknowledged(r)
+                            && challenge_of(r) == Some(id.as_str())
+                            && r["payload"]["type"] == *t
+                    })
+                })
+        })
+    })
+    .await;
+    // A moment more: a duplicate sent by the other instance would show now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rs = records(&log);
+    let mut seen = std::collections::HashSet::new();
+    for r in &rs {
+        assert_eq!(r["verified"], true, "{r}");
+        assert!(
+            seen.insert(r["id"].as_str().unwrap().to_owned()),
+            "sent twice: {r}"
+        );
+    }
+    for id in &ids {
+        let types: Vec<&str> = rs
+            .iter()
+            .filter(|r| challenge_of(r) == Some(id.as_str()))
+            .map(|r| r["payload"]["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["challenge.rejected", "challenge.confirmed"], "{id}");
+        let rejected = rs
+            .iter()
+            .find(|r| challenge_of(r) == Some(id.as_str()))
+            .unwrap();
+        assert_eq!(
+            rejected["payload"]["data"]["reason"],
+            "binding.session_code"
+        );
+        let confirmed = rs
+            .iter()
+            .find(|r| {
+                challenge_of(r) == Some(id.as_str())
+                    && r["payload"]["type"] == "challenge.confirmed"
+            })
+            .unwrap();
+        assert_eq!(confirmed["assertion_ok"], true, "{confirmed}");
+        assert_eq!(confirmed["tampered_refused"], true, "{confirmed}");
+    }
+    println!("{} deliveries from two instances, none twice", rs.len());
+    da.kill();
+    db.kill();
 }

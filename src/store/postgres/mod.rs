@@ -415,6 +415,9 @@ impl Store for PostgresStore {
         let c = &req.confirmation;
         let evidence =
             serde_json::to_string(&c.evidence).map_err(|e| StoreError::Evidence(Arc::new(e)))?;
+        // This challenge's refusals still gathering are written first (as `get` does), so
+        // their count and their `challenge.rejected` come before the confirmation.
+        self.write_rejections(Some(&req.id)).await?;
         let subs = self.subscriptions();
         let mut client = self.client().await?;
         // One transaction: the confirmation and its deliveries commit together (SPEC §11),

@@ -380,7 +380,17 @@ impl Store for SqliteStore {
         req: ConfirmRequest,
     ) -> impl std::future::Future<Output = Result<ConfirmOutcome, StoreError>> + Send {
         let subs = self.subscriptions();
-        self.write(move |conn| sql::confirm(conn, &req, &subs))
+        let inner = Arc::clone(&self.inner);
+        self.write(move |conn| {
+            // This challenge's refusals still gathering are written first, in the same
+            // transaction: their count and their `challenge.rejected` come before the
+            // confirmation (a pending-only update after it would drop them).
+            let gathered = lock(&inner.rejections).counts.remove(&req.id);
+            if let Some((n, last)) = gathered {
+                sql::add_rejections(conn, &req.id, n, &last, &subs)?;
+            }
+            sql::confirm(conn, &req, &subs)
+        })
     }
 
     fn record_rejection(
