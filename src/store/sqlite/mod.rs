@@ -244,7 +244,7 @@ impl SqliteStore {
             let pending = std::mem::take(&mut lock(&inner.rejections).counts);
             let subs = lock(&inner.webhooks).clone();
             for (id, (n, last)) in &pending {
-                sql::add_rejections(conn, id, *n, last, &subs)?;
+                outbox::add_rejections(conn, id, *n, last, &subs)?;
             }
             Ok(pending.len())
         });
@@ -387,9 +387,9 @@ impl Store for SqliteStore {
             // confirmation (a pending-only update after it would drop them).
             let gathered = lock(&inner.rejections).counts.remove(&req.id);
             if let Some((n, last)) = gathered {
-                sql::add_rejections(conn, &req.id, n, &last, &subs)?;
+                outbox::add_rejections(conn, &req.id, n, &last, &subs)?;
             }
-            sql::confirm(conn, &req, &subs)
+            outbox::confirm(conn, &req, &subs)
         })
     }
 
@@ -400,7 +400,7 @@ impl Store for SqliteStore {
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         let id = id.to_owned();
         let subs = self.subscriptions();
-        self.write(move |conn| sql::add_rejections(conn, &id, 1, &rejection, &subs))
+        self.write(move |conn| outbox::add_rejections(conn, &id, 1, &rejection, &subs))
     }
 
     fn count_rejection(&self, id: &str, rejection: Rejection) {

@@ -5,9 +5,11 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::sql::{db, exec};
-use crate::store::outbox::{self, Attempt, Delivery, EXPIRED, NewDelivery, Payload, Subscription};
-use crate::store::{StoreError, postgres::millis};
+use super::sql::{self, db, exec};
+use crate::store::outbox::{
+    self, Attempt, CONFIRMED, Delivery, EXPIRED, NewDelivery, Payload, REJECTED, Subscription,
+};
+use crate::store::{ConfirmOutcome, ConfirmRequest, Rejection, StoreError, postgres::millis};
 
 pub(super) const MIGRATION: &str = "CREATE TABLE webhook_outbox (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -41,6 +43,47 @@ pub(super) fn insert(conn: &Connection, rows: &[NewDelivery]) -> Result<(), Stor
             params![r.id, r.endpoint, r.event, r.challenge_id, r.payload, at],
         )
         .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// The conditional confirmation ([`sql::confirm`]) and, when it wins, its deliveries: they
+/// commit with the confirmation, or neither does (SPEC §11).
+pub(super) fn confirm(
+    conn: &Connection,
+    req: &ConfirmRequest,
+    subs: &[Subscription],
+) -> Result<ConfirmOutcome, StoreError> {
+    let outcome = sql::confirm(conn, req)?;
+    if outcome == ConfirmOutcome::Confirmed
+        && outbox::wanted(subs, CONFIRMED)
+        && let Some(address) = address(conn, &req.id)?
+    {
+        let c = &req.confirmation;
+        let body = Payload::confirmed(&req.id, &address, c)?;
+        insert(
+            conn,
+            &outbox::rows(subs, CONFIRMED, &req.id, &body, c.confirmed_at)?,
+        )?;
+    }
+    Ok(outcome)
+}
+
+/// The rejection count ([`sql::add_rejections`]) and, when it counted, its
+/// `challenge.rejected`, in the same transaction (module docs of `store::outbox`).
+pub(super) fn add_rejections(
+    conn: &Connection,
+    id: &str,
+    n: u32,
+    last: &Rejection,
+    subs: &[Subscription],
+) -> Result<(), StoreError> {
+    if sql::add_rejections(conn, id, n, last)?
+        && outbox::wanted(subs, REJECTED)
+        && let Some(address) = address(conn, id)?
+    {
+        let body = Payload::rejected(id, &address, last, n);
+        insert(conn, &outbox::rows(subs, REJECTED, id, &body, last.at)?)?;
     }
     Ok(())
 }

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{COLUMNS, RawRow};
-use crate::store::outbox::{self, CONFIRMED, Payload, REJECTED, Subscription};
 use crate::store::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, RateLimits,
     Rejection, StoreError, TokenHash,
@@ -137,7 +136,6 @@ pub(super) fn delete(conn: &Connection, id: &str) -> Result<bool, StoreError> {
 pub(super) fn confirm(
     conn: &Connection,
     req: &ConfirmRequest,
-    subs: &[Subscription],
 ) -> Result<ConfirmOutcome, StoreError> {
     let c = &req.confirmation;
     let evidence =
@@ -159,14 +157,6 @@ pub(super) fn confirm(
     )
     .map_err(db)?;
     if changed == 1 {
-        // The delivery commits with the confirmation, or neither does (SPEC §11).
-        if outbox::wanted(subs, CONFIRMED)
-            && let Some(address) = super::outbox::address(conn, &req.id)?
-        {
-            let body = Payload::confirmed(&req.id, &address, c)?;
-            let rows = outbox::rows(subs, CONFIRMED, &req.id, &body, c.confirmed_at)?;
-            super::outbox::insert(conn, &rows)?;
-        }
         return Ok(ConfirmOutcome::Confirmed);
     }
     // Lost the race, or not confirmable: the single writer serialises this read with every
@@ -181,30 +171,21 @@ pub(super) fn confirm(
     })
 }
 
-/// Add `n` refused replies to a pending challenge, `last` the latest of them.
+/// Add `n` refused replies to a pending challenge, `last` the latest of them. True when the
+/// challenge was pending (counted).
 pub(super) fn add_rejections(
     conn: &Connection,
     id: &str,
     n: u32,
     last: &Rejection,
-    subs: &[Subscription],
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let changed = exec(
         conn,
         "UPDATE challenges SET rejections = rejections + ?1, last_rejection = ?3 WHERE id = ?2 AND status = 'pending'",
         params![n, id, last.to_stored()],
     )
     .map_err(db)?;
-    // Reported in the same transaction as the count (module docs of `store::outbox`).
-    if changed == 1
-        && outbox::wanted(subs, REJECTED)
-        && let Some(address) = super::outbox::address(conn, id)?
-    {
-        let body = Payload::rejected(id, &address, last, n);
-        let rows = outbox::rows(subs, REJECTED, id, &body, last.at)?;
-        super::outbox::insert(conn, &rows)?;
-    }
-    Ok(())
+    Ok(changed == 1)
 }
 
 /// Mark one session's confirmations ended.
