@@ -26,6 +26,8 @@
 //!   decorators, background jobs, control loop, signals, the one `ConfigSource` and the CLI
 //!   command bodies (`main.rs` is clap and dispatch).
 //! - [`oidc`]: the OpenID Provider (SPEC §9): sign-in for relying parties through the reply flow.
+//! - [`webhook`]: the Standard Webhooks sender of the store's outbox (SPEC §11);
+//!   [`assertion`]: the signed confirmation (JWS with the OpenID Provider's key).
 //! - [`audit`], [`siem`]: the audit trail.
 //! - [`backend`]: the seam types between the SMTP engine and what answers it.
 //!
