@@ -28,6 +28,10 @@ pub enum Action {
     /// `probe-analysed`: a mail to a probe address was verified and its analysis stored
     /// (SPEC §10); `reason` is the one a confirmation would get (`None`: it would confirm).
     ProbeAnalysed,
+    /// `webhook-given-up`: a webhook delivery was abandoned (older than its `max_age`, or its
+    /// `[[webhook]]` is no longer configured); `challenge_id`, `message` (event, webhook-id,
+    /// endpoint, attempts, last error) say which (SPEC §11: never dropped silently).
+    WebhookGivenUp,
     /// `siem-overflow`: the audit trail itself lost events (a bounded queue or the spool was
     /// full); `lost` carries the count. Built only by `siem`.
     SiemOverflow,
@@ -42,6 +46,7 @@ impl Action {
             Action::ConnectionRefused => "connection-refused",
             Action::OidcSignin => "oidc-signin",
             Action::ProbeAnalysed => "probe-analysed",
+            Action::WebhookGivenUp => "webhook-given-up",
             Action::SiemOverflow => "siem-overflow",
         }
     }
@@ -142,6 +147,7 @@ impl AuditEvent {
             Action::ConfirmationRejected
             | Action::ConnectionRefused
             | Action::SiemOverflow
+            | Action::WebhookGivenUp
             | Action::OidcSignin => Outcome::Failure,
         };
         Self {

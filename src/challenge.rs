@@ -145,6 +145,10 @@ pub struct ChallengeView {
     /// "Explanations"); `null` when none was refused.
     pub last_rejection: Option<LastRejection>,
     pub evidence: Option<crate::backend::Evidence>,
+    /// The signed confirmation (SPEC §11, [`crate::assertion`]): set by the API once
+    /// confirmed when the OpenID Provider's key is configured, absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assertion: Option<String>,
 }
 
 /// `last_rejection` of [`ChallengeView`]: `{reason, at, explanation: {fr, en}}`.
@@ -186,6 +190,7 @@ impl ChallengeView {
             rejections: r.rejections,
             last_rejection: r.last_rejection.as_ref().map(LastRejection::of),
             evidence: r.confirmation.as_ref().map(|c| c.evidence.clone()),
+            assertion: None,
         }
     }
 }

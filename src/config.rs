@@ -17,6 +17,7 @@ mod error;
 mod oidc;
 mod raw;
 mod validate;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, KeyPath, Problem, Segment};
 pub use oidc::{ClientSecret, OidcClient, OidcConfig, SigningAlg, is_loopback_host};
 pub use validate::ALLOWED_EXTRA_CHARS;
+pub use webhook::{WEBHOOK_EVENTS, WebhookConfig, WebhookSecret};
 
 impl Config {
     /// Read and validate a configuration file. Errors name the file and line.
@@ -88,6 +90,8 @@ pub struct Config {
     pub siem: SiemConfig,
     /// `[oidc]`: the OpenID Provider, when configured.
     pub oidc: Option<OidcConfig>,
+    /// `[[webhook]]`: the backends told about state changes (SPEC §11), in file order.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 #[derive(Clone, Debug)]

@@ -26,6 +26,8 @@
 //!   decorators, background jobs, control loop, signals, the one `ConfigSource` and the CLI
 //!   command bodies, `domain-check` and `probe` among them (`main.rs` is clap and dispatch).
 //! - [`oidc`]: the OpenID Provider (SPEC §9): sign-in for relying parties through the reply flow.
+//! - [`webhook`]: the Standard Webhooks sender of the store's outbox (SPEC §11);
+//!   [`assertion`]: the signed confirmation (JWS with the OpenID Provider's key).
 //! - [`audit`], [`siem`]: the audit trail.
 //! - [`backend`]: the seam types between the SMTP engine and what answers it.
 //!
@@ -38,8 +40,8 @@
 //! ```text
 //!  main                                        clap and dispatch (the binary)
 //!  daemon                                      assembly, start-up, signals, CLI bodies
-//!  app   api   oidc   server                   backend, HTTP front doors, SMTP listener
-//!  smtp   verify   challenge                   engines: SMTP session, mail checks, tokens
+//!  app   api   oidc   server   webhook         backend, HTTP front doors, SMTP listener, webhooks
+//!  smtp   verify   challenge   assertion       engines: SMTP session, mail checks, tokens, proofs
 //!  policy  store  siem  dns  domains  backend  decisions, storage, sinks, resolver, seams
 //!  config                                      the validated configuration
 //!  address   audit                             the address grammar, audit events
@@ -55,6 +57,8 @@ pub mod address;
 pub mod api;
 #[cfg(feature = "daemon")]
 pub mod app;
+#[cfg(feature = "daemon")]
+pub mod assertion;
 pub mod audit;
 pub mod backend;
 #[cfg(feature = "daemon")]
@@ -78,6 +82,8 @@ pub mod smtp;
 pub mod store;
 #[cfg(feature = "daemon")]
 pub mod verify;
+#[cfg(feature = "daemon")]
+pub mod webhook;
 
 /// A mutex's guard whether or not a thread panicked while holding it: what the daemon keeps
 /// behind its mutexes (maps, counters, connection pools, deadlines) holds no invariant a

@@ -57,6 +57,9 @@ enum Command {
     /// Issue or inspect challenges from the command line.
     #[command(subcommand)]
     Challenge(ChallengeCommand),
+    /// Check signed confirmations (the `assertion` of a confirmed challenge) offline.
+    #[command(subcommand)]
+    Assertion(AssertionCommand),
     /// Create or inspect probes (SPEC §10): an address a ministry writes to, to learn what a
     /// confirmation from its mail system would get. A probe never confirms anything.
     #[command(subcommand)]
@@ -153,6 +156,30 @@ enum ProbeCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum AssertionCommand {
+    /// Verify one assertion (a compact JWS) and print its claims as JSON. Exit 0 valid, 1
+    /// refused, 2 the keys could not be read. The keys: a JWKS file (`--jwks`, e.g. a saved
+    /// copy of `/jwks.json`), or the `[oidc]` keys of a configuration (`-c`). Nothing is
+    /// fetched over the network.
+    Verify {
+        /// The file holding the assertion (surrounding whitespace ignored).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// A JWKS document.
+        #[arg(
+            long,
+            value_name = "PATH",
+            conflicts_with = "config",
+            required_unless_present = "config"
+        )]
+        jwks: Option<PathBuf>,
+        /// A configuration whose `[oidc]` keys (signing key and previous keys) verify.
+        #[arg(short = 'c', long = "config", value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     ExitCode::from(cli::run(command(Cli::parse())))
 }
@@ -199,6 +226,17 @@ fn command(cli: Cli) -> cli::Command {
         }
         Some(Command::Challenge(ChallengeCommand::Show { id, config })) => {
             cli::Command::ChallengeShow { config, id }
+        }
+        Some(Command::Assertion(AssertionCommand::Verify { file, jwks, config })) => {
+            cli::Command::AssertionVerify {
+                file,
+                keys: match (jwks, config) {
+                    (Some(j), _) => cli::AssertionKeys::Jwks(j),
+                    (None, Some(c)) => cli::AssertionKeys::Config(c),
+                    // clap requires one of them.
+                    (None, None) => cli::AssertionKeys::Jwks(PathBuf::new()),
+                },
+            }
         }
         Some(Command::Probe(ProbeCommand::New { config, json })) => {
             cli::Command::ProbeNew { config, json }

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["main"],
     &["daemon"],
-    &["app", "api", "oidc", "server"],
-    &["smtp", "verify", "challenge"],
+    &["app", "api", "oidc", "server", "webhook"],
+    &["smtp", "verify", "challenge", "assertion"],
     &["policy", "store", "siem", "dns", "domains", "backend"],
     &["config"],
     &["address", "audit"],

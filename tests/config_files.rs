@@ -930,3 +930,134 @@ fn line_of(text: &str, needle: &str) -> usize {
         .map(|i| i + 1)
         .unwrap_or_else(|| panic!("{needle:?} not in the default file"))
 }
+
+/// `[[webhook]]` (SPEC §11): a valid table loads with its defaults, and every mistake is
+/// refused at the line of its key (the secret file is read at load, so a missing or
+/// malformed secret is a configuration error too).
+#[test]
+#[allow(clippy::unwrap_used)] // test code: a failed expectation is a failure
+fn webhooks_are_validated_with_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.secret");
+    let plain = dir.path().join("plain.secret");
+    std::fs::write(&good, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    std::fs::write(&plain, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    let hook = |url: &str, secret: &Path, extra: &str| {
+        format!(
+            "\n[[webhook]]\nurl = \"{url}\"\nsecret_file = \"{}\"\n{extra}",
+            secret.display()
+        )
+    };
+    let ok = format!(
+        "{DEFAULT}{}",
+        hook("https://backend.example.gouv.fr/hooks/gk", &good, "")
+    );
+    let c = Config::from_toml_str(&ok, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let [w] = c.webhooks.as_slice() else {
+        panic!("{:?}", c.webhooks)
+    };
+    assert_eq!(
+        w.events,
+        [
+            "challenge.confirmed",
+            "challenge.rejected",
+            "challenge.expired"
+        ]
+    );
+    assert_eq!(w.timeout, Duration::from_secs(10));
+    assert_eq!(w.retry_max, Duration::from_secs(600));
+    assert_eq!(w.max_age, Duration::from_secs(72 * 3600));
+    assert_eq!(w.secret.as_bytes().len(), 24);
+    assert!(
+        !format!("{w:?}").contains("MfKQ"),
+        "the secret is not in Debug"
+    );
+    assert!(
+        Config::from_toml_str(DEFAULT, ORIGIN)
+            .unwrap()
+            .webhooks
+            .is_empty(),
+        "no webhook by default"
+    );
+
+    let url = "https://backend.example.gouv.fr/hooks/gk";
+    let rows: Vec<(String, &str, &str)> = vec![
+        (
+            hook("ftp://backend.example.gouv.fr/x", &good, ""),
+            "url",
+            "http or https",
+        ),
+        (hook("/relative", &good, ""), "url", "absolute"),
+        (
+            hook("https://u:p@backend.example.gouv.fr/", &good, ""),
+            "url",
+            "user info",
+        ),
+        (hook(url, &plain, ""), "secret_file", "whsec_"),
+        (
+            hook(url, Path::new("/nonexistent/s"), ""),
+            "secret_file",
+            "cannot read",
+        ),
+        (
+            hook(url, &good, "events = [\"challenge.created\"]\n"),
+            "events",
+            "not one of",
+        ),
+        (
+            hook(
+                url,
+                &good,
+                "events = [\"challenge.expired\", \"challenge.expired\"]\n",
+            ),
+            "events",
+            "repeated",
+        ),
+        (hook(url, &good, "events = []\n"), "events", "at least one"),
+        (
+            hook(url, &good, "timeout = \"0s\"\n"),
+            "timeout",
+            "out of range",
+        ),
+        (
+            hook(url, &good, "max_age = \"1s\"\n"),
+            "max_age",
+            "out of range",
+        ),
+        (
+            hook(url, &good, "retry_max = \"2d\"\n"),
+            "retry_max",
+            "out of range",
+        ),
+        (
+            hook(url, &good, "colour = \"blue\"\n"),
+            "colour",
+            "unknown field",
+        ),
+        (
+            format!("{}{}", hook(url, &good, ""), hook(url, &good, "")),
+            "url",
+            "another [[webhook]]",
+        ),
+    ];
+    for (tail, key, want) in rows {
+        let text = format!("{DEFAULT}{tail}");
+        let err = Config::from_toml_str(&text, "t.toml")
+            .err()
+            .unwrap_or_else(|| panic!("{key} {want}: accepted"))
+            .to_string();
+        // The line of the offending key: its last occurrence (the duplicate's url).
+        let line = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with(&format!("{key} =")))
+            .map(|(i, _)| i + 1)
+            .last()
+            .unwrap();
+        assert!(
+            err.contains(&format!("t.toml:{line}:")),
+            "{key}: want line {line}: {err}"
+        );
+        assert!(err.contains(want), "{key}: want {want:?}: {err}");
+    }
+}

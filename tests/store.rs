@@ -98,6 +98,8 @@ on_both_stores!(
     end_open_sessions_marks_every_confirming_session,
     probes_lifecycle_limits_and_purge,
     confirmed_signers_of_one_domain,
+    outbox_rows_commit_with_their_state_change_in_order,
+    outbox_claims_are_exclusive_leases_retaken_after_a_crash,
 );
 
 fn open(dir: &std::path::Path) -> SqliteStore {
@@ -332,7 +334,7 @@ async fn data_survives_reopen_and_schema_is_versioned() {
     let mode: String = raw
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     assert_eq!(mode, "wal", "WAL is persistent in the file");
     // A database from a newer program is refused, not misread.
     raw.execute("UPDATE schema_version SET version = 99", [])
@@ -344,7 +346,7 @@ async fn data_survives_reopen_and_schema_is_versioned() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 4
+                known: 5
             }
         ),
         "{err:?}"
@@ -586,7 +588,7 @@ async fn read_only_store_cannot_commit() {
         .execute_batch("CREATE TABLE t (x INTEGER)")
         .unwrap();
     match SqliteStore::open(&empty, ro) {
-        Err(e @ StoreError::SchemaTooOld { found: 0, known: 4 }) => {
+        Err(e @ StoreError::SchemaTooOld { found: 0, known: 5 }) => {
             assert!(e.to_string().contains("schema version 0"), "{e}")
         }
         other => panic!("{other:?}"),
@@ -1295,4 +1297,217 @@ async fn confirmed_signers_of_one_domain(place: Place) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// Two endpoints: `a` wants everything, `b` only confirmations.
+fn subscriptions() -> gatekeeper::store::outbox::Subscriptions {
+    use gatekeeper::store::outbox::{CONFIRMED, EXPIRED, REJECTED, Subscription};
+    vec![
+        Subscription {
+            endpoint: "http://127.0.0.1:1/a".into(),
+            events: vec![CONFIRMED, REJECTED, EXPIRED],
+        },
+        Subscription {
+            endpoint: "http://127.0.0.1:1/b".into(),
+            events: vec![CONFIRMED],
+        },
+    ]
+    .into()
+}
+
+/// The outbox (SPEC §11): a confirmation writes its deliveries in its own transaction (a
+/// losing or late confirm writes none), a rejection before it is delivered first, an expiry
+/// is reported once, and finished rows are never claimed again.
+async fn outbox_rows_commit_with_their_state_change_in_order(place: Place) {
+    use gatekeeper::store::outbox::Attempt;
+    let store = place.open();
+    store.set_webhooks(subscriptions());
+    let now = t0();
+    let lease = now + chrono::Duration::seconds(30);
+    for (id, token, ttl) in [("ob1", "tok-ob1", 3600), ("ob2", "tok-ob2", 60)] {
+        store
+            .create(
+                new_challenge(id, "alice@interieur.gouv.fr", token, now, ttl),
+                LIMITS,
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .record_rejection("ob1", rejected(Reason::DkimNone))
+        .await
+        .unwrap();
+    let at = now + chrono::Duration::seconds(10);
+    assert_eq!(
+        store.confirm(confirm_req("ob1", "s1", at)).await.unwrap(),
+        ConfirmOutcome::Confirmed
+    );
+    // The loser of a second confirm writes nothing; nor does a refused one after it.
+    assert!(matches!(
+        store.confirm(confirm_req("ob1", "s2", at)).await.unwrap(),
+        ConfirmOutcome::AlreadyConfirmed(_)
+    ));
+    store
+        .record_rejection("ob1", rejected(Reason::SpfFail))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        3,
+        "rejection to a, confirmation to a and b"
+    );
+
+    // Per challenge and endpoint, the oldest first: `a` gets the rejection, `b` the
+    // confirmation; `a`'s confirmation waits for its rejection.
+    let first = store.claim_deliveries(at, lease, 10).await.unwrap();
+    let got: Vec<(&str, &str)> = first
+        .iter()
+        .map(|d| (d.endpoint.as_str(), d.event.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("http://127.0.0.1:1/a", "challenge.rejected"),
+            ("http://127.0.0.1:1/b", "challenge.confirmed")
+        ]
+    );
+    let body: serde_json::Value = serde_json::from_str(&first[1].payload).unwrap();
+    assert_eq!(body["type"], "challenge.confirmed");
+    assert_eq!(body["data"]["address"], "alice@interieur.gouv.fr");
+    assert_eq!(body["data"]["evidence"]["dkim_domain"], "interieur.gouv.fr");
+    assert!(
+        first
+            .iter()
+            .all(|d| d.attempts == 1 && d.challenge_id == "ob1")
+    );
+    // Leased: nothing more is due, even the confirmation of `a`.
+    assert!(
+        store
+            .claim_deliveries(at, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for d in &first {
+        store
+            .finish_delivery(d.seq, Attempt::Delivered, at)
+            .await
+            .unwrap();
+    }
+    let second = store.claim_deliveries(at, lease, 10).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        (second[0].endpoint.as_str(), second[0].event.as_str()),
+        ("http://127.0.0.1:1/a", "challenge.confirmed")
+    );
+    // A retry keeps its id and comes back at its time, with one more attempt.
+    let retry_at = at + chrono::Duration::seconds(5);
+    store
+        .finish_delivery(
+            second[0].seq,
+            Attempt::Retry {
+                at: retry_at,
+                error: "HTTP 500".into(),
+            },
+            at,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_deliveries(at, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store.claim_deliveries(retry_at, lease, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].id, second[0].id,
+        "webhook-id is stable across retries"
+    );
+    assert_eq!(again[0].attempts, 2);
+    store
+        .finish_delivery(
+            again[0].seq,
+            Attempt::GivenUp {
+                error: "old".into(),
+            },
+            retry_at,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap(), 0);
+
+    // Expiry: `ob2` (60 s) is reported once, to `a` only; `ob1` is confirmed, never expired.
+    let late = now + chrono::Duration::seconds(120);
+    assert_eq!(
+        store.enqueue_expired(now, 100).await.unwrap(),
+        0,
+        "not yet expired"
+    );
+    assert_eq!(store.enqueue_expired(late, 100).await.unwrap(), 1);
+    assert_eq!(store.enqueue_expired(late, 100).await.unwrap(), 0, "once");
+    let expired = store
+        .claim_deliveries(late, late + chrono::Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].event, "challenge.expired");
+    assert_eq!(expired[0].challenge_id, "ob2");
+    assert_eq!(expired[0].endpoint, "http://127.0.0.1:1/a");
+}
+
+/// Several instances claiming at once never take one row twice; a claim whose holder died
+/// (never finished) comes back when its lease ends.
+async fn outbox_claims_are_exclusive_leases_retaken_after_a_crash(place: Place) {
+    let store = place.open();
+    store.set_webhooks(subscriptions());
+    let now = t0();
+    for i in 0..20 {
+        let id = format!("cl{i}");
+        store
+            .create(
+                new_challenge(
+                    &id,
+                    "alice@interieur.gouv.fr",
+                    &format!("tok-{id}"),
+                    now,
+                    3600,
+                ),
+                LIMITS,
+                now,
+            )
+            .await
+            .unwrap();
+        store.confirm(confirm_req(&id, "s", now)).await.unwrap();
+    }
+    let lease = now + chrono::Duration::seconds(30);
+    let instances: Vec<_> = (0..4).map(|_| place.open()).collect();
+    let claims: Vec<_> = instances
+        .iter()
+        .map(|s| {
+            let s = Arc::clone(s);
+            tokio::spawn(async move { s.claim_deliveries(now, lease, 7).await.unwrap() })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for c in claims {
+        seqs.extend(c.await.unwrap().into_iter().map(|d| d.seq));
+    }
+    let total = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), total, "a row was claimed twice");
+    assert_eq!(total, 28, "4 × 7 of the 40 rows");
+    // The holders "die": before the lease ends nothing of theirs is due, after it all is.
+    let rest = store.claim_deliveries(now, lease, 100).await.unwrap();
+    assert_eq!(rest.len(), 40 - total);
+    let after = store
+        .claim_deliveries(lease, lease + chrono::Duration::seconds(30), 100)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 40, "every lease ended, every row retaken");
+    assert!(after.iter().all(|d| d.attempts == 2));
 }

@@ -30,6 +30,7 @@ pub struct Metrics {
     queue_depth: Family<Label, Gauge>,
     challenges: Family<Label, Counter>,
     oidc: Family<Labels2, Counter>,
+    webhooks: Family<Labels2, Counter>,
 }
 
 impl Default for Metrics {
@@ -49,6 +50,12 @@ impl Metrics {
         let queue_depth = Family::<Label, Gauge>::default();
         let challenges = Family::<Label, Counter>::default();
         let oidc = Family::<Labels2, Counter>::default();
+        let webhooks = Family::<Labels2, Counter>::default();
+        registry.register(
+            "gatekeeper_webhook_attempts",
+            "Webhook delivery attempts by event and outcome (delivered, failed, given_up)",
+            webhooks.clone(),
+        );
         registry.register(
             "gatekeeper_oidc_requests",
             "OpenID Provider answers by endpoint and outcome (ok, or the OAuth error code)",
@@ -93,7 +100,21 @@ impl Metrics {
             queue_depth,
             challenges,
             oidc,
+            webhooks,
         }
+    }
+
+    /// A webhook attempt: `event` (`challenge.confirmed`, ...; `other` for a name this
+    /// program does not know) and `outcome` (`delivered`, `failed`, `given_up`).
+    pub fn webhook(&self, event: &str, outcome: &'static str) {
+        let event = crate::config::WEBHOOK_EVENTS
+            .iter()
+            .find(|e| **e == event)
+            .copied()
+            .unwrap_or("other");
+        self.webhooks
+            .get_or_create(&[("event", event), ("outcome", outcome)])
+            .inc();
     }
 
     /// An OpenID Provider answer: `endpoint` (`authorize`, `page`, `token`, `userinfo`)

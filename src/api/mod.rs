@@ -61,6 +61,8 @@ pub struct ApiState<S: Store> {
     challenges: Arc<ChallengeService<S>>,
     metrics: Arc<Metrics>,
     token: ApiToken,
+    /// Signs `assertion` of a confirmed challenge (SPEC §11); `None` without `[oidc]`.
+    signer: Option<Arc<crate::assertion::Signer>>,
 }
 
 impl<S: Store> Clone for ApiState<S> {
@@ -69,6 +71,7 @@ impl<S: Store> Clone for ApiState<S> {
             challenges: Arc::clone(&self.challenges),
             metrics: Arc::clone(&self.metrics),
             token: self.token.clone(),
+            signer: self.signer.clone(),
         }
     }
 }
@@ -83,7 +86,14 @@ impl<S: Store> ApiState<S> {
             challenges,
             metrics,
             token,
+            signer: None,
         }
+    }
+
+    /// Sign `assertion` in `GET /v1/challenges/{id}` with this key.
+    pub fn with_signer(mut self, signer: Option<Arc<crate::assertion::Signer>>) -> Self {
+        self.signer = signer;
+        self
     }
 }
 

@@ -58,7 +58,18 @@ async fn show_challenge<S: Store>(
         return ApiError::from(ApiErrorKind::ChallengeNotFound).into_response();
     }
     match state.challenges.show(&id, Utc::now()).await {
-        Ok(Some(view)) => Json(view).into_response(),
+        Ok(Some(mut view)) => {
+            if let (Some(signer), Some(at), Some(evidence)) =
+                (&state.signer, view.confirmed_at, &view.evidence)
+            {
+                match signer.sign(&view.id, &view.address, at, evidence) {
+                    Ok(a) => view.assertion = Some(a),
+                    // The state is still true without its proof: show it, and say why.
+                    Err(e) => tracing::warn!(error = %e, "assertion not signed"),
+                }
+            }
+            Json(view).into_response()
+        }
         Ok(None) => ApiError::from(ApiErrorKind::ChallengeNotFound).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "challenge lookup failed");

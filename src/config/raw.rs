@@ -37,6 +37,9 @@ pub struct RawConfig {
     /// `[oidc]`: the OpenID Provider (SPEC §9); absent = not started.
     #[serde(default)]
     pub oidc: Option<super::oidc::RawOidc>,
+    /// `[[webhook]]`: backends told about confirmations, refusals and expiries (SPEC §11).
+    #[serde(default)]
+    pub webhook: Vec<super::webhook::RawWebhook>,
 }
 
 /// `[smtp]`.

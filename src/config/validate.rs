@@ -81,6 +81,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
     let outbound = c.outbound(&raw.outbound, &opts);
     let siem = c.siem(&raw.siem);
     let oidc = raw.oidc.as_ref().and_then(|o| c.oidc(o, &opts));
+    let webhooks = c.webhooks(&raw.webhook);
 
     let (Some(smtp), Some(confirm), Some(policy), Some(listen), Some(outbound), Some(siem), true) = (
         smtp,
@@ -106,6 +107,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<(KeyPath, String)>> {
         outbound,
         siem,
         oidc,
+        webhooks,
     })
 }
 

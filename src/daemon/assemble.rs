@@ -23,6 +23,7 @@ use super::systemd::{self, Notifier};
 use super::{DaemonError, Running, jobs};
 use crate::api::Metrics;
 use crate::app::App;
+use crate::assertion::Signer;
 use crate::audit::AuditSink;
 use crate::challenge::{ChallengeService, MailBuilder, MailError, Outbound, OutboundError};
 use crate::config::Config;
@@ -43,6 +44,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// The HTTP API (serve it on `api.listen`).
     pub router: axum::Router,
+    /// Signs assertions (SPEC §11) with the OpenID Provider's key; `None` without `[oidc]`.
+    pub signer: Option<Arc<Signer>>,
 }
 
 /// Why the challenge side could not start.
@@ -54,6 +57,10 @@ pub enum BuildError {
     Mail(#[from] MailError),
     #[error(transparent)]
     Outbound(#[from] OutboundError),
+    #[error("assertion key (the OpenID Provider's): {0}")]
+    Keys(#[from] crate::oidc::KeyError),
+    #[error("webhook TLS settings: {0}")]
+    WebhookTls(#[from] rustls::Error),
     #[error("API token file {path}: {message}")]
     ApiToken { path: String, message: String },
 }
@@ -62,6 +69,9 @@ pub enum BuildError {
 /// API token and build the router. Blocking I/O: call at start-up.
 pub fn build(config: &Config) -> Result<Parts, BuildError> {
     let store = open_store(config, Access::ReadWrite)?;
+    // Before any write: every confirmation from now on writes its deliveries.
+    store.set_webhooks(crate::webhook::subscriptions(&config.webhooks));
+    let signer = assertion_signer(config)?;
     let challenges = Arc::new(service(config, Arc::clone(&store))?);
     let metrics = Arc::new(Metrics::new());
     let token = crate::api::load_or_create_token(&config.api.token_file).map_err(|e| {
@@ -70,17 +80,42 @@ pub fn build(config: &Config) -> Result<Parts, BuildError> {
             message: e.to_string(),
         }
     })?;
-    let router = crate::api::router(crate::api::ApiState::new(
-        Arc::clone(&challenges),
-        Arc::clone(&metrics),
-        token,
-    ));
+    let router = crate::api::router(
+        crate::api::ApiState::new(Arc::clone(&challenges), Arc::clone(&metrics), token)
+            .with_signer(signer.clone()),
+    );
     Ok(Parts {
         store,
         challenges,
         metrics,
         router,
+        signer,
     })
+}
+
+/// The assertion signer: the OpenID Provider's current key (one key source, SPEC §11),
+/// loaded (or created) from `[oidc] signing_key` as the provider itself does. `None` without
+/// `[oidc]`: assertions are then left out (module docs of [`crate::assertion`]).
+pub(crate) fn assertion_signer(config: &Config) -> Result<Option<Arc<Signer>>, BuildError> {
+    let Some(oidc) = &config.oidc else {
+        if !config.webhooks.is_empty() {
+            tracing::warn!(
+                "no [oidc]: challenge.confirmed webhooks and GET /v1/challenges carry no assertion"
+            );
+        }
+        return Ok(None);
+    };
+    let keys = crate::oidc::Keys::load(
+        &oidc.signing_key,
+        oidc.signing_alg,
+        &oidc.previous_keys,
+        &oidc.subject_key,
+    )?;
+    Ok(Some(Arc::new(Signer::new(
+        keys.current.kid.clone(),
+        keys.current.alg,
+        keys.encoding().clone(),
+    ))))
 }
 
 /// The store `[store]` names (the one call of [`store::open`] of the program).
@@ -190,6 +225,21 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
         Arc::clone(&a.parts.store),
         config.store.purge_interval,
     ));
+    // The webhook sender (SPEC §11), when any `[[webhook]]` is configured.
+    let webhook_task = if config.webhooks.is_empty() {
+        None
+    } else {
+        let tls = crate::webhook::http::tls_config().map_err(BuildError::from)?;
+        let sender = crate::webhook::Sender::new(
+            Arc::clone(&a.parts.store),
+            &config.webhooks,
+            a.parts.signer.clone(),
+            Arc::clone(&a.parts.metrics),
+            Arc::clone(&a.sink) as Arc<dyn AuditSink>,
+            tls,
+        );
+        Some(tokio::spawn(sender.run()))
+    };
     // The OpenID Provider (SPEC §9): its own listener over the same challenge service.
     let oidc = match &config.oidc {
         Some(oidc) => {
@@ -237,6 +287,10 @@ pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
         // Rejection counts still gathering (not awaited by the sessions) are written now.
         last_store.flush_rejections().await;
         purge_task.abort();
+        // An attempt cut short here is sent again after its lease (at least once).
+        if let Some(t) = webhook_task {
+            t.abort();
+        }
         let _ = api_task.await;
         if let Some(oidc) = oidc {
             oidc.purge.abort();

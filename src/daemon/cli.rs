@@ -67,6 +67,16 @@ pub enum Command {
         domain: String,
         json: bool,
     },
+    /// Check one assertion offline.
+    AssertionVerify { file: PathBuf, keys: AssertionKeys },
+}
+
+/// Where `assertion verify` takes its keys.
+pub enum AssertionKeys {
+    /// A JWKS document (a saved `/jwks.json`).
+    Jwks(PathBuf),
+    /// The `[oidc]` keys of this configuration.
+    Config(PathBuf),
 }
 
 /// Where `check-address` reads the address.
@@ -99,6 +109,7 @@ pub fn run(command: Command) -> u8 {
         Command::ChallengeNew { config, address } => block_on(challenge(&config, |c| async move {
             cli_new(&c, &address).await
         })),
+        Command::AssertionVerify { file, keys } => assertion_verify(&file, &keys),
         Command::ChallengeShow { config, id } => {
             block_on(challenge(
                 &config,
@@ -176,6 +187,71 @@ where
             }
             eprintln!("{}", e.message);
             1
+        }
+    }
+}
+
+/// `gatekeeper assertion verify`: 0 and the claims as JSON, 1 and why it is refused, 2 when
+/// the keys or the file cannot be read.
+fn assertion_verify(file: &Path, keys: &AssertionKeys) -> u8 {
+    let jwks = match load_jwks(keys) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let token = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return 2;
+        }
+    };
+    match crate::assertion::verify(&token, &jwks) {
+        Ok(claims) => match serde_json::to_string_pretty(&claims) {
+            Ok(text) => {
+                println!("{text}");
+                0
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                2
+            }
+        },
+        Err(e) => {
+            println!("invalid");
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+fn load_jwks(keys: &AssertionKeys) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+    match keys {
+        AssertionKeys::Jwks(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: not a JWKS: {e}", path.display()))
+        }
+        AssertionKeys::Config(path) => {
+            let config = Config::load(path).map_err(|e| e.to_string())?;
+            let oidc = config
+                .oidc
+                .as_ref()
+                .ok_or_else(|| format!("{}: no [oidc], so no assertion key", path.display()))?;
+            // Verifying must not create a key: a missing one is an error here.
+            if !oidc.signing_key.exists() {
+                return Err(format!("{}: no such key file", oidc.signing_key.display()));
+            }
+            crate::oidc::Keys::load(
+                &oidc.signing_key,
+                oidc.signing_alg,
+                &oidc.previous_keys,
+                &oidc.subject_key,
+            )
+            .map(|k| k.jwks())
+            .map_err(|e| e.to_string())
         }
     }
 }

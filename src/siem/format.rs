@@ -93,7 +93,7 @@ pub fn reason_code(event: &AuditEvent) -> Option<&'static str> {
 /// the SIEM's decision), and the trail losing events an error.
 pub fn syslog_severity(event: &AuditEvent) -> u8 {
     match (event.action, event.outcome) {
-        (Action::SiemOverflow, _) => 3,
+        (Action::SiemOverflow | Action::WebhookGivenUp, _) => 3,
         (_, Outcome::Success) => 6,
         (_, Outcome::Unknown) => 5,
         (_, Outcome::Failure) => 4,
@@ -103,7 +103,7 @@ pub fn syslog_severity(event: &AuditEvent) -> u8 {
 /// CEF severity (0-10) on the same scale as [`syslog_severity`].
 pub fn cef_severity(event: &AuditEvent) -> u8 {
     match (event.action, event.outcome) {
-        (Action::SiemOverflow, _) => 8,
+        (Action::SiemOverflow | Action::WebhookGivenUp, _) => 8,
         (_, Outcome::Success) => 2,
         (_, Outcome::Unknown) => 4,
         (_, Outcome::Failure) => 6,

@@ -27,6 +27,7 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 
 use super::oidc::{CodeRecord, CodeTake, FlowRecord};
+use super::outbox::{Attempt, Delivery, Subscriptions};
 use super::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, NewProbe,
     PostgresStore, ProbeRecord, RateLimits, Rejection, Signer, SqliteOptions, SqliteStore, Store,
@@ -128,6 +129,25 @@ trait ErasedStore: Send + Sync + 'static {
     fn insert_code(&self, code: CodeRecord) -> BoxFuture<'_, Result<(), StoreError>>;
     fn take_code(&self, hash: [u8; 32]) -> BoxFuture<'_, Result<CodeTake, StoreError>>;
     fn purge_oidc(&self, cutoff: DateTime<Utc>) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn set_webhooks(&self, subscriptions: Subscriptions);
+    fn enqueue_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
+    fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
+    fn finish_delivery(
+        &self,
+        seq: i64,
+        attempt: Attempt,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn outbox_backlog(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
     fn create_probe(
         &self,
         probe: NewProbe,
@@ -245,6 +265,35 @@ impl<S: Store> ErasedStore for S {
     }
     fn purge_oidc(&self, cutoff: DateTime<Utc>) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(Store::purge_oidc(self, cutoff))
+    }
+    fn set_webhooks(&self, subscriptions: Subscriptions) {
+        Store::set_webhooks(self, subscriptions)
+    }
+    fn enqueue_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(Store::enqueue_expired(self, now, limit))
+    }
+    fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        Box::pin(Store::claim_deliveries(self, now, lease_until, limit))
+    }
+    fn finish_delivery(
+        &self,
+        seq: i64,
+        attempt: Attempt,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(Store::finish_delivery(self, seq, attempt, now))
+    }
+    fn outbox_backlog(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(Store::outbox_backlog(self))
     }
     fn create_probe(
         &self,
@@ -438,5 +487,34 @@ impl Store for DynStore {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let store = &self.0;
         async move { store.record_probe_analysis(id, report, at).await }
+    }
+    fn set_webhooks(&self, subscriptions: Subscriptions) {
+        self.0.set_webhooks(subscriptions)
+    }
+    fn enqueue_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        self.0.enqueue_expired(now, limit)
+    }
+    fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send {
+        self.0.claim_deliveries(now, lease_until, limit)
+    }
+    fn finish_delivery(
+        &self,
+        seq: i64,
+        attempt: Attempt,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.0.finish_delivery(seq, attempt, now)
+    }
+    fn outbox_backlog(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        self.0.outbox_backlog()
     }
 }

@@ -38,6 +38,7 @@ use crate::reason::Reason;
 
 pub mod any;
 pub mod oidc;
+pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 
@@ -563,6 +564,50 @@ pub trait Store: Send + Sync + 'static {
         &self,
         _cutoff: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async { Ok(0) }
+    }
+
+    // The webhook outbox (`store/outbox.rs`, SPEC §11). A store without it writes no
+    // deliveries (the defaults): a test double, or a store built before `[[webhook]]`.
+
+    /// The `[[webhook]]` subscriptions whose rows every later confirm, rejection count and
+    /// expiry sweep writes in its own transaction. Called once at start, before any write.
+    fn set_webhooks(&self, _subscriptions: outbox::Subscriptions) {}
+
+    /// Insert `challenge.expired` rows for up to `limit` challenges still pending and past
+    /// `expires_at` at `now` that have none yet. Returns how many rows.
+    fn enqueue_expired(
+        &self,
+        _now: DateTime<Utc>,
+        _limit: u32,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async { Ok(0) }
+    }
+
+    /// Lease up to `limit` deliveries due at `now` until `lease_until` (module docs of
+    /// [`outbox`]: the oldest undelivered row per challenge and endpoint, never one leased
+    /// by someone else), counting one more attempt on each.
+    fn claim_deliveries(
+        &self,
+        _now: DateTime<Utc>,
+        _lease_until: DateTime<Utc>,
+        _limit: u32,
+    ) -> impl Future<Output = Result<Vec<outbox::Delivery>, StoreError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Record what became of a claimed delivery (by `seq`) at `now`; durable when it resolves.
+    fn finish_delivery(
+        &self,
+        _seq: i64,
+        _attempt: outbox::Attempt,
+        _now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Deliveries not yet delivered nor given up (exposed in `/metrics`).
+    fn outbox_backlog(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
         async { Ok(0) }
     }
 }

@@ -36,6 +36,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::Row;
 
+use super::outbox::{
+    Attempt, CONFIRMED, Delivery, Payload, REJECTED, Subscription, Subscriptions, rows, wanted,
+};
 use super::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, Confirmation, CreateOutcome, MAX_SIGNER_ROWS,
     NewChallenge, NewProbe, ProbeRecord, RateLimits, Rejection, Signer, Store, StoreError,
@@ -45,6 +48,7 @@ use crate::backend::Evidence;
 use crate::config::{PgTls, PostgresConfig};
 
 mod oidc;
+mod outbox;
 mod probes;
 mod schema;
 mod tls;
@@ -70,6 +74,8 @@ pub struct PostgresStore {
     /// Rejection counts not yet written (see [`Store::count_rejection`]).
     /// Each with the latest refusal among them (`last_rejection`).
     rejections: Arc<Mutex<HashMap<String, (u32, Rejection)>>>,
+    /// The `[[webhook]]` subscriptions (see [`Store::set_webhooks`]).
+    webhooks: Arc<Mutex<Subscriptions>>,
 }
 
 /// A driver error as a [`StoreError`].
@@ -146,7 +152,12 @@ impl PostgresStore {
         Ok(Self {
             pool,
             rejections: Arc::default(),
+            webhooks: Arc::new(Mutex::new(Arc::from(Vec::new()))),
         })
+    }
+
+    fn subscriptions(&self) -> Subscriptions {
+        crate::lock(&self.webhooks).clone()
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -192,7 +203,7 @@ impl PostgresStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let result = add_rejections(&self.pool, &batch).await;
+        let result = add_rejections(&self.pool, &batch, &self.subscriptions()).await;
         if result.is_err() {
             // Put them back: the next flush tries again.
             let mut map = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
@@ -211,28 +222,39 @@ impl PostgresStore {
 async fn add_rejections(
     pool: &Pool,
     batch: &[(String, (u32, Rejection))],
+    subs: &[Subscription],
 ) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg)?;
     for (id, (n, last)) in batch {
         // Several instances write refusals of one challenge, each after its own delay: the
         // latest refusal wins by its time, not by the order of the writes.
-        tx.execute(
-            "UPDATE challenges SET rejections = rejections + $1,
+        let updated = tx
+            .query_opt(
+                "UPDATE challenges SET rejections = rejections + $1,
                 last_rejection = CASE
                     WHEN last_rejection IS NULL
                       OR (last_rejection::json->>'at')::bigint <= $3 THEN $4
                     ELSE last_rejection END
-             WHERE id = $2 AND status = 'pending'",
-            &[
-                &i64::from(*n),
-                id,
-                &last.at.timestamp_millis(),
-                &last.to_stored(),
-            ],
-        )
-        .await
-        .map_err(pg)?;
+             WHERE id = $2 AND status = 'pending' RETURNING address",
+                &[
+                    &i64::from(*n),
+                    id,
+                    &last.at.timestamp_millis(),
+                    &last.to_stored(),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        // Reported in the same transaction as the count (module docs of `store::outbox`).
+        if let Some(row) = updated
+            && wanted(subs, REJECTED)
+        {
+            let address: String = row.try_get(0).map_err(pg)?;
+            let body = Payload::rejected(id, &address, last, *n);
+            let rows = rows(subs, REJECTED, id, &body, last.at)?;
+            self::outbox::insert(&tx, &rows).await?;
+        }
     }
     tx.commit().await.map_err(pg)
 }
@@ -394,19 +416,26 @@ impl Store for PostgresStore {
         let c = &req.confirmation;
         let evidence =
             serde_json::to_string(&c.evidence).map_err(|e| StoreError::Evidence(Arc::new(e)))?;
-        let client = self.client().await?;
-        let st = client
+        // This challenge's refusals still gathering are written first (as `get` does), so
+        // their count and their `challenge.rejected` come before the confirmation.
+        self.write_rejections(Some(&req.id)).await?;
+        let subs = self.subscriptions();
+        let mut client = self.client().await?;
+        // One transaction: the confirmation and its deliveries commit together (SPEC §11),
+        // durable (synchronous_commit) when COMMIT returns.
+        let tx = client.transaction().await.map_err(pg)?;
+        let st = tx
             .prepare_cached(
                 "UPDATE challenges SET status = 'confirmed', confirmed_at = $1, evidence = $2,
                     confirm_message_id = $3, confirm_from = $4, confirm_session = $5,
                     confirm_session_ended = FALSE
-                 WHERE id = $6 AND status = 'pending' AND expires_at > $7",
+                 WHERE id = $6 AND status = 'pending' AND expires_at > $7
+                 RETURNING address",
             )
             .await
             .map_err(pg)?;
-        // One statement in autocommit: it is durable (synchronous_commit) when it returns.
-        let changed = client
-            .execute(
+        let won = tx
+            .query_opt(
                 &st,
                 &[
                     &c.confirmed_at.timestamp_millis(),
@@ -420,6 +449,16 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg)?;
+        let changed = u8::from(won.is_some());
+        if let Some(row) = won
+            && wanted(&subs, CONFIRMED)
+        {
+            let address: String = row.try_get(0).map_err(pg)?;
+            let body = Payload::confirmed(&req.id, &address, c)?;
+            let rows = rows(&subs, CONFIRMED, &req.id, &body, c.confirmed_at)?;
+            self::outbox::insert(&tx, &rows).await?;
+        }
+        tx.commit().await.map_err(pg)?;
         if changed == 1 {
             return Ok(ConfirmOutcome::Confirmed);
         }
@@ -439,7 +478,12 @@ impl Store for PostgresStore {
     }
 
     async fn record_rejection(&self, id: &str, rejection: Rejection) -> Result<(), StoreError> {
-        add_rejections(&self.pool, &[(id.to_owned(), (1, rejection))]).await
+        add_rejections(
+            &self.pool,
+            &[(id.to_owned(), (1, rejection))],
+            &self.subscriptions(),
+        )
+        .await
     }
 
     fn count_rejection(&self, id: &str, rejection: Rejection) {
@@ -463,11 +507,13 @@ impl Store for PostgresStore {
         };
         let pool = self.pool.clone();
         let map = Arc::clone(&self.rejections);
+        let webhooks = Arc::clone(&self.webhooks);
         handle.spawn(async move {
             tokio::time::sleep(REJECTION_FLUSH).await;
             let store = PostgresStore {
                 pool,
                 rejections: map,
+                webhooks,
             };
             if let Err(e) = store.write_rejections(None).await {
                 tracing::warn!(error = %e, "store: rejection counts not written yet");
@@ -516,6 +562,12 @@ impl Store for PostgresStore {
             .await
             .map_err(pg)?;
         Self::probe_purge(&tx, cutoff).await?;
+        tx.execute(
+            "DELETE FROM webhook_outbox WHERE done_at IS NOT NULL AND done_at < $1",
+            &[&cutoff.timestamp_millis()],
+        )
+        .await
+        .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         Ok(n)
     }
@@ -585,6 +637,36 @@ impl Store for PostgresStore {
 
     async fn purge_oidc(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         self.oidc_purge(cutoff).await
+    }
+
+    fn set_webhooks(&self, subscriptions: Subscriptions) {
+        *crate::lock(&self.webhooks) = subscriptions;
+    }
+
+    async fn enqueue_expired(&self, now: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.outbox_enqueue_expired(now, limit).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.outbox_claim(now, lease_until, limit).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        seq: i64,
+        attempt: Attempt,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.outbox_finish(seq, attempt, now).await
+    }
+
+    async fn outbox_backlog(&self) -> Result<u64, StoreError> {
+        self.outbox_backlog_count().await
     }
 
     async fn create_probe(

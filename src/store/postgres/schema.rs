@@ -79,6 +79,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX probes_by_expiry ON probes (expires_at);",
     // 4: the latest refused reply of a challenge (SPEC §4 "Explanations").
     "ALTER TABLE challenges ADD COLUMN last_rejection TEXT;",
+    // 5: the webhook outbox (SPEC §11).
+    super::outbox::MIGRATION,
 ];
 
 pub(super) fn known_version() -> i64 {

@@ -58,6 +58,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use tokio::sync::mpsc;
 
+use super::outbox::{Attempt, Delivery, Subscriptions};
 use super::{
     ChallengeRecord, ConfirmOutcome, ConfirmRequest, CreateOutcome, NewChallenge, NewProbe,
     ProbeRecord, RateLimits, Rejection, Signer, Store, StoreError, TokenHash,
@@ -65,6 +66,7 @@ use super::{
 use crate::lock;
 
 mod oidc;
+mod outbox;
 mod probes;
 mod rows;
 mod schema;
@@ -123,6 +125,8 @@ struct Inner {
     /// Rejection counts not yet handed to the writer, by challenge id.
     rejections: Mutex<Gathered>,
     commits: Arc<AtomicU64>,
+    /// The `[[webhook]]` subscriptions (see [`Store::set_webhooks`]).
+    webhooks: Mutex<Subscriptions>,
 }
 
 /// The SQLite [`Store`]. Cheap to clone; the writer thread stops when the last clone is
@@ -172,9 +176,14 @@ impl SqliteStore {
                 inline_readers: Mutex::new(Vec::new()),
                 rejections: Mutex::new(Gathered::default()),
                 commits,
+                webhooks: Mutex::new(Arc::from(Vec::new())),
             }),
             writer,
         })
+    }
+
+    fn subscriptions(&self) -> Subscriptions {
+        lock(&self.inner.webhooks).clone()
     }
 
     /// Successful commits so far (each may have carried many jobs).
@@ -233,8 +242,9 @@ impl SqliteStore {
         let inner = Arc::clone(&self.inner);
         let write = self.write(move |conn| {
             let pending = std::mem::take(&mut lock(&inner.rejections).counts);
+            let subs = lock(&inner.webhooks).clone();
             for (id, (n, last)) in &pending {
-                sql::add_rejections(conn, id, *n, last)?;
+                outbox::add_rejections(conn, id, *n, last, &subs)?;
             }
             Ok(pending.len())
         });
@@ -369,7 +379,18 @@ impl Store for SqliteStore {
         &self,
         req: ConfirmRequest,
     ) -> impl std::future::Future<Output = Result<ConfirmOutcome, StoreError>> + Send {
-        self.write(move |conn| sql::confirm(conn, &req))
+        let subs = self.subscriptions();
+        let inner = Arc::clone(&self.inner);
+        self.write(move |conn| {
+            // This challenge's refusals still gathering are written first, in the same
+            // transaction: their count and their `challenge.rejected` come before the
+            // confirmation (a pending-only update after it would drop them).
+            let gathered = lock(&inner.rejections).counts.remove(&req.id);
+            if let Some((n, last)) = gathered {
+                outbox::add_rejections(conn, &req.id, n, &last, &subs)?;
+            }
+            outbox::confirm(conn, &req, &subs)
+        })
     }
 
     fn record_rejection(
@@ -378,7 +399,8 @@ impl Store for SqliteStore {
         rejection: Rejection,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
         let id = id.to_owned();
-        self.write(move |conn| sql::add_rejections(conn, &id, 1, &rejection))
+        let subs = self.subscriptions();
+        self.write(move |conn| outbox::add_rejections(conn, &id, 1, &rejection, &subs))
     }
 
     fn count_rejection(&self, id: &str, rejection: Rejection) {
@@ -425,6 +447,7 @@ impl Store for SqliteStore {
         // Probes expire with the challenges, in the same write (module docs of `probes`).
         self.write(move |conn| {
             probes::purge(conn, cutoff)?;
+            outbox::purge(conn, cutoff)?;
             sql::purge(conn, cutoff)
         })
     }
@@ -498,5 +521,40 @@ impl Store for SqliteStore {
     ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send {
         let id = id.to_owned();
         self.write(move |conn| probes::record_analysis(conn, &id, &report, at))
+    }
+
+    fn set_webhooks(&self, subscriptions: Subscriptions) {
+        *lock(&self.inner.webhooks) = subscriptions;
+    }
+
+    fn enqueue_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
+        let subs = self.subscriptions();
+        self.write(move |conn| outbox::enqueue_expired(conn, &subs, now, limit))
+    }
+
+    fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> impl std::future::Future<Output = Result<Vec<Delivery>, StoreError>> + Send {
+        self.write(move |conn| outbox::claim(conn, now, lease_until, limit))
+    }
+
+    fn finish_delivery(
+        &self,
+        seq: i64,
+        attempt: Attempt,
+        now: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.write(move |conn| outbox::finish(conn, seq, &attempt, now))
+    }
+
+    fn outbox_backlog(&self) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
+        self.read(outbox::backlog)
     }
 }

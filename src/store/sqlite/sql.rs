@@ -189,20 +189,21 @@ pub(super) fn confirm(
     })
 }
 
-/// Add `n` refused replies to a pending challenge, `last` the latest of them.
+/// Add `n` refused replies to a pending challenge, `last` the latest of them. True when the
+/// challenge was pending (counted).
 pub(super) fn add_rejections(
     conn: &Connection,
     id: &str,
     n: u32,
     last: &Rejection,
-) -> Result<(), StoreError> {
-    exec(
+) -> Result<bool, StoreError> {
+    let changed = exec(
         conn,
         "UPDATE challenges SET rejections = rejections + ?1, last_rejection = ?3 WHERE id = ?2 AND status = 'pending'",
         params![n, id, last.to_stored()],
     )
     .map_err(db)?;
-    Ok(())
+    Ok(changed == 1)
 }
 
 /// Mark one session's confirmations ended.
