@@ -268,3 +268,69 @@ async fn database_restart_during_deliveries_gives_only_4xx_then_recovers() {
     }
     assert_eq!(confirmed.len(), N as usize);
 }
+
+/// One sample's value from `/metrics` text (`name value`, no labels).
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .find_map(|rest| rest.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `(up, failures, reconnects)` as `/metrics` shows them.
+async fn store_metrics(on: &Instance) -> (f64, f64, f64) {
+    let text = on.api.metrics().await;
+    let get = |name| sample(&text, name).unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+    (
+        get("gatekeeper_store_up"),
+        get("gatekeeper_store_failures_total"),
+        get("gatekeeper_store_reconnects_total"),
+    )
+}
+
+/// The store's state in `/metrics`: up with no failure on a healthy database, down with the
+/// failures counted while it is stopped (the scrape itself asks it), up again with one
+/// reconnection once it is back, the daemon not restarted. SQLite reports the same series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_show_the_store_down_then_reconnected() {
+    let world = World::start().await;
+    let cluster = Cluster::start();
+    let settings = Settings {
+        postgres: Some(cluster.config()),
+        ..Settings::default()
+    };
+    let a = Instance::start(world.dns.addr, &settings).await;
+    assert_eq!(store_metrics(&a).await, (1.0, 0.0, 0.0));
+
+    cluster.stop();
+    let (status, body) = a.api.claim("bob@interieur.gouv.fr").await;
+    assert_eq!(status, 503, "{body}");
+    let (up, failures, reconnects) = store_metrics(&a).await;
+    assert_eq!(up, 0.0, "store down while the database is stopped");
+    // The refused claim and this scrape's ping, at least.
+    assert!(failures >= 2.0, "failures counted: {failures}");
+    assert_eq!(reconnects, 0.0);
+
+    cluster.pg_ctl_start();
+    let mut seen = None;
+    for _ in 0..100 {
+        let m = store_metrics(&a).await;
+        if m.0 == 1.0 {
+            seen = Some(m);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, after, reconnects) = seen.expect("store up again without a restart");
+    assert!(
+        after >= failures,
+        "a counter never goes down: {after} < {failures}"
+    );
+    assert_eq!(reconnects, 1.0, "one outage, one reconnection");
+    let (status, body) = a.api.claim("bob@interieur.gouv.fr").await;
+    assert_eq!(status, 201, "{body}");
+
+    // The same series on SQLite (no database to stop: up, nothing failed).
+    let sqlite = Instance::start(world.dns.addr, &Settings::default()).await;
+    assert_eq!(store_metrics(&sqlite).await, (1.0, 0.0, 0.0));
+}

@@ -6,6 +6,7 @@
 //! latency; the SIEM: queue depths). Label values are fixed strings (reason codes, queue
 //! names), never peer bytes, so the label space is bounded.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -16,6 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::reason::Reason;
+use crate::store::StoreHealth;
 
 type Label = [(&'static str, &'static str); 1];
 type Labels2 = [(&'static str, &'static str); 2];
@@ -31,6 +33,12 @@ pub struct Metrics {
     challenges: Family<Label, Counter>,
     oidc: Family<Labels2, Counter>,
     webhooks: Family<Labels2, Counter>,
+    store_up: Gauge,
+    store_failures: Counter,
+    store_reconnects: Counter,
+    /// Serialises [`Metrics::store_health`]'s read-then-add on the two counters above, so
+    /// two scrapes at once do not both add the same difference.
+    store_sync: Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -55,6 +63,24 @@ impl Metrics {
             "gatekeeper_webhook_attempts",
             "Webhook delivery attempts by event and outcome (delivered, failed, given_up)",
             webhooks.clone(),
+        );
+        let store_up = Gauge::default();
+        let store_failures = Counter::default();
+        let store_reconnects = Counter::default();
+        registry.register(
+            "gatekeeper_store_up",
+            "1 if the store answered the last call (a ping at each scrape), 0 if it failed",
+            store_up.clone(),
+        );
+        registry.register(
+            "gatekeeper_store_failures",
+            "Store calls that failed (store.unavailable: SMTP 451, API 503)",
+            store_failures.clone(),
+        );
+        registry.register(
+            "gatekeeper_store_reconnects",
+            "Times the store answered again after failing (a reconnection after an outage)",
+            store_reconnects.clone(),
         );
         registry.register(
             "gatekeeper_oidc_requests",
@@ -101,6 +127,23 @@ impl Metrics {
             challenges,
             oidc,
             webhooks,
+            store_up,
+            store_failures,
+            store_reconnects,
+            store_sync: Mutex::new(()),
+        }
+    }
+
+    /// The store's health as the store keeps it (counts since start): the counters catch up
+    /// with it, so they never go down.
+    pub fn store_health(&self, health: StoreHealth) {
+        let _guard = self.store_sync.lock().unwrap_or_else(|p| p.into_inner());
+        self.store_up.set(i64::from(health.up));
+        for (counter, total) in [
+            (&self.store_failures, health.failures),
+            (&self.store_reconnects, health.reconnects),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
     }
 

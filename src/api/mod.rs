@@ -55,6 +55,8 @@ pub use metrics::Metrics;
 
 /// Upper bound on a request body (a claim is one address of at most 254 octets).
 pub const MAX_BODY_BYTES: usize = 4096;
+/// How long a `/metrics` scrape waits for the store's ping before showing it down.
+const METRICS_PING: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the handlers share.
 pub struct ApiState<S: Store> {
@@ -129,9 +131,17 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
 }
 
 async fn metrics_text<S: Store>(State(state): State<ApiState<S>>) -> Response {
-    state
-        .metrics
-        .queue_depth("store", state.challenges.store().queue_depth());
+    let store = state.challenges.store();
+    state.metrics.queue_depth("store", store.queue_depth());
+    // Ask the store now, so `gatekeeper_store_up` is true of this scrape even on an idle
+    // instance; bounded, so a partitioned database does not hold the scrape (the outcome
+    // is counted by the store's tracker either way; a timeout shows as down).
+    let answered = tokio::time::timeout(METRICS_PING, store.ping()).await;
+    let mut health = store.health();
+    if answered.is_err() {
+        health.up = false;
+    }
+    state.metrics.store_health(health);
     (
         [(
             header::CONTENT_TYPE,

@@ -23,6 +23,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 
@@ -326,11 +327,70 @@ impl<S: Store> ErasedStore for S {
 }
 
 /// Any [`Store`], chosen at open. Shared as `Arc<DynStore>`, like any other store.
-pub struct DynStore(Box<dyn ErasedStore>);
+pub struct DynStore(Box<dyn ErasedStore>, Tracker);
 
 impl DynStore {
     pub fn new(store: impl Store) -> Self {
-        Self(Box::new(store))
+        Self(Box::new(store), Tracker::default())
+    }
+
+    /// Note how a call went (see [`StoreHealth`]) and pass its result on.
+    fn seen<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.1.record(result.is_ok());
+        result
+    }
+}
+
+/// How a store's calls have gone: what `/metrics` shows as `gatekeeper_store_*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// False from a failed call until the next call that succeeds.
+    pub up: bool,
+    /// Calls that failed (`store.unavailable`), since start.
+    pub failures: u64,
+    /// Times the store answered again after a failure, since start: for PostgreSQL, a
+    /// reconnection after an outage (the pool opened a new connection that worked).
+    pub reconnects: u64,
+}
+
+impl Default for StoreHealth {
+    fn default() -> Self {
+        Self {
+            up: true,
+            failures: 0,
+            reconnects: 0,
+        }
+    }
+}
+
+/// The counters behind [`StoreHealth`]. Relaxed atomics: each value is a count on its own,
+/// nothing is read in between that needs them in step.
+#[derive(Default)]
+struct Tracker {
+    down: AtomicBool,
+    failures: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl Tracker {
+    fn record(&self, ok: bool) {
+        if ok {
+            // Only the call that sees the down → up edge counts the reconnection.
+            if self.down.swap(false, Ordering::Relaxed) {
+                self.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.down.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn snapshot(&self) -> StoreHealth {
+        StoreHealth {
+            up: !self.down.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -340,70 +400,47 @@ impl std::fmt::Debug for DynStore {
     }
 }
 
-// The methods with a borrowed argument forward through an `async` block: its type names both
-// borrows, where the boxed future's one lifetime would be their intersection, which an
-// `impl Future` in return position cannot name.
+// Every call forwards through an `async fn` that notes its outcome (`seen`, for `/metrics`);
+// for the methods with a borrowed argument its future is also what names both borrows, where
+// the boxed future's one lifetime would be their intersection.
 impl Store for DynStore {
-    fn create(
+    async fn create(
         &self,
         challenge: NewChallenge,
         limits: RateLimits,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send {
-        self.0.create(challenge, limits, now)
+    ) -> Result<CreateOutcome, StoreError> {
+        self.seen(self.0.create(challenge, limits, now).await)
     }
-    fn get(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<ChallengeRecord>, StoreError>> + Send {
-        let store = &self.0;
-        async move { store.get(id).await }
+    async fn get(&self, id: &str) -> Result<Option<ChallengeRecord>, StoreError> {
+        self.seen(self.0.get(id).await)
     }
-    fn find_by_token_hash(
+    async fn find_by_token_hash(
         &self,
         hash: &TokenHash,
-    ) -> impl Future<Output = Result<Option<ChallengeRecord>, StoreError>> + Send {
-        let store = &self.0;
-        async move { store.find_by_token_hash(hash).await }
+    ) -> Result<Option<ChallengeRecord>, StoreError> {
+        self.seen(self.0.find_by_token_hash(hash).await)
     }
-    fn delete(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let store = &self.0;
-        async move { store.delete(id).await }
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        self.seen(self.0.delete(id).await)
     }
-    fn confirm(
-        &self,
-        request: ConfirmRequest,
-    ) -> impl Future<Output = Result<ConfirmOutcome, StoreError>> + Send {
-        self.0.confirm(request)
+    async fn confirm(&self, request: ConfirmRequest) -> Result<ConfirmOutcome, StoreError> {
+        self.seen(self.0.confirm(request).await)
     }
-    fn record_rejection(
-        &self,
-        id: &str,
-        rejection: Rejection,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let store = &self.0;
-        async move { store.record_rejection(id, rejection).await }
+    async fn record_rejection(&self, id: &str, rejection: Rejection) -> Result<(), StoreError> {
+        self.seen(self.0.record_rejection(id, rejection).await)
     }
     fn count_rejection(&self, id: &str, rejection: Rejection) {
         self.0.count_rejection(id, rejection);
     }
-    fn session_ended(
-        &self,
-        session_id: &str,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        let store = &self.0;
-        async move { store.session_ended(session_id).await }
+    async fn session_ended(&self, session_id: &str) -> Result<u64, StoreError> {
+        self.seen(self.0.session_ended(session_id).await)
     }
-    fn purge(&self, cutoff: DateTime<Utc>) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        self.0.purge(cutoff)
+    async fn purge(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.seen(self.0.purge(cutoff).await)
     }
-    fn pending_count(
-        &self,
-        address: &str,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<u32, StoreError>> + Send {
-        let store = &self.0;
-        async move { store.pending_count(address, now).await }
+    async fn pending_count(&self, address: &str, now: DateTime<Utc>) -> Result<u32, StoreError> {
+        self.seen(self.0.pending_count(address, now).await)
     }
     fn confirmed_signers(
         &self,
@@ -415,106 +452,119 @@ impl Store for DynStore {
     fn queue_depth(&self) -> usize {
         self.0.queue_depth()
     }
-    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.0.ping()
+    fn health(&self) -> StoreHealth {
+        self.1.snapshot()
     }
-    fn created_since(
-        &self,
-        address: &str,
-        since: DateTime<Utc>,
-    ) -> impl Future<Output = Result<u32, StoreError>> + Send {
-        let store = &self.0;
-        async move { store.created_since(address, since).await }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.seen(self.0.ping().await)
     }
-    fn end_open_sessions(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        self.0.end_open_sessions()
+    async fn created_since(&self, address: &str, since: DateTime<Utc>) -> Result<u32, StoreError> {
+        self.seen(self.0.created_since(address, since).await)
+    }
+    async fn end_open_sessions(&self) -> Result<u64, StoreError> {
+        self.seen(self.0.end_open_sessions().await)
     }
     fn flush_rejections(&self) -> impl Future<Output = ()> + Send {
         self.0.flush_rejections()
     }
-    fn save_flow(&self, flow: FlowRecord) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        self.0.save_flow(flow)
+    async fn save_flow(&self, flow: FlowRecord) -> Result<bool, StoreError> {
+        self.seen(self.0.save_flow(flow).await)
     }
-    fn get_flow(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<FlowRecord>, StoreError>> + Send {
-        let store = &self.0;
-        async move { store.get_flow(id).await }
+    async fn get_flow(&self, id: &str) -> Result<Option<FlowRecord>, StoreError> {
+        self.seen(self.0.get_flow(id).await)
     }
-    fn insert_code(&self, code: CodeRecord) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.0.insert_code(code)
+    async fn insert_code(&self, code: CodeRecord) -> Result<(), StoreError> {
+        self.seen(self.0.insert_code(code).await)
     }
-    fn take_code(
-        &self,
-        hash: [u8; 32],
-    ) -> impl Future<Output = Result<CodeTake, StoreError>> + Send {
-        self.0.take_code(hash)
+    async fn take_code(&self, hash: [u8; 32]) -> Result<CodeTake, StoreError> {
+        self.seen(self.0.take_code(hash).await)
     }
-    fn purge_oidc(
-        &self,
-        cutoff: DateTime<Utc>,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        self.0.purge_oidc(cutoff)
+    async fn purge_oidc(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.seen(self.0.purge_oidc(cutoff).await)
     }
-    fn create_probe(
+    async fn create_probe(
         &self,
         probe: NewProbe,
         limits: RateLimits,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send {
-        self.0.create_probe(probe, limits, now)
+    ) -> Result<CreateOutcome, StoreError> {
+        self.seen(self.0.create_probe(probe, limits, now).await)
     }
-    fn get_probe(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<ProbeRecord>, StoreError>> + Send {
-        let store = &self.0;
-        async move { store.get_probe(id).await }
+    async fn get_probe(&self, id: &str) -> Result<Option<ProbeRecord>, StoreError> {
+        self.seen(self.0.get_probe(id).await)
     }
-    fn find_probe_by_token_hash(
+    async fn find_probe_by_token_hash(
         &self,
         hash: &TokenHash,
-    ) -> impl Future<Output = Result<Option<ProbeRecord>, StoreError>> + Send {
-        let store = &self.0;
-        async move { store.find_probe_by_token_hash(hash).await }
+    ) -> Result<Option<ProbeRecord>, StoreError> {
+        self.seen(self.0.find_probe_by_token_hash(hash).await)
     }
-    fn record_probe_analysis(
+    async fn record_probe_analysis(
         &self,
         id: &str,
         report: String,
         at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let store = &self.0;
-        async move { store.record_probe_analysis(id, report, at).await }
+    ) -> Result<bool, StoreError> {
+        self.seen(self.0.record_probe_analysis(id, report, at).await)
     }
     fn set_webhooks(&self, subscriptions: Subscriptions) {
         self.0.set_webhooks(subscriptions)
     }
-    fn enqueue_expired(
-        &self,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        self.0.enqueue_expired(now, limit)
+    async fn enqueue_expired(&self, now: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.seen(self.0.enqueue_expired(now, limit).await)
     }
-    fn claim_deliveries(
+    async fn claim_deliveries(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send {
-        self.0.claim_deliveries(now, lease_until, limit)
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.seen(self.0.claim_deliveries(now, lease_until, limit).await)
     }
-    fn finish_delivery(
+    async fn finish_delivery(
         &self,
         seq: i64,
         attempt: Attempt,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.0.finish_delivery(seq, attempt, now)
+    ) -> Result<(), StoreError> {
+        self.seen(self.0.finish_delivery(seq, attempt, now).await)
     }
-    fn outbox_backlog(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        self.0.outbox_backlog()
+    async fn outbox_backlog(&self) -> Result<u64, StoreError> {
+        self.seen(self.0.outbox_backlog().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracker_counts_failures_and_each_recovery_once() {
+        // (calls in order: true = ok, expected (up, failures, reconnects) after them)
+        type Case = (&'static [bool], (bool, u64, u64));
+        let cases: &[Case] = &[
+            (&[], (true, 0, 0)),
+            (&[true, true], (true, 0, 0)),
+            (&[false], (false, 1, 0)),
+            (&[false, false, false], (false, 3, 0)),
+            (&[false, false, true], (true, 2, 1)),
+            (&[false, true, true], (true, 1, 1)),
+            (&[false, true, false, true], (true, 2, 2)),
+        ];
+        for (calls, (up, failures, reconnects)) in cases {
+            let t = Tracker::default();
+            for ok in *calls {
+                t.record(*ok);
+            }
+            assert_eq!(
+                t.snapshot(),
+                StoreHealth {
+                    up: *up,
+                    failures: *failures,
+                    reconnects: *reconnects
+                },
+                "{calls:?}"
+            );
+        }
     }
 }

@@ -42,7 +42,7 @@ pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 
-pub use any::{Access, DynStore, describe, local_dir, open};
+pub use any::{Access, DynStore, StoreHealth, describe, local_dir, open};
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -497,6 +497,13 @@ pub trait Store: Send + Sync + 'static {
     /// Write requests waiting to be committed (exposed in `/metrics`); 0 when not applicable.
     fn queue_depth(&self) -> usize {
         0
+    }
+
+    /// How the store's calls have gone so far (exposed in `/metrics`). Kept by [`DynStore`]
+    /// around every call, so both backends report it the same way; a store used directly
+    /// (the tests' doubles) reports no failure.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::default()
     }
 
     /// Challenges created for an address at or after `since`.
