@@ -6,6 +6,11 @@
 //! - The store's filesystem full (SQLite): the reply gets `451 store.unavailable` at once,
 //!   nothing half-written, and the same reply confirms once space is back, without a restart.
 //!
+//! - A slow resolver (every answer after 1.6 s, `dns.timeout = "2s"`): each query is within
+//!   its timeout, so the reply confirms although SPF makes several queries in a row; with
+//!   `dns.check_timeout` shorter than that chain the reply is a `451` temperror (never a
+//!   5xx), and the same reply confirms once the resolver is fast again.
+//!
 //! Mounting needs root (CAP_SYS_ADMIN). Without it each test says so on stderr, loudly, and
 //! fails under `CI` (where the runner is root, a refused mount is a broken CI, not a skip).
 //!
@@ -124,8 +129,17 @@ struct Daemon {
 }
 
 async fn start_daemon(dir: &Path, dns: SocketAddr, store_dir: Option<&Path>) -> Daemon {
+    start_with(dir, dns, store_dir, &Settings::default()).await
+}
+
+async fn start_with(
+    dir: &Path,
+    dns: SocketAddr,
+    store_dir: Option<&Path>,
+    settings: &Settings,
+) -> Daemon {
     let layout = Layout::new(dir);
-    let config = layout.write_config(dns, &Settings::default());
+    let config = layout.write_config(dns, settings);
     if let Some(store_dir) = store_dir {
         let text = std::fs::read_to_string(&config).unwrap();
         let from = format!("path = \"{}\"", layout.store.display());
@@ -251,13 +265,19 @@ async fn store_full_answers_451_then_confirms() {
         let shown = d.api.show(&id).await;
         assert_eq!(shown["status"], "pending", "{shown}");
     }
-    let refused = d
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !d
         .events
         .all()
         .iter()
-        .filter(|e| common::e2e::reason_of(e) == "store.unavailable")
-        .count();
-    assert!(refused >= 1, "store.unavailable refusals are events");
+        .any(|e| common::e2e::reason_of(e) == "store.unavailable")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no store.unavailable refusal event"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Space back, same daemon: the very same reply confirms.
     fs.free();
@@ -275,5 +295,78 @@ async fn store_full_answers_451_then_confirms() {
     assert_eq!(check, "ok");
     drop(c);
     assert_eq!(stored_challenges(&db), 1);
+    d.running.stop().await;
+}
+
+/// A daemon whose resolver answers every query after `delay`, with `dns.timeout = "2s"` and
+/// this `dns.check_timeout`; a pending challenge and its reply (claimed before the delay).
+async fn slow_world(check_timeout: &str) -> (World, tempfile::TempDir, Daemon, String, Vars) {
+    let world = World::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        dns_timeout: "2s".into(),
+        dns_check_timeout: check_timeout.into(),
+        ..Settings::default()
+    };
+    let d = start_with(tmp.path(), world.dns.addr, None, &settings).await;
+    let (id, vars) = d.challenge(1).await;
+    world.dns.set_delay(Duration::from_millis(1600));
+    (world, tmp, d, id, vars)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_resolver_within_the_query_timeout_confirms() {
+    let (world, _tmp, d, id, vars) = slow_world("30s").await;
+    let before = world.dns.queries();
+    let (reply, took) = d.reply(&vars).await;
+    let reply = reply.expect("a reply after DATA");
+    assert_eq!(reply.code, 250, "{reply} after {took:?}");
+    let queries = world.dns.queries() - before;
+    // More than the query timeout in all: the old reading (dns.timeout bounds the whole
+    // check) would have answered 451 here.
+    assert!(
+        took > Duration::from_secs(2),
+        "{queries} queries answered in {took:?}: the resolver was not slow"
+    );
+    assert_eq!(d.api.show(&id).await["status"], "confirmed");
+    d.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_resolver_past_the_check_timeout_is_temporary() {
+    let (world, _tmp, d, id, vars) = slow_world("3s").await;
+    let (reply, took) = d.reply(&vars).await;
+    let reply = reply.expect("a reply after DATA");
+    assert_eq!(reply.code, 451, "{reply} after {took:?}");
+    assert!(reply.text.contains("4.4.3"), "{reply}");
+    // Bounded by the check timeout (the three checks run concurrently), plus the slack of a
+    // loaded test machine.
+    assert!(took < Duration::from_secs(5), "451 after {took:?}");
+    // The event is written by the SIEM writer shortly after the reply: a bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let reasons = loop {
+        let reasons: Vec<String> = d
+            .events
+            .all()
+            .iter()
+            .map(common::e2e::reason_of)
+            .filter(|r| !r.is_empty())
+            .collect();
+        if reasons.iter().any(|r| r.ends_with(".temperror")) || Instant::now() > deadline {
+            break reasons;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        reasons.iter().any(|r| r.ends_with(".temperror")),
+        "events: {reasons:?}"
+    );
+    assert_eq!(d.api.show(&id).await["status"], "pending");
+
+    // A fast resolver again: the very same reply confirms.
+    world.dns.set_delay(Duration::ZERO);
+    let (reply, _) = d.reply(&vars).await;
+    assert_eq!(reply.map(|r| r.code), Some(250));
+    assert_eq!(d.api.show(&id).await["status"], "confirmed");
     d.running.stop().await;
 }
