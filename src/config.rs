@@ -176,7 +176,11 @@ pub struct DomainOverride {
 pub struct DnsConfig {
     /// Empty = the system resolver (`/etc/resolv.conf`).
     pub nameservers: Vec<SocketAddr>,
+    /// `dns.timeout`: how long each try of one query waits for its answer.
     pub timeout: Duration,
+    /// `dns.check_timeout`: the bound on one whole check (SPF, DKIM keys, iprev); at least
+    /// `timeout`.
+    pub check_timeout: Duration,
     pub dnssec: bool,
     /// `dns.trust_anchor`, read and checked at load; `None` = the root's keys built into
     /// hickory.

@@ -7,10 +7,13 @@
 //!   optional `ResolverCache` layer is not used, so SPF, DKIM, iprev and the key-size lookup
 //!   ([`txt_lookup`]) all read the same cache and never keep a record past its TTL.
 //! - **No hosts file.** `/etc/hosts` must never answer for a sender domain.
-//! - **Timeout.** Each query waits half of `dns.timeout` (at least [`MIN_QUERY_TIMEOUT`]) and
-//!   is tried twice, so one lost UDP datagram does not fail a check; the verifier bounds each
-//!   whole check (SPF, DKIM, iprev) by `dns.timeout`, so a server that never answers costs at
-//!   most about `dns.timeout` per message.
+//! - **Timeouts.** `dns.timeout` bounds ONE query: each try waits that long for its answer,
+//!   and a query that got none is tried once more ([`QUERY_RETRIES`]), so one lost UDP
+//!   datagram does not fail a check. `dns.check_timeout` bounds each whole check (SPF with
+//!   its includes, the DKIM key lookups, iprev), however many queries it makes in a row: a
+//!   slow resolver that answers each query within `dns.timeout` confirms as long as the
+//!   check fits `dns.check_timeout`; a server that never answers costs at most
+//!   `dns.check_timeout` per check, and ends in a temporary error (4xx), never in "none".
 //! - **Errors.** A timeout, SERVFAIL, REFUSED or a DNSSEC-bogus answer is temporary
 //!   ([`LookupError::Temporary`]; mail-auth reports it as TempError); only NXDOMAIN / NODATA
 //!   mean "no record". A temporary fault must end in a 4xx, never in "none"/"fail" (SPEC I5).
@@ -38,7 +41,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mail_auth::MessageAuthenticator;
 use mail_auth::hickory_resolver::TokioResolver;
@@ -92,14 +94,15 @@ fn trust_anchors(anchor: &TrustAnchor) -> Result<TrustAnchors, DnsSetupError> {
     Ok(set)
 }
 
-/// The shortest per-query timeout, whatever `dns.timeout` says.
-pub const MIN_QUERY_TIMEOUT: Duration = Duration::from_millis(200);
+/// How often a query that got no answer within `dns.timeout` is sent again.
+pub const QUERY_RETRIES: usize = 1;
 
 /// The resolver options derived from `[dns]` (see the module documentation).
 pub fn options(cfg: &DnsConfig) -> ResolverOpts {
     let mut opts = ResolverOpts::default();
-    opts.timeout = (cfg.timeout / 2).max(MIN_QUERY_TIMEOUT);
-    opts.attempts = 2;
+    opts.timeout = cfg.timeout;
+    // hickory's `attempts` counts the tries after the first.
+    opts.attempts = QUERY_RETRIES;
     opts.cache_size = u64::try_from(cfg.cache_size).unwrap_or(u64::MAX);
     opts.use_hosts_file = ResolveHosts::Never;
     opts.validate = cfg.dnssec;
@@ -245,11 +248,13 @@ pub fn classify(err: &NetError) -> LookupError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn cfg(nameservers: Vec<SocketAddr>) -> DnsConfig {
         DnsConfig {
             nameservers,
             timeout: Duration::from_millis(700),
+            check_timeout: Duration::from_secs(7),
             dnssec: false,
             trust_anchor: None,
             cache_size: 123,
@@ -259,16 +264,14 @@ mod tests {
     #[test]
     fn options_follow_config() {
         let opts = options(&cfg(vec![]));
-        assert_eq!(opts.timeout, Duration::from_millis(350));
-        assert_eq!(opts.attempts, 2);
+        assert_eq!(opts.timeout, Duration::from_millis(700));
+        assert_eq!(opts.attempts, 1);
         assert_eq!(opts.cache_size, 123);
         assert_eq!(opts.use_hosts_file, ResolveHosts::Never);
         assert!(!opts.validate);
         let mut c = cfg(vec![]);
         c.dnssec = true;
         assert!(options(&c).validate);
-        c.timeout = Duration::from_millis(100);
-        assert_eq!(options(&c).timeout, MIN_QUERY_TIMEOUT);
     }
 
     #[test]

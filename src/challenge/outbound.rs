@@ -132,26 +132,33 @@ impl Outbound {
 }
 
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), OutboundError> {
-    use std::io::Write;
-    let err = |message: std::io::Error| OutboundError::Directory {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let result = write_then_rename(dir, &tmp, &dir.join(name), bytes);
+    if result.is_err() {
+        // A full or failing filesystem must not collect one empty temporary file per
+        // attempt: whatever step failed, the temporary file goes (it may not exist, or the
+        // rename may already have moved it; both are fine to ignore).
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|message| OutboundError::Directory {
         path: dir.display().to_string(),
         message: message.to_string(),
-    };
-    let tmp = dir.join(format!(".{name}.tmp"));
+    })
+}
+
+/// Write `tmp`, `fsync` it, rename it to `target`, `fsync` the directory.
+fn write_then_rename(dir: &Path, tmp: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    file.sync_all().map_err(err)?;
+        .open(tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
     drop(file);
-    std::fs::rename(&tmp, dir.join(name)).map_err(err)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
-    Ok(())
+    std::fs::rename(tmp, target)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// Build the transport from the URL forms in the module docs.

@@ -238,9 +238,13 @@ pub struct RawDns {
     /// system resolver.
     #[serde(default)]
     pub nameservers: Vec<String>,
-    /// Timeout of one DNS query.
+    /// Timeout of one DNS query (each try of it).
     #[serde(default = "default_dns_timeout")]
     pub timeout: String,
+    /// Bound on one whole DNS-bound check (SPF with its includes, the DKIM key lookups,
+    /// iprev), however many queries it takes.
+    #[serde(default = "default_dns_check_timeout")]
+    pub check_timeout: String,
     /// Validate DNSSEC.
     #[serde(default)]
     pub dnssec: bool,
@@ -258,6 +262,7 @@ impl Default for RawDns {
         Self {
             nameservers: Vec::new(),
             timeout: default_dns_timeout(),
+            check_timeout: default_dns_check_timeout(),
             dnssec: false,
             trust_anchor: None,
             cache_size: default_dns_cache_size(),
@@ -504,6 +509,12 @@ pub fn default_dkim_min_rsa_bits() -> u64 {
 }
 pub fn default_dns_timeout() -> String {
     "5s".to_owned()
+}
+/// Sized for SPF, the longest chain of queries made in a row: the record itself and RFC 7208
+/// §4.6.4's 10 DNS-querying terms, about 2.7 s each, well inside the 10 minutes an SMTP
+/// client waits for the reply to DATA (RFC 5321 §4.5.3.2.6).
+pub fn default_dns_check_timeout() -> String {
+    "30s".to_owned()
 }
 pub fn default_dns_cache_size() -> u64 {
     10_000

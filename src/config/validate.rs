@@ -387,14 +387,32 @@ impl Check {
                 ),
             }
         }
+        let timeout = self.duration(
+            &at.key("timeout"),
+            &raw.timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        );
+        let check_timeout = self.duration(
+            &at.key("check_timeout"),
+            &raw.check_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(300),
+        );
+        if check_timeout < timeout {
+            // A check bound below one query's would cut off an answer arriving in time.
+            self.fail(
+                &at.key("check_timeout"),
+                format!(
+                    "{:?} is shorter than dns.timeout ({:?}): a check takes at least one query",
+                    raw.check_timeout, raw.timeout
+                ),
+            );
+        }
         DnsConfig {
             nameservers,
-            timeout: self.duration(
-                &at.key("timeout"),
-                &raw.timeout,
-                Duration::from_millis(100),
-                Duration::from_secs(60),
-            ),
+            timeout,
+            check_timeout,
             dnssec: raw.dnssec,
             trust_anchor: self.trust_anchor(&at.key("trust_anchor"), raw),
             cache_size: to_usize(self.range(&at.key("cache_size"), raw.cache_size, 1, 10_000_000)),

@@ -20,7 +20,7 @@ use crate::verify::dkim::{self, Crypto, KeyLookup, SigInfo};
 /// The resolver the checks run on (mail-auth's, over hickory; see `dns`).
 pub type Resolver = mail_auth::MessageAuthenticator;
 
-/// The checks mail-auth performs, each SPF and iprev call bounded by `dns.timeout`.
+/// The checks mail-auth performs, each SPF and iprev call bounded by `dns.check_timeout`.
 pub struct Auth {
     resolver: Resolver,
     timeout: Duration,
@@ -31,7 +31,7 @@ impl Auth {
         Self { resolver, timeout }
     }
 
-    /// SPF for MAIL FROM (RFC 7208), bounded by `dns.timeout`, with the DNSSEC proof of the
+    /// SPF for MAIL FROM (RFC 7208), bounded by `dns.check_timeout`, with the DNSSEC proof of the
     /// MAIL FROM domain's TXT answer (the record the evaluation starts from; what `include`
     /// and `redirect` reach is mail-auth's, and a bogus answer there is its TempError).
     ///
@@ -86,7 +86,7 @@ impl Auth {
             .unwrap_or((Spf::TempError, Dnssec::Unknown))
     }
 
-    /// Forward-confirmed reverse DNS, bounded by `dns.timeout`.
+    /// Forward-confirmed reverse DNS, bounded by `dns.check_timeout`.
     pub async fn iprev(&self, ip: IpAddr) -> Iprev {
         let Ok(out) = tokio::time::timeout(self.timeout, self.resolver.verify_iprev(ip)).await
         else {

@@ -4,7 +4,8 @@
 //!
 //! Every check that can run runs on every message, so the audit event lists every result:
 //! the three DNS checks (SPF, DKIM, iprev) run concurrently, each bounded as a whole by
-//! `dns.timeout` (a lookup that does not finish in time is a temporary error, never "none").
+//! `dns.check_timeout` (a check that does not finish in time is a temporary error, never "none";
+//! `dns.timeout` bounds each single query inside it).
 //! iprev always runs and is reported, but decides only where required.
 //!
 //! This file is orchestration only: mail-auth is reached through [`auth`] alone, the rules
@@ -73,7 +74,7 @@ pub struct Verifier {
     confirm: ConfirmConfig,
     policy: PolicyConfig,
     domains: DomainPolicy,
-    dns_timeout: Duration,
+    check_timeout: Duration,
     opts: ParseOptions,
     /// Told how long each DNS-bound check (SPF, DKIM, iprev) took, for `/metrics`.
     dns_observer: Option<DnsObserver>,
@@ -174,7 +175,7 @@ impl Verifier {
             auth,
             config.confirm.clone(),
             config.policy.clone(),
-            config.dns.timeout,
+            config.dns.check_timeout,
         ))
     }
 
@@ -183,15 +184,15 @@ impl Verifier {
         auth: Resolver,
         confirm: ConfirmConfig,
         policy: PolicyConfig,
-        dns_timeout: Duration,
+        check_timeout: Duration,
     ) -> Self {
         let opts = policy.parse_options();
         Self {
-            auth: Auth::new(auth, dns_timeout),
+            auth: Auth::new(auth, check_timeout),
             domains: DomainPolicy::new(&policy),
             confirm,
             policy,
-            dns_timeout,
+            check_timeout,
             opts,
             dns_observer: None,
         }
@@ -428,7 +429,7 @@ impl Verifier {
         bound
     }
 
-    /// DKIM over every signature, in two phases each bounded by `dns.timeout`:
+    /// DKIM over every signature, in two phases each bounded by `dns.check_timeout`:
     ///
     /// No signature is `none`; no From to align with is `skipped` (nothing is verified).
     ///
@@ -479,7 +480,7 @@ impl Verifier {
         let aligned: Vec<&SigInfo> = sigs.iter().filter(|s| is_aligned(&s.d_raw)).collect();
         if aligned.is_empty() {
             let work = self.auth.crypto(message, &considered, |d| !is_aligned(d));
-            let any_pass = match tokio::time::timeout(self.dns_timeout, work).await {
+            let any_pass = match tokio::time::timeout(self.check_timeout, work).await {
                 Ok(results) => sigs.iter().any(|s| crypto_of(&results, s) == Crypto::Pass),
                 Err(_) => false,
             };
@@ -528,7 +529,7 @@ impl Verifier {
                 dnssec,
             }
         };
-        match tokio::time::timeout(self.dns_timeout, work).await {
+        match tokio::time::timeout(self.check_timeout, work).await {
             Ok(report) => report,
             Err(_) => DkimReport::without_good(Dkim::TempError, true, Dnssec::Unknown),
         }

@@ -60,6 +60,8 @@ struct State {
     tcp_queries: u64,
     /// TTL of every answer record (0 unless [`TestDns::set_ttl`] changed it).
     ttl: u32,
+    /// How long every answer waits before it is sent ([`TestDns::set_delay`]).
+    delay: Duration,
 }
 
 /// The running server. Dropping it stops it.
@@ -117,7 +119,14 @@ impl TestDns {
                 };
                 let query = buf[..n].to_vec();
                 if let Some(answer) = answer(&s1, &query, false) {
-                    let _ = udp.send_to(&answer, peer).await;
+                    let delay = s1.lock().unwrap_or_else(|p| p.into_inner()).delay;
+                    // Each answer on its own task: a delayed answer must not hold up the
+                    // queries behind it (a slow resolver still answers in parallel).
+                    let udp = udp.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = udp.send_to(&answer, peer).await;
+                    });
                 }
             }
         });
@@ -193,6 +202,11 @@ impl TestDns {
         self.with(|s| s.timeout.push(lower(name)));
     }
 
+    /// Delay every answer by `delay` from now on (a slow but answering resolver).
+    pub fn set_delay(&self, delay: Duration) {
+        self.with(|s| s.delay = delay);
+    }
+
     /// Queries received so far (both transports).
     pub fn queries(&self) -> u64 {
         self.with(|s| s.queries)
@@ -233,6 +247,8 @@ async fn serve_tcp(mut stream: TcpStream, state: Arc<Mutex<State>>) {
             tokio::time::sleep(Duration::from_secs(30)).await;
             return;
         };
+        let delay = state.lock().unwrap_or_else(|p| p.into_inner()).delay;
+        tokio::time::sleep(delay).await;
         let Ok(n) = u16::try_from(answer.len()) else {
             return;
         };

@@ -29,6 +29,8 @@ pub struct Settings {
     pub challenge_ttl: String,
     pub session_timeout: String,
     pub dns_timeout: String,
+    /// `dns.check_timeout`.
+    pub dns_check_timeout: String,
     pub max_pending: u32,
     pub max_per_hour: u32,
     /// `[store] url` and `password_file` (plaintext, loopback): a shared PostgreSQL database
@@ -48,6 +50,8 @@ impl Default for Settings {
             challenge_ttl: "24h".into(),
             session_timeout: "30m".into(),
             dns_timeout: "2s".into(),
+            // The bound the checks had before `dns.check_timeout` existed (`dns.timeout`).
+            dns_check_timeout: "2s".into(),
             // The corpus claims ~90 challenges for alice in one run.
             max_pending: 100,
             max_per_hour: 1000,
@@ -146,6 +150,7 @@ alignment = "strict"
 [dns]
 nameservers = ["{dns}"]
 timeout = "{dns_timeout}"
+check_timeout = "{dns_check_timeout}"
 
 [store]
 {store}
@@ -174,6 +179,7 @@ path = "{d}/var/events.jsonl"
             max_per_hour = s.max_per_hour,
             dns_timeout = s.dns_timeout,
             policy_extra = s.policy_extra,
+            dns_check_timeout = s.dns_check_timeout,
             store = match &s.postgres {
                 None => format!("path = \"{d}/var/gatekeeper.db\""),
                 Some(pg) => format!(

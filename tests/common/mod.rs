@@ -80,6 +80,8 @@ pub fn dns_config(addr: SocketAddr, timeout: Duration) -> DnsConfig {
     DnsConfig {
         nameservers: vec![addr],
         timeout,
+        // The verifiers of these tests get their check bound from `World::timeout`.
+        check_timeout: timeout,
         dnssec: false,
         trust_anchor: None,
         cache_size: 1024,
