@@ -160,7 +160,9 @@ impl PostgresStore {
         crate::lock(&self.webhooks).clone()
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    /// A pooled connection (also for `gatekeeper store migrate`, which copies rows in one
+    /// transaction of its own).
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_error)
     }
 
