@@ -37,6 +37,19 @@ struct Net {
     a: Namespace,
     b: Namespace,
     db: Namespace,
+    /// The test's ends of the front links.
+    ours: [String; 2],
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        // A namespace outlives `ip netns del` while a socket still holds it (a killed
+        // daemon's connection still closing), and with it the veth pair: deleting our ends
+        // removes the pairs now. The namespaces' drops follow.
+        for name in &self.ours {
+            let _ = common::netns::ip(&["link", "del", name.as_str()]);
+        }
+    }
 }
 
 impl Net {
@@ -52,12 +65,13 @@ impl Net {
             a: Namespace::create(&format!("gk-host-a-{id}"))?,
             b: Namespace::create(&format!("gk-host-b-{id}"))?,
             db: Namespace::create(&format!("gk-host-db-{id}"))?,
+            ours: [
+                format!("gkfa{}", id % 100_000),
+                format!("gkfb{}", id % 100_000),
+            ],
         };
         let cidr = |n: u8| format!("{}/30", net.addr(n));
-        let (fa, fb) = (
-            format!("gkfa{}", id % 100_000),
-            format!("gkfb{}", id % 100_000),
-        );
+        let [fa, fb] = net.ours.clone();
         let links = [
             (None, fa.as_str(), 1, Some(&net.a), "front", 2),
             (None, fb.as_str(), 5, Some(&net.b), "front", 6),
