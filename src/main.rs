@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use gatekeeper::config::PgTls;
 use gatekeeper::daemon::ConfigSource;
 use gatekeeper::daemon::cli::{self, AddressInput, VerifyArgs};
 
@@ -64,6 +65,9 @@ enum Command {
     /// confirmation from its mail system would get. A probe never confirms anything.
     #[command(subcommand)]
     Probe(ProbeCommand),
+    /// Operations on the store itself.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// What confirming an address at DOMAIN needs, from live DNS: SPF, DMARC, DKIM keys at
     /// the usual selectors and at those seen in earlier confirmations, MX; then a verdict.
     ///
@@ -157,6 +161,44 @@ enum ProbeCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy an SQLite store (`[store] path`) into an empty PostgreSQL database (`[store]
+    /// url`): challenges (every state, evidence, rejections), probes and the webhook
+    /// deliveries still owed, in one transaction. Sign-in flows and codes of the OpenID
+    /// Provider (minutes long) and finished deliveries are not copied. Stop the instance
+    /// first. The source is only read.
+    ///
+    /// Exit 0 copied (counts printed per table), 1 refused (source schema newer than this
+    /// program, not a gatekeeper store, target not empty), 2 could not run (nothing
+    /// committed).
+    Migrate {
+        /// The SQLite store file.
+        #[arg(long, value_name = "PATH")]
+        from: PathBuf,
+        /// postgresql://USER@HOST[:PORT]/DATABASE, without password or sslmode.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// A file whose first line is the role's password (as `store.password_file`).
+        #[arg(long = "password-file", value_name = "PATH")]
+        password_file: Option<PathBuf>,
+        /// TLS to the database (as `store.tls`): `require` verifies the certificate and the
+        /// host name; `disable` is for a database on loopback.
+        #[arg(long, value_name = "MODE", default_value = "require")]
+        tls: TlsMode,
+        /// CA bundle (PEM) for `--tls require` (as `store.ca_file`); default: system roots.
+        #[arg(long = "ca-file", value_name = "PATH")]
+        ca_file: Option<PathBuf>,
+    },
+}
+
+/// `store migrate --tls`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum TlsMode {
+    Require,
+    Disable,
+}
+
+#[derive(Debug, Subcommand)]
 enum AssertionCommand {
     /// Verify one assertion (a compact JWS) and print its claims as JSON. Exit 0 valid, 1
     /// refused, 2 the keys could not be read. The keys: a JWKS file (`--jwks`, e.g. a saved
@@ -244,6 +286,22 @@ fn command(cli: Cli) -> cli::Command {
         Some(Command::Probe(ProbeCommand::Show { id, config, json })) => {
             cli::Command::ProbeShow { config, id, json }
         }
+        Some(Command::Store(StoreCommand::Migrate {
+            from,
+            to,
+            password_file,
+            tls,
+            ca_file,
+        })) => cli::Command::StoreMigrate(cli::store_migrate::MigrateArgs {
+            from,
+            to,
+            password_file,
+            tls: match tls {
+                TlsMode::Require => PgTls::Require,
+                TlsMode::Disable => PgTls::Disable,
+            },
+            ca_file,
+        }),
         Some(Command::DomainCheck {
             domain,
             config,

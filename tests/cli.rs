@@ -334,6 +334,7 @@ fn every_subcommand_has_help() {
         &["probe", "new", "--help"],
         &["probe", "show", "--help"],
         &["domain-check", "--help"],
+        &["store", "migrate", "--help"],
     ] {
         let out = run(args, b"", None, None);
         assert_eq!(out.status.code(), Some(0), "{args:?}");

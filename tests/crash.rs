@@ -14,7 +14,15 @@
 //! A SIGKILL loses no page cache (the kernel survives), so this proves the ordering — `250`
 //! only after COMMIT — not the fsync; `synchronous=FULL` covers the rest.
 //!
-//! Run: `cargo test --test crash -- --nocapture`.
+//! On PostgreSQL (issue 14, SPEC §7), the same with two instances on one database: the real
+//! binary is one of them and is SIGKILLed while replies go to both; no `250` of either is
+//! lost, the other instance (in-process) keeps answering `250` throughout, and afterwards it
+//! confirms what the dead one left: a challenge still pending, or confirmed with its `250`
+//! lost (the same message again is accepted once `smtp.session_timeout` has passed, since
+//! nobody is left to mark the dead instance's sessions ended).
+//!
+//! Run: `cargo test --test crash -- --nocapture` (the PostgreSQL test needs PostgreSQL 15,
+//! `.ci/packages`).
 
 // Test code: a failed expectation is a test failure, with its message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -27,8 +35,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use common::e2e::{Api, Layout, Settings, Smtp, send_mail};
+use common::e2e::{Api, Instance, Layout, Settings, Smtp, send_mail};
 use common::mail::Mail;
+use common::postgres::Cluster;
 use common::{Vars, World};
 
 const ROUNDS: usize = 8;
@@ -248,4 +257,146 @@ async fn sigkill_during_deliveries_loses_no_confirmation() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(seen_250 + lost_250 + cut_before_commit, ROUNDS * PER_ROUND);
+}
+
+/// `smtp.session_timeout` of both PostgreSQL instances: after it, a confirmation delivered
+/// by the killed instance counts as from an ended session (`policy::challenge`), so its
+/// sender's retry to the other instance is accepted.
+const PG_SESSION_TIMEOUT: Duration = Duration::from_secs(3);
+const PG_ROUNDS: usize = 5;
+
+/// A challenge claimed through `api` and its reply, from the mail in `layout`'s outbox.
+async fn claimed(api: &Api, layout: &Layout, n: u32) -> std::sync::Arc<Item> {
+    let (status, body) = api.claim("alice@interieur.gouv.fr").await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let mail = layout.challenge_mail(&id);
+    let mut vars = Vars::new(Utc::now(), n);
+    vars.token = mail.token;
+    vars.challenge_msgid = mail.message_id;
+    vars.session_code = body["session_code"].as_str().unwrap().to_string();
+    let message = Mail::alice().build(&vars);
+    std::sync::Arc::new(Item { id, vars, message })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_one_postgres_instance_loses_nothing_and_the_other_keeps_serving() {
+    let world = World::start().await;
+    let cluster = Cluster::start();
+    let timeout = format!("{}s", PG_SESSION_TIMEOUT.as_secs());
+    // B: in-process, never killed; challenges are claimed through it.
+    let b = Instance::start(
+        world.dns.addr,
+        &Settings {
+            postgres: Some(cluster.config()),
+            session_timeout: timeout.clone(),
+            ..Settings::default()
+        },
+    )
+    .await;
+    // A: the real binary, killed once a round.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let layout = Layout::new(tmp.path());
+    let (smtp_port, api_port) = (free_port(), free_port());
+    layout.write_config(
+        world.dns.addr,
+        &Settings {
+            smtp_port,
+            api_port,
+            postgres: Some(cluster.config()),
+            session_timeout: timeout,
+            ..Settings::default()
+        },
+    );
+    let a_smtp: SocketAddr = format!("127.0.0.1:{smtp_port}").parse().unwrap();
+    let a_api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
+    let mut rng = Rng::from_clock();
+    let mut n = 0u32;
+    let (mut seen_250, mut left_pending, mut lost_250) = (0, 0, 0);
+
+    for round in 0..PG_ROUNDS {
+        let a = Daemon::start(&layout, a_api, a_smtp).await;
+        let mut items = Vec::with_capacity(PER_ROUND);
+        for _ in 0..PER_ROUND {
+            n += 1;
+            items.push(claimed(&b.api, &b.layout, n).await);
+        }
+        // Even items to A, odd to B, starts spread over 200 ms; A killed 50-350 ms in. Wider
+        // than on SQLite: A's first replies each open a pooled connection (SCRAM
+        // authentication), so its first 250s come later.
+        let clients: Vec<_> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let item = std::sync::Arc::clone(item);
+                let to = if i % 2 == 0 { a_smtp } else { b.smtp };
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(10 * i as u64)).await;
+                    deliver(to, &item).await
+                })
+            })
+            .collect();
+        let delay = 50 + rng.below(301);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        a.kill();
+        let mut codes = Vec::with_capacity(PER_ROUND);
+        for c in clients {
+            codes.push(c.await.unwrap());
+        }
+
+        // A is dead from here to the end of the round: only B answers.
+        let mut retry = Vec::new();
+        let a_250 = codes.iter().step_by(2).filter(|c| **c == Some(250)).count();
+        for (i, (item, code)) in items.iter().zip(&codes).enumerate() {
+            let status = cluster.query(&format!(
+                "SELECT status FROM challenges WHERE id = '{}'",
+                item.id
+            ));
+            if i % 2 == 1 {
+                assert_eq!(
+                    *code,
+                    Some(250),
+                    "round {round}: B must keep serving while A dies"
+                );
+            }
+            if *code == Some(250) {
+                seen_250 += 1;
+                assert_eq!(status, "confirmed", "round {round}: a 250 not stored");
+                continue;
+            }
+            match status.as_str() {
+                "pending" => left_pending += 1,
+                "confirmed" => lost_250 += 1,
+                other => panic!("round {round}: challenge {}: {other}", item.id),
+            }
+            retry.push(item);
+        }
+        // The senders of A's unanswered replies retry on B (the next MX), after the dead
+        // instance's sessions are over by age.
+        tokio::time::sleep(PG_SESSION_TIMEOUT + Duration::from_millis(500)).await;
+        for item in retry {
+            assert_eq!(
+                deliver(b.smtp, item).await,
+                Some(250),
+                "round {round}: B accepts the retry of {}",
+                item.id
+            );
+            let state = b.api.show(&item.id).await;
+            assert_eq!(state["status"], "confirmed", "round {round}: {state}");
+        }
+        // And B confirms a challenge that only it ever saw.
+        n += 1;
+        let fresh = claimed(&b.api, &b.layout, n).await;
+        assert_eq!(deliver(b.smtp, &fresh).await, Some(250), "round {round}");
+        println!(
+            "round {round}: SIGKILL of A after {delay} ms; A answered 250 to {a_250}/{}",
+            PER_ROUND / 2
+        );
+    }
+    let confirmed = cluster.query("SELECT count(*) FROM challenges WHERE status = 'confirmed'");
+    assert_eq!(confirmed, (PG_ROUNDS * (PER_ROUND + 1)).to_string());
+    println!(
+        "{PG_ROUNDS} rounds: {seen_250} 250 seen (all stored), {lost_250} confirmed by A with \
+         the 250 lost and {left_pending} left pending, all accepted by B afterwards"
+    );
 }

@@ -21,6 +21,7 @@ use serde_json::Value;
 use common::e2e::{Instance, Reply, Settings, Smtp, reason_of, send_mail};
 use common::mail::Mail;
 use common::mail::Sig;
+use common::netns::{End, Namespace, veth};
 use common::{Vars, World};
 
 const ALICE: &str = "alice@interieur.gouv.fr";
@@ -559,10 +560,10 @@ async fn real_display_names() {
 
 /// A network namespace joined to ours by one veth pair, as a ministry's MTA on its own
 /// network: the host end `10.232.<t>.1/29` here, the client addresses `10.232.<t>.2`–`.6`
-/// inside. Everything it created is removed on drop, also when the test fails.
+/// inside. Everything it created is removed on drop, also when the test fails
+/// (`common::netns`).
 struct Netns {
-    name: String,
-    host_if: String,
+    ns: Namespace,
     t: u8,
 }
 
@@ -570,49 +571,29 @@ impl Netns {
     fn create() -> Result<Netns, String> {
         let id = std::process::id();
         let ns = Netns {
-            name: format!("gk-iprev-{id}"),
-            host_if: format!("gkh{}", id % 1_000_000),
+            ns: Namespace::create(&format!("gk-iprev-{id}"))?,
             t: u8::try_from(id % 250).unwrap_or(0) + 1,
         };
-        let peer_if = format!("gkp{}", id % 1_000_000);
-        let ip = |args: &[&str]| -> Result<(), String> {
-            let out = std::process::Command::new("ip")
-                .args(args)
-                .output()
-                .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "ip {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        };
-        ip(&["netns", "add", &ns.name])?;
         // From here `ns` is dropped on any error, which removes what exists.
-        let host = format!("{}/29", ns.host());
-        ip(&[
-            "link",
-            "add",
-            &ns.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer_if,
-        ])?;
-        ip(&["link", "set", &peer_if, "netns", &ns.name])?;
-        ip(&["addr", "add", &host, "dev", &ns.host_if])?;
-        ip(&["link", "set", &ns.host_if, "up"])?;
-        let inside = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", ns.name.as_str(), "ip"];
-            all.extend_from_slice(args);
-            ip(&all)
-        };
-        for n in 2..=6u8 {
-            inside(&[
+        let (host_if, peer_if) = (
+            format!("gkh{}", id % 1_000_000),
+            format!("gkp{}", id % 1_000_000),
+        );
+        let (host, first) = (format!("{}/29", ns.host()), format!("{}/29", ns.client(2)));
+        veth(
+            &End {
+                ns: None,
+                name: &host_if,
+                addr: &host,
+            },
+            &End {
+                ns: Some(&ns.ns),
+                name: &peer_if,
+                addr: &first,
+            },
+        )?;
+        for n in 3..=6u8 {
+            ns.ns.ip(&[
                 "addr",
                 "add",
                 &format!("{}/29", ns.client(n)),
@@ -620,8 +601,6 @@ impl Netns {
                 &peer_if,
             ])?;
         }
-        inside(&["link", "set", &peer_if, "up"])?;
-        inside(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
 
@@ -651,7 +630,7 @@ impl Netns {
         let args: Vec<String> = vec![
             "netns".into(),
             "exec".into(),
-            self.name.clone(),
+            self.ns.name.clone(),
             "python3".into(),
             script.display().to_string(),
             server.ip().to_string(),
@@ -680,22 +659,6 @@ impl Netns {
         };
         let port = u16::try_from(v["local_port"].as_u64().unwrap_or(0)).unwrap_or(0);
         (reply, port)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting the namespace destroys the peer end and so the pair; the host end is
-        // deleted too in case the peer never moved into the namespace.
-        for args in [
-            vec!["netns", "del", self.name.as_str()],
-            vec!["link", "del", self.host_if.as_str()],
-        ] {
-            let _ = std::process::Command::new("ip")
-                .args(&args)
-                .stderr(std::process::Stdio::null())
-                .output();
-        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! (unreadable configuration, bad usage).
 //!
 //! `gatekeeper verify` (the whole decision on a message file, without SMTP) is in
-//! [`verify`].
+//! [`verify`]; `gatekeeper store migrate` (SQLite to PostgreSQL, its own exit statuses: 0
+//! copied, 1 refused, 2 could not run) in [`store_migrate`].
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use crate::store::{Access, Store};
 
 pub mod domain_check;
 pub mod probe;
+pub mod store_migrate;
 pub mod verify;
 
 pub use verify::{VerifyArgs, exit_code, verdict_json};
@@ -69,6 +71,8 @@ pub enum Command {
     },
     /// Check one assertion offline.
     AssertionVerify { file: PathBuf, keys: AssertionKeys },
+    /// Copy an SQLite store into an empty PostgreSQL database.
+    StoreMigrate(store_migrate::MigrateArgs),
 }
 
 /// Where `assertion verify` takes its keys.
@@ -127,6 +131,7 @@ pub fn run(command: Command) -> u8 {
             domain,
             json,
         } => block_on(domain_check::run(config.as_deref(), &domain, json)),
+        Command::StoreMigrate(args) => block_on(store_migrate::run(args)),
     }
 }
 

@@ -328,7 +328,7 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[source] Arc<rusqlite::Error>),
     /// PostgreSQL refused a statement, or the connection broke (database down, failover).
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", pg_detail(.0))]
     Postgres(#[source] Arc<tokio_postgres::Error>),
     /// No PostgreSQL connection could be had in time (database unreachable, pool exhausted).
     #[error("PostgreSQL connection: {0}")]
@@ -376,6 +376,21 @@ impl StoreError {
             what: what.into(),
             source: Arc::new(source),
         }
+    }
+}
+
+/// A driver error with what the server said: the driver's own text is only "db error" for
+/// every refusal (a wrong password, a missing database), which tells an operator nothing.
+fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!(
+            "{e}: {}: {} ({})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
     }
 }
 

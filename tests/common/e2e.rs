@@ -40,6 +40,9 @@ pub struct Settings {
     pub policy_extra: String,
     /// `smtp.listen` host (default `127.0.0.1`): the host end of a test's veth pair.
     pub smtp_host: String,
+    /// `api.listen` host (default `127.0.0.1`): an address of a daemon run in a network
+    /// namespace (`tests/hosts.rs`).
+    pub api_host: String,
 }
 
 impl Default for Settings {
@@ -58,6 +61,7 @@ impl Default for Settings {
             postgres: None,
             policy_extra: String::new(),
             smtp_host: "127.0.0.1".into(),
+            api_host: "127.0.0.1".into(),
         }
     }
 }
@@ -156,7 +160,7 @@ check_timeout = "{dns_check_timeout}"
 {store}
 
 [api]
-listen = "127.0.0.1:{api_port}"
+listen = "{api_host}:{api_port}"
 token_file = "{d}/var/api-token"
 
 [outbound]
@@ -173,6 +177,7 @@ path = "{d}/var/events.jsonl"
             smtp_port = s.smtp_port,
             smtp_host = s.smtp_host,
             api_port = s.api_port,
+            api_host = s.api_host,
             session_timeout = s.session_timeout,
             ttl = s.challenge_ttl,
             max_pending = s.max_pending,

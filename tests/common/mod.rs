@@ -6,7 +6,8 @@
 //! SIEM tests' builders and decoders ([`siem`]), and the glue to build the configuration, a
 //! verifier, a transaction and a challenge ([`World`]).
 //!
-//! A throwaway PostgreSQL cluster for the store tests is [`postgres`].
+//! A throwaway PostgreSQL cluster for the store tests is [`postgres`]; network namespaces
+//! and veth pairs for tests that need hosts of their own, [`netns`].
 //!
 //! Use from an integration test with `mod common;`.
 
@@ -19,6 +20,7 @@ pub mod dns;
 pub mod e2e;
 pub mod keys;
 pub mod mail;
+pub mod netns;
 pub mod postgres;
 pub mod server;
 pub mod siem;

@@ -23,11 +23,22 @@ const GROUP: &str = "nogroup";
 pub struct Cluster {
     dir: tempfile::TempDir,
     pub port: u16,
+    /// `listen_addresses`.
+    listen: String,
+    /// The network namespace the server runs in (`None`: the test's own).
+    netns: Option<String>,
 }
 
 impl Cluster {
     /// initdb, start, and create database `gk` owned by role `gk` (password `gk-secret`).
     pub fn start() -> Self {
+        Self::start_in(None, "127.0.0.1")
+    }
+
+    /// As [`Cluster::start`], the server inside network namespace `netns` listening on
+    /// `listen` (comma-separated addresses of that namespace). The tests' own `psql` reaches
+    /// it through its Unix socket, which no namespace hides.
+    pub fn start_in(netns: Option<&str>, listen: &str) -> Self {
         let initdb = Path::new(BIN).join("initdb");
         assert!(
             initdb.exists(),
@@ -55,7 +66,19 @@ impl Cluster {
         let cluster = Self {
             port: free_port(),
             dir,
+            listen: listen.to_owned(),
+            netns: netns.map(str::to_owned),
         };
+        if netns.is_some() {
+            // initdb's pg_hba.conf admits loopback only; the namespaces' links are
+            // 10.231.0.0/16, and there the role's password is checked.
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("pg_hba.conf"))
+                .and_then(|mut f| f.write_all(b"host all all 10.231.0.0/16 scram-sha-256\n"))
+                .expect("pg_hba.conf");
+        }
         cluster.pg_ctl_start();
         // Two calls: psql -c runs several statements in one transaction, and CREATE
         // DATABASE refuses to run in one.
@@ -114,12 +137,28 @@ impl Cluster {
 
     fn pg_ctl_start_with(&self, extra: &str) {
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c fsync=off{extra}",
+            "-c listen_addresses={} -c port={} -c unix_socket_directories={} -c fsync=off{extra}",
+            self.listen,
             self.port,
             self.dir.path().display()
         );
-        run_as_nobody(
-            Command::new(Path::new(BIN).join("pg_ctl"))
+        let mut pg_ctl = match &self.netns {
+            None => Command::new(Path::new(BIN).join("pg_ctl")),
+            Some(ns) => {
+                // `ip netns exec` runs setpriv (below) in the namespace: the server too.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.as_str(), "setpriv"])
+                    .args(nobody_args())
+                    .arg(Path::new(BIN).join("pg_ctl"));
+                c
+            }
+        };
+        let run = |cmd: &mut Command, what: &str| match self.netns {
+            None => run_as_nobody(cmd, what),
+            Some(_) => run_as_is(cmd, what),
+        };
+        run(
+            pg_ctl
                 .arg("-D")
                 .arg(self.data())
                 .arg("-l")
@@ -205,6 +244,13 @@ impl Cluster {
         format!("postgresql://gk@127.0.0.1:{}/gk", self.port)
     }
 
+    /// [`Cluster::config`] reaching the server at `host` (one of its `listen` addresses).
+    pub fn config_at(&self, host: &str) -> PostgresConfig {
+        let mut c = self.config();
+        c.url = format!("postgresql://gk@{host}:{}/gk", self.port);
+        c
+    }
+
     /// A fresh empty database owned by `gk` (one per test of a shared cluster).
     pub fn fresh_database(&self, name: &str) -> PostgresConfig {
         self.psql(&format!("CREATE DATABASE {name} OWNER gk"), "postgres");
@@ -235,7 +281,13 @@ fn run_as_nobody(cmd: &mut Command, what: &str) {
     let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
     let mut wrapped = Command::new("setpriv");
     wrapped.args(nobody_args()).arg(program).args(args);
+    run_as_is(&mut wrapped, what);
+}
+
+/// Run `cmd` (which drops to nobody itself) from `/` and check it succeeded.
+fn run_as_is(cmd: &mut Command, what: &str) {
     // Keep nobody out of root's working directory (PostgreSQL tools chdir checks).
+    let wrapped = cmd;
     wrapped.current_dir("/");
     let out = wrapped
         .output()

@@ -160,7 +160,9 @@ impl PostgresStore {
         crate::lock(&self.webhooks).clone()
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    /// A pooled connection (also for `gatekeeper store migrate`, which copies rows in one
+    /// transaction of its own).
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_error)
     }
 
@@ -275,6 +277,12 @@ fn pg_config(config: &PostgresConfig) -> Result<tokio_postgres::Config, StoreErr
         PgTls::Disable => tokio_postgres::config::SslMode::Disable,
     });
     c.connect_timeout(CONNECT_TIMEOUT);
+    // A link cut without a reset (a cable, a firewall, a host gone) leaves a pooled
+    // connection open with nothing answering: a statement on it would wait for TCP's own
+    // retransmission timeout (about 15 min). Data unacknowledged this long drops the
+    // connection, so the call fails as `store.unavailable` and the pool opens a new one
+    // (tested: tests/hosts.rs cuts one instance's link to the database).
+    c.tcp_user_timeout(CONNECT_TIMEOUT);
     c.application_name("gatekeeper");
     Ok(c)
 }

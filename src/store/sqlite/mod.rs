@@ -76,6 +76,13 @@ mod writer;
 pub use writer::MAX_BATCH;
 use writer::{Job, QUEUE_DEPTH};
 
+/// The schema version this program writes (its number of migrations), for a tool that reads
+/// a store file without opening it as a store (`gatekeeper store migrate`, which must not
+/// migrate the file it copies from).
+pub fn schema_version() -> i64 {
+    schema::known_version()
+}
+
 /// Idle read connections kept open. Every RCPT and every DATA reads once; with four kept, 20
 /// concurrent sessions opened (and parsed the schema of) a new connection for most reads and
 /// closed it again (bench/run.sh profile). 32 covers the concurrency the blocking pool sees.

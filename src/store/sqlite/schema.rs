@@ -131,7 +131,7 @@ fn current_version(conn: &Connection) -> Result<i64, StoreError> {
     .map(|v| v.unwrap_or(0))
 }
 
-fn known_version() -> i64 {
+pub(super) fn known_version() -> i64 {
     i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
 }
 
