@@ -199,6 +199,7 @@ impl Siem {
             locals,
             spool,
             queue_reported: 0,
+            spool_burst: writer::Burst::default(),
         };
         let writer = std::thread::Builder::new()
             .name("siem-writer".into())

@@ -6,7 +6,8 @@
 //! SIEM tests' builders and decoders ([`siem`]), and the glue to build the configuration, a
 //! verifier, a transaction and a challenge ([`World`]).
 //!
-//! A throwaway PostgreSQL cluster for the store tests is [`postgres`].
+//! A throwaway PostgreSQL cluster for the store tests is [`postgres`]; small tmpfs mounts to
+//! fill up are [`tmpfs`].
 //!
 //! Use from an integration test with `mod common;`.
 
@@ -22,6 +23,7 @@ pub mod mail;
 pub mod postgres;
 pub mod server;
 pub mod siem;
+pub mod tmpfs;
 pub mod transcript;
 
 use std::net::{IpAddr, SocketAddr};
