@@ -388,7 +388,8 @@ mod tests {
     /// CNAME chains: (query name, answer as (owner, target) links, loops?).
     #[test]
     fn cname_loops_are_told_from_chains() {
-        let rows: &[(&str, &[(&str, &str)], bool)] = &[
+        type Links = &'static [(&'static str, &'static str)];
+        let rows: &[(&str, Links, bool)] = &[
             ("k.example.", &[], false),
             ("k.example.", &[("k.example.", "a.example.")], false),
             (

@@ -349,7 +349,10 @@ mod tests {
     #[test]
     fn a_burst_of_failures_logs_once_and_reports_its_total_on_recovery() {
         let remind = u64::try_from(REMIND_EVERY.as_millis()).unwrap_or(u64::MAX);
-        let rows: &[(&str, &[(u64, Option<u64>)], &[(bool, Option<u64>)])] = &[
+        // (at ms, Some(events) failed / None succeeded) and (logs?, recovered count).
+        type Steps<'a> = &'a [(u64, Option<u64>)];
+        type Wants = &'static [(bool, Option<u64>)];
+        let rows: &[(&str, Steps<'_>, Wants)] = &[
             ("one success", &[(0, None)], &[(false, None)]),
             (
                 "three failures then a success",
