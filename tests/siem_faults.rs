@@ -9,7 +9,7 @@
 //!   `siem-overflow` event carrying the count once space is back; no event reaches the
 //!   collector twice, and every event of the file sink is either at the collector or counted.
 //! - A slow collector (accepts, then reads 1 KiB/s): the daemon's resident memory stays
-//!   bounded over 25,000 events, the backlog waits in the spool, a confirmation is as quick
+//!   bounded over 40,000 events, the backlog waits in the spool, a confirmation is as quick
 //!   as before the stall, and once the collector reads normally every event arrives, once.
 //!
 //! Mounting needs root (CAP_SYS_ADMIN); without it the disk-full test says so loudly on
@@ -387,7 +387,7 @@ impl Drop for Daemon {
 }
 
 /// Events the slow collector falls behind by.
-const STALL_EVENTS: usize = 25_000;
+const STALL_EVENTS: usize = 40_000;
 
 /// Refused RCPTs per session (below `smtp.max_errors`).
 const RCPTS: usize = 5;
@@ -572,7 +572,7 @@ async fn slow_collector_bounds_memory_and_loses_nothing() {
     .await;
     let rss_start = d.rss_kib();
 
-    // The collector reads 1 KiB/s: 25,000 events (some 13 MB of event lines) pile up
+    // The collector reads 1 KiB/s: 40,000 events (some 19 MB of event lines) pile up
     // behind it.
     collector.set_rate(1024);
     let stall_bytes = collector.bytes();
