@@ -14,7 +14,7 @@
 //! Faults: truncation (TC) for a 4096-bit DKIM key and a long SPF record (TCP queries are
 //! counted); answers with a wrong ID, from another source port, malformed, or for another
 //! name, ahead of the genuine answer or instead of it; 100 TXT records at the SPF name; a
-//! CNAME loop at the DKIM key name; every answer after 90 % of `dns.timeout`; a resolver
+//! CNAME loop at the DKIM key name and at the SPF name; every answer after 90 % of `dns.timeout`; a resolver
 //! that never answers.
 //!
 //! Run: `cargo test --test dns_faults -- --nocapture` (prints each row's time).
@@ -244,6 +244,15 @@ fn rows() -> Vec<Row> {
                 w.dns.remove(KEY_NAME, "TXT");
                 w.dns.add(KEY_NAME, "CNAME", "loop.interieur.gouv.fr");
                 w.dns.add("loop.interieur.gouv.fr", "CNAME", KEY_NAME);
+            },
+            Want::Temporary,
+        ),
+        row(
+            "CNAME loop at the SPF name: temporary",
+            |w| {
+                w.dns.remove(SPF_NAME, "TXT");
+                w.dns.add(SPF_NAME, "CNAME", "loop.interieur.gouv.fr");
+                w.dns.add("loop.interieur.gouv.fr", "CNAME", SPF_NAME);
             },
             Want::Temporary,
         ),
