@@ -16,7 +16,17 @@
 //!   `dns.check_timeout` per check, and ends in a temporary error (4xx), never in "none".
 //! - **Errors.** A timeout, SERVFAIL, REFUSED or a DNSSEC-bogus answer is temporary
 //!   ([`LookupError::Temporary`]; mail-auth reports it as TempError); only NXDOMAIN / NODATA
-//!   mean "no record". A temporary fault must end in a 4xx, never in "none"/"fail" (SPEC I5).
+//!   mean "no record". A CNAME chain that comes back to a name it passed (RFC 1034 §3.6.2:
+//!   "CNAME loops should be signalled as an error") is temporary too, as the SERVFAIL a
+//!   recursive resolver gives for it: the key or record was never reached, so "none" would
+//!   be a wrong permanent refusal.
+//! - **Malformed answers.** hickory 0.26 drops a UDP answer from the wrong address or with
+//!   the wrong ID, or for another question, and keeps waiting; but a datagram with the right
+//!   address and ID that does not parse ends the query with an error
+//!   (`udp_client_stream.rs`, `DnsResponse::from_buffer(..)?`; upstream's choice in
+//!   hickory-dns PR #3499, "yield them to the caller"), before the genuine answer can
+//!   arrive. That error is temporary here, so the verdict is a 4xx, never a 5xx; a
+//!   spoofer able to match the ID and port can delay a confirmation, not refuse it. A temporary fault must end in a 4xx, never in "none"/"fail" (SPEC I5).
 //! - **DNSSEC.** `dns.dnssec = true` turns on hickory's validation (`ResolverOpts::validate`)
 //!   anchored on `dns.trust_anchor` (its DNSKEYs, given to the resolver builder as
 //!   `TrustAnchors`) or, without one, on the root keys built into hickory. Every answer then
@@ -52,7 +62,7 @@ use mail_auth::hickory_resolver::net::{DnsError, NetError};
 use mail_auth::hickory_resolver::proto::dnssec::{
     Algorithm, DnssecSummary, Proof, PublicKeyBuf, TrustAnchors,
 };
-use mail_auth::hickory_resolver::proto::rr::{LowerName, Name, RData, Record};
+use mail_auth::hickory_resolver::proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{DnsConfig, TrustAnchor};
 
@@ -162,9 +172,9 @@ pub async fn txt_lookup_proved(auth: &MessageAuthenticator, name: &str) -> Prove
         };
     };
     let validating = auth.resolver().options().validate;
-    match auth.resolver().txt_lookup(name).await {
-        Ok(lookup) => Proved {
-            records: Ok(lookup
+    match auth.resolver().txt_lookup(name.clone()).await {
+        Ok(lookup) => {
+            let records: Vec<Vec<u8>> = lookup
                 .answers()
                 .iter()
                 .filter_map(|r| match &r.data {
@@ -176,9 +186,12 @@ pub async fn txt_lookup_proved(auth: &MessageAuthenticator, name: &str) -> Prove
                     ),
                     _ => None,
                 })
-                .collect()),
-            dnssec: proof_of(validating, lookup.answers()),
-        },
+                .collect();
+            Proved {
+                records: Ok(records),
+                dnssec: proof_of(validating, lookup.answers()),
+            }
+        }
         Err(err) => {
             let dnssec = error_proof(validating, &err);
             if dnssec == Dnssec::Bogus {
@@ -186,12 +199,76 @@ pub async fn txt_lookup_proved(auth: &MessageAuthenticator, name: &str) -> Prove
                 // (`RUST_LOG=info,hickory_net::dnssec=trace`).
                 tracing::warn!(name = %fqdn, "DNSSEC validation failed: bogus TXT answer not used");
             }
-            Proved {
-                records: Err(classify(&err)),
-                dnssec,
+            let mut records = Err(classify(&err));
+            // hickory drops the CNAMEs of an answer that has no record of the type, so a
+            // "no record" may be a loop: follow the chain to tell.
+            if nodata(&err) && cname_loop_at(auth, &name).await {
+                tracing::warn!(name = %fqdn, "CNAME loop: lookup treated as a temporary failure");
+                records = Err(LookupError::Temporary);
             }
+            Proved { records, dnssec }
         }
     }
+}
+
+/// CNAME links [`cname_loop_at`] follows at most (hickory's own chase depth).
+const MAX_CNAME_LINKS: usize = 8;
+
+/// A NOERROR answer with no record of the type asked (NODATA): what a CNAME loop looks like
+/// once hickory has dropped the CNAMEs.
+fn nodata(err: &NetError) -> bool {
+    matches!(err, NetError::Dns(DnsError::NoRecordsFound(no))
+        if no.response_code == mail_auth::hickory_resolver::proto::op::ResponseCode::NoError)
+}
+
+/// Follows the CNAME chain from `name`, one CNAME query per link (at most
+/// [`MAX_CNAME_LINKS`]); true when it comes back to a name it passed. Asked only after a
+/// NODATA, so a normal lookup costs no extra query; a chain that ends, or a lookup that
+/// fails, is no loop.
+async fn cname_loop_at(auth: &MessageAuthenticator, name: &Name) -> bool {
+    let mut links: Vec<Record> = Vec::new();
+    let mut at = name.clone();
+    for _ in 0..MAX_CNAME_LINKS {
+        let Ok(lookup) = auth.resolver().lookup(at.clone(), RecordType::CNAME).await else {
+            return false;
+        };
+        let Some(link) = lookup
+            .answers()
+            .iter()
+            .find(|r| r.name == at && matches!(r.data, RData::CNAME(_)))
+            .cloned()
+        else {
+            return false;
+        };
+        if let RData::CNAME(target) = &link.data {
+            at = target.0.clone();
+        }
+        links.push(link);
+        if cname_loops(name, &links) {
+            return true;
+        }
+    }
+    false
+}
+
+/// True when the CNAMEs among `answers`, followed from `name`, come back to a name already
+/// passed: a loop, not an answer.
+fn cname_loops(name: &Name, answers: &[Record]) -> bool {
+    let mut passed = vec![name.clone()];
+    // One step per record at most: a longer walk would already have revisited a name.
+    for _ in 0..answers.len() {
+        let Some(next) = answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(target) if passed.last() == Some(&r.name) => Some(target.0.clone()),
+            _ => None,
+        }) else {
+            return false;
+        };
+        if passed.contains(&next) {
+            return true;
+        }
+        passed.push(next);
+    }
+    false
 }
 
 /// The proof of a set of records (the answer, or the authority section of a negative answer):
@@ -306,6 +383,62 @@ mod tests {
         c.trust_anchor = crate::config::TrustAnchor::parse(text).ok();
         let auth = build(&c).unwrap_or_else(|e| panic!("{e}"));
         assert!(auth.resolver().options().validate);
+    }
+
+    /// CNAME chains: (query name, answer as (owner, target) links, loops?).
+    #[test]
+    fn cname_loops_are_told_from_chains() {
+        type Links = &'static [(&'static str, &'static str)];
+        let rows: &[(&str, Links, bool)] = &[
+            ("k.example.", &[], false),
+            ("k.example.", &[("k.example.", "a.example.")], false),
+            (
+                "k.example.",
+                &[("k.example.", "a.example."), ("a.example.", "b.example.")],
+                false,
+            ),
+            ("k.example.", &[("k.example.", "k.example.")], true),
+            (
+                "k.example.",
+                &[("k.example.", "a.example."), ("a.example.", "K.Example.")],
+                true,
+            ),
+            (
+                "k.example.",
+                &[
+                    ("k.example.", "a.example."),
+                    ("a.example.", "b.example."),
+                    ("b.example.", "a.example."),
+                ],
+                true,
+            ),
+            // A loop elsewhere in the answer, not on the chain from the query name.
+            (
+                "k.example.",
+                &[("x.example.", "y.example."), ("y.example.", "x.example.")],
+                false,
+            ),
+        ];
+        let name = |s: &str| Name::from_ascii(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        for (query, links, want) in rows {
+            let answers: Vec<Record> = links
+                .iter()
+                .map(|(owner, target)| {
+                    Record::from_rdata(
+                        name(owner),
+                        0,
+                        RData::CNAME(mail_auth::hickory_resolver::proto::rr::rdata::CNAME(name(
+                            target,
+                        ))),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                cname_loops(&name(query), &answers),
+                *want,
+                "{query} {links:?}"
+            );
+        }
     }
 
     #[tokio::test]

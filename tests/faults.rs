@@ -21,9 +21,8 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -31,92 +30,8 @@ use gatekeeper::daemon::Running;
 
 use common::e2e::{Api, Events, Layout, Reply, Settings, Smtp, send_mail};
 use common::mail::Mail;
+use common::tmpfs::Tmpfs;
 use common::{Vars, World};
-
-/// A tmpfs of a fixed size mounted on a directory; unmounted when dropped.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mount a tmpfs of `size` (mount(8) syntax, e.g. `1m`) on `dir`, created if missing.
-    /// `None` (after a loud message) when mounting is not permitted here.
-    fn mount(dir: &Path, size: &str, test: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("tmpfs")
-            .arg(dir)
-            .output();
-        let why = match out {
-            Ok(o) if o.status.success() => {
-                return Some(Tmpfs {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            Err(e) => e.to_string(),
-        };
-        let message = format!("SKIPPED faults::{test}: cannot mount a tmpfs ({why}); run as root");
-        assert!(std::env::var_os("CI").is_none(), "{message}");
-        // Straight to the process's stderr: the harness captures `eprintln!` of a passing
-        // test, and this skip must be seen.
-        let _ = writeln!(std::io::stderr().lock(), "\n*** {message} ***\n");
-        None
-    }
-
-    /// Fill the filesystem: a filler file grows until the kernel says no space is left.
-    fn fill(&self) {
-        let path = self.filler();
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0x55u8; 4096];
-        loop {
-            match f.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-                Err(e) => panic!("filling {}: {e}", path.display()),
-            }
-        }
-        // Also the last few bytes a 4 KiB write could not take.
-        while let Ok(n) = f.write(&[0x55]) {
-            if n == 0 {
-                break;
-            }
-        }
-        let _ = f.sync_all();
-    }
-
-    /// Give the space back.
-    fn free(&self) {
-        std::fs::remove_file(self.filler()).unwrap();
-    }
-
-    fn filler(&self) -> PathBuf {
-        self.dir.join("filler")
-    }
-
-    /// The names in the mount, the filler excepted.
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "filler")
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: a daemon still holding a file open must not keep the mount behind.
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .status();
-    }
-}
 
 /// A daemon on a layout whose `store` is `store_dir/gatekeeper.db` when given (so that only
 /// the store sits on the small filesystem).
@@ -206,8 +121,11 @@ fn stored_challenges(path: &Path) -> i64 {
 async fn outbox_full_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = Layout::new(tmp.path());
-    let Some(outbox) = Tmpfs::mount(&layout.outbox, "1m", "outbox_full_leaves_nothing_behind")
-    else {
+    let Some(outbox) = Tmpfs::mount(
+        &layout.outbox,
+        "1m",
+        "faults::outbox_full_leaves_nothing_behind",
+    ) else {
         return;
     };
     let world = World::start().await;
@@ -242,7 +160,11 @@ async fn outbox_full_leaves_nothing_behind() {
 async fn store_full_answers_451_then_confirms() {
     let tmp = tempfile::tempdir().unwrap();
     let store_dir = tmp.path().join("store");
-    let Some(fs) = Tmpfs::mount(&store_dir, "4m", "store_full_answers_451_then_confirms") else {
+    let Some(fs) = Tmpfs::mount(
+        &store_dir,
+        "4m",
+        "faults::store_full_answers_451_then_confirms",
+    ) else {
         return;
     };
     let world = World::start().await;

@@ -31,6 +31,10 @@
 //!   `/metrics`) and reported by an event of its own: action `siem-overflow`, reason
 //!   `siem.spool_overflow` or `siem.queue_overflow`, the count in `gatekeeper.siem.dropped`
 //!   (CEF `cnt`).
+//! - A spool that cannot be written (filesystem full, I/O error) loses each batch to the
+//!   network sinks only (the local sinks have it); counted in [`Stats::spool_failed`], logged
+//!   once per burst, and reported by one `siem.spool_overflow` event with the burst's count
+//!   once the spool takes writes again (`writer`).
 //!
 //! Choices where the SPEC is silent:
 //!
@@ -199,6 +203,7 @@ impl Siem {
             locals,
             spool,
             queue_reported: 0,
+            spool_burst: writer::Burst::default(),
         };
         let writer = std::thread::Builder::new()
             .name("siem-writer".into())

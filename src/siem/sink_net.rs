@@ -30,6 +30,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use super::Shared;
 use super::spool::Cursor;
 use super::syslog::{Header, octet_frame};
+use super::writer::Burst;
 use crate::config::SyslogTransport;
 
 /// How long a written event must be followed by a live connection before it is committed.
@@ -101,6 +102,7 @@ impl NetSink {
             next_attempt: Instant::now(),
             connected_at: Instant::now(),
             seen: 0,
+            commit_failures: Burst::default(),
         };
         state.run();
     }
@@ -123,6 +125,8 @@ struct Delivery {
     connected_at: Instant,
     /// The last spool notification seen.
     seen: u64,
+    /// Failed cursor commits of the current burst (a full disk fails every one): logged once.
+    commit_failures: Burst,
 }
 
 impl Delivery {
@@ -214,10 +218,17 @@ impl Delivery {
         }
         if let Some(id) = upto {
             match self.cursor.commit(id) {
-                Ok(()) => self.committed = id,
+                Ok(()) => {
+                    self.committed = id;
+                    if let Some(failures) = self.commit_failures.recovered() {
+                        tracing::warn!(sink = %self.sink.key, failures, "siem cursor commits work again");
+                    }
+                }
                 // Not committing only means sending again later: at-least-once holds.
                 Err(e) => {
-                    tracing::error!(sink = %self.sink.key, error = %e, "siem cursor commit failed")
+                    if self.commit_failures.fail(1, now) {
+                        tracing::error!(sink = %self.sink.key, error = %e, "siem cursor commit failed (logged once per burst)");
+                    }
                 }
             }
         }

@@ -62,6 +62,11 @@ impl Auth {
             // Looked up whatever mail-auth said (the cache answers): a TempError may be a
             // bogus answer, which only the proof tells apart.
             let own = dns::txt_lookup_proved(&self.resolver, tx.mail_from.domain().as_str()).await;
+            // "none" needs a definite "no record": mail-auth reads a CNAME loop as none,
+            // our own lookup as the fault it is (`dns::txt_lookup_proved`).
+            if result == Spf::None && own.records == Err(LookupError::Temporary) {
+                return (Spf::TempError, own.dnssec);
+            }
             if matches!(result, Spf::TempError | Spf::None) {
                 return (result, own.dnssec);
             }

@@ -13,7 +13,13 @@
 //!   target's records of that type when the target is served too (as an authoritative server
 //!   of both zones would), up to 8 links.
 //! - A UDP answer larger than the client's payload size is sent truncated (TC), so the client
-//!   retries over TCP, as with a real server.
+//!   retries over TCP, as with a real server. `set_udp_limit(n)` truncates every UDP answer
+//!   over `n` octets whatever the client offers (a server or middlebox without EDNS: 512).
+//! - `set_forgery(f)` makes every UDP query first get a forged answer ([`Forgery`]: a wrong
+//!   ID, another source address, malformed bytes, an answer for another name); each forged
+//!   answer says NXDOMAIN, so a resolver that took it would fail the check. The genuine answer
+//!   follows after `set_delay` (unless `Forgery::only` is set: then it never comes, over
+//!   UDP or TCP).
 //!
 //! Built on hickory-proto's message codec (through `mail_auth::hickory_resolver::proto`), with
 //! plain tokio sockets, so the handler can read the live record set on every query.
@@ -62,6 +68,35 @@ struct State {
     ttl: u32,
     /// How long every answer waits before it is sent ([`TestDns::set_delay`]).
     delay: Duration,
+    /// UDP answers over this many octets are truncated ([`TestDns::set_udp_limit`]).
+    udp_limit: Option<usize>,
+    /// Sent before (or instead of) each genuine UDP answer ([`TestDns::set_forgery`]).
+    forgery: Option<Forgery>,
+    /// Forged answers sent so far.
+    forged: u64,
+}
+
+/// A forged UDP answer sent ahead of the genuine one: what a blind spoofer or a broken
+/// middlebox sends. Each says NXDOMAIN for the name, so taking it would change the verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forgery {
+    pub kind: ForgeryKind,
+    /// Never send the genuine answer (over UDP or TCP): only the forgery arrives.
+    pub only: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForgeryKind {
+    /// The query's ID plus one (a spoofer guessing IDs), from the server's address.
+    WrongId,
+    /// The right ID and question, from another port of 127.0.0.1 (RFC 5452 §9.1: the
+    /// source address and port must match those the query went to).
+    OtherSource,
+    /// The right ID, then bytes that are no DNS message (a header that promises a question
+    /// and answers that are not there).
+    Malformed,
+    /// The right ID, an answer whose question is another name (`forged.` prepended).
+    OtherName,
 }
 
 /// The running server. Dropping it stops it.
@@ -113,11 +148,29 @@ impl TestDns {
         let s1 = state.clone();
         let udp_task = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
+            // The forger's own socket: same host, another port.
+            let other = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.ok();
             loop {
                 let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
                     continue;
                 };
                 let query = buf[..n].to_vec();
+                let forgery = s1.lock().unwrap_or_else(|p| p.into_inner()).forgery;
+                if let Some(f) = forgery
+                    && let Some(forged) = forge(&query, f.kind)
+                {
+                    s1.lock().unwrap_or_else(|p| p.into_inner()).forged += 1;
+                    let _ = match (f.kind, &other) {
+                        (ForgeryKind::OtherSource, Some(other)) => {
+                            other.send_to(&forged, peer).await
+                        }
+                        _ => udp.send_to(&forged, peer).await,
+                    };
+                    if f.only {
+                        let _ = answer(&s1, &query, false);
+                        continue;
+                    }
+                }
                 if let Some(answer) = answer(&s1, &query, false) {
                     let delay = s1.lock().unwrap_or_else(|p| p.into_inner()).delay;
                     // Each answer on its own task: a delayed answer must not hold up the
@@ -162,6 +215,8 @@ impl TestDns {
             s.servfail.clear();
             s.drop.clear();
             s.timeout.clear();
+            s.udp_limit = None;
+            s.forgery = None;
         });
     }
 
@@ -207,6 +262,22 @@ impl TestDns {
         self.with(|s| s.delay = delay);
     }
 
+    /// Truncate every UDP answer longer than `limit` octets (`None`: only what exceeds the
+    /// client's own payload size), whatever EDNS payload the client offers.
+    pub fn set_udp_limit(&self, limit: Option<usize>) {
+        self.with(|s| s.udp_limit = limit);
+    }
+
+    /// Send a forged answer ahead of (or instead of) every UDP answer from now on.
+    pub fn set_forgery(&self, forgery: Option<Forgery>) {
+        self.with(|s| s.forgery = forgery);
+    }
+
+    /// Forged answers sent so far.
+    pub fn forged(&self) -> u64 {
+        self.with(|s| s.forged)
+    }
+
     /// Queries received so far (both transports).
     pub fn queries(&self) -> u64 {
         self.with(|s| s.queries)
@@ -242,7 +313,13 @@ async fn serve_tcp(mut stream: TcpStream, state: Arc<Mutex<State>>) {
         if stream.read_exact(&mut buf).await.is_err() {
             return;
         }
-        let Some(answer) = answer(&state, &buf, true) else {
+        let only = state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forgery
+            .is_some_and(|f| f.only);
+        let answer = answer(&state, &buf, true).filter(|_| !only);
+        let Some(answer) = answer else {
             // Dropped: keep the connection open and silent until the client gives up.
             tokio::time::sleep(Duration::from_secs(30)).await;
             return;
@@ -379,9 +456,13 @@ fn answer(state: &Mutex<State>, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
             resp.add_authority(Record::from_rdata(Name::root(), 0, RData::SOA(soa)));
         }
     }
+    let udp_limit = st.udp_limit;
     drop(st);
     let bytes = resp.to_vec().ok()?;
-    let max = usize::from(req.max_payload().max(512));
+    let mut max = usize::from(req.max_payload().max(512));
+    if let Some(limit) = udp_limit {
+        max = max.min(limit);
+    }
     if !tcp && bytes.len() > max {
         let mut t = Message::response(req.metadata.id, req.metadata.op_code);
         t.metadata.truncation = true;
@@ -390,4 +471,38 @@ fn answer(state: &Mutex<State>, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
         return t.to_vec().ok();
     }
     Some(bytes)
+}
+
+/// The forged answer of `kind` to `query` (`None` if the query does not parse).
+fn forge(query: &[u8], kind: ForgeryKind) -> Option<Vec<u8>> {
+    let req = Message::from_vec(query).ok()?;
+    let q = req.queries.first()?.clone();
+    let id = match kind {
+        ForgeryKind::WrongId => req.metadata.id.wrapping_add(1),
+        _ => req.metadata.id,
+    };
+    if kind == ForgeryKind::Malformed {
+        // A header (this ID, QR set, NOERROR, one question, one answer) and then three bytes
+        // where the question should be.
+        let mut out = id.to_be_bytes().to_vec();
+        out.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 0x07, b'f', b'o']);
+        return Some(out);
+    }
+    let mut resp = Message::response(id, req.metadata.op_code);
+    resp.metadata.authoritative = true;
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.metadata.recursion_available = true;
+    resp.metadata.response_code = ResponseCode::NXDomain;
+    let mut question = q.clone();
+    if kind == ForgeryKind::OtherName {
+        let other = Name::from_ascii(format!("forged.{}", q.name())).ok()?;
+        question.set_name(other);
+    }
+    resp.add_query(question);
+    if req.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(4096);
+        resp.set_edns(edns);
+    }
+    resp.to_vec().ok()
 }

@@ -7,7 +7,8 @@
 //! verifier, a transaction and a challenge ([`World`]).
 //!
 //! A throwaway PostgreSQL cluster for the store tests is [`postgres`]; network namespaces
-//! and veth pairs for tests that need hosts of their own, [`netns`].
+//! and veth pairs for tests that need hosts of their own, [`netns`]; small tmpfs mounts to
+//! fill up, [`tmpfs`].
 //!
 //! Use from an integration test with `mod common;`.
 
@@ -24,6 +25,7 @@ pub mod netns;
 pub mod postgres;
 pub mod server;
 pub mod siem;
+pub mod tmpfs;
 pub mod transcript;
 
 use std::net::{IpAddr, SocketAddr};
