@@ -14,6 +14,7 @@
 
 pub mod challenge;
 pub mod corpus;
+pub mod daemon;
 pub mod dkim;
 pub mod dns;
 pub mod e2e;
