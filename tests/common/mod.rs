@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod dkim;
 pub mod dns;
 pub mod e2e;
+pub mod flood;
 pub mod keys;
 pub mod mail;
 pub mod postgres;
