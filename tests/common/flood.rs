@@ -34,6 +34,7 @@ pub struct Flood {
 /// What came back.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// Requests written (or attempted on an open connection).
     pub sent: u64,
     /// Answers by status code.
     pub statuses: BTreeMap<u16, u64>,
@@ -73,6 +74,7 @@ pub fn quantile(v: &[Duration], q: f64) -> Duration {
 /// One connection's share of the answers.
 #[derive(Default)]
 struct Part {
+    sent: u64,
     statuses: BTreeMap<u16, u64>,
     retry_after: u64,
     errors: u64,
@@ -101,12 +103,12 @@ impl Flood {
             for (k, n) in part.statuses {
                 *out.statuses.entry(k).or_insert(0) += n;
             }
+            out.sent += part.sent;
             out.retry_after += part.retry_after;
             out.errors += part.errors;
             out.latencies.extend(part.latencies);
         }
         out.elapsed = start.elapsed();
-        out.sent = issued.load(Ordering::Relaxed).min(total);
         out.latencies.sort_unstable();
         out
     }
@@ -134,6 +136,7 @@ impl Flood {
                 continue;
             };
             let sent_at = Instant::now();
+            part.sent += 1;
             let answer = tokio::time::timeout(Duration::from_secs(5), async {
                 stream.write_all(&request).await?;
                 read_answer(stream).await
