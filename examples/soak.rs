@@ -94,18 +94,18 @@ struct Sample {
     fds: u64,
 }
 
-struct World2 {
+/// The run the workers share: where the daemon is, when to stop, what they saw.
+struct Run {
     layout: Layout,
     api: Api,
     smtp: SocketAddr,
     end: Instant,
     seen: Mutex<Seen>,
-    pid: AtomicU32,
     n: AtomicU32,
     stop: AtomicBool,
 }
 
-impl World2 {
+impl Run {
     fn over(&self) -> bool {
         self.stop.load(Ordering::Relaxed) || Instant::now() >= self.end
     }
@@ -182,7 +182,7 @@ fn token(layout: &Layout) -> String {
 }
 
 /// Genuine replies, one after another.
-async fn replier(w: Arc<World2>) {
+async fn replier(w: Arc<Run>) {
     while !w.over() {
         let Some((id, token, vars, mail)) = w.claim().await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -203,12 +203,12 @@ async fn replier(w: Arc<World2>) {
 }
 
 /// Attacks: an unsigned reply to a live challenge, a reply to an unknown token.
-async fn attacker(w: Arc<World2>) {
+async fn attacker(w: Arc<Run>) {
     let alice = Mail::alice();
     let mut k = 0u64;
     while !w.over() {
         k += 1;
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             if let Some((_, token, vars, mail)) = w.claim().await {
                 let unsigned = mail.sigs(vec![]);
                 let _ = w.deliver(&unsigned, &token, &unsigned.build(&vars)).await;
@@ -224,7 +224,7 @@ async fn attacker(w: Arc<World2>) {
 }
 
 /// API calls with the token, and bursts without one from another loopback peer.
-async fn api_user(w: Arc<World2>) {
+async fn api_user(w: Arc<Run>) {
     let mut k = 0u64;
     while !w.over() {
         k += 1;
@@ -242,7 +242,7 @@ async fn api_user(w: Arc<World2>) {
             seen.api_calls += 2;
             seen.api_errors += u64::from(metrics.is_err()) + u64::from(!show);
         }
-        if k % 10 == 0 {
+        if k.is_multiple_of(10) {
             let burst = Flood {
                 target: w.api.base.trim_start_matches("http://").parse().unwrap(),
                 source: "127.0.0.3".parse().unwrap(),
@@ -309,13 +309,12 @@ async fn main() {
         Daemon::start(&bin, &config, &log, &[], api_addr, smtp).await
     };
     let mut daemon = start(args.bin.clone(), layout.config.clone(), log.clone()).await;
-    let w = Arc::new(World2 {
+    let w = Arc::new(Run {
         api: Api::new(api_addr, &layout.token_file),
         layout,
         smtp,
         end: Instant::now() + Duration::from_secs(args.secs),
         seen: Mutex::new(Seen::default()),
-        pid: AtomicU32::new(daemon.pid()),
         n: AtomicU32::new(1),
         stop: AtomicBool::new(false),
     });
@@ -370,7 +369,6 @@ async fn main() {
             if what != "HUP" {
                 daemon.wait_exit(Duration::from_secs(5));
                 daemon = start(args.bin.clone(), w.layout.config.clone(), log.clone()).await;
-                w.pid.store(daemon.pid(), Ordering::Relaxed);
                 born = Instant::now();
                 stop_after = Duration::from_secs(90 + rng.below(90));
             }

@@ -4,10 +4,9 @@
 //! and hands every failure to [`super::abuse`] (counted, throttled per peer: `429`).
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-
-use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
