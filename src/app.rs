@@ -3,7 +3,9 @@
 //! # Decisions (SPEC §4 "On accept", I3)
 //!
 //! - **RCPT**: the token is hashed and looked up. Unknown → `token.unknown`, expired
-//!   (pending past `expires_at`) → `token.expired`, store error → `store.unavailable` (4xx).
+//!   ([`ChallengeRecord::status`] at the wall clock) → `token.expired`, which is also
+//!   counted as the challenge's `last_rejection` so that it stays expired when the wall
+//!   clock steps back (README "Clocks"); store error → `store.unavailable` (4xx).
 //!   A *confirmed* challenge is accepted at RCPT: only at the end of DATA can we see whether
 //!   this is the same message again after a lost `250` (same Message-ID, same From, same
 //!   token).
@@ -89,6 +91,16 @@ impl<S: Store, V: Verify> App<S, V> {
         &self.store
     }
 
+    /// A `token.expired` answer is kept as the challenge's `last_rejection` (queued, not
+    /// awaited), which [`ChallengeRecord::status`] reads as "expired for good": a wall clock
+    /// stepped back after this answer does not revive the challenge (README "Clocks").
+    fn pin_expired(&self, id: &str, reason: Reason, now: DateTime<Utc>) {
+        if reason == Reason::TokenExpired {
+            self.store
+                .count_rejection(id, crate::store::Rejection { reason, at: now });
+        }
+    }
+
     async fn decide(&self, tx: &Transaction, record: ChallengeRecord) -> Verdict {
         let now = tx.received_at;
         let id = record.id.clone();
@@ -119,7 +131,10 @@ impl<S: Store, V: Verify> App<S, V> {
                 }
                 return verdict;
             }
-            Step::Refuse(reason) => return refuse(verdict, reason),
+            Step::Refuse(reason) => {
+                self.pin_expired(&id, reason, now);
+                return refuse(verdict, reason);
+            }
             Step::Commit => {}
         }
 
@@ -255,7 +270,10 @@ impl<S: Store, V: Verify> Backend for App<S, V> {
                 RcptOutcome::Refuse(Reason::TokenUnknown)
             }
             Ok(Some(record)) => match record.status(now) {
-                Status::Expired => RcptOutcome::Refuse(Reason::TokenExpired),
+                Status::Expired => {
+                    self.pin_expired(&record.id, Reason::TokenExpired, now);
+                    RcptOutcome::Refuse(Reason::TokenExpired)
+                }
                 Status::Pending | Status::Confirmed => {
                     let challenge_id = record.id.clone();
                     lock(&self.at_rcpt).insert(session.session_id.clone(), record);

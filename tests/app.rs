@@ -510,10 +510,15 @@ async fn expiry_between_rcpt_and_data_and_mismatched_token() {
         ))
         .await;
     assert_eq!(v.decision, Decision::Refuse(Reason::TokenExpired));
+    // The `token.expired` answer is kept as the last rejection: the challenge stays expired
+    // even at a time before `expires_at` (a wall clock stepped back, README "Clocks").
+    let record = w.app.store().get("c1").await.unwrap().unwrap();
+    assert_eq!(record.rejections, 1);
     assert_eq!(
-        w.app.store().get("c1").await.unwrap().unwrap().rejections,
-        0
+        record.last_rejection.map(|r| r.reason),
+        Some(Reason::TokenExpired)
     );
+    assert_eq!(record.status(rcpt_time), gatekeeper::store::Status::Expired);
 
     // A transaction whose token does not name that challenge, or no challenge at all.
     add(&w.store, "c2", "tok2", 3600).await;

@@ -1,18 +1,21 @@
 //! Bearer-token authentication of the API: the token file (created 0600 with 160 random bits
 //! when missing; its path is logged, never its content) and the middleware that compares the
-//! presented token in constant time (over SHA-256 digests, so not even its length leaks).
+//! presented token in constant time (over SHA-256 digests, so not even its length leaks),
+//! and hands every failure to [`super::abuse`] (counted, throttled per peer: `429`).
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ring::rand::SystemRandom;
 
 use super::ApiState;
+use super::abuse::Refusal;
 use super::error::{ApiError, ApiErrorKind};
 use crate::challenge::{random_base32, secrets_equal};
 use crate::store::Store;
@@ -80,21 +83,50 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<ApiToken> {
     }
 }
 
+/// What the token check decided, left on the response for the log middleware.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Authorized,
+    Refused,
+}
+
 pub(super) async fn authorize<S: Store>(
     State(state): State<ApiState<S>>,
     request: Request,
     next: Next,
 ) -> Response {
+    // The token is compared first, in constant time, whatever the peer's count: a valid
+    // token always passes (`abuse` module docs).
     if bearer(request.headers()).is_some_and(|t| state.token.matches(t)) {
-        next.run(request).await
-    } else {
-        let mut response = ApiError::from(ApiErrorKind::Unauthorized).into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        response
+        let mut response = next.run(request).await;
+        response.extensions_mut().insert(Verdict::Authorized);
+        return response;
     }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let refusal = state.guard.failure(peer, tokio::time::Instant::now());
+    state.guard.ensure_ticker();
+    state.metrics.auth_failure(refusal);
+    let mut response = match refusal {
+        Refusal::Unauthorized => {
+            let mut r = ApiError::from(ApiErrorKind::Unauthorized).into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+        Refusal::Throttled { retry_after } => {
+            let mut r = ApiError::from(ApiErrorKind::AuthThrottled).into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+            r
+        }
+    };
+    response.extensions_mut().insert(Verdict::Refused);
+    response
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {

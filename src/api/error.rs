@@ -18,6 +18,8 @@ use crate::reason::Reason;
 pub enum ApiErrorKind {
     /// No or wrong bearer token.
     Unauthorized,
+    /// Too many requests without a valid token from this peer (`super::abuse`).
+    AuthThrottled,
     /// No route for this path.
     EndpointNotFound,
     /// The path exists, not with this method.
@@ -43,6 +45,7 @@ impl ApiErrorKind {
     /// Every kind, with the reasons a claim can be refused for: what the README must list.
     pub const ALL: &'static [ApiErrorKind] = &[
         ApiErrorKind::Unauthorized,
+        ApiErrorKind::AuthThrottled,
         ApiErrorKind::EndpointNotFound,
         ApiErrorKind::MethodNotAllowed,
         ApiErrorKind::BodyTooLarge,
@@ -63,6 +66,11 @@ impl ApiErrorKind {
                 StatusCode::UNAUTHORIZED,
                 "api.unauthorized",
                 "missing or wrong bearer token",
+            ),
+            K::AuthThrottled => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "api.rate_limited",
+                "too many requests without a valid token: retry after the Retry-After seconds",
             ),
             K::EndpointNotFound => (StatusCode::NOT_FOUND, "api.not_found", "no such endpoint"),
             K::MethodNotAllowed => (

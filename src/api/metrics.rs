@@ -34,6 +34,8 @@ pub struct Metrics {
     oidc: Family<Labels2, Counter>,
     webhooks: Family<Labels2, Counter>,
     store_up: Gauge,
+    auth_failures: Family<Label, Counter>,
+    throttled_peers: Gauge,
     store_failures: Counter,
     store_reconnects: Counter,
     /// Serialises [`Metrics::store_health`]'s read-then-add on the two counters above, so
@@ -63,6 +65,18 @@ impl Metrics {
             "gatekeeper_webhook_attempts",
             "Webhook delivery attempts by event and outcome (delivered, failed, given_up)",
             webhooks.clone(),
+        );
+        let auth_failures = Family::<Label, Counter>::default();
+        let throttled_peers = Gauge::default();
+        registry.register(
+            "gatekeeper_api_auth_failures",
+            "API requests without a valid bearer token, by outcome (unauthorized: 401, throttled: 429)",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "gatekeeper_api_throttled_peers",
+            "Peers answered 429 now for too many requests without a valid token",
+            throttled_peers.clone(),
         );
         let store_up = Gauge::default();
         let store_failures = Counter::default();
@@ -128,6 +142,8 @@ impl Metrics {
             oidc,
             webhooks,
             store_up,
+            auth_failures,
+            throttled_peers,
             store_failures,
             store_reconnects,
             store_sync: Mutex::new(()),
@@ -166,6 +182,23 @@ impl Metrics {
         self.oidc
             .get_or_create(&[("endpoint", endpoint), ("outcome", outcome)])
             .inc();
+    }
+
+    /// A request without a valid token and what it got.
+    pub fn auth_failure(&self, refusal: super::abuse::Refusal) {
+        let outcome = match refusal {
+            super::abuse::Refusal::Unauthorized => "unauthorized",
+            super::abuse::Refusal::Throttled { .. } => "throttled",
+        };
+        self.auth_failures
+            .get_or_create(&[("outcome", outcome)])
+            .inc();
+    }
+
+    /// Peers over the failed-authentication limit now (set at each scrape).
+    pub fn throttled_peers(&self, n: usize) {
+        self.throttled_peers
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// An SMTP session started.

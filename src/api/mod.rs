@@ -26,6 +26,10 @@
 //!   HTTP-level ones use codes of their own: `api.unauthorized` 401, `api.not_found` 404
 //!   (also `challenge.not_found` for an unknown id), `api.method_not_allowed` 405,
 //!   `api.body_too_large` 413, `api.bad_request` 400 (bad JSON, missing/unknown field).
+//! - **Abuse**: requests without a valid token are counted in `/metrics`, answered `429
+//!   api.rate_limited` with `Retry-After` past [`abuse::FAILURE_LIMIT`] a minute from one
+//!   peer (a valid token still passes), and summarised in one log line per interval instead
+//!   of one each ([`abuse`]).
 //! - **Bodies** are bounded by [`MAX_BODY_BYTES`].
 //! - The challenge token never appears in an answer or a log line (it is not even known
 //!   here: [`crate::challenge::Created`] has no token field).
@@ -43,6 +47,7 @@ use axum::{Json, Router};
 use crate::challenge::ChallengeService;
 use crate::store::Store;
 
+pub mod abuse;
 pub mod auth;
 pub mod error;
 pub mod metrics;
@@ -63,6 +68,8 @@ pub struct ApiState<S: Store> {
     challenges: Arc<ChallengeService<S>>,
     metrics: Arc<Metrics>,
     token: ApiToken,
+    /// Requests without a valid token: counted, throttled per peer, summarised ([`abuse`]).
+    guard: Arc<abuse::Guard>,
     /// Signs `assertion` of a confirmed challenge (SPEC §11); `None` without `[oidc]`.
     signer: Option<Arc<crate::assertion::Signer>>,
 }
@@ -73,6 +80,7 @@ impl<S: Store> Clone for ApiState<S> {
             challenges: Arc::clone(&self.challenges),
             metrics: Arc::clone(&self.metrics),
             token: self.token.clone(),
+            guard: Arc::clone(&self.guard),
             signer: self.signer.clone(),
         }
     }
@@ -88,6 +96,7 @@ impl<S: Store> ApiState<S> {
             challenges,
             metrics,
             token,
+            guard: Arc::new(abuse::Guard::new()),
             signer: None,
         }
     }
@@ -106,9 +115,13 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The peer's address is what the throttle of requests without a valid token counts by.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// The API router (serve with [`serve`]).
@@ -126,7 +139,10 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            log_request::<S>,
+        ))
         .with_state(state)
 }
 
@@ -142,6 +158,9 @@ async fn metrics_text<S: Store>(State(state): State<ApiState<S>>) -> Response {
         health.up = false;
     }
     state.metrics.store_health(health);
+    state
+        .metrics
+        .throttled_peers(state.guard.throttled_peers(tokio::time::Instant::now()));
     (
         [(
             header::CONTENT_TYPE,
@@ -177,11 +196,27 @@ async fn method_not_allowed() -> ApiError {
     ApiErrorKind::MethodNotAllowed.into()
 }
 
-/// One log line per request: method, path, status. Never headers or bodies.
-async fn log_request(request: Request, next: Next) -> Response {
+/// One log line per request that passed the token check: method, path, status, never
+/// headers or bodies. Every other answer is counted into [`abuse::Guard`]'s summary line
+/// instead, so a flood of them does not flood the log.
+async fn log_request<S: Store>(
+    State(state): State<ApiState<S>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
-    tracing::info!(%method, %path, status = response.status().as_u16(), "api request");
+    match response.extensions().get::<auth::Verdict>() {
+        Some(auth::Verdict::Authorized) => {
+            tracing::info!(%method, %path, status = response.status().as_u16(), "api request");
+        }
+        // Counted by the auth middleware already.
+        Some(auth::Verdict::Refused) => {}
+        None => {
+            state.guard.other();
+            state.guard.ensure_ticker();
+        }
+    }
     response
 }

@@ -180,6 +180,11 @@ impl Rejection {
     }
 }
 
+/// How far a challenge's `created_at` may be ahead of the wall clock before it counts as
+/// expired ([`ChallengeRecord::status`]): more than the seconds by which instances sharing a
+/// store disagree, far less than a clock step worth noticing.
+pub const CLOCK_STEP_SLACK: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// One stored challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChallengeRecord {
@@ -199,11 +204,26 @@ pub struct ChallengeRecord {
 }
 
 impl ChallengeRecord {
-    /// `confirmed` once confirmed (whatever the time), else `expired` from `expires_at`.
+    /// `confirmed` once confirmed (whatever the time), else `expired` when the wall clock
+    /// `now` is at or past `expires_at`, when a reply was already refused as `token.expired`,
+    /// or when `created_at` is more than [`CLOCK_STEP_SLACK`] after `now`.
+    ///
+    /// The last two hold a challenge to its documented life when the wall clock steps back
+    /// (README "Clocks"): once the daemon has told a sender "expired", a clock stepped back
+    /// does not revive the challenge (the refusal is stored as `last_rejection`, so this
+    /// needs no column of its own), and a challenge "born in the future" of `now` (the clock
+    /// went back past its creation) ends instead of living `ttl` plus the step. The slack
+    /// keeps instances sharing one PostgreSQL store whose clocks differ by seconds apart.
     pub fn status(&self, now: DateTime<Utc>) -> Status {
+        let slack = chrono::Duration::from_std(CLOCK_STEP_SLACK).unwrap_or_default();
         if self.confirmation.is_some() {
             Status::Confirmed
-        } else if self.expires_at <= now {
+        } else if self.expires_at <= now
+            || self.created_at > now + slack
+            || self
+                .last_rejection
+                .is_some_and(|r| r.reason == Reason::TokenExpired)
+        {
             Status::Expired
         } else {
             Status::Pending
@@ -636,4 +656,50 @@ pub trait Store: Send + Sync + 'static {
 
 fn no_oidc() -> StoreError {
     StoreError::Unsupported("this store does not keep OpenID Provider flows")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(created: i64, expires: i64, last: Option<Reason>) -> ChallengeRecord {
+        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default();
+        ChallengeRecord {
+            id: "c".into(),
+            address: "a@b.gouv.fr".into(),
+            token_hash: TokenHash::of("t"),
+            session_code: "123456".into(),
+            message_id_tail: "x".into(),
+            created_at: at(created),
+            expires_at: at(expires),
+            rejections: u32::from(last.is_some()),
+            last_rejection: last.map(|reason| Rejection { reason, at: at(0) }),
+            confirmation: None,
+        }
+    }
+
+    /// Row: created_at, expires_at, last refusal, `now` (seconds from one origin), status.
+    /// README "Clocks": expiry by the wall clock, pinned by a `token.expired` answer, and a
+    /// challenge "born in the future" (the clock went back past it) over.
+    #[test]
+    fn status_table() {
+        let slack = CLOCK_STEP_SLACK.as_secs() as i64;
+        let rows: &[(i64, i64, Option<Reason>, i64, Status)] = &[
+            (0, 3600, None, 10, Status::Pending),
+            (0, 3600, None, 3600, Status::Expired),
+            (0, 3600, None, 7200, Status::Expired),
+            // A refusal for another reason keeps it pending; token.expired pins it.
+            (0, 3600, Some(Reason::DkimNone), 10, Status::Pending),
+            (0, 3600, Some(Reason::TokenExpired), 10, Status::Expired),
+            // The clock went back: within the slack it is still pending, past it over.
+            (0, 3600, None, -slack, Status::Pending),
+            (0, 3600, None, -slack - 1, Status::Expired),
+            (0, 3600, None, -7200, Status::Expired),
+        ];
+        for (i, (created, expires, last, now, want)) in rows.iter().enumerate() {
+            let r = record(*created, *expires, *last);
+            let now = DateTime::from_timestamp(1_800_000_000 + now, 0).unwrap_or_default();
+            assert_eq!(r.status(now), *want, "row {i}");
+        }
+    }
 }

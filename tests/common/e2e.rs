@@ -28,6 +28,8 @@ pub struct Settings {
     pub api_port: u16,
     pub challenge_ttl: String,
     pub session_timeout: String,
+    /// `smtp.command_timeout`: the idle bound between commands.
+    pub command_timeout: String,
     pub dns_timeout: String,
     /// `dns.check_timeout`.
     pub dns_check_timeout: String,
@@ -52,6 +54,7 @@ impl Default for Settings {
             api_port: 0,
             challenge_ttl: "24h".into(),
             session_timeout: "30m".into(),
+            command_timeout: "30s".into(),
             dns_timeout: "2s".into(),
             // The bound the checks had before `dns.check_timeout` existed (`dns.timeout`).
             dns_check_timeout: "2s".into(),
@@ -130,7 +133,7 @@ impl Layout {
 listen = ["{smtp_host}:{smtp_port}"]
 hostname = "verify.example.gouv.fr"
 session_timeout = "{session_timeout}"
-command_timeout = "30s"
+command_timeout = "{command_timeout}"
 data_timeout = "30s"
 max_connections_per_ip = 50
 shutdown_grace = "1s"
@@ -179,6 +182,7 @@ path = "{d}/var/events.jsonl"
             api_port = s.api_port,
             api_host = s.api_host,
             session_timeout = s.session_timeout,
+            command_timeout = s.command_timeout,
             ttl = s.challenge_ttl,
             max_pending = s.max_pending,
             max_per_hour = s.max_per_hour,

@@ -16,9 +16,11 @@
 
 pub mod challenge;
 pub mod corpus;
+pub mod daemon;
 pub mod dkim;
 pub mod dns;
 pub mod e2e;
+pub mod flood;
 pub mod keys;
 pub mod mail;
 pub mod netns;
