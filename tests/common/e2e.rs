@@ -40,6 +40,8 @@ pub struct Settings {
     pub policy_extra: String,
     /// `smtp.listen` host (default `127.0.0.1`): the host end of a test's veth pair.
     pub smtp_host: String,
+    /// TOML appended to `[smtp]` (limits a test sizes down, e.g. `max_buffered_bytes`).
+    pub smtp_extra: String,
 }
 
 impl Default for Settings {
@@ -58,6 +60,7 @@ impl Default for Settings {
             postgres: None,
             policy_extra: String::new(),
             smtp_host: "127.0.0.1".into(),
+            smtp_extra: String::new(),
         }
     }
 }
@@ -130,6 +133,7 @@ command_timeout = "30s"
 data_timeout = "30s"
 max_connections_per_ip = 50
 shutdown_grace = "1s"
+{smtp_extra}
 
 [confirm]
 domain = "verify.example.gouv.fr"
@@ -172,6 +176,7 @@ path = "{d}/var/events.jsonl"
 "#,
             smtp_port = s.smtp_port,
             smtp_host = s.smtp_host,
+            smtp_extra = s.smtp_extra,
             api_port = s.api_port,
             session_timeout = s.session_timeout,
             ttl = s.challenge_ttl,
