@@ -100,6 +100,8 @@ pub struct SmtpConfig {
     /// Banner and EHLO name.
     pub hostname: String,
     pub max_message_bytes: usize,
+    /// Bytes of DATA all sessions together may hold (`crate::smtp::budget`).
+    pub max_buffered_bytes: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub command_timeout: Duration,

@@ -11,6 +11,15 @@ use gatekeeper::config::PgTls;
 use gatekeeper::daemon::ConfigSource;
 use gatekeeper::daemon::cli::{self, AddressInput, VerifyArgs};
 
+// The allocator is a build choice (Cargo features, measured in bench/memory.sh); declaring one
+// is safe code, the crates hold their own unsafe.
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Confirms that a person owns a mailbox at an allowed domain by accepting their DKIM-signed,
 /// SPF-authorised reply to a one-time address.
 #[derive(Debug, Parser)]

@@ -46,6 +46,8 @@ pub enum Reason {
     SmtpTimeout,
     /// The daemon is shutting down and the session was not finished within the grace period.
     SmtpShutdown,
+    /// `smtp.max_buffered_bytes`: the messages being received already hold the memory budget.
+    SmtpBusy,
     // DATA: message and headers
     MessageTooLarge,
     HeaderMalformed,
@@ -175,6 +177,7 @@ reasons! {
     SmtpTooManyTransactions => "smtp.too_many_transactions", 421, "4.7.0", "too many transactions, closing connection";
     SmtpTimeout => "smtp.timeout", 421, "4.4.2", "timeout, closing connection";
     SmtpShutdown => "smtp.shutdown", 421, "4.3.0", "service shutting down, try again later";
+    SmtpBusy => "smtp.busy", 452, "4.3.1", "too many messages in progress, try again later";
     MessageTooLarge => "message.too_large", 552, "5.3.4", "message too large";
     HeaderMalformed => "header.malformed", 550, "5.6.0", "malformed header block";
     HeaderFromCount => "header.from_count", 550, "5.7.1", "exactly one From header required";
@@ -288,6 +291,7 @@ mod tests {
             ("iprev.fail", 550, "5.7.25"),
             ("dns.temperror", 451, "4.4.3"),
             ("store.unavailable", 451, "4.3.0"),
+            ("smtp.busy", 452, "4.3.1"),
         ];
         for (name, code, enh) in rows {
             let reply = name.parse::<Reason>().map(Reason::reply);

@@ -97,6 +97,7 @@ fn defaults_match_the_documented_file() {
     let d = Config::from_toml_str(DEFAULT, ORIGIN).unwrap_or_else(|e| panic!("{e}"));
     let min = Duration::from_secs(60);
     assert_eq!(m.smtp.max_message_bytes, 2 * 1024 * 1024);
+    assert_eq!(m.smtp.max_buffered_bytes, 256 * 1024 * 1024);
     assert_eq!(m.smtp.max_connections, 1000);
     assert_eq!(m.smtp.max_connections_per_ip, 20);
     assert_eq!(m.smtp.command_timeout, 5 * min);
@@ -261,6 +262,17 @@ fn validation_errors_point_at_the_key() {
             from: "max_message_bytes = 2097152",
             to: "max_message_bytes = 67108865",
             want: "smtp.max_message_bytes: 67108865 is out of range 1024..=67108864",
+        },
+        // A budget smaller than one message could never receive a full-size one.
+        Case {
+            from: "max_buffered_bytes = 268435456",
+            to: "max_buffered_bytes = 2097151",
+            want: "smtp.max_buffered_bytes: 2097151 is out of range 2097152..=1099511627776",
+        },
+        Case {
+            from: "max_buffered_bytes = 268435456",
+            to: "max_buffered_bytes = 1099511627777",
+            want: "smtp.max_buffered_bytes: 1099511627777 is out of range 2097152..=1099511627776",
         },
         Case {
             from: "max_connections = 1000",

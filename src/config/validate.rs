@@ -27,6 +27,9 @@ pub const ALLOWED_EXTRA_CHARS: &str = "#$&*/=?^|~";
 
 /// Inclusive range of `smtp.max_message_bytes`: 1 KiB .. 64 MiB.
 const MESSAGE_BYTES: (u64, u64) = (1024, 64 * 1024 * 1024);
+/// Upper end of `smtp.max_buffered_bytes` (1 TiB): a bound on a typo, not on a machine. The
+/// lower end is `smtp.max_message_bytes`: a smaller budget could never hold one full message.
+const MAX_BUFFERED_BYTES: u64 = 1 << 40;
 /// RFC 8301 §3.2: verifiers MUST NOT accept RSA keys under 1024 bits; 8192 bounds CPU.
 const RSA_BITS: (u64, u64) = (1024, 8192);
 /// Longest `confirm.local_prefix`: the token and `+` must still fit in 64 octets.
@@ -143,15 +146,23 @@ impl Check {
             private_key: self.path(&at.key("tls").key("private_key"), &t.private_key),
             required: t.required,
         });
+        let max_message_bytes = self.range(
+            &at.key("max_message_bytes"),
+            raw.max_message_bytes,
+            MESSAGE_BYTES.0,
+            MESSAGE_BYTES.1,
+        );
+        let max_buffered_bytes = self.range(
+            &at.key("max_buffered_bytes"),
+            raw.max_buffered_bytes,
+            max_message_bytes,
+            MAX_BUFFERED_BYTES,
+        );
         Some(SmtpConfig {
             listen,
             hostname: hostname?.as_str().to_owned(),
-            max_message_bytes: to_usize(self.range(
-                &at.key("max_message_bytes"),
-                raw.max_message_bytes,
-                MESSAGE_BYTES.0,
-                MESSAGE_BYTES.1,
-            )),
+            max_message_bytes: to_usize(max_message_bytes),
+            max_buffered_bytes: to_usize(max_buffered_bytes),
             max_connections: to_usize(max_connections),
             max_connections_per_ip: to_usize(per_ip),
             command_timeout: self.duration(

@@ -76,7 +76,8 @@ impl Control {
 
     fn try_reload(&self) -> Result<(), DaemonError> {
         let config = self.source.load()?;
-        let settings = ServerSettings::from_config(&config)?;
+        let mut settings = ServerSettings::from_config(&config)?;
+        settings.keep_budget(&self.settings_tx.borrow());
         let verifier = metered_verifier(&config, &self.metrics)?;
         self.settings_tx.send_replace(Arc::new(settings));
         self.verifier.replace(verifier);

@@ -98,6 +98,10 @@ impl Reason {
                 "Le service redemarre ; votre serveur de messagerie reessaiera automatiquement.",
                 "The service is restarting; your mail server will try again on its own.",
             ),
+            SmtpBusy => ex(
+                "Le service recoit trop de messages en meme temps ; votre serveur de messagerie reessaiera automatiquement.",
+                "The service is receiving too many messages at once; your mail server will try again on its own.",
+            ),
             MessageTooLarge => ex(
                 "Votre reponse est trop volumineuse : repondez sans piece jointe.",
                 "Your reply is too large: reply without attachments.",

@@ -4,6 +4,8 @@
 //!
 //! - Settings arrive through a `watch` channel: a SIGHUP reload swaps the configuration and the
 //!   TLS acceptor for new connections; running sessions keep the settings they started with.
+//!   The DATA memory budget is the exception: one count across reloads
+//!   ([`ServerSettings::keep_budget`]), only its bound changes.
 //! - Over a limit (`smtp.max_connections`, `smtp.max_connections_per_ip`) or outside
 //!   `policy.allowed_networks`, the connection is accepted, answered `421 conn.limit` /
 //!   `550 client.network` with one non-blocking write, audited (`connection-refused`) and
@@ -94,6 +96,17 @@ impl ServerSettings {
             session_timeout: smtp.session_timeout,
             shutdown_grace: smtp.shutdown_grace,
         })
+    }
+}
+
+impl ServerSettings {
+    /// Go on counting in `running`'s memory budget (`smtp.max_buffered_bytes`) under this
+    /// configuration's bound. A reload must not start a second, empty count beside the one
+    /// the running sessions hold: the bound is on all of them together.
+    pub fn keep_budget(&mut self, running: &ServerSettings) {
+        let budget = running.session.budget.clone();
+        budget.set_limit(self.session.budget.limit());
+        Arc::make_mut(&mut self.session).budget = budget;
     }
 }
 
@@ -336,6 +349,35 @@ mod tests {
         drop(p1);
         assert!(ConnCounts::acquire(&counts, a, (2, 1)).is_some());
         assert_ne!(new_session_id(), new_session_id());
+    }
+
+    /// A reload keeps one count of DATA memory: what running sessions hold stays counted
+    /// under the new bound.
+    #[test]
+    fn a_reload_keeps_the_budget_count() {
+        let text = include_str!("../../conf/gatekeeper.toml");
+        let mut config = match Config::from_toml_str(text, "conf") {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let running = ServerSettings::from_config(&config).ok();
+        let held = running
+            .as_ref()
+            .and_then(|r| r.session.budget.reserve(1000));
+        assert!(held.is_some());
+        config.smtp.max_buffered_bytes = 4 * 1024 * 1024;
+        let mut reloaded = ServerSettings::from_config(&config).ok();
+        if let (Some(new), Some(old)) = (reloaded.as_mut(), running.as_ref()) {
+            assert_eq!(new.session.budget.used(), 0, "a fresh count before");
+            new.keep_budget(old);
+            assert_eq!(new.session.budget.used(), 1000);
+            assert_eq!(new.session.budget.limit(), 4 * 1024 * 1024);
+            assert_eq!(old.session.budget.limit(), 4 * 1024 * 1024);
+        } else {
+            panic!("settings from the shipped configuration");
+        }
+        drop(held);
+        assert_eq!(reloaded.map(|r| r.session.budget.used()), Some(0));
     }
 
     #[test]

@@ -15,15 +15,20 @@
 //! # Limits
 //!
 //! - Size: the unstuffed message (CRLF line ends, without the final `.` line) may hold up to
-//!   `max_message_bytes` octets. Past that the receiver stops storing, keeps reading to the
-//!   true end, then refuses with `message.too_large` (552).
+//!   `max_message_bytes` octets. Past that the receiver stops storing (its buffer is freed at
+//!   once), keeps reading to the true end, then refuses with `message.too_large` (552).
 //! - Text lines: RFC 5321 §4.5.3.1.6, at most 1000 octets including CRLF, not counting the
 //!   dot added for transparency. A longer line is drained and the message refused with
 //!   `smtp.line_too_long`.
 //!
-//! Memory is bounded by `max_message_bytes` whatever the client sends.
+//! Memory is bounded by `max_message_bytes` whatever the client sends, and all receivers
+//! together by the server's [`MemoryBudget`] (`smtp.max_buffered_bytes`): each new buffer
+//! capacity is reserved before it is allocated. A growth that does not fit frees the buffer
+//! and its reservation at once; the receiver reads on to the true end without storing and
+//! refuses with `smtp.busy` (452).
 
 use crate::reason::Reason;
+use crate::smtp::budget::{FIRST_CHUNK, MemoryBudget, Reservation};
 use crate::smtp::line::note;
 
 /// RFC 5321 §4.5.3.1.6: "The maximum total length of a text line including the <CRLF> is
@@ -51,9 +56,16 @@ pub struct DataReceiver {
     pos: Pos,
     /// Octets of the current line, CRLF included, stuffing dot excluded.
     line_len: usize,
-    /// The unstuffed message, at most `max` octets.
+    /// The unstuffed message, at most `max` octets; its capacity is covered by `reservation`.
     message: Vec<u8>,
+    /// Octets of the unstuffed message so far, stored or not (for the size limit once the
+    /// buffer was given up).
+    size: usize,
     max: usize,
+    reservation: Reservation,
+    /// The message is refused already (the budget refused a growth, or it is too large): the
+    /// buffer was freed and nothing more is stored.
+    given_up: bool,
     fault: Option<Reason>,
 }
 
@@ -67,15 +79,28 @@ pub enum DataProgress {
 }
 
 impl DataReceiver {
-    /// A receiver accepting messages of at most `max_message_bytes` octets.
-    pub fn new(max_message_bytes: usize) -> Self {
-        Self {
+    /// A receiver accepting messages of at most `max_message_bytes` octets, its buffer counted
+    /// in `budget`. `None` when the budget cannot hold even its first chunk
+    /// ([`FIRST_CHUNK`], or `max_message_bytes` when smaller): the DATA is refused with
+    /// `smtp.busy` before it starts.
+    pub fn new(max_message_bytes: usize, budget: &MemoryBudget) -> Option<Self> {
+        let reservation = budget.reserve(FIRST_CHUNK.min(max_message_bytes))?;
+        Some(Self {
             pos: Pos::LineStart,
             line_len: 0,
             message: Vec::new(),
+            size: 0,
             max: max_message_bytes,
+            reservation,
+            given_up: false,
             fault: None,
-        }
+        })
+    }
+
+    /// The reservation covering the message buffer handed out at the end: it stays with the
+    /// transaction until the verdict.
+    pub fn into_reservation(self) -> Reservation {
+        self.reservation
     }
 
     /// Consume octets up to the true end of the message. Returns how many octets were consumed
@@ -146,11 +171,47 @@ impl DataReceiver {
         if self.line_len > MAX_TEXT_LINE {
             note(&mut self.fault, Reason::SmtpLineTooLong);
         }
-        if self.message.len() < self.max {
-            self.message.push(b);
-        } else {
-            note(&mut self.fault, Reason::MessageTooLarge);
+        if self.size >= self.max {
+            // Refused whatever follows: the buffer is of no more use.
+            self.give_up();
+            return note(&mut self.fault, Reason::MessageTooLarge);
         }
+        self.size += 1;
+        if self.given_up {
+            return;
+        }
+        if self.message.len() == self.message.capacity() && !self.grow() {
+            self.give_up();
+            return note(&mut self.fault, Reason::SmtpBusy);
+        }
+        self.message.push(b);
+    }
+
+    /// Stop storing: free the buffer and give its reservation back now rather than at the
+    /// end of the data, so other sessions can use it while this one drains.
+    fn give_up(&mut self) {
+        if !self.given_up {
+            self.given_up = true;
+            self.message = Vec::new();
+            self.reservation.release();
+        }
+    }
+
+    /// Reserve, then allocate, the buffer's next capacity: double (amortised linear copying),
+    /// at least the first chunk, at most `max`. False when the budget refuses it.
+    fn grow(&mut self) -> bool {
+        let floor = FIRST_CHUNK.min(self.max);
+        let want = self
+            .message
+            .capacity()
+            .saturating_mul(2)
+            .clamp(floor, self.max.max(floor));
+        if !self.reservation.grow_to(want) {
+            return false;
+        }
+        self.message
+            .reserve_exact(want.saturating_sub(self.message.len()));
+        true
     }
 }
 
@@ -159,7 +220,125 @@ mod tests {
     use super::*;
 
     fn receive(input: &[u8], max: usize) -> (usize, DataProgress) {
-        DataReceiver::new(max).push(input)
+        match DataReceiver::new(max, &MemoryBudget::new(usize::MAX)) {
+            Some(mut receiver) => receiver.push(input),
+            None => (0, DataProgress::NeedMore),
+        }
+    }
+
+    /// The receiver against a budget: what it refuses, what it holds while receiving, and that
+    /// a refused message gives everything back at once (not at its end).
+    #[test]
+    fn budget_table() {
+        const K: usize = 1024;
+        let body = |n: usize| {
+            let line = [vec![b'x'; 998], b"\r\n".to_vec()].concat();
+            line.iter().copied().cycle().take(n).collect::<Vec<u8>>()
+        };
+        // (name, max message, budget, octets sent before the end, injected fault,
+        //  held while receiving, result at the end)
+        type Case<'a> = (
+            &'a str,
+            usize,
+            usize,
+            usize,
+            &'a [u8],
+            usize,
+            Result<usize, Reason>,
+        );
+        let cases: &[Case<'_>] = &[
+            (
+                "small, first chunk",
+                2048 * K,
+                256 * K,
+                10 * K,
+                b"",
+                64 * K,
+                Ok(10 * K),
+            ),
+            (
+                "grows by doubling",
+                2048 * K,
+                256 * K,
+                100 * K,
+                b"",
+                128 * K,
+                Ok(100 * K),
+            ),
+            (
+                "capped at max",
+                150 * K,
+                1024 * K,
+                149 * K,
+                b"",
+                150 * K,
+                Ok(149 * K),
+            ),
+            ("max under a chunk", 2 * K, 64 * K, K, b"", 2 * K, Ok(K)),
+            (
+                "starved mid-message",
+                2048 * K,
+                100 * K,
+                200 * K,
+                b"",
+                0,
+                Err(Reason::SmtpBusy),
+            ),
+            (
+                "too large frees at once",
+                128 * K,
+                128 * K,
+                300 * K,
+                b"",
+                0,
+                Err(Reason::MessageTooLarge),
+            ),
+            (
+                "smuggling beats starved",
+                2048 * K,
+                100 * K,
+                200 * K,
+                b"\n.\n",
+                0,
+                Err(Reason::SmtpBareLf),
+            ),
+        ];
+        for (name, max, limit, sent, fault, held, want) in cases {
+            let budget = MemoryBudget::new(*limit);
+            let Some(mut rx) = DataReceiver::new(*max, &budget) else {
+                panic!("{name}: the first chunk fits");
+            };
+            let mut input = body(*sent);
+            input.extend_from_slice(fault);
+            assert_eq!(
+                rx.push(&input),
+                (input.len(), DataProgress::NeedMore),
+                "{name}"
+            );
+            assert_eq!(budget.used(), *held, "{name}: held while receiving");
+            let (_, progress) = rx.push(b"\r\n.\r\n");
+            let got = match progress {
+                DataProgress::Done(r) => r.map(|m| m.len()),
+                DataProgress::NeedMore => panic!("{name}: no end"),
+            };
+            assert_eq!(got, want.map(|n| n + 2), "{name}");
+            let kept = rx.into_reservation();
+            assert_eq!(
+                kept.held(),
+                *held,
+                "{name}: the transaction keeps what it held"
+            );
+            drop(kept);
+            assert_eq!(budget.used(), 0, "{name}: all given back");
+        }
+        // A DATA that cannot have its first chunk is refused before it starts.
+        let budget = MemoryBudget::new(100 * K);
+        let first = DataReceiver::new(2048 * K, &budget);
+        assert!(first.is_some());
+        assert!(DataReceiver::new(2048 * K, &budget).is_none());
+        drop(first);
+        assert!(DataReceiver::new(2048 * K, &budget).is_some());
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

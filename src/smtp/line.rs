@@ -90,12 +90,15 @@ impl LineFramer {
 }
 
 /// Record `reason` as the fault of a line or message. The first fault wins, except that a
-/// smuggling fault (bare LF, bare CR, NUL) replaces a size fault: it is the one the SIEM must
-/// see, and an attacker must not hide it behind an overlong line.
+/// smuggling fault (bare LF, bare CR, NUL) replaces a size fault or the memory budget's
+/// refusal: it is the one the SIEM must see, and an attacker must not hide it behind an
+/// overlong line or a crowd of large messages.
 pub(crate) fn note(fault: &mut Option<Reason>, reason: Reason) {
     match fault {
         None => *fault = Some(reason),
-        Some(Reason::SmtpLineTooLong | Reason::MessageTooLarge) if is_smuggling(reason) => {
+        Some(Reason::SmtpLineTooLong | Reason::MessageTooLarge | Reason::SmtpBusy)
+            if is_smuggling(reason) =>
+        {
             *fault = Some(reason)
         }
         Some(_) => {}

@@ -3,6 +3,7 @@
 
 use crate::address::ParseOptions;
 use crate::domains::DomainPolicy;
+use crate::smtp::budget::MemoryBudget;
 use crate::smtp::command::ConfirmAddress;
 
 /// Everything the session needs from the configuration, as plain data.
@@ -21,6 +22,9 @@ pub struct SessionSettings {
     pub confirm: ConfirmAddress,
     /// `policy.allowed_domains` / `policy.denied_domains`, checked at MAIL.
     pub domains: DomainPolicy,
+    /// `smtp.max_buffered_bytes`: shared by every session built from these settings (and
+    /// carried over a reload, see `ServerSettings::keep_budget`).
+    pub budget: MemoryBudget,
 }
 
 impl SessionSettings {
@@ -41,6 +45,7 @@ impl SessionSettings {
                 local_prefix: config.confirm.local_prefix.clone(),
             },
             domains: DomainPolicy::new(&config.policy),
+            budget: MemoryBudget::new(smtp.max_buffered_bytes),
         }
     }
 }

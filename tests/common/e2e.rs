@@ -45,6 +45,8 @@ pub struct Settings {
     /// `api.listen` host (default `127.0.0.1`): an address of a daemon run in a network
     /// namespace (`tests/hosts.rs`).
     pub api_host: String,
+    /// TOML appended to `[smtp]` (limits a test sizes down, e.g. `max_buffered_bytes`).
+    pub smtp_extra: String,
 }
 
 impl Default for Settings {
@@ -65,6 +67,7 @@ impl Default for Settings {
             policy_extra: String::new(),
             smtp_host: "127.0.0.1".into(),
             api_host: "127.0.0.1".into(),
+            smtp_extra: String::new(),
         }
     }
 }
@@ -137,6 +140,7 @@ command_timeout = "{command_timeout}"
 data_timeout = "30s"
 max_connections_per_ip = 50
 shutdown_grace = "1s"
+{smtp_extra}
 
 [confirm]
 domain = "verify.example.gouv.fr"
@@ -179,6 +183,7 @@ path = "{d}/var/events.jsonl"
 "#,
             smtp_port = s.smtp_port,
             smtp_host = s.smtp_host,
+            smtp_extra = s.smtp_extra,
             api_port = s.api_port,
             api_host = s.api_host,
             session_timeout = s.session_timeout,

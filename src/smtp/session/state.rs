@@ -3,6 +3,7 @@
 
 use crate::address::Mailbox;
 use crate::backend::Recipient;
+use crate::smtp::budget::Reservation;
 use crate::smtp::data::DataReceiver;
 
 /// The session state; each variant owns the data of its stage.
@@ -35,9 +36,12 @@ pub(super) enum State {
         receiver: DataReceiver,
     },
     /// The transaction is with the backend; `probe` when its recipient is a probe address
-    /// (the verdict is then an analysis, answered `250 2.0.0 analysed`).
+    /// (the verdict is then an analysis, answered `250 2.0.0 analysed`). `_held` covers the
+    /// message buffer the backend owns until it answers: never read, given back when the
+    /// state changes.
     Delivering {
         probe: bool,
+        _held: Reservation,
     },
     /// `220` to STARTTLS sent, waiting for the handshake.
     TlsPending,

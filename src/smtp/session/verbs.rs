@@ -143,13 +143,27 @@ impl Session {
                 rcpt,
                 challenge_id,
             } => {
-                self.state = State::Data {
-                    from,
-                    rcpt,
-                    challenge_id,
-                    receiver: DataReceiver::new(self.settings.max_message_bytes),
-                };
-                out.push(Output::Reply(reply::START_DATA.to_vec()));
+                let s = &self.settings;
+                match DataReceiver::new(s.max_message_bytes, &s.budget) {
+                    Some(receiver) => {
+                        self.state = State::Data {
+                            from,
+                            rcpt,
+                            challenge_id,
+                            receiver,
+                        };
+                        out.push(Output::Reply(reply::START_DATA.to_vec()));
+                    }
+                    None => {
+                        // The transaction stays: the client may try DATA again later.
+                        self.state = State::Rcpt {
+                            from,
+                            rcpt,
+                            challenge_id,
+                        };
+                        self.refuse(out, Reason::SmtpBusy, now);
+                    }
+                }
             }
             state => {
                 self.state = state;
@@ -169,7 +183,7 @@ impl Session {
             from,
             rcpt,
             challenge_id,
-            ..
+            receiver,
         } = state
         else {
             self.state = state;
@@ -179,6 +193,7 @@ impl Session {
             Ok(message) => {
                 self.state = State::Delivering {
                     probe: rcpt.is_probe(),
+                    _held: receiver.into_reservation(),
                 };
                 out.push(Output::Deliver(Box::new(Transaction {
                     session: self.info.clone(),
@@ -203,9 +218,10 @@ impl Session {
         verdict: Verdict,
         now: DateTime<Utc>,
     ) {
-        let State::Delivering { probe } = self.state else {
+        let State::Delivering { probe, .. } = self.state else {
             return;
         };
+        // Drops the message's reservation: the backend has given the buffer up.
         self.state = State::Greeted;
         let (reason, action, text) = match verdict.decision {
             // A probe's verdict is the one a confirmation would get (SPEC §10): analysed and
