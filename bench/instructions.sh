@@ -23,7 +23,7 @@ cd "$ROOT"
 BASELINE=bench/instructions.baseline
 N=${INSTR_N:-20}
 STAGES=${INSTR_STAGES:-smtp headers dkim verify_accept verify_reject policy event_ecs event_cef}
-SIZES=${INSTR_SIZES:-2048 8192 32768 131072 524288 2097000}
+SIZES=${INSTR_SIZES:-2048 8192 32768 131072 524288 2000000}
 TOLERANCE=${INSTR_TOLERANCE:-1.03}
 MODE=compare
 case "${1:-}" in
