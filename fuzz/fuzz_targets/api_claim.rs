@@ -27,8 +27,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(address) = gatekeeper::api::read_claim(data) else {
         return;
     };
-    let value: serde_json::Value =
-        serde_json::from_slice(data).expect("an accepted claim is JSON");
+    let value: serde_json::Value = serde_json::from_slice(data).expect("an accepted claim is JSON");
     let object = value.as_object().expect("an accepted claim is an object");
     assert_eq!(object.len(), 1);
     assert_eq!(
@@ -37,7 +36,9 @@ fuzz_target!(|data: &[u8]| {
     );
     let written = serde_json::json!({ "address": address }).to_string();
     assert_eq!(
-        gatekeeper::api::read_claim(written.as_bytes()).ok().as_deref(),
+        gatekeeper::api::read_claim(written.as_bytes())
+            .ok()
+            .as_deref(),
         Some(address.as_str())
     );
 
@@ -48,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let canonical = mailbox.to_string();
-    assert_eq!(Mailbox::parse(canonical.as_bytes(), &opts).as_ref(), Ok(&mailbox));
+    assert_eq!(
+        Mailbox::parse(canonical.as_bytes(), &opts).as_ref(),
+        Ok(&mailbox)
+    );
     let allowed = policy.check_claim(mailbox.domain(), &config.confirm.domain);
     if allowed.is_ok() {
         let again = Mailbox::parse(canonical.as_bytes(), &opts).expect("canonical parses");

@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
         let lines = text.split('\n').count();
         for p in e.problems() {
             assert_eq!(p.origin, "fuzz.toml");
-            assert!(p.line.is_none_or(|l| (1..=lines).contains(&l)), "{p:?} of {lines}");
+            assert!(
+                p.line.is_none_or(|l| (1..=lines).contains(&l)),
+                "{p:?} of {lines}"
+            );
             assert!(!p.message.is_empty());
         }
     }

@@ -59,7 +59,11 @@ fn sig_info(input: &[u8]) {
     if let Some(d) = &sig.domain {
         assert_eq!(d.as_str(), sig.d_raw.to_ascii_lowercase());
     }
-    assert!(sig.h.iter().all(|n| !n.is_empty() && *n == n.to_ascii_lowercase()));
+    assert!(
+        sig.h
+            .iter()
+            .all(|n| !n.is_empty() && *n == n.to_ascii_lowercase())
+    );
 }
 
 fn key_record(input: &[u8]) {
@@ -67,10 +71,11 @@ fn key_record(input: &[u8]) {
         return;
     };
     let tags = dkim::tag_list(input).unwrap_or_else(|| panic!("a key record is a tag-list"));
-    let p = tags
-        .iter()
-        .find(|(n, _)| n == "p")
-        .map(|(_, v)| v.chars().filter(|c| !c.is_ascii_whitespace()).collect::<String>());
+    let p = tags.iter().find(|(n, _)| n == "p").map(|(_, v)| {
+        v.chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect::<String>()
+    });
     assert_eq!(key.revoked, p.as_deref() == Some(""));
     if key.rsa_bits.is_some() {
         assert_eq!(key.key_type, "rsa");
@@ -104,13 +109,10 @@ fn modulus(input: &[u8]) {
         assert!(bits <= input.len() * 8);
     }
     // The same bytes as the modulus of a well-formed key: the size is their bit length.
-    let expected = input
-        .iter()
-        .position(|b| *b != 0)
-        .and_then(|at| {
-            let lead = input.get(at)?;
-            Some((input.len() - at) * 8 - lead.leading_zeros() as usize)
-        });
+    let expected = input.iter().position(|b| *b != 0).and_then(|at| {
+        let lead = input.get(at)?;
+        Some((input.len() - at) * 8 - lead.leading_zeros() as usize)
+    });
     let mut ints = der(0x02, input);
     ints.extend(der(0x02, &[1, 0, 1]));
     let rsa_public_key = der(0x30, &ints);

@@ -54,7 +54,11 @@ fuzz_target!(|data: &[u8]| {
         if !terminated {
             rebuilt.truncate(rebuilt.len().saturating_sub(2));
         }
-        assert_eq!(rebuilt.as_slice(), block.raw, "fields do not rebuild the block");
+        assert_eq!(
+            rebuilt.as_slice(),
+            block.raw,
+            "fields do not rebuild the block"
+        );
         if block.raw.len() < data.len() {
             let mut whole = block.raw.to_vec();
             whole.extend_from_slice(b"\r\n");

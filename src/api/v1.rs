@@ -139,7 +139,10 @@ mod tests {
     #[test]
     fn claim_bodies() {
         let table: &[(&str, Option<&str>)] = &[
-            (r#"{"address":"alice@interieur.gouv.fr"}"#, Some("alice@interieur.gouv.fr")),
+            (
+                r#"{"address":"alice@interieur.gouv.fr"}"#,
+                Some("alice@interieur.gouv.fr"),
+            ),
             (r#" { "address" : "A@B.fr" } "#, Some("A@B.fr")),
             (r#"{"address":"al\u0069ce@b.fr"}"#, Some("alice@b.fr")),
             (r#"{"address":""}"#, Some("")),
