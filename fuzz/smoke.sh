@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz smoke run for CI: every target of this crate for FUZZ_SECONDS (default 10) seconds,
-# starting from its committed seed corpus. New inputs go to a temporary directory so the
-# committed corpus stays as it is. Works on stable rustc through RUSTC_BOOTSTRAP=1 (see README).
+# starting from its committed corpus, with its dictionary (dict/<target>.dict) if it has one.
+# New inputs go to a temporary directory so the committed corpus stays as it is. Works on
+# stable rustc through RUSTC_BOOTSTRAP=1 (see README).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -19,8 +20,12 @@ for target in $(cargo fuzz list); do
     mkdir -p "$scratch/$target" "corpus/$target"
     echo "fuzz $target for ${seconds}s"
     status=0
+    dict=()
+    if [[ -f "dict/$target.dict" ]]; then
+        dict=(-dict="dict/$target.dict")
+    fi
     cargo fuzz run "$target" "$scratch/$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -print_final_stats=1 >"$scratch/$target.log" 2>&1 || status=$?
+        -max_total_time="$seconds" -print_final_stats=1 "${dict[@]}" >"$scratch/$target.log" 2>&1 || status=$?
     grep -E '^(Done|stat::number_of_executed_units)' "$scratch/$target.log" || true
     if [[ $status -ne 0 ]]; then
         tail -n 60 "$scratch/$target.log" >&2

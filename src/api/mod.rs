@@ -57,6 +57,7 @@ mod v1;
 pub use auth::{ApiToken, load_or_create_token};
 pub use error::{ApiError, ApiErrorKind};
 pub use metrics::Metrics;
+pub use v1::read_claim;
 
 /// Upper bound on a request body (a claim is one address of at most 254 octets).
 pub const MAX_BODY_BYTES: usize = 4096;

@@ -87,6 +87,14 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
     }
 }
 
+/// The claimed address of a `POST /v1/challenges` body, read as the handler's `Json<Claim>`
+/// extractor reads it (serde_json over the whole slice, trailing bytes refused), without
+/// HTTP: the fuzz target `api_claim` and the tests call it. The address is not yet
+/// validated (that is [`crate::challenge::ChallengeService::create`]'s).
+pub fn read_claim(body: &[u8]) -> Result<String, serde_json::Error> {
+    serde_json::from_slice::<Claim>(body).map(|Claim(address)| address)
+}
+
 /// The body of `POST /v1/challenges`: exactly `{"address": "<string>"}`, an object (not an
 /// array, which serde would map onto a struct), one key, a string value. A repeated key is
 /// refused: JSON readers disagree on which of `{"address": A, "address": B}` counts (serde_json
@@ -119,5 +127,38 @@ impl<'de> serde::Deserialize<'de> for Claim {
             }
         }
         d.deserialize_map(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_claim;
+
+    /// The claim body as the handler reads it: one key, `address`, a string; anything else
+    /// refused (a repeated key included, whichever value a reader would keep).
+    #[test]
+    fn claim_bodies() {
+        let table: &[(&str, Option<&str>)] = &[
+            (
+                r#"{"address":"alice@interieur.gouv.fr"}"#,
+                Some("alice@interieur.gouv.fr"),
+            ),
+            (r#" { "address" : "A@B.fr" } "#, Some("A@B.fr")),
+            (r#"{"address":"al\u0069ce@b.fr"}"#, Some("alice@b.fr")),
+            (r#"{"address":""}"#, Some("")),
+            (r#"{"address":"a@b.fr","address":"c@d.fr"}"#, None),
+            (r#"{"address":"a@b.fr","other":1}"#, None),
+            (r#"{"other":1}"#, None),
+            (r#"{}"#, None),
+            (r#"["alice@interieur.gouv.fr"]"#, None),
+            (r#"{"address":null}"#, None),
+            (r#"{"address":1}"#, None),
+            (r#"{"address":"a@b.fr"} x"#, None),
+            (r#""alice@interieur.gouv.fr""#, None),
+            ("", None),
+        ];
+        for (body, want) in table {
+            assert_eq!(read_claim(body.as_bytes()).ok().as_deref(), *want, "{body}");
+        }
     }
 }
