@@ -6,7 +6,7 @@
 # Usage, as root, from anywhere in the repository:   bash bench/store.sh
 # Env (all optional): BENCH_ACCEPT (2000 confirmations per accept run), BENCH_SESSIONS (20),
 # BENCH_SIZES (10000,100000,1000000), BENCH_SKIP (any of accept,scale), BENCH_KEEP=1 keeps
-# the temp dir.
+# the temp dir, BENCH_NO_BUILD=1 uses the release binaries already in target/ as they are.
 #
 # What runs, loopback only, every process stopped by PID (or pg_ctl) on exit:
 #   127.0.0.1:<free port>  a throwaway PostgreSQL 15 cluster (initdb + pg_ctl as `nobody`,
@@ -60,11 +60,17 @@ trap 'log interrupted; exit 130' INT TERM
 [ -x "$PG_BIN/initdb" ] || die "PostgreSQL 15 is not installed: apt-get install postgresql"
 
 # --- build ------------------------------------------------------------------------------------
-log "building (release)"
-# Two invocations, as bench/run.sh explains: the daemon measured is the one shipped, not one
-# built with the examples' dev-dependencies.
-timeout 1800 cargo build --release --locked --bin gatekeeper >&2
-timeout 1800 cargo build --release --locked --example smtp_load --example store_scale >&2
+if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
+    for b in target/release/gatekeeper target/release/examples/smtp_load target/release/examples/store_scale; do
+        [ -x "$b" ] || die "BENCH_NO_BUILD=1 but $b is missing"
+    done
+else
+    log "building (release)"
+    # Two invocations, as bench/run.sh explains: the daemon measured is the one shipped, not
+    # one built with the examples' dev-dependencies.
+    timeout 1800 cargo build --release --locked --bin gatekeeper >&2
+    timeout 1800 cargo build --release --locked --example smtp_load --example store_scale >&2
+fi
 
 T=$(mktemp -d /tmp/gk-store-bench.XXXXXX)
 chmod 755 "$T"
