@@ -95,6 +95,19 @@ struct Args {
     /// Skip phases: any of accept, reject, peer, idle, loris (comma-separated).
     #[arg(long, default_value = "")]
     skip: String,
+    /// A PostgreSQL store (`[store] url`) instead of SQLite in `--dir` (bench/store.sh).
+    #[arg(long)]
+    store_url: Option<String>,
+    /// `[store] password_file` for `--store-url`.
+    #[arg(long)]
+    store_password_file: Option<PathBuf>,
+    /// A second instance's SMTP listener, sharing the PostgreSQL store: the accept phase
+    /// alternates its messages between the two and adds both servers' CPU.
+    #[arg(long, requires = "store_url", requires = "api2")]
+    smtp2: Option<SocketAddr>,
+    /// The second instance's API listener.
+    #[arg(long, requires = "smtp2")]
+    api2: Option<SocketAddr>,
 }
 
 const CONFIRM_DOMAIN: &str = "verify.example.gouv.fr";
@@ -173,17 +186,51 @@ async fn run(args: Args) -> Result<()> {
     let api_token = "benchtoken0123456789abcdefghijklmnop";
     std::fs::write(dir.join("api-token"), format!("{api_token}\n"))?;
     let config = dir.join("gatekeeper.toml");
-    std::fs::write(&config, gatekeeper_config(&args))?;
-    let mut daemon = Daemon::spawn(&args.gatekeeper, &config, &dir)?;
+    std::fs::write(&config, gatekeeper_config(&args, args.smtp, args.api, ""))?;
+    let mut daemon = Daemon::spawn(&args.gatekeeper, &config, &dir, "")?;
     std::fs::write(dir.join("gatekeeper.pid"), daemon.pid.to_string())?;
-    wait_ready(&args).await?;
+    wait_ready(args.smtp, args.api).await?;
     log(&format!("gatekeeper pid {} ready", daemon.pid));
+    // The second instance (same store), started once the first has migrated the schema.
+    let mut second = None;
+    if let (Some(smtp2), Some(api2)) = (args.smtp2, args.api2) {
+        std::fs::create_dir_all(dir.join("outbox2"))?;
+        let config2 = dir.join("gatekeeper2.toml");
+        std::fs::write(&config2, gatekeeper_config(&args, smtp2, api2, "2"))?;
+        let d = Daemon::spawn(&args.gatekeeper, &config2, &dir, "2")?;
+        std::fs::write(dir.join("gatekeeper2.pid"), d.pid.to_string())?;
+        wait_ready(smtp2, api2).await?;
+        log(&format!("second gatekeeper pid {} ready", d.pid));
+        second = Some(d);
+    }
+    let servers = Servers {
+        smtp: std::iter::once(args.smtp).chain(args.smtp2).collect(),
+        pids: std::iter::once(daemon.pid)
+            .chain(second.as_ref().map(|d| d.pid))
+            .collect(),
+    };
 
-    let outcome = phases(&args, &skip, &key, &dns, daemon.pid, api_token).await;
+    let outcome = phases(&args, &skip, &key, &dns, &servers, api_token).await;
+    if let Some(d) = second.as_mut() {
+        d.stop();
+    }
     daemon.stop();
     let figures = outcome?;
     print_summary(&figures);
     Ok(())
+}
+
+/// The instances under test: their SMTP listeners (the accept phase alternates between
+/// them) and their processes (whose CPU it adds up).
+struct Servers {
+    smtp: Vec<SocketAddr>,
+    pids: Vec<u32>,
+}
+
+impl Servers {
+    fn cpu_ticks(&self) -> Result<u64> {
+        self.pids.iter().map(|&p| cpu_ticks(p)).sum()
+    }
 }
 
 async fn phases(
@@ -191,9 +238,10 @@ async fn phases(
     skip: &[&str],
     key: &Arc<Key>,
     dns: &TestDns,
-    pid: u32,
+    servers: &Servers,
     api_token: &str,
 ) -> Result<Figures> {
+    let pid = servers.pids.first().copied().ok_or("no server")?;
     let mut f = Figures::default();
     let api = Api::new(args.api, api_token)?;
     let probes_idle = 20;
@@ -222,17 +270,17 @@ async fn phases(
     let loris_probes = sign_all(key, take(probes_loris));
 
     // Warm-up: DNS cache, store, first connections.
-    let (ok, _) = send_many(args.smtp, warm, args.sessions).await;
+    let (ok, _) = send_many(&servers.smtp, warm, args.sessions).await;
     log(&format!("warm-up: {ok}/{warmup} confirmed"));
     let queries_before = dns.queries();
 
     if !accept.is_empty() {
         let n = accept.len();
-        let cpu0 = cpu_ticks(pid)?;
+        let cpu0 = servers.cpu_ticks()?;
         let t = Instant::now();
-        let (ok, mut lat) = send_many(args.smtp, accept, args.sessions).await;
+        let (ok, mut lat) = send_many(&servers.smtp, accept, args.sessions).await;
         let secs = t.elapsed().as_secs_f64();
-        let cpu = ticks_to_ms(cpu_ticks(pid)? - cpu0);
+        let cpu = ticks_to_ms(servers.cpu_ticks()? - cpu0);
         if ok != n {
             return Err(format!("accept phase: only {ok}/{n} confirmations got 250").into());
         }
@@ -640,15 +688,16 @@ async fn loris_phase(
 // ---------------------------------------------------------------------------------------------
 // The accept path: N signed replies over `sessions` concurrent connections.
 
-/// Send every message, `sessions` at a time, one per connection; (250 count, latencies ms).
+/// Send every message, `sessions` at a time, one per connection, the sessions spread over
+/// `targets` in turn; (250 count, latencies ms).
 async fn send_many(
-    target: SocketAddr,
+    targets: &[SocketAddr],
     messages: Vec<(Challenge, Vec<u8>)>,
     sessions: usize,
 ) -> (usize, Vec<f64>) {
     let queue = Arc::new(std::sync::Mutex::new(messages));
     let mut workers = Vec::new();
-    for _ in 0..sessions {
+    for target in targets.iter().copied().cycle().take(sessions) {
         let queue = queue.clone();
         workers.push(tokio::spawn(async move {
             let mut ok = 0;
@@ -992,15 +1041,20 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn spawn(bin: &Path, config: &Path, dir: &Path) -> Result<Daemon> {
+    /// `suffix` names its output files (`gatekeeper<suffix>.err`), one set per instance.
+    fn spawn(bin: &Path, config: &Path, dir: &Path, suffix: &str) -> Result<Daemon> {
         let child = Command::new(bin)
             .arg("serve")
             .arg("-c")
             .arg(config)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join("gatekeeper.out"))?)
-            .stderr(std::fs::File::create(dir.join("gatekeeper.err"))?)
+            .stdout(std::fs::File::create(
+                dir.join(format!("gatekeeper{suffix}.out")),
+            )?)
+            .stderr(std::fs::File::create(
+                dir.join(format!("gatekeeper{suffix}.err")),
+            )?)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let pid = child.id();
@@ -1033,11 +1087,11 @@ impl Drop for Daemon {
     }
 }
 
-async fn wait_ready(args: &Args) -> Result<()> {
+async fn wait_ready(smtp: SocketAddr, api: SocketAddr) -> Result<()> {
     let end = Instant::now() + Duration::from_secs(30);
     loop {
-        let smtp_up = TcpStream::connect(args.smtp).await.is_ok();
-        let api_up = TcpStream::connect(args.api).await.is_ok();
+        let smtp_up = TcpStream::connect(smtp).await.is_ok();
+        let api_up = TcpStream::connect(api).await.is_ok();
         if smtp_up && api_up {
             return Ok(());
         }
@@ -1050,8 +1104,20 @@ async fn wait_ready(args: &Args) -> Result<()> {
     }
 }
 
-fn gatekeeper_config(args: &Args) -> String {
+/// One instance's configuration; `n` ("" or "2") keeps the instances' files apart.
+fn gatekeeper_config(args: &Args, smtp: SocketAddr, api: SocketAddr, n: &str) -> String {
     let d = args.dir.display();
+    let store = match &args.store_url {
+        Some(url) => {
+            let pw = args
+                .store_password_file
+                .as_ref()
+                .map(|p| format!("password_file = \"{}\"\n", p.display()))
+                .unwrap_or_default();
+            format!("url = \"{url}\"\n{pw}tls = \"disable\"")
+        }
+        None => format!("path = \"{d}/gatekeeper.db\""),
+    };
     format!(
         r#"# Written by examples/smtp_load.rs for bench/run.sh.
 [smtp]
@@ -1078,7 +1144,7 @@ nameservers = ["{dns}"]
 timeout = "5s"
 
 [store]
-path = "{d}/gatekeeper.db"
+{store}
 
 [api]
 listen = "{api}"
@@ -1086,19 +1152,17 @@ token_file = "{d}/api-token"
 
 [outbound]
 from = "Inscription <noreply@{CONFIRM_DOMAIN}>"
-directory = "{d}/outbox"
+directory = "{d}/outbox{n}"
 
 [siem]
 format = "ecs"
-spool_path = "{d}/siem-spool.db"
+spool_path = "{d}/siem-spool{n}.db"
 
 [[siem.sink]]
 type = "file"
-path = "{d}/events.jsonl"
+path = "{d}/events{n}.jsonl"
 "#,
-        smtp = args.smtp,
         dns = args.dns,
-        api = args.api,
     )
 }
 

@@ -1043,6 +1043,238 @@ async fn postgres_outage_fails_then_reconnects_by_itself() {
     );
 }
 
+/// Transactions committed in database `gk` so far, read once every gatekeeper connection has
+/// closed: a backend reports its counts when it exits (or only every few seconds while idle),
+/// so this is the only moment the figure is exact.
+fn pg_xacts(cluster: &common::postgres::Cluster, column: &str) -> i64 {
+    let closed = common::postgres::wait_until(Duration::from_secs(20), || {
+        cluster.query("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gatekeeper'")
+            == "0"
+    });
+    assert!(closed, "gatekeeper's connections closed");
+    cluster
+        .query(&format!(
+            "SELECT {column} FROM pg_stat_database WHERE datname = 'gk'"
+        ))
+        .parse()
+        .unwrap()
+}
+
+/// Group commit on PostgreSQL: 200 concurrent confirmations, released together, commit in
+/// fewer transactions than confirmations (counted twice: the store's batch counter and the
+/// server's own `xact_commit`), and every one is read back from another connection. In the
+/// same burst, replies that conflict (a challenge already confirmed, one expired, one that
+/// does not exist, a second copy of one reply) and one whose UPDATE the database refuses (a
+/// trigger the test installs) each get their own outcome; none spoils its neighbours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_concurrent_confirmations_share_transactions() {
+    let cluster = common::postgres::Cluster::start();
+    let now = t0();
+    const N: usize = 200;
+    {
+        let setup = PostgresStore::open(&cluster.config(), false).unwrap();
+        let mut ids: Vec<String> = (0..N).map(|i| format!("c{i:03}")).collect();
+        ids.extend(["done", "old", "poison"].map(String::from));
+        for (i, id) in ids.iter().enumerate() {
+            let ttl = if id == "old" { 1 } else { 3600 };
+            let c = new_challenge(id, &format!("a{i}@interieur.gouv.fr"), id, now, ttl);
+            assert_eq!(
+                setup.create(c, LIMITS, now).await.unwrap(),
+                CreateOutcome::Created
+            );
+        }
+        let first = confirm_req("done", "s-first", now);
+        assert_eq!(
+            setup.confirm(first).await.unwrap(),
+            ConfirmOutcome::Confirmed
+        );
+    }
+    cluster.psql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.id = 'poison' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_poison BEFORE UPDATE ON challenges
+           FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+        "gk",
+    );
+    let before = pg_xacts(&cluster, "xact_commit");
+    let store = Arc::new(PostgresStore::open(&cluster.config(), false).unwrap());
+    let batches_before = store.batches();
+    // The N confirmations, then the odd ones; "c007" a second time (another session).
+    let mut requests: Vec<(String, String)> = (0..N)
+        .map(|i| (format!("c{i:03}"), format!("s{i}")))
+        .collect();
+    for (id, session) in [
+        ("done", "s-late"),
+        ("old", "s-old"),
+        ("nowhere", "s-none"),
+        ("c007", "s-copy"),
+        ("poison", "s-poison"),
+    ] {
+        requests.push((id.into(), session.into()));
+    }
+    let later = now + chrono::Duration::seconds(10);
+    let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
+    let mut tasks = Vec::new();
+    for (id, session) in requests.clone() {
+        let (s, b) = (Arc::clone(&store), Arc::clone(&barrier));
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            s.confirm(confirm_req(&id, &session, later)).await
+        }));
+    }
+    let mut outcomes = std::collections::HashMap::new();
+    for ((id, session), t) in requests.iter().zip(tasks) {
+        outcomes.insert((id.clone(), session.clone()), t.await.unwrap());
+    }
+    let batches = store.batches() - batches_before;
+    let confirmations = requests.len() as u64;
+    println!("{confirmations} concurrent confirmations took {batches} batches");
+    assert!(batches >= 1);
+    assert!(
+        batches < N as u64,
+        "group commit: {batches} batches for {confirmations} confirmations"
+    );
+
+    let take = |id: &str, session: &str| outcomes[&(id.to_owned(), session.to_owned())].clone();
+    // The two copies of "c007": exactly one wins, the other learns what the winner stored.
+    let copies = [take("c007", "s7"), take("c007", "s-copy")];
+    let won: Vec<_> = copies
+        .iter()
+        .filter(|o| matches!(o, Ok(ConfirmOutcome::Confirmed)))
+        .collect();
+    assert_eq!(won.len(), 1, "{copies:?}");
+    assert!(
+        copies
+            .iter()
+            .any(|o| matches!(o, Ok(ConfirmOutcome::AlreadyConfirmed(_)))),
+        "{copies:?}"
+    );
+    for i in (0..N).filter(|&i| i != 7) {
+        assert_eq!(
+            take(&format!("c{i:03}"), &format!("s{i}")).unwrap(),
+            ConfirmOutcome::Confirmed,
+            "c{i:03}"
+        );
+    }
+    match take("done", "s-late").unwrap() {
+        ConfirmOutcome::AlreadyConfirmed(c) => assert_eq!(c.session_id, "s-first"),
+        other => panic!("done: {other:?}"),
+    }
+    assert_eq!(take("old", "s-old").unwrap(), ConfirmOutcome::Expired);
+    assert_eq!(take("nowhere", "s-none").unwrap(), ConfirmOutcome::NotFound);
+    let refused = take("poison", "s-poison").unwrap_err();
+    assert_eq!(refused.reason(), Reason::StoreUnavailable);
+    drop(store);
+    let xacts = pg_xacts(&cluster, "xact_commit") - before;
+    println!("the server counted {xacts} transactions (the batches, the losers' reads, the open)");
+    assert!(
+        xacts < N as i64 / 4,
+        "{xacts} transactions for {confirmations} confirmations"
+    );
+
+    // Every confirmation is durable and read back by a new connection; the refused one is not.
+    let stored: i64 = cluster
+        .query("SELECT count(*) FROM challenges WHERE status = 'confirmed'")
+        .parse()
+        .unwrap();
+    assert_eq!(stored, N as i64 + 1, "the N, and \"done\" from before");
+    assert_eq!(
+        cluster.query("SELECT status FROM challenges WHERE id = 'poison'"),
+        "pending"
+    );
+    let reader = PostgresStore::open(&cluster.config(), true).unwrap();
+    for i in 0..N {
+        let id = format!("c{i:03}");
+        let c = reader.get(&id).await.unwrap().unwrap().confirmation;
+        let expected = if i == 7 {
+            // Whichever copy won is the one stored.
+            match &copies[0] {
+                Ok(ConfirmOutcome::Confirmed) => "s7",
+                _ => "s-copy",
+            }
+        } else {
+            &format!("s{i}")
+        };
+        assert_eq!(c.unwrap().session_id, expected, "{id}");
+    }
+}
+
+/// A batch whose transaction fails (a deferred constraint trigger the test installs raises at
+/// COMMIT) fails every caller in it with `store.unavailable` and stores nothing of it; the
+/// server's `xact_rollback` shows the callers shared transactions. The same confirmations
+/// succeed once the trigger is gone (nothing half-done was left behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_failed_batch_fails_every_caller_and_stores_nothing() {
+    let cluster = common::postgres::Cluster::start();
+    let now = t0();
+    const N: usize = 100;
+    {
+        let setup = PostgresStore::open(&cluster.config(), false).unwrap();
+        for i in 0..N {
+            let c = new_challenge(
+                &format!("f{i:02}"),
+                &format!("b{i}@interieur.gouv.fr"),
+                &format!("tf{i}"),
+                now,
+                3600,
+            );
+            setup.create(c, LIMITS, now).await.unwrap();
+        }
+    }
+    cluster.psql(
+        "CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'refused at commit by the test'; END $$;
+         CREATE CONSTRAINT TRIGGER refuse_commit AFTER UPDATE ON challenges
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_commit();",
+        "gk",
+    );
+    let confirm_all = |store: &Arc<PostgresStore>| {
+        let barrier = Arc::new(tokio::sync::Barrier::new(N));
+        (0..N)
+            .map(|i| {
+                let (s, b) = (Arc::clone(store), Arc::clone(&barrier));
+                tokio::spawn(async move {
+                    b.wait().await;
+                    s.confirm(confirm_req(&format!("f{i:02}"), &format!("s{i}"), now))
+                        .await
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let rollbacks_before = pg_xacts(&cluster, "xact_rollback");
+    let store = Arc::new(PostgresStore::open(&cluster.config(), false).unwrap());
+    for t in confirm_all(&store) {
+        let err = t.await.unwrap().unwrap_err();
+        assert_eq!(err.reason(), Reason::StoreUnavailable, "{err}");
+    }
+    assert_eq!(store.batches(), 0, "no batch committed");
+    drop(store);
+    let rollbacks = pg_xacts(&cluster, "xact_rollback") - rollbacks_before;
+    println!("{N} failed confirmations were {rollbacks} failed transactions");
+    assert!(
+        (1..N as i64).contains(&rollbacks),
+        "{rollbacks} failed transactions for {N} confirmations"
+    );
+    assert_eq!(
+        cluster.query("SELECT count(*) FROM challenges WHERE status <> 'pending'"),
+        "0",
+        "nothing of a failed batch is stored"
+    );
+
+    cluster.psql("DROP TRIGGER refuse_commit ON challenges", "gk");
+    let store = Arc::new(PostgresStore::open(&cluster.config(), false).unwrap());
+    for t in confirm_all(&store) {
+        assert_eq!(t.await.unwrap().unwrap(), ConfirmOutcome::Confirmed);
+    }
+    assert_eq!(
+        cluster.query("SELECT count(*) FROM challenges WHERE status = 'confirmed'"),
+        N.to_string()
+    );
+}
+
 /// Two processes starting on the same empty file at the same moment both come up: the
 /// migration is one `BEGIN IMMEDIATE` transaction that reads the version inside it, so the
 /// second waits for the first and then finds nothing to do. 20 trials, two opens released
