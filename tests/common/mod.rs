@@ -6,7 +6,8 @@
 //! SIEM tests' builders and decoders ([`siem`]), and the glue to build the configuration, a
 //! verifier, a transaction and a challenge ([`World`]).
 //!
-//! A throwaway PostgreSQL cluster for the store tests is [`postgres`].
+//! A throwaway PostgreSQL cluster for the store tests is [`postgres`]; zones signed by a real
+//! signer and served by NSD for the DNSSEC tests are [`signed`].
 //!
 //! Use from an integration test with `mod common;`.
 
@@ -22,6 +23,7 @@ pub mod mail;
 pub mod postgres;
 pub mod server;
 pub mod siem;
+pub mod signed;
 pub mod transcript;
 
 use std::net::{IpAddr, SocketAddr};

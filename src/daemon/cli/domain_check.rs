@@ -217,7 +217,11 @@ pub struct MxReport {
 
 /// Gather the facts and judge them.
 pub async fn check(config: &Config, domain: &Domain) -> Result<Report, String> {
-    let auth = crate::dns::build(&config.dns).map_err(|e| e.to_string())?;
+    let mut dns = config.dns.clone();
+    crate::dns::resolve_ds_anchors(&mut dns)
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = crate::dns::build(&dns).map_err(|e| e.to_string())?;
     let lookup = Lookup {
         resolver: auth.resolver().clone(),
         validate: config.dns.dnssec,
