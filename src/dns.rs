@@ -243,6 +243,11 @@ fn error_proof(validating: bool, err: &NetError) -> Dnssec {
     }
 }
 
+/// Did DNSSEC validation fail for this lookup (bogus), rather than the network or the server?
+pub fn is_bogus(err: &NetError) -> bool {
+    error_proof(true, err) == Dnssec::Bogus
+}
+
 /// NXDOMAIN/NODATA (except a SERVFAIL carried as "no records"), also when DNSSEC proved it
 /// (hickory's `Nsec` error, unless bogus), is definite; all else temporary.
 pub fn classify(err: &NetError) -> LookupError {

@@ -169,11 +169,12 @@ fn sign(dir: &Path, file: &str, key: &str, expired: bool) -> String {
     signed
 }
 
-/// Is this signed-zone line the RRSIG over the DKIM key TXT?
+/// Is this signed-zone line the RRSIG over a DKIM key TXT (a zone to tamper with publishes
+/// one key)?
 fn is_key_rrsig(line: &str) -> bool {
     let f: Vec<&str> = line.split_whitespace().collect();
     f.first()
-        .is_some_and(|owner| owner.starts_with(&format!("{SELECTOR}._domainkey.")))
+        .is_some_and(|owner| owner.contains("._domainkey."))
         && f.get(3) == Some(&"RRSIG")
         && f.get(4) == Some(&"TXT")
 }
