@@ -31,7 +31,7 @@ use crate::address::{Domain, EnvelopeTag, ParseOptions};
 /// Fixed by the SPEC; `confirm.local_prefix` may not take it.
 pub const PROBE_PREFIX: &str = "probe";
 
-pub use anchor::{AnchorKey, TrustAnchor};
+pub use anchor::{AnchorDs, AnchorKey, TrustAnchor};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, KeyPath, Problem, Segment};
 pub use oidc::{ClientSecret, OidcClient, OidcConfig, SigningAlg, is_loopback_host};

@@ -41,11 +41,16 @@
 //!   A CNAME (a Microsoft 365 DKIM selector points into the tenant's zone) is validated link
 //!   by link: the answer holds the CNAME and the target's records, each with its own proof,
 //!   and the weakest proof is the answer's.
-//! - **Trust anchor file format**: DNSKEY records only (`config::anchor`): hickory 0.26 has no
-//!   DS anchors. `ResolverOpts::trust_anchor` (a path) only switches validation on in 0.26:
-//!   the builder never reads that file, so the keys go through `with_trust_anchor`. The
-//!   anchor replaces the built-in root keys; a non-root anchor must list every DNSKEY of its
-//!   zone (else hickory asks the zone's parent for a DS, which fails past the anchor).
+//! - **Trust anchor file format**: DNSKEY or DS records (`config::anchor`). hickory 0.26
+//!   anchors on DNSKEYs only, so DS lines are turned into the keys they vouch for before the
+//!   resolver is built ([`resolve_ds_anchors`], at start and on reload; `ds_anchor`).
+//!   `ResolverOpts::trust_anchor` (a path) only switches validation on in 0.26: the builder
+//!   never reads that file, so the keys go through `with_trust_anchor`. The anchor replaces
+//!   the built-in root keys; a non-root DNSKEY anchor must list every DNSKEY of its zone
+//!   (else hickory asks the zone's parent for a DS, which fails past the anchor).
+//! - **Default anchor**: with `dns.dnssec = true` and no `dns.trust_anchor`, hickory's
+//!   bundled root keys (`TrustAnchors::default()`): KSK-2017 (key tag 20326) and KSK-2024
+//!   (key tag 38696), both RSASHA256; pinned by a unit test below.
 //! - hickory answers `localhost.` and `*.127.in-addr.arpa` itself without asking the server;
 //!   this matters only for tests on loopback (the reverse of 127.0.0.x is always `localhost.`).
 
@@ -65,6 +70,9 @@ use mail_auth::hickory_resolver::proto::dnssec::{
 use mail_auth::hickory_resolver::proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::config::{DnsConfig, TrustAnchor};
+
+mod ds_anchor;
+pub use ds_anchor::{FETCH_LIMIT, resolve as resolve_ds_anchors};
 
 /// The resolver could not be built (system configuration unreadable, bad options).
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +102,14 @@ pub fn build(cfg: &DnsConfig) -> Result<MessageAuthenticator, DnsSetupError> {
 
 /// hickory's anchor set from the checked file: each key under its own zone name.
 fn trust_anchors(anchor: &TrustAnchor) -> Result<TrustAnchors, DnsSetupError> {
+    if let Some(ds) = anchor.ds.first() {
+        // A caller that skipped `resolve_ds_anchors` would otherwise validate against
+        // fewer anchors than the file names.
+        return Err(DnsSetupError(format!(
+            "dns.trust_anchor: {}: DS for {} not yet matched to the zone's keys",
+            ds.at, ds.zone
+        )));
+    }
     let mut set = TrustAnchors::empty();
     for key in &anchor.keys {
         let name = Name::from_ascii(&key.zone)
@@ -304,6 +320,11 @@ fn error_proof(validating: bool, err: &NetError) -> Dnssec {
     }
 }
 
+/// Did DNSSEC validation fail for this lookup (bogus), rather than the network or the server?
+pub fn is_bogus(err: &NetError) -> bool {
+    error_proof(true, err) == Dnssec::Bogus
+}
+
 /// NXDOMAIN/NODATA (except a SERVFAIL carried as "no records"), also when DNSSEC proved it
 /// (hickory's `Nsec` error, unless bogus), is definite; all else temporary.
 pub fn classify(err: &NetError) -> LookupError {
@@ -372,6 +393,35 @@ mod tests {
         // Not a root key, and not trusted for another zone.
         assert!(set.is_empty());
         assert!(!set.contains_with_name(&public, &zone("culture.gouv.fr.")));
+    }
+
+    #[test]
+    fn default_anchors_are_the_root_ksks() {
+        use mail_auth::hickory_resolver::proto::dnssec::PublicKey;
+        use mail_auth::hickory_resolver::proto::dnssec::rdata::DNSKEY;
+        let set = TrustAnchors::default();
+        let tags: Vec<(u16, Algorithm)> = (0..set.len())
+            .filter_map(|i| set.get(i))
+            .map(|k| {
+                let key = DNSKEY::with_flags(257, k.clone());
+                (key.calculate_key_tag().unwrap_or_default(), k.algorithm())
+            })
+            .collect();
+        assert_eq!(
+            tags,
+            [(20326, Algorithm::RSASHA256), (38696, Algorithm::RSASHA256)]
+        );
+    }
+
+    #[test]
+    fn unresolved_ds_lines_refuse_to_build() {
+        let text =
+            ". IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D";
+        let anchor = crate::config::TrustAnchor::parse(text).unwrap_or_else(|e| panic!("{e:?}"));
+        let Err(e) = trust_anchors(&anchor) else {
+            panic!("built with a DS not matched to keys");
+        };
+        assert!(e.to_string().contains("line 1: DS for ."), "{e}");
     }
 
     #[tokio::test]

@@ -34,111 +34,18 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
 
 use common::Vars;
-use common::corpus;
 use common::e2e::{Api, Events, Layout, Settings, Smtp, reason_of, send_mail};
 use common::mail::{Mail, Sig};
-
-const TOOLS: [&str; 4] = ["ldns-keygen", "ldns-signzone", "ldns-key2ds", "nsd"];
-
-/// The DKIM selector every signed child publishes its key at.
-const SELECTOR: &str = "s2024";
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn run(dir: &Path, program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A TXT record's strings on one line, each at most 255 octets (RFC 1035 §3.3.14).
-fn txt(value: &str) -> String {
-    value
-        .as_bytes()
-        .chunks(255)
-        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// How a child zone is published.
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Signed,
-    /// Signed, then one byte of the RRSIG over the key TXT changed.
-    Tampered,
-    /// Signed with signatures that expired in 2020.
-    Expired,
-    /// Signed, then the RRSIG over the key TXT removed.
-    NoKeySig,
-    /// Not signed; the parent has no DS for it (a provably insecure delegation).
-    Unsigned,
-    /// Signed, but the parent's DS is of another key (a broken chain of trust).
-    WrongDs,
-}
-
-struct Zone {
-    name: &'static str,
-    kind: Kind,
-    /// Publishes `v=spf1 ip4:127.0.0.25 -all` at the apex.
-    spf: bool,
-    /// Records beyond SOA, NS and SPF, relative to the zone.
-    extra: Vec<String>,
-}
-
-/// The zones on disk, signed, and NSD serving them.
-struct SignedWorld {
-    anchor: PathBuf,
-    /// Another key generated for `gouv.fr.`, never published: an anchor that proves nothing.
-    wrong_anchor: PathBuf,
-    nsd: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for SignedWorld {
-    fn drop(&mut self) {
-        // SIGTERM lets NSD stop its server and xfrd children too.
-        let _ = Command::new("kill").arg(self.nsd.id().to_string()).status();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.nsd.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.nsd.kill();
-        let _ = self.nsd.wait();
-    }
-}
-
-fn key_record() -> String {
-    let key = corpus::key("gov-rsa2048").public_b64();
-    txt(&format!("v=DKIM1; k=rsa; p={key}"))
-}
+use common::signed::{Kind, SELECTOR, SignedWorld, Zone, key_record, missing_tools};
 
 fn zones() -> Vec<Zone> {
     let key = key_record();
@@ -188,219 +95,6 @@ fn zones() -> Vec<Zone> {
     ]
 }
 
-fn zone_text(origin: &str, spf: bool, extra: &[String]) -> String {
-    let mut text = format!(
-        "$ORIGIN {origin}.\n$TTL 300\n\
-         @ IN SOA ns.gouv.fr. hostmaster.gouv.fr. 1 3600 600 86400 300\n\
-         @ IN NS ns.gouv.fr.\n"
-    );
-    if spf {
-        text.push_str("@ IN TXT \"v=spf1 ip4:127.0.0.25 -all\"\n");
-    }
-    for line in extra {
-        text.push_str(line);
-        text.push('\n');
-    }
-    text
-}
-
-/// Generate a key for `zone` (one combined signing key, flags 257); its file base name.
-fn keygen(dir: &Path, zone: &str) -> String {
-    run(dir, "ldns-keygen", &["-a", "ECDSAP256SHA256", "-k", zone])
-}
-
-/// Sign `file` with `key`; the signed file's name. `expired` signs for January 2020.
-fn sign(dir: &Path, file: &str, key: &str, expired: bool) -> String {
-    let signed = format!("{file}.signed");
-    let mut args = vec!["-f", signed.as_str()];
-    if expired {
-        args.extend(["-i", "20200101", "-e", "20200201"]);
-    }
-    args.extend([file, key]);
-    run(dir, "ldns-signzone", &args);
-    signed
-}
-
-/// Is this signed-zone line the RRSIG over the DKIM key TXT?
-fn is_key_rrsig(line: &str) -> bool {
-    let f: Vec<&str> = line.split_whitespace().collect();
-    f.first()
-        .is_some_and(|owner| owner.starts_with(&format!("{SELECTOR}._domainkey.")))
-        && f.get(3) == Some(&"RRSIG")
-        && f.get(4) == Some(&"TXT")
-}
-
-fn tamper(path: &Path, kind: Kind) {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut touched = 0;
-    let lines: Vec<String> = text
-        .lines()
-        .filter_map(|line| {
-            if !is_key_rrsig(line) {
-                return Some(line.to_string());
-            }
-            touched += 1;
-            match kind {
-                Kind::NoKeySig => None,
-                // The first character of the signature (the last field): still base64, no
-                // longer the signature.
-                _ => {
-                    let at = line.rfind(char::is_whitespace).unwrap() + 1;
-                    let mut l = line.to_string();
-                    let c = if l[at..].starts_with('A') { "B" } else { "A" };
-                    l.replace_range(at..at + 1, c);
-                    Some(l)
-                }
-            }
-        })
-        .collect();
-    assert_eq!(
-        touched,
-        1,
-        "one RRSIG over the key TXT in {}",
-        path.display()
-    );
-    std::fs::write(path, lines.join("\n") + "\n").unwrap();
-}
-
-/// A free loopback port for both UDP and TCP (NSD binds both).
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// One SOA query for `gouv.fr.` over UDP: has NSD started answering?
-fn answers(addr: SocketAddr) -> bool {
-    let Ok(sock) = UdpSocket::bind("127.0.0.1:0") else {
-        return false;
-    };
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut q = vec![0x12, 0x34, 0x00, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
-    for label in ["gouv", "fr"] {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0x00, 0x06, 0x00, 0x01]);
-    if sock.send_to(&q, addr).is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 512];
-    // A NOERROR answer to our id.
-    matches!(sock.recv_from(&mut buf), Ok((n, _)) if n > 12 && buf[..2] == [0x12, 0x34] && buf[3] & 0x0f == 0)
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-impl SignedWorld {
-    fn start(dir: &Path) -> SignedWorld {
-        let dir = dir.join("dns");
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut parent = vec!["ns IN A 127.0.0.1".to_string()];
-        let mut served = Vec::new();
-        for z in zones() {
-            let file = format!("{}.zone", z.name);
-            std::fs::write(dir.join(&file), zone_text(z.name, z.spf, &z.extra)).unwrap();
-            let child = z.name.strip_suffix(".gouv.fr").unwrap();
-            parent.push(format!("{child} IN NS ns.gouv.fr."));
-            if z.kind == Kind::Unsigned {
-                served.push((z.name.to_string(), file));
-                continue;
-            }
-            let key = keygen(&dir, z.name);
-            let delegated = if z.kind == Kind::WrongDs {
-                keygen(&dir, z.name)
-            } else {
-                key.clone()
-            };
-            parent.push(run(
-                &dir,
-                "ldns-key2ds",
-                &["-n", "-2", &format!("{delegated}.key")],
-            ));
-            let signed = sign(&dir, &file, &key, z.kind == Kind::Expired);
-            if matches!(z.kind, Kind::Tampered | Kind::NoKeySig) {
-                tamper(&dir.join(&signed), z.kind);
-            }
-            served.push((z.name.to_string(), signed));
-        }
-        std::fs::write(
-            dir.join("gouv.fr.zone"),
-            zone_text("gouv.fr", false, &parent),
-        )
-        .unwrap();
-        let key = keygen(&dir, "gouv.fr");
-        let signed = sign(&dir, "gouv.fr.zone", &key, false);
-        served.push(("gouv.fr".to_string(), signed));
-        // The anchor: the parent's only DNSKEY, as ldns-keygen wrote it.
-        let anchor = dir.join("trust-anchor");
-        std::fs::copy(dir.join(format!("{key}.key")), &anchor).unwrap();
-        let spare = keygen(&dir, "gouv.fr");
-        let wrong_anchor = dir.join("wrong-anchor");
-        std::fs::copy(dir.join(format!("{spare}.key")), &wrong_anchor).unwrap();
-
-        let port = free_port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let d = dir.display();
-        let mut conf = format!(
-            "server:\n    ip-address: 127.0.0.1@{port}\n    port: {port}\n    do-ip6: no\n    \
-             username: \"\"\n    chroot: \"\"\n    zonesdir: \"{d}\"\n    database: \"\"\n    \
-             zonelistfile: \"{d}/zone.list\"\n    xfrdfile: \"{d}/xfrd.state\"\n    \
-             xfrdir: \"{d}\"\n    pidfile: \"{d}/nsd.pid\"\n    logfile: \"{d}/nsd.log\"\n    \
-             server-count: 1\n    verbosity: 1\nremote-control:\n    control-enable: no\n"
-        );
-        for (name, file) in &served {
-            conf.push_str(&format!(
-                "zone:\n    name: \"{name}\"\n    zonefile: \"{file}\"\n"
-            ));
-        }
-        std::fs::write(dir.join("nsd.conf"), conf).unwrap();
-        let conf = dir.join("nsd.conf").display().to_string();
-        // As root, NSD runs as nobody (it refuses nothing, but a test server needs no root).
-        let mut cmd = if is_root() {
-            let tree = dir.parent().unwrap().display().to_string();
-            run(&dir, "chown", &["-R", "nobody:nogroup", &tree]);
-            run(&dir, "chmod", &["0755", &tree]);
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "nsd"]);
-            c
-        } else {
-            Command::new("nsd")
-        };
-        let nsd = cmd
-            .args(["-d", "-c", &conf])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nsd");
-        let world = SignedWorld {
-            anchor,
-            wrong_anchor,
-            nsd,
-            addr,
-        };
-        let started = Instant::now();
-        while !answers(addr) {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "NSD did not answer: {}",
-                std::fs::read_to_string(dir.join("nsd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        world
-    }
-}
-
 /// The daemon on the world's configuration plus DNSSEC: validation on, the generated anchor,
 /// `require_dnssec` for two domains.
 struct Daemon {
@@ -411,8 +105,24 @@ struct Daemon {
     _running: gatekeeper::daemon::Running,
 }
 
-async fn start_daemon(tmp: &Path, dns: &SignedWorld) -> Daemon {
+async fn start_daemon(tmp: &Path, dns: &SignedWorld, anchor: &Path) -> Daemon {
     let layout = Layout::new(&tmp.join("gk"));
+    let path = write_config(&layout, dns, anchor);
+    let running = gatekeeper::daemon::start(gatekeeper::daemon::ConfigSource::File(path))
+        .await
+        .expect("daemon starts");
+    Daemon {
+        api: Api::new(running.api_addr, &layout.token_file),
+        events: Events::new(&layout.events),
+        smtp: running.smtp_addrs[0],
+        layout,
+        _running: running,
+    }
+}
+
+/// The world's configuration with validation on, `anchor` as `dns.trust_anchor`, and
+/// `require_dnssec` for two domains.
+fn write_config(layout: &Layout, dns: &SignedWorld, anchor: &Path) -> std::path::PathBuf {
     let path = layout.write_config(dns.addr, &Settings::default());
     let text = std::fs::read_to_string(&path).unwrap();
     let text = text
@@ -420,7 +130,7 @@ async fn start_daemon(tmp: &Path, dns: &SignedWorld) -> Daemon {
             "[dns]\n",
             &format!(
                 "[dns]\ndnssec = true\ntrust_anchor = \"{}\"\n",
-                dns.anchor.display()
+                anchor.display()
             ),
             1,
         )
@@ -433,16 +143,7 @@ async fn start_daemon(tmp: &Path, dns: &SignedWorld) -> Daemon {
         );
     assert!(text.contains("trust_anchor") && text.contains("require_dnssec"));
     std::fs::write(&path, text).unwrap();
-    let running = gatekeeper::daemon::start(gatekeeper::daemon::ConfigSource::File(path))
-        .await
-        .expect("daemon starts");
-    Daemon {
-        api: Api::new(running.api_addr, &layout.token_file),
-        events: Events::new(&layout.events),
-        smtp: running.smtp_addrs[0],
-        layout,
-        _running: running,
-    }
+    path
 }
 
 /// One row: who confirms, with which selector, and what must happen.
@@ -560,24 +261,12 @@ async fn confirm(d: &Daemon, case: &Case, n: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmations_on_signed_zones() {
-    let missing: Vec<&str> = TOOLS.into_iter().filter(|t| !have(t)).collect();
-    if !missing.is_empty() {
-        let message = format!(
-            "SKIPPED dnssec::confirmations_on_signed_zones: {} not installed \
-             (apt-get install ldnsutils nsd, or bash tests/run.sh --install-only)",
-            missing.join(", ")
-        );
-        // CI installs .ci/packages: there a missing signer is a broken CI, not a skip.
-        assert!(std::env::var_os("CI").is_none(), "{message}");
-        // Straight to the process's stderr: the test harness captures `eprintln!` of a
-        // passing test, and this skip must be seen.
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr().lock(), "\n*** {message} ***\n");
+    if missing_tools("dnssec::confirmations_on_signed_zones").is_some() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let dns = SignedWorld::start(tmp.path());
-    let d = start_daemon(tmp.path(), &dns).await;
+    let dns = SignedWorld::start(tmp.path(), zones());
+    let d = start_daemon(tmp.path(), &dns, &dns.anchor).await;
     let rows = [
         Case {
             address: "alice@secure.gouv.fr",
@@ -719,6 +408,103 @@ async fn confirmations_on_signed_zones() {
     assert_eq!(json["checks"]["dnssec.dkim"], "bogus", "{json}");
 }
 
+/// `dns.trust_anchor` as a DS record (issue 16: "a file of DS or DNSKEY records"): at start
+/// the daemon fetches the DNSKEYs of `gouv.fr.` through NSD, keeps the one the DS digest
+/// names once it has checked the set's signature, and validates as with the DNSKEY file.
+/// A DS whose digest matches no published key refuses the start, naming the file's line;
+/// so does a resolver that does not answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ds_trust_anchor() {
+    if missing_tools("dnssec::ds_trust_anchor").is_some() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let wanted = ["secure.gouv.fr", "tampered.gouv.fr", "plain.gouv.fr"];
+    let world = zones()
+        .into_iter()
+        .filter(|z| wanted.contains(&z.name))
+        .collect();
+    let dns = SignedWorld::start(tmp.path(), world);
+    let text = std::fs::read_to_string(&dns.ds_anchor).unwrap();
+    assert!(
+        text.contains("\tDS\t") && !text.contains("DNSKEY"),
+        "a DS-only anchor: {text}"
+    );
+    let d = start_daemon(tmp.path(), &dns, &dns.ds_anchor).await;
+    let rows = [
+        Case {
+            address: "alice@secure.gouv.fr",
+            selector: SELECTOR,
+            code: 250,
+            reason: "",
+            spf: "secure",
+            dkim: "secure",
+        },
+        Case {
+            address: "alice@tampered.gouv.fr",
+            selector: SELECTOR,
+            code: 451,
+            reason: "dns.temperror",
+            spf: "secure",
+            dkim: "bogus",
+        },
+        Case {
+            address: "alice@plain.gouv.fr",
+            selector: SELECTOR,
+            code: 250,
+            reason: "",
+            spf: "insecure",
+            dkim: "insecure",
+        },
+    ];
+    for (n, case) in rows.iter().enumerate() {
+        confirm(&d, case, u32::try_from(n).unwrap() + 1).await;
+    }
+    // `gatekeeper verify` (the real binary) matches the DS to the keys the same way.
+    let address = "carol@secure.gouv.fr";
+    let eml = tmp.path().join("secure.eml");
+    let vars = Vars::new(Utc::now(), 99);
+    std::fs::write(&eml, reply_mail(address, SELECTOR).build(&vars)).unwrap();
+    let (code, json) = verify_cli(&d.layout.config, &eml, address);
+    assert_eq!(
+        (code, json["decision"].as_str()),
+        (0, Some("accept")),
+        "{json}"
+    );
+    assert_eq!(json["checks"]["dnssec.dkim"], "secure", "{json}");
+
+    // A DS of no published key: the start is refused, at the DS line (line 2: a comment
+    // comes first).
+    let layout = Layout::new(&tmp.path().join("gk-wrong"));
+    let path = write_config(&layout, &dns, &dns.wrong_ds_anchor);
+    let Err(e) = gatekeeper::daemon::start(gatekeeper::daemon::ConfigSource::File(path)).await
+    else {
+        panic!("started with a DS that matches no key");
+    };
+    let want = format!(
+        "{}:2: DS for gouv.fr.: matches none of the 1 DNSKEY records gouv.fr. publishes",
+        dns.wrong_ds_anchor.display()
+    );
+    assert!(e.to_string().contains(&want), "want {want:?} in: {e}");
+
+    // No resolver answering (nothing listens on the port): refused too, saying so.
+    let layout = Layout::new(&tmp.path().join("gk-down"));
+    let path = write_config(&layout, &dns, &dns.ds_anchor);
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&dns.addr.to_string(), &format!("127.0.0.1:{port}"));
+    std::fs::write(&path, text).unwrap();
+    let Err(e) = gatekeeper::daemon::start(gatekeeper::daemon::ConfigSource::File(path)).await
+    else {
+        panic!("started without the keys the DS names");
+    };
+    let want = format!("{}:2: DS for gouv.fr.: ", dns.ds_anchor.display());
+    assert!(e.to_string().contains(&want), "want {want:?} in: {e}");
+}
+
 /// `gatekeeper verify` without a recipient (the binding checks are skipped): exit code and
 /// JSON verdict.
 fn verify_cli(config: &Path, eml: &Path, mail_from: &str) -> (i32, Value) {
@@ -756,7 +542,8 @@ fn check_config_refuses_dnssec_mistakes() {
     let anchor = tmp.path().join("anchor");
     std::fs::write(
         &anchor,
-        "; the parent's key\ngouv.fr. IN DS 7746 13 2 95d492676bc76d52dde875596b5994d6fb4e6a83\n",
+        "; the parent's key\ngouv.fr. IN DS 7746 13 2 95d492676bc76d52dde875596b5994d6fb4e6a83\n\
+         gouv.fr. IN DS 7746 13 1 95d492676bc76d52dde875596b5994d6fb4e6a83\n",
     )
     .unwrap();
     let a = anchor.display();
@@ -765,7 +552,12 @@ fn check_config_refuses_dnssec_mistakes() {
         (
             format!("dnssec = true\ntrust_anchor = \"{a}\"\n"),
             String::new(),
-            format!("dns.trust_anchor: {a}:2: DS records cannot anchor"),
+            format!("dns.trust_anchor: {a}:2: the digest has 20 bytes; digest type 2 has 32"),
+        ),
+        (
+            format!("dnssec = true\ntrust_anchor = \"{a}\"\n"),
+            String::new(),
+            format!("dns.trust_anchor: {a}:3: digest type 1 (SHA-1) is too weak"),
         ),
         (
             format!("trust_anchor = \"{a}.missing\"\n"),
@@ -804,4 +596,27 @@ fn check_config_refuses_dnssec_mistakes() {
             "{want}: {said}"
         );
     }
+    // A well-formed DS file passes check-config, which asks no DNS server: whether the DS
+    // matches a published key is known at start (tested in `ds_trust_anchor`).
+    std::fs::write(
+        &anchor,
+        ". IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n",
+    )
+    .unwrap();
+    let text = base.replacen(
+        "[dns]\n",
+        &format!("[dns]\ndnssec = true\ntrust_anchor = \"{a}\"\n"),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+        .args(["check-config", "-c", &path.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

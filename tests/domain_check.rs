@@ -22,6 +22,16 @@
 //! | flaky.gouv.fr        | SERVFAIL at selector1, no key elsewhere      | cannot confirm |
 //! | outside.example.org  | outside policy.allowed_domains               | cannot confirm |
 //!
+//! DNSSEC on real signed zones (`common::signed`: ldns-signzone, NSD, the DS of `gouv.fr.`
+//! as the trust anchor), in [`dnssec_on_signed_zones`]:
+//!
+//! | domain               | pattern                                      | verdict        |
+//! |----------------------|----------------------------------------------|----------------|
+//! | signed.gouv.fr       | signed, DS in the parent                     | ready, secure  |
+//! | bogus.gouv.fr        | the key's RRSIG tampered                     | cannot confirm |
+//! | plain.gouv.fr        | unsigned delegation (insecure)               | ready          |
+//! | strict.gouv.fr       | unsigned, `require_dnssec = true`            | cannot confirm |
+//!
 //! Run: `cargo test --test domain_check`.
 
 // Test code: a failed expectation is a test failure, with its message.
@@ -38,6 +48,7 @@ use serde_json::Value;
 use common::dns::{Rec, TestDns};
 use common::e2e::{Layout, Settings};
 use common::keys::Key;
+use common::signed::{Kind, SignedWorld, Zone, key_record, missing_tools};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatekeeper");
 
@@ -632,9 +643,9 @@ async fn agrees_with_checkdmarc() {
 }
 
 /// `dns.dnssec = true` against the test server, which signs nothing and has no chain of trust
-/// from the root: every answer is unprovable, so a temporary failure (`src/dns.rs`), and
-/// domain-check says `cannot confirm` (try again), never `ready` on answers it could not
-/// validate. (Validated answers from a signed zone are the DNSSEC suite's to show.)
+/// from the root: every answer is bogus, so a temporary failure (`src/dns.rs`), and
+/// domain-check says `cannot confirm` naming the validation failure, never `ready` on answers
+/// it could not validate. (Signed zones: [`dnssec_on_signed_zones`].)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dnssec_without_a_chain_of_trust_cannot_confirm() {
     let ed = Key::generate("ed25519").public_b64();
@@ -655,9 +666,153 @@ async fn dnssec_without_a_chain_of_trust_cannot_confirm() {
     assert_eq!(r.code, Some(2), "{}", r.text);
     assert_eq!(r.json["dnssec"], "validated");
     assert_eq!(r.json["spf"]["status"], "temperror", "{}", r.json);
+    assert_eq!(r.json["spf"]["dnssec"], "bogus", "{}", r.json);
+    assert_eq!(r.json["mx"]["dnssec"], "bogus", "{}", r.json);
+    let why = r.json["why"].to_string();
     assert!(
-        r.json["why"].to_string().contains("try again later"),
+        why.contains("DNSSEC validation failed")
+            && why.contains("the DKIM keys of ready.gouv.fr at selectors selector1, selector2"),
+        "{why}"
+    );
+}
+
+/// The DNSSEC state of each answer on zones signed by a real signer, through the real binary
+/// (JSON and terminal form): secure answers are `secure` and the verdict is as usual; a
+/// tampered key RRSIG makes that answer `bogus` and the verdict `cannot confirm` naming the
+/// validation failure (exit 2); an insecure delegation is `ready` unless the domain's
+/// override says `require_dnssec = true`. The anchor is the parent's DS, so domain-check
+/// also matches a DS to the zone's keys before it looks anything up.
+#[test]
+fn dnssec_on_signed_zones() {
+    if missing_tools("domain_check::dnssec_on_signed_zones").is_some() {
+        return;
+    }
+    let record = key_record();
+    let zone = |name, kind| Zone {
+        name,
+        kind,
+        spf: true,
+        extra: vec![
+            format!("selector1._domainkey IN TXT {record}"),
+            "_dmarc IN TXT \"v=DMARC1; p=reject\"".to_string(),
+            format!("@ IN MX 10 mx.{name}."),
+            "mx IN A 127.0.0.25".to_string(),
+        ],
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dns = SignedWorld::start(
+        tmp.path(),
+        vec![
+            zone("signed.gouv.fr", Kind::Signed),
+            zone("bogus.gouv.fr", Kind::Tampered),
+            zone("plain.gouv.fr", Kind::Unsigned),
+            zone("strict.gouv.fr", Kind::Unsigned),
+        ],
+    );
+    let layout = Layout::new(&tmp.path().join("gk"));
+    let config = layout.write_config(dns.addr, &Settings::default());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replacen(
+            "[dns]\n",
+            &format!(
+                "[dns]\ndnssec = true\ntrust_anchor = \"{}\"\n",
+                dns.ds_anchor.display()
+            ),
+            1,
+        )
+        .replacen(
+            "alignment = \"strict\"\n",
+            "alignment = \"strict\"\n[policy.domains.\"strict.gouv.fr\"]\nrequire_dnssec = true\n",
+            1,
+        );
+    assert!(text.contains("trust_anchor") && text.contains("require_dnssec"));
+    std::fs::write(&config, text).unwrap();
+
+    // Signed: every answer secure, ready.
+    let r = domain_check(&config, "signed.gouv.fr");
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    assert_eq!(r.json["verdict"], "ready", "{}", r.json);
+    assert_eq!(r.json["dnssec"], "validated");
+    for block in ["spf", "dmarc", "mx"] {
+        assert_eq!(r.json[block]["dnssec"], "secure", "{block}: {}", r.json);
+    }
+    let k = key(&r, "selector1", "signed.gouv.fr");
+    assert_eq!(
+        (
+            k["status"].as_str(),
+            k["bits"].as_u64(),
+            k["dnssec"].as_str()
+        ),
+        (Some("found"), Some(2048), Some("secure")),
+        "{k}"
+    );
+    for line in [
+        "spf: found\n",
+        "  dnssec: secure\n",
+        "selector1._domainkey.signed.gouv.fr (usual): rsa 2048 bits usable (dnssec: secure)\n",
+        "verdict: ready\n",
+    ] {
+        assert!(r.text.contains(line), "want {line:?} in:\n{}", r.text);
+    }
+    assert!(
+        !r.text.contains("insecure") && !r.text.contains("bogus"),
         "{}",
-        r.json
+        r.text
+    );
+
+    // Bogus: the key answer is not used, and the verdict says why.
+    let r = domain_check(&config, "bogus.gouv.fr");
+    assert_eq!(r.code, Some(2), "{}", r.text);
+    assert_eq!(r.json["verdict"], "cannot confirm", "{}", r.json);
+    assert_eq!(r.json["spf"]["dnssec"], "secure", "{}", r.json);
+    let k = key(&r, "selector1", "bogus.gouv.fr");
+    assert_eq!(
+        (
+            k["status"].as_str(),
+            k["dnssec"].as_str(),
+            k["usable"].as_bool()
+        ),
+        (Some("temperror"), Some("bogus"), Some(false)),
+        "{k}"
+    );
+    let why = r.json["why"].to_string();
+    assert!(
+        why.contains("DNSSEC validation failed")
+            && why.contains("the DKIM key at selector1._domainkey.bogus.gouv.fr"),
+        "{why}"
+    );
+    assert!(r.json["snippet"].is_null(), "{}", r.json);
+    for line in [
+        "selector1._domainkey.bogus.gouv.fr (usual): DNSSEC bogus, not used\n",
+        "verdict: cannot confirm\n  why: DNSSEC validation failed",
+    ] {
+        assert!(r.text.contains(line), "want {line:?} in:\n{}", r.text);
+    }
+
+    // Insecure (unsigned delegation, proven by the parent's NSEC): used, ready.
+    let r = domain_check(&config, "plain.gouv.fr");
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    assert_eq!(r.json["verdict"], "ready", "{}", r.json);
+    assert_eq!(r.json["spf"]["dnssec"], "insecure", "{}", r.json);
+    assert_eq!(key(&r, "selector1", "plain.gouv.fr")["dnssec"], "insecure");
+    assert!(r.text.contains("  dnssec: insecure\n"), "{}", r.text);
+
+    // The same, with require_dnssec = true: cannot confirm.
+    let r = domain_check(&config, "strict.gouv.fr");
+    assert_eq!(r.code, Some(2), "{}", r.text);
+    assert_eq!(r.json["verdict"], "cannot confirm", "{}", r.json);
+    assert_eq!(r.json["spf"]["dnssec"], "insecure", "{}", r.json);
+    let why = r.json["why"].to_string();
+    assert!(
+        why.contains("the SPF record is, the usable DKIM keys are unsigned")
+            && why.contains("require_dnssec = true"),
+        "{why}"
+    );
+    assert!(
+        r.text
+            .contains("verdict: cannot confirm\n  why: the SPF record is"),
+        "{}",
+        r.text
     );
 }

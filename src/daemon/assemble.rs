@@ -196,7 +196,10 @@ async fn bind(config: &Config) -> Result<Listeners, DaemonError> {
 /// Start every part of the daemon and return once the listeners are bound and the store is
 /// open. Listeners: inherited from systemd when `LISTEN_FDS` says so, else `smtp.listen`.
 pub async fn start(source: ConfigSource) -> Result<Running, DaemonError> {
-    let config = source.load()?;
+    let mut config = source.load()?;
+    // DS trust anchors become keys now, through the configured resolver: without them every
+    // answer would be bogus, so a failure refuses the start (`dns::resolve_ds_anchors`).
+    crate::dns::resolve_ds_anchors(&mut config.dns).await?;
     let notifier = Notifier::from_env();
     let a = assemble(&config)?;
     jobs::end_previous_sessions(&*a.parts.store).await;

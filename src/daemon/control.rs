@@ -46,7 +46,7 @@ impl Control {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(()) = reloads.recv() => self.reload(),
+                Some(()) = reloads.recv() => self.reload().await,
                 _ = tick.tick() => {
                     if watchdog.is_some() {
                         self.notifier.watchdog();
@@ -62,9 +62,9 @@ impl Control {
     }
 
     /// SIGHUP: validate first; only a valid configuration replaces the running one.
-    fn reload(&self) {
+    async fn reload(&self) {
         self.notifier.reloading();
-        match self.try_reload() {
+        match self.try_reload().await {
             Ok(()) => tracing::info!("configuration reloaded"),
             Err(e) => {
                 tracing::error!(error = %e, "reload refused; the running configuration stays")
@@ -74,8 +74,11 @@ impl Control {
         self.notifier.ready(&self.sink.status_line());
     }
 
-    fn try_reload(&self) -> Result<(), DaemonError> {
-        let config = self.source.load()?;
+    /// DS trust anchors are matched to the zone's keys again (bounded by
+    /// `dns::FETCH_LIMIT`, under the watchdog interval): a key rollover is picked up here.
+    async fn try_reload(&self) -> Result<(), DaemonError> {
+        let mut config = self.source.load()?;
+        crate::dns::resolve_ds_anchors(&mut config.dns).await?;
         let mut settings = ServerSettings::from_config(&config)?;
         settings.keep_budget(&self.settings_tx.borrow());
         let verifier = metered_verifier(&config, &self.metrics)?;

@@ -8,7 +8,8 @@
 //!
 //! A throwaway PostgreSQL cluster for the store tests is [`postgres`]; network namespaces
 //! and veth pairs for tests that need hosts of their own, [`netns`]; small tmpfs mounts to
-//! fill up, [`tmpfs`].
+//! fill up, [`tmpfs`]; zones signed by a real signer and served by NSD for the DNSSEC tests,
+//! [`signed`].
 //!
 //! Use from an integration test with `mod common;`.
 
@@ -27,6 +28,7 @@ pub mod netns;
 pub mod postgres;
 pub mod server;
 pub mod siem;
+pub mod signed;
 pub mod tmpfs;
 pub mod transcript;
 

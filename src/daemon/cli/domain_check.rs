@@ -23,8 +23,11 @@
 //!   `selector2` that way) is followed by the resolver and reported.
 //! - **MX**: the records, a null MX, or the implicit MX (an address record).
 //! - **DNSSEC**: with `dns.dnssec = true` each answer's validation state (`secure`,
-//!   `insecure`, …) as the resolver proved it; a bogus answer fails the lookup (temporary).
-//!   With `dns.dnssec = false` every answer is `not validated`.
+//!   `insecure`, …) as the resolver proved it, in the JSON and on each block of the terminal
+//!   form; a bogus answer fails the lookup (`temperror`, DNSSEC `bogus`) and makes the
+//!   verdict `cannot confirm`, as does an insecure answer the verifier needs for a domain
+//!   with `require_dnssec = true` (see `verdict`). With `dns.dnssec = false` every answer is
+//!   `not validated`. DS trust anchors are matched to their zone's keys first, as at start.
 //!
 //! Exit status: 0 ready, 1 needs override, 2 cannot confirm or the command could not run
 //! (unreadable configuration, invalid domain, resolver setup).
@@ -217,18 +220,30 @@ pub struct MxReport {
 
 /// Gather the facts and judge them.
 pub async fn check(config: &Config, domain: &Domain) -> Result<Report, String> {
-    let auth = crate::dns::build(&config.dns).map_err(|e| e.to_string())?;
+    let mut dns = config.dns.clone();
+    crate::dns::resolve_ds_anchors(&mut dns)
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = crate::dns::build(&dns).map_err(|e| e.to_string())?;
     let lookup = Lookup {
         resolver: auth.resolver().clone(),
         validate: config.dns.dnssec,
+        bogus: std::sync::Arc::default(),
     };
     let name = domain.as_str();
     let mut notes = Vec::new();
-    let spf = spf(&lookup, name, &mut notes).await;
-    let dmarc = dmarc(&lookup, name, &mut notes).await;
+    let mut spf = spf(&lookup, name, &mut notes).await;
+    let mut dmarc = dmarc(&lookup, name, &mut notes).await;
     let seen = seen_signers(config, domain, &mut notes).await;
-    let dkim = dkim(&lookup, config, name, &seen).await;
-    let mx = mx(&lookup, name).await;
+    let mut dkim = dkim(&lookup, config, name, &seen).await;
+    let mut mx = mx(&lookup, name).await;
+    let policy = DomainPolicy::new(&config.policy);
+    let (bogus, insecure_refused) = dnssec_findings(
+        &lookup,
+        name,
+        policy.requires_dnssec(domain),
+        (&mut spf, &mut dmarc, &mut dkim, &mut mx),
+    );
 
     for k in dkim.iter().filter(|k| k.usable && k.bits == Some(1024)) {
         notes.push(format!(
@@ -257,7 +272,6 @@ pub async fn check(config: &Config, domain: &Domain) -> Result<Report, String> {
         );
     }
 
-    let policy = DomainPolicy::new(&config.policy);
     let req = policy.requirements(domain);
     let own: Vec<&KeyReport> = dkim.iter().filter(|k| k.domain == name).collect();
     // A selector whose lookup failed for now may hold the usable key: unless one is already
@@ -297,6 +311,8 @@ pub async fn check(config: &Config, domain: &Domain) -> Result<Report, String> {
         require_dkim: req.dkim,
         require_spf: req.spf,
         require_iprev: req.iprev,
+        bogus,
+        insecure_refused,
     };
     if dmarc.status == "none" {
         notes.push(
@@ -325,6 +341,91 @@ pub async fn check(config: &Config, domain: &Domain) -> Result<Report, String> {
 struct Lookup {
     resolver: TokioResolver,
     validate: bool,
+    /// The names whose answer DNSSEC found bogus (the lookup then failed as temporary).
+    /// Shared with the DKIM lookups' tasks.
+    bogus: std::sync::Arc<std::sync::Mutex<BTreeSet<String>>>,
+}
+
+/// Mark the failed answers that were bogus as such, and list, for the verdict, the bogus
+/// answers and (with `require_dnssec`) the insecure answers the verifier needs: the SPF
+/// record, and the domain's usable keys when none of them is secure.
+fn dnssec_findings(
+    lookup: &Lookup,
+    domain: &str,
+    require_dnssec: bool,
+    (spf, dmarc, dkim, mx): (
+        &mut SpfReport,
+        &mut DmarcReport,
+        &mut [KeyReport],
+        &mut MxReport,
+    ),
+) -> (Vec<String>, Vec<String>) {
+    let names = lookup
+        .bogus
+        .lock()
+        .map(|set| set.clone())
+        .unwrap_or_default();
+    let mut covered = BTreeSet::new();
+    let mut mark = |name: &str, status: &str, dnssec: &mut Option<&'static str>| {
+        let hit = status == "temperror" && names.contains(name);
+        if hit {
+            *dnssec = Some("bogus");
+            covered.insert(name.to_owned());
+        }
+        hit
+    };
+    let mut bogus = Vec::new();
+    if mark(domain, spf.status, &mut spf.dnssec) {
+        bogus.push("the SPF record".to_owned());
+    }
+    let dmarc_name = format!("_dmarc.{domain}");
+    if mark(&dmarc_name, dmarc.status, &mut dmarc.dnssec) {
+        bogus.push(format!("the DMARC record at {dmarc_name}"));
+    }
+    // The DKIM keys by signing domain, one entry each (17 usual selectors would drown the
+    // rest).
+    let mut keys: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for k in dkim.iter_mut() {
+        let at = format!("{}._domainkey.{}", k.selector, k.domain);
+        if mark(&at, k.status, &mut k.dnssec) {
+            keys.entry(k.domain.clone())
+                .or_default()
+                .push(k.selector.clone());
+        }
+    }
+    for (d, selectors) in keys {
+        bogus.push(match selectors.as_slice() {
+            [one] => format!("the DKIM key at {one}._domainkey.{d}"),
+            many => format!("the DKIM keys of {d} at selectors {}", many.join(", ")),
+        });
+    }
+    if mark(domain, mx.status, &mut mx.dnssec) {
+        bogus.push("the MX records".to_owned());
+    }
+    // Bogus answers elsewhere (an SPF include target, the organisational DMARC record).
+    bogus.extend(
+        names
+            .difference(&covered)
+            .map(|n| format!("the answer at {n}")),
+    );
+
+    let mut insecure = Vec::new();
+    if require_dnssec {
+        if spf.dnssec == Some("insecure") {
+            insecure.push("the SPF record is".to_owned());
+        }
+        let usable: Vec<&KeyReport> = dkim
+            .iter()
+            .filter(|k| k.usable && k.domain == domain)
+            .collect();
+        if !usable.is_empty()
+            && usable.iter().all(|k| k.dnssec != Some("secure"))
+            && usable.iter().any(|k| k.dnssec == Some("insecure"))
+        {
+            insecure.push("the usable DKIM keys are".to_owned());
+        }
+    }
+    (bogus, insecure)
 }
 
 /// One TXT answer: each record's strings concatenated; the owner of the records (differs from
@@ -338,11 +439,13 @@ struct TxtAnswer {
 impl Lookup {
     async fn txt(&self, name: &str) -> Result<TxtAnswer, LookupError> {
         let name = fqdn(name)?;
-        let lookup = self
-            .resolver
-            .txt_lookup(name.clone())
-            .await
-            .map_err(|e| classify(&e))?;
+        let lookup = match self.resolver.txt_lookup(name.clone()).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.note_bogus(&name, &e);
+                return Err(classify(&e));
+            }
+        };
         let txt: Vec<&Record> = lookup
             .answers()
             .iter()
@@ -366,6 +469,16 @@ impl Lookup {
             owner,
             dnssec: self.proof(lookup.answers()),
         })
+    }
+
+    /// Remember `name` when its lookup failed DNSSEC validation.
+    fn note_bogus(&self, name: &Name, err: &mail_auth::hickory_resolver::net::NetError) {
+        if self.validate
+            && crate::dns::is_bogus(err)
+            && let Ok(mut set) = self.bogus.lock()
+        {
+            set.insert(name.to_string().trim_end_matches('.').to_ascii_lowercase());
+        }
     }
 
     /// The weakest validation state of the answer's records, or `not validated`.
@@ -764,6 +877,7 @@ async fn dkim(
         let lookup = Lookup {
             resolver: lookup.resolver.clone(),
             validate: lookup.validate,
+            bogus: std::sync::Arc::clone(&lookup.bogus),
         };
         tasks.spawn(async move {
             let answer = lookup.txt(&format!("{s}._domainkey.{d}")).await;
@@ -876,10 +990,13 @@ async fn mx(lookup: &Lookup, domain: &str) -> MxReport {
             }
         }
         Err(e) => match classify(&e) {
-            LookupError::Temporary => MxReport {
-                status: "temperror",
-                ..MxReport::default()
-            },
+            LookupError::Temporary => {
+                lookup.note_bogus(&name, &e);
+                MxReport {
+                    status: "temperror",
+                    ..MxReport::default()
+                }
+            }
             LookupError::NotFound => {
                 // RFC 5321 §5.1: without MX, the address record is the implicit MX.
                 let implicit = lookup.resolver.lookup_ip(name).await;
@@ -898,6 +1015,13 @@ async fn mx(lookup: &Lookup, domain: &str) -> MxReport {
 }
 
 impl Report {
+    /// `  dnssec: STATE` under a block, when answers are validated and this one has a state.
+    fn dnssec_line(&self, o: &mut String, dnssec: Option<&'static str>) {
+        if let Some(d) = dnssec.filter(|_| self.dnssec == "validated") {
+            o.push_str(&format!("  dnssec: {d}\n"));
+        }
+    }
+
     /// The terminal form: one block per record kind, then the verdict and the snippet.
     pub fn text(&self) -> String {
         let mut o = String::new();
@@ -920,6 +1044,7 @@ impl Report {
         if let Some(e) = &self.spf.error {
             o.push_str(&format!("  error: {e}\n"));
         }
+        self.dnssec_line(&mut o, self.spf.dnssec);
         o.push_str(&format!("dmarc: {}\n", self.dmarc.status));
         if let (Some(n), Some(r)) = (&self.dmarc.name, &self.dmarc.record) {
             o.push_str(&format!("  at: {n}\n  record: {r}\n"));
@@ -934,6 +1059,7 @@ impl Report {
         if let Some(e) = &self.dmarc.error {
             o.push_str(&format!("  error: {e}\n"));
         }
+        self.dnssec_line(&mut o, self.dmarc.dnssec);
         let found: Vec<&KeyReport> = self.dkim.iter().filter(|k| k.status != "none").collect();
         o.push_str(&format!(
             "dkim: {} selector(s) tried, {} found\n",
@@ -946,7 +1072,11 @@ impl Report {
                 k.selector, k.domain, k.source
             ));
             if k.status == "temperror" {
-                o.push_str(": lookup failed for now\n");
+                if k.dnssec == Some("bogus") {
+                    o.push_str(": DNSSEC bogus, not used\n");
+                } else {
+                    o.push_str(": lookup failed for now\n");
+                }
                 continue;
             }
             if let Some(c) = &k.cname {
@@ -959,14 +1089,19 @@ impl Report {
                 if k.testing { " t=y" } else { "" }
             ));
             match &k.problem {
-                None => o.push_str(" usable\n"),
-                Some(p) => o.push_str(&format!(" NOT usable: {p}\n")),
+                None => o.push_str(" usable"),
+                Some(p) => o.push_str(&format!(" NOT usable: {p}")),
+            }
+            match k.dnssec {
+                Some(d) if self.dnssec == "validated" => o.push_str(&format!(" (dnssec: {d})\n")),
+                _ => o.push('\n'),
             }
         }
         o.push_str(&format!("mx: {}\n", self.mx.status));
         for h in &self.mx.hosts {
             o.push_str(&format!("  {h}\n"));
         }
+        self.dnssec_line(&mut o, self.mx.dnssec);
         for n in &self.notes {
             o.push_str(&format!("note: {n}\n"));
         }

@@ -101,7 +101,13 @@ pub async fn verify(config: &Config, args: VerifyArgs) -> Verdict {
             )
         }
     };
-    let verifier = match Verifier::new(config) {
+    // DS trust anchors are matched to the zone's keys first, as the daemon does at start.
+    let mut anchored = config.clone();
+    if let Err(e) = crate::dns::resolve_ds_anchors(&mut anchored.dns).await {
+        tracing::error!(error = %e, "DNS resolver setup failed");
+        return Verdict::refuse(Reason::DnsTemperror);
+    }
+    let verifier = match Verifier::new(&anchored) {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "DNS resolver setup failed");

@@ -27,6 +27,13 @@
 //!   override already waives what is missing is `ready`.
 //! - A temporary DNS failure on SPF, DKIM or MX is `cannot confirm` (exit 2): the answer is
 //!   not known, and guessing "ready" would be worse than asking again.
+//! - **DNSSEC.** A bogus answer (validation failed: a bad or expired signature, a missing
+//!   RRSIG, a broken chain) is `cannot confirm`, why naming each bogus answer: every
+//!   confirmation from the domain would get `451 dns.temperror` until the zone's operator
+//!   fixes it, and no override helps. An insecure answer (the zone provably unsigned) that
+//!   the verifier needs (the SPF record, or every usable key) when the domain's override has
+//!   `require_dnssec = true` is `cannot confirm` too: that override refuses it (451); the fix
+//!   is to sign the zone or drop `require_dnssec`, which is the operator's call, not a snippet.
 
 use serde::Serialize;
 
@@ -83,6 +90,11 @@ pub struct Facts {
     pub require_dkim: bool,
     pub require_spf: bool,
     pub require_iprev: bool,
+    /// The answers (`SPF`, `DKIM key at NAME`, ...) whose DNSSEC validation failed.
+    pub bogus: Vec<String>,
+    /// The answers the verifier needs that DNSSEC proved unsigned, when the domain's
+    /// override says `require_dnssec = true` (empty otherwise).
+    pub insecure_refused: Vec<String>,
 }
 
 /// `ready`, `needs override` or `cannot confirm`.
@@ -145,6 +157,32 @@ pub fn judge(f: &Facts) -> Verdict {
             vec![format!(
                 "{} is outside policy.allowed_domains (or denied, or gatekeeper's own domain): \
                  add it to policy.allowed_domains first",
+                f.domain
+            )],
+            None,
+        );
+    }
+    if !f.bogus.is_empty() {
+        return Verdict::new(
+            CannotConfirm,
+            vec![format!(
+                "DNSSEC validation failed (bogus: a bad or expired signature, a missing RRSIG \
+                 or a broken chain of trust) for {}: every confirmation from {} gets 451 \
+                 dns.temperror until the zone's DNS operator fixes it; no override helps",
+                f.bogus.join(", "),
+                f.domain
+            )],
+            None,
+        );
+    }
+    if !f.insecure_refused.is_empty() {
+        return Verdict::new(
+            CannotConfirm,
+            vec![format!(
+                "{} unsigned (DNSSEC insecure: no DS at the parent) and the domain's override \
+                 says require_dnssec = true: confirmations get 451 dns.temperror; sign the \
+                 zone, or remove require_dnssec from [policy.domains.\"{}\"]",
+                f.insecure_refused.join(", "),
                 f.domain
             )],
             None,
@@ -295,6 +333,8 @@ mod tests {
             require_dkim: true,
             require_spf: true,
             require_iprev: false,
+            bogus: Vec::new(),
+            insecure_refused: Vec::new(),
         }
     }
 
@@ -321,6 +361,11 @@ mod tests {
         iprev.require_iprev = true;
         let mut mx_temp = facts(S::CanPass, D::Usable);
         mx_temp.mx = MxState::Temporary;
+        // Bogus answers fail the lookups (temporary), and the why is the validation.
+        let mut bogus = facts(S::CanPass, D::Temporary);
+        bogus.bogus = vec!["the DKIM key at s2024._domainkey.culture.gouv.fr".into()];
+        let mut insecure = facts(S::CanPass, D::Usable);
+        insecure.insecure_refused = vec!["the SPF record".into()];
         let cases: Vec<(Facts, Outcome, Option<&str>)> = vec![
             (facts(S::CanPass, D::Usable), Ready, None),
             (iprev, Ready, None),
@@ -346,6 +391,8 @@ mod tests {
             (outside, CannotConfirm, None),
             (null_mx, CannotConfirm, None),
             (mx_temp, CannotConfirm, None),
+            (bogus, CannotConfirm, None),
+            (insecure, CannotConfirm, None),
         ];
         for (f, want, snippet) in cases {
             let v = judge(&f);
@@ -356,6 +403,17 @@ mod tests {
                     !v.why.is_empty(),
                     "a verdict other than ready says why: {f:?}"
                 );
+            }
+            // A DNSSEC failure is named as such, not as "failed for now".
+            let why = v.why.join(" ");
+            if !f.bogus.is_empty() {
+                assert!(
+                    why.contains("DNSSEC validation failed") && why.contains(&f.bogus[0]),
+                    "{why}"
+                );
+            }
+            if !f.insecure_refused.is_empty() {
+                assert!(why.contains("require_dnssec = true"), "{why}");
             }
         }
     }
